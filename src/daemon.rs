@@ -1,0 +1,476 @@
+//! Mounting and unmounting: checks the mountpoint, detaches the daemon so that
+//! `ocimux mount` returns only once the mount is live, unmounts cleanly on
+//! SIGINT/SIGTERM/SIGHUP, and implements `ocimux umount`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fuser::{Config, MountOption, Session, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{ForkResult, Pid};
+
+use crate::fs::OciFs;
+use crate::layout::Layout;
+use crate::mountinfo;
+
+/// Why mounting or unmounting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The mountpoint cannot be used.
+    #[error("mountpoint {path}: {why}")]
+    Mountpoint {
+        /// The mountpoint as given.
+        path: PathBuf,
+        /// Why it is refused.
+        why: String,
+    },
+    /// A `-o` option is unknown or conflicts.
+    #[error("mount option {0}")]
+    Option(String),
+    /// The kernel or fusermount refused the mount.
+    #[error("mounting {path}: {err}")]
+    Mount {
+        /// The mountpoint.
+        path: PathBuf,
+        /// The error.
+        err: io::Error,
+    },
+    /// The detached daemon reported a failure or died.
+    #[error("{0}")]
+    Daemon(String),
+    /// `umount` of something that is not an ocimux mount.
+    #[error("{0} is not an ocimux mount")]
+    NotOurs(PathBuf),
+    /// Unmounting failed.
+    #[error("unmounting {path}: {why}")]
+    Unmount {
+        /// The mountpoint.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Other I/O around the mount (pipes, log file, signals).
+    #[error("{what}: {err}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        err: io::Error,
+    },
+}
+
+fn io_err(what: &str) -> impl FnOnce(io::Error) -> MountError + '_ {
+    move |err| MountError::Io {
+        what: what.to_owned(),
+        err,
+    }
+}
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// Canonical mountpoint (see [`check_mountpoint`]).
+    pub mountpoint: PathBuf,
+    /// Stay in the foreground.
+    pub foreground: bool,
+    /// Where the detached daemon logs; `None` discards its log.
+    pub log_file: Option<PathBuf>,
+    /// Parsed `-o` options.
+    pub options: MountOptions,
+    /// FUSE event loop threads.
+    pub threads: usize,
+}
+
+/// The `-o` options ocimux understands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountOptions {
+    /// `allow_other` (implies `default_permissions`).
+    pub allow_other: bool,
+    /// `allow_root`.
+    pub allow_root: bool,
+    /// `default_permissions`.
+    pub default_permissions: bool,
+    /// `auto_unmount` (needs `allow_other` or `allow_root`).
+    pub auto_unmount: bool,
+    /// `noexec`.
+    pub noexec: bool,
+}
+
+impl MountOptions {
+    /// Parses comma-separated `-o` values (each `-o` may hold several).
+    pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Self, MountError> {
+        let mut o = MountOptions::default();
+        for opt in values
+            .into_iter()
+            .flat_map(|v| v.split(','))
+            .filter(|s| !s.is_empty())
+        {
+            match opt {
+                "ro" | "nodev" | "nosuid" | "exec" => {} // always ro, nodev, nosuid
+                "allow_other" => o.allow_other = true,
+                "allow_root" => o.allow_root = true,
+                "default_permissions" => o.default_permissions = true,
+                "auto_unmount" => o.auto_unmount = true,
+                "noexec" => o.noexec = true,
+                "rw" => return Err(MountError::Option("rw: ocimux mounts are read-only".into())),
+                other => {
+                    return Err(MountError::Option(format!(
+                        "{other:?} is not supported (supported: ro, allow_other, allow_root, \
+                         default_permissions, auto_unmount, noexec, nodev, nosuid)"
+                    )));
+                }
+            }
+        }
+        if o.allow_other && o.allow_root {
+            return Err(MountError::Option(
+                "allow_other and allow_root exclude each other".into(),
+            ));
+        }
+        if o.auto_unmount && !(o.allow_other || o.allow_root) {
+            return Err(MountError::Option(
+                "auto_unmount needs allow_other or allow_root".into(),
+            ));
+        }
+        // allow_other without kernel permission checks would let any user read
+        // what only the owner may read: always pair them.
+        if o.allow_other {
+            o.default_permissions = true;
+        }
+        Ok(o)
+    }
+
+    fn fuser_config(&self, fsname: String, threads: usize) -> Config {
+        let mut mount_options = vec![
+            MountOption::FSName(fsname),
+            MountOption::Subtype("ocimux".into()),
+            MountOption::RO,
+            MountOption::NoDev,
+            MountOption::NoSuid,
+        ];
+        if self.default_permissions {
+            mount_options.push(MountOption::DefaultPermissions);
+        }
+        if self.auto_unmount {
+            mount_options.push(MountOption::AutoUnmount);
+        }
+        if self.noexec {
+            mount_options.push(MountOption::NoExec);
+        }
+        let mut config = Config::default();
+        config.mount_options = mount_options;
+        config.acl = match (self.allow_other, self.allow_root) {
+            (true, _) => SessionACL::All,
+            (_, true) => SessionACL::RootAndOwner,
+            _ => SessionACL::Owner,
+        };
+        config.n_threads = Some(threads.max(1));
+        config.clone_fd = true;
+        config
+    }
+}
+
+/// Checks that `path` is an existing, empty directory and returns its canonical form.
+pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
+    let refuse = |why: String| MountError::Mountpoint {
+        path: path.to_owned(),
+        why,
+    };
+    let canonical = fs::canonicalize(path).map_err(|e| refuse(e.to_string()))?;
+    if !canonical.is_dir() {
+        return Err(refuse("not a directory".into()));
+    }
+    let mut entries = fs::read_dir(&canonical).map_err(|e| refuse(e.to_string()))?;
+    if entries.next().is_some() {
+        return Err(refuse("not empty".into()));
+    }
+    Ok(canonical)
+}
+
+/// Mounts `layout` and serves it until unmounted or signalled.
+///
+/// Detached (the default), this returns in the parent once the daemon reports
+/// the mount live, or with the daemon's error; the daemon itself never returns.
+pub fn mount(layout: Arc<Layout>, cfg: &MountConfig) -> Result<(), MountError> {
+    if cfg.foreground {
+        let session = start(layout, cfg)?;
+        return serve(session);
+    }
+    let (read_end, write_end) =
+        nix::unistd::pipe().map_err(|e| io_err("creating a pipe")(e.into()))?;
+    // SAFETY: no other thread exists yet (sources are read single-threaded and
+    // the FUSE threads start in the child), so the child may run normal code.
+    #[allow(unsafe_code)]
+    let forked =
+        unsafe { nix::unistd::fork() }.map_err(|e| io_err("forking the daemon")(e.into()))?;
+    match forked {
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            wait_ready(read_end, child)
+        }
+        ForkResult::Child => {
+            drop(read_end);
+            let code = daemon_child(layout, cfg, write_end);
+            std::process::exit(code);
+        }
+    }
+}
+
+/// The parent's side: the daemon writes `OK` once the mount is live, or an
+/// error line; EOF without either means it died.
+fn wait_ready(read_end: OwnedFd, child: Pid) -> Result<(), MountError> {
+    let mut msg = String::new();
+    let read = File::from(read_end).read_to_string(&mut msg);
+    match (read, msg.strip_prefix("OK")) {
+        (Ok(_), Some(_)) => Ok(()),
+        _ => {
+            let status = nix::sys::wait::waitpid(child, None);
+            let msg = msg.trim();
+            Err(MountError::Daemon(if msg.is_empty() {
+                format!("the daemon exited before the mount was live ({status:?})")
+            } else {
+                msg.to_owned()
+            }))
+        }
+    }
+}
+
+fn daemon_child(layout: Arc<Layout>, cfg: &MountConfig, ready: OwnedFd) -> i32 {
+    let mut ready = File::from(ready);
+    if let Err(e) = detach(cfg.log_file.as_deref()) {
+        let _ = write!(ready, "{e}");
+        return 3;
+    }
+    match start(layout, cfg) {
+        Ok(session) => {
+            // The parent may be gone already (killed); serving goes on regardless.
+            let _ = ready.write_all(b"OK");
+            drop(ready);
+            match serve(session) {
+                Ok(()) => 0,
+                Err(e) => {
+                    log::error!("{e}");
+                    1
+                }
+            }
+        }
+        Err(e) => {
+            let _ = write!(ready, "{e}");
+            3
+        }
+    }
+}
+
+/// Starts a new session, moves to `/`, and points stdio away from the terminal.
+fn detach(log_file: Option<&Path>) -> Result<(), MountError> {
+    nix::unistd::setsid().map_err(|e| io_err("setsid")(e.into()))?;
+    std::env::set_current_dir("/").map_err(io_err("chdir /"))?;
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(io_err("opening /dev/null"))?;
+    let log: OwnedFd = match log_file {
+        Some(p) => OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(io_err(&format!("opening log file {}", p.display())))?
+            .into(),
+        None => null.try_clone().map_err(io_err("dup"))?.into(),
+    };
+    use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
+    let redirected = dup2_stdin(&null)
+        .and(dup2_stdout(&null))
+        .and(dup2_stderr(&log));
+    redirected.map_err(|e| io_err("redirecting stdio")(e.into()))
+}
+
+/// Mounts: blocks the stop signals first (the FUSE threads inherit the mask,
+/// so only the signal thread sees them), then mounts and completes the FUSE
+/// handshake, after which the mount answers requests.
+fn start(layout: Arc<Layout>, cfg: &MountConfig) -> Result<Session<OciFs>, MountError> {
+    stop_signals()
+        .thread_block()
+        .map_err(|e| io_err("blocking signals")(e.into()))?;
+    let fs = OciFs::new(
+        layout,
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    let fsname = format!("ocimux:{}", std::process::id());
+    let config = cfg.options.fuser_config(fsname, cfg.threads);
+    let session = Session::new(fs, &cfg.mountpoint, &config).map_err(|err| MountError::Mount {
+        path: cfg.mountpoint.clone(),
+        err,
+    })?;
+    log::info!(
+        "mounted {} ({} threads)",
+        cfg.mountpoint.display(),
+        cfg.threads
+    );
+    Ok(session)
+}
+
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
+/// Serves until the filesystem is unmounted, by a signal or from outside.
+fn serve(mut session: Session<OciFs>) -> Result<(), MountError> {
+    let mut unmounter = session.unmount_callable();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = stop_signals().wait() {
+                log::info!("{sig}: unmounting");
+                if let Err(e) = unmounter.unmount() {
+                    log::error!("unmount after {sig}: {e}");
+                }
+            }
+        })
+        .map_err(io_err("starting the signal thread"))?;
+    session.run().map_err(io_err("serving"))
+}
+
+/// Unmounts the ocimux mount at `path` and waits up to `timeout` for its daemon to exit.
+pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountError> {
+    let canonical = fs::canonicalize(path).map_err(|e| MountError::Unmount {
+        path: path.to_owned(),
+        why: e.to_string(),
+    })?;
+    let entry = mountinfo::find(&canonical).map_err(io_err("reading /proc/self/mountinfo"))?;
+    let Some(pid) = entry.as_ref().and_then(mountinfo::MountEntry::ocimux_pid) else {
+        return Err(MountError::NotOurs(path.to_owned()));
+    };
+    let flags = if lazy {
+        nix::mount::MntFlags::MNT_DETACH
+    } else {
+        nix::mount::MntFlags::empty()
+    };
+    match nix::mount::umount2(&canonical, flags) {
+        Ok(()) => {}
+        Err(nix::errno::Errno::EPERM) => fusermount_u(&canonical, lazy)?,
+        Err(e) => {
+            return Err(MountError::Unmount {
+                path: path.to_owned(),
+                why: e.desc().to_owned(),
+            });
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    while process_alive(pid) {
+        if Instant::now() > deadline {
+            return Err(MountError::Unmount {
+                path: path.to_owned(),
+                why: format!("unmounted, but daemon {pid} still runs after {timeout:?}"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Unprivileged unmount goes through the setuid helper, as for any FUSE mount.
+fn fusermount_u(path: &Path, lazy: bool) -> Result<(), MountError> {
+    let mut last = String::from("neither fusermount3 nor fusermount found");
+    for helper in ["fusermount3", "fusermount"] {
+        let mut cmd = Command::new(helper);
+        cmd.arg("-u");
+        if lazy {
+            cmd.arg("-z");
+        }
+        match cmd.arg(path).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => last = String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(MountError::Unmount {
+        path: path.to_owned(),
+        why: last,
+    })
+}
+
+/// Whether `pid` still runs (a zombie has finished: it only awaits its parent).
+fn process_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_table() {
+        let cases: &[(&[&str], Result<MountOptions, &str>)] = &[
+            (&[], Ok(MountOptions::default())),
+            (&["ro,nodev"], Ok(MountOptions::default())),
+            (
+                &["allow_other"],
+                Ok(MountOptions {
+                    allow_other: true,
+                    default_permissions: true,
+                    ..Default::default()
+                }),
+            ),
+            (
+                &["allow_root", "auto_unmount"],
+                Ok(MountOptions {
+                    allow_root: true,
+                    auto_unmount: true,
+                    ..Default::default()
+                }),
+            ),
+            (&["auto_unmount"], Err("needs allow_other")),
+            (&["allow_other,allow_root"], Err("exclude")),
+            (&["rw"], Err("read-only")),
+            (&["bogus"], Err("not supported")),
+        ];
+        for (input, want) in cases {
+            match (MountOptions::parse(input.iter().copied()), want) {
+                (Ok(got), Ok(want)) => assert_eq!(&got, want, "{input:?}"),
+                (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{input:?}: {e}"),
+                (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn mountpoint_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_mountpoint(dir.path()).is_ok());
+        fs::write(dir.path().join("f"), b"x").unwrap();
+        let err = check_mountpoint(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not empty"), "{err}");
+        let err = check_mountpoint(&dir.path().join("f"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a directory"), "{err}");
+        let err = check_mountpoint(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("No such file"), "{err}");
+    }
+
+    #[test]
+    fn process_liveness() {
+        assert!(process_alive(std::process::id() as i32));
+        assert!(!process_alive(i32::MAX));
+    }
+}

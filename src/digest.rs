@@ -1,0 +1,203 @@
+//! Content digests (`algorithm:encoded`), validated before any path is built.
+//!
+//! Only the registered algorithms `sha256` and `sha512` are accepted, in
+//! lower-case hex of the exact length: a digest that passes [`Digest::parse`]
+//! is always safe to use as a file name (`sha256:../../x`, CVE-2024-3727,
+//! never gets that far).
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::Digest as _;
+
+/// A registered digest algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Algorithm {
+    /// SHA-256, 64 hex digits.
+    Sha256,
+    /// SHA-512, 128 hex digits.
+    Sha512,
+}
+
+impl Algorithm {
+    /// The name used in digests and as the directory under `blobs/`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 64,
+            Algorithm::Sha512 => 128,
+        }
+    }
+
+    /// Hashes `data` with this algorithm.
+    pub fn hash(self, data: &[u8]) -> Digest {
+        let encoded = match self {
+            Algorithm::Sha256 => crate::hex::encode(&sha2::Sha256::digest(data)),
+            Algorithm::Sha512 => crate::hex::encode(&sha2::Sha512::digest(data)),
+        };
+        Digest {
+            algorithm: self,
+            encoded,
+        }
+    }
+}
+
+/// A validated digest.
+///
+/// Invariant: `encoded` is lower-case hex of exactly the algorithm's length.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest {
+    algorithm: Algorithm,
+    encoded: String,
+}
+
+/// Why a digest string was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestError(pub &'static str);
+
+impl Digest {
+    /// Parses and validates `s`.
+    pub fn parse(s: &str) -> Result<Self, DigestError> {
+        let Some((alg, encoded)) = s.split_once(':') else {
+            return Err(DigestError("no ':' between algorithm and encoded part"));
+        };
+        let algorithm = match alg {
+            "sha256" => Algorithm::Sha256,
+            "sha512" => Algorithm::Sha512,
+            _ if is_algorithm_grammar(alg) => {
+                return Err(DigestError("algorithm not supported (sha256, sha512 are)"));
+            }
+            _ => return Err(DigestError("algorithm does not follow the grammar")),
+        };
+        if encoded.len() != algorithm.hex_len() {
+            return Err(DigestError("encoded part has the wrong length"));
+        }
+        if !encoded
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(DigestError("encoded part is not lower-case hex"));
+        }
+        Ok(Digest {
+            algorithm,
+            encoded: encoded.to_owned(),
+        })
+    }
+
+    /// SHA-256 of `data`.
+    pub fn sha256_of(data: &[u8]) -> Self {
+        Algorithm::Sha256.hash(data)
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The hex part, safe as a file name.
+    pub fn encoded(&self) -> &str {
+        &self.encoded
+    }
+
+    /// `blobs/<alg>/<hex>`, relative to a layout's root.
+    pub fn blob_path(&self) -> String {
+        format!("blobs/{}/{}", self.algorithm.name(), self.encoded)
+    }
+
+    /// Whether `data` hashes to this digest.
+    pub fn matches(&self, data: &[u8]) -> Result<(), Digest> {
+        let actual = self.algorithm.hash(data);
+        if actual == *self { Ok(()) } else { Err(actual) }
+    }
+
+    /// The first 64 bits of the digest, used to derive stable inode numbers.
+    pub fn prefix_u64(&self) -> u64 {
+        // The invariant guarantees at least 64 hex digits.
+        self.encoded
+            .get(..16)
+            .and_then(|p| u64::from_str_radix(p, 16).ok())
+            .unwrap_or(0)
+    }
+}
+
+/// `[a-z0-9]+([+._-][a-z0-9]+)*`, the image-spec algorithm grammar.
+fn is_algorithm_grammar(alg: &str) -> bool {
+    !alg.is_empty()
+        && alg.split(['+', '.', '_', '-']).all(|part| {
+            !part.is_empty() && part.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9'))
+        })
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm.name(), self.encoded)
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Digest::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX64: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn parse_table() {
+        let hex128 = "a".repeat(128);
+        let upper = HEX64.to_uppercase();
+        let cases: Vec<(String, Result<&str, &str>)> = vec![
+            (format!("sha256:{HEX64}"), Ok("sha256")),
+            (format!("sha512:{hex128}"), Ok("sha512")),
+            ("sha256:../../etc/passwd".into(), Err("wrong length")),
+            (format!("sha256:{}", &HEX64[..63]), Err("wrong length")),
+            (format!("sha256:{HEX64}0"), Err("wrong length")),
+            (format!("sha256:{upper}"), Err("not lower-case hex")),
+            (
+                format!("sha256:{}/{}", &HEX64[..31], &HEX64[..32]),
+                Err("not lower-case hex"),
+            ),
+            (format!("sha512:{HEX64}"), Err("wrong length")),
+            (format!("md5:{HEX64}"), Err("not supported")),
+            (format!("sha256+b64u:{HEX64}"), Err("not supported")),
+            (format!("SHA256:{HEX64}"), Err("grammar")),
+            (format!("../x:{HEX64}"), Err("grammar")),
+            (format!(":{HEX64}"), Err("grammar")),
+            (HEX64.into(), Err("no ':'")),
+            ("".into(), Err("no ':'")),
+        ];
+        for (input, want) in cases {
+            match (Digest::parse(&input), want) {
+                (Ok(d), Ok(alg)) => {
+                    assert_eq!(d.algorithm().name(), alg, "{input}");
+                    assert_eq!(d.to_string(), input);
+                }
+                (Err(DigestError(why)), Err(frag)) => assert!(why.contains(frag), "{input}: {why}"),
+                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn hashing_and_paths() {
+        let d = Digest::sha256_of(b"");
+        assert_eq!(d.to_string(), format!("sha256:{HEX64}"));
+        assert_eq!(d.blob_path(), format!("blobs/sha256/{HEX64}"));
+        assert_eq!(d.prefix_u64(), 0xe3b0c44298fc1c14);
+        assert!(d.matches(b"").is_ok());
+        assert_eq!(d.matches(b"x").unwrap_err(), Digest::sha256_of(b"x"));
+        let d512 = Algorithm::Sha512.hash(b"abc");
+        assert!(d512.to_string().starts_with("sha512:ddaf35a193617aba"));
+    }
+}

@@ -1,0 +1,266 @@
+//! The JSON documents of an OCI layout, parsed strictly.
+//!
+//! Only the fields ocimux needs are modelled; unknown fields are ignored, but a
+//! known field given twice is an error (serde refuses duplicate fields), and so
+//! is a document that contradicts its descriptor (CVE-2021-41190).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// Media type of an OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Media type of an OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Media type of a Docker manifest list.
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Media type of a Docker image manifest.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// The annotation that names a tag in `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The annotation BuildKit puts on attestation manifests.
+pub const DOCKER_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+/// The largest manifest, index or config accepted (registries' and containers/image's cap).
+pub const MAX_JSON: u64 = 4 * 1024 * 1024;
+
+/// What a descriptor's media type makes of the document it points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A single-platform image manifest.
+    Manifest,
+    /// A list of manifests.
+    Index,
+}
+
+/// Classifies a manifest-position media type; `None` for anything else.
+pub fn kind_of(media_type: &str) -> Option<Kind> {
+    match media_type {
+        OCI_MANIFEST | DOCKER_MANIFEST => Some(Kind::Manifest),
+        OCI_INDEX | DOCKER_LIST => Some(Kind::Index),
+        _ => None,
+    }
+}
+
+/// `oci-layout`.
+#[derive(Debug, Deserialize)]
+pub struct OciLayout {
+    /// Must be `1.0.0`.
+    #[serde(rename = "imageLayoutVersion")]
+    pub image_layout_version: String,
+}
+
+/// A descriptor as found in a document; the digest is still a string here and
+/// is validated by whoever turns it into a path.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawDescriptor {
+    /// The media type of the referenced content.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// The digest, unvalidated.
+    pub digest: String,
+    /// The size in bytes.
+    pub size: u64,
+    /// The platform, in indexes.
+    #[serde(default)]
+    pub platform: Option<RawPlatform>,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl RawDescriptor {
+    /// The `org.opencontainers.image.ref.name` annotation.
+    pub fn ref_name(&self) -> Option<&str> {
+        self.annotations.get(REF_NAME).map(String::as_str)
+    }
+}
+
+/// A platform object as found in an index or config.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RawPlatform {
+    /// Architecture.
+    #[serde(default)]
+    pub architecture: Option<String>,
+    /// Operating system.
+    #[serde(default)]
+    pub os: Option<String>,
+    /// OS version.
+    #[serde(rename = "os.version", default)]
+    pub os_version: Option<String>,
+    /// OS features.
+    #[serde(rename = "os.features", default)]
+    pub os_features: Option<Vec<String>>,
+    /// Variant.
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+/// An image index, manifest list, or image manifest: one struct so that a
+/// document carrying both `manifests` and `layers` can be refused.
+#[derive(Debug, Deserialize)]
+pub struct Document {
+    /// Must be 2.
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: Option<u32>,
+    /// Optional in OCI; must agree with the descriptor when present.
+    #[serde(rename = "mediaType", default)]
+    pub media_type: Option<String>,
+    /// Index entries.
+    #[serde(default)]
+    pub manifests: Option<Vec<RawDescriptor>>,
+    /// Manifest config.
+    #[serde(default)]
+    pub config: Option<RawDescriptor>,
+    /// Manifest layers.
+    #[serde(default)]
+    pub layers: Option<Vec<RawDescriptor>>,
+}
+
+/// An image config; only the platform fields are read.
+pub type Config = RawPlatform;
+
+/// Parses JSON, mapping errors to one line.
+pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+impl Document {
+    /// Checks the document against what its descriptor (or position) says it is.
+    pub fn check(&self, expected: Kind, descriptor_media_type: Option<&str>) -> Result<(), String> {
+        if self.schema_version != Some(2) {
+            return Err(format!(
+                "schemaVersion is {:?}, expected 2",
+                self.schema_version
+            ));
+        }
+        if self.manifests.is_some() && (self.layers.is_some() || self.config.is_some()) {
+            return Err("carries both manifests and layers/config".into());
+        }
+        if let (Some(own), Some(desc)) = (&self.media_type, descriptor_media_type) {
+            if own != desc {
+                return Err(format!(
+                    "mediaType {own:?} disagrees with its descriptor's {desc:?}"
+                ));
+            }
+        }
+        match expected {
+            Kind::Index if self.manifests.is_none() => Err("image index without manifests".into()),
+            Kind::Manifest if self.config.is_none() => Err("image manifest without config".into()),
+            Kind::Manifest if self.layers.is_none() => Err("image manifest without layers".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_table() {
+        let d = r#"{"mediaType":"x","digest":"sha256:0","size":1}"#;
+        let cases: &[(String, Kind, Option<&str>, Result<(), &str>)] = &[
+            (
+                format!(r#"{{"schemaVersion":2,"config":{d},"layers":[]}}"#),
+                Kind::Manifest,
+                None,
+                Ok(()),
+            ),
+            (
+                r#"{"schemaVersion":2,"manifests":[]}"#.to_string(),
+                Kind::Index,
+                Some(OCI_INDEX),
+                Ok(()),
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{d},"layers":[]}}"#
+                ),
+                Kind::Manifest,
+                Some(OCI_MANIFEST),
+                Ok(()),
+            ),
+            (
+                format!(
+                    r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","config":{d},"layers":[]}}"#
+                ),
+                Kind::Manifest,
+                Some(OCI_MANIFEST),
+                Err("disagrees"),
+            ),
+            (
+                format!(r#"{{"schemaVersion":2,"manifests":[],"config":{d},"layers":[]}}"#),
+                Kind::Manifest,
+                None,
+                Err("both manifests and layers"),
+            ),
+            (
+                format!(r#"{{"schemaVersion":1,"config":{d},"layers":[]}}"#),
+                Kind::Manifest,
+                None,
+                Err("schemaVersion"),
+            ),
+            (
+                r#"{"schemaVersion":2,"layers":[]}"#.to_string(),
+                Kind::Manifest,
+                None,
+                Err("without config"),
+            ),
+            (
+                format!(r#"{{"schemaVersion":2,"config":{d}}}"#),
+                Kind::Manifest,
+                None,
+                Err("without layers"),
+            ),
+            (
+                r#"{"schemaVersion":2}"#.into(),
+                Kind::Index,
+                None,
+                Err("without manifests"),
+            ),
+        ];
+        for (json, kind, media, want) in cases {
+            let doc: Document = parse(json.as_bytes()).unwrap();
+            match (doc.check(*kind, *media), want) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err(frag)) => assert!(e.contains(frag), "{json}: {e}"),
+                (got, want) => panic!("{json}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_duplicate_fields_and_bad_sizes() {
+        for (json, frag) in [
+            (
+                r#"{"schemaVersion":2,"schemaVersion":2}"#,
+                "duplicate field",
+            ),
+            (
+                r#"{"mediaType":"a","digest":"b","size":-1}"#,
+                "invalid value",
+            ),
+            (
+                r#"{"mediaType":"a","digest":"b","size":1e3}"#,
+                "invalid type",
+            ),
+            (r#"{"mediaType":"a","digest":"b"}"#, "missing field `size`"),
+        ] {
+            let err = if json.contains("schemaVersion") {
+                parse::<Document>(json.as_bytes()).unwrap_err()
+            } else {
+                parse::<RawDescriptor>(json.as_bytes()).unwrap_err()
+            };
+            assert!(err.contains(frag), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(kind_of(OCI_MANIFEST), Some(Kind::Manifest));
+        assert_eq!(kind_of(DOCKER_MANIFEST), Some(Kind::Manifest));
+        assert_eq!(kind_of(OCI_INDEX), Some(Kind::Index));
+        assert_eq!(kind_of(DOCKER_LIST), Some(Kind::Index));
+        assert_eq!(kind_of("application/vnd.oci.image.layer.v1.tar+gzip"), None);
+    }
+}

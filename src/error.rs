@@ -1,0 +1,165 @@
+//! The library's error types: every refusal names the source and the file.
+//!
+//! [`Error`] is what building a snapshot can fail with; all of its variants are
+//! bad input (the CLI maps them to exit code 2). Errors of the mounted filesystem
+//! live in [`crate::layout::FsError`], with their one errno mapping in the adapter.
+
+use std::io;
+
+/// A refusal to build the virtual layout from the given inputs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Something is wrong with one file of one source.
+    #[error("source {source_name}: {file}: {problem}")]
+    Source {
+        /// The source as given on the command line.
+        source_name: String,
+        /// The file inside the source (relative to it), or `.` for the source itself.
+        file: String,
+        /// What is wrong.
+        problem: Problem,
+    },
+    /// Two sources would publish the same platform.
+    #[error(
+        "sources {first} and {second} both provide platform {platform}; \
+         give one an explicit PLATFORM=PATH override"
+    )]
+    DuplicatePlatform {
+        /// The platform, as `os/arch[/variant]`.
+        platform: String,
+        /// The source that provided it first.
+        first: String,
+        /// The source that provided it again.
+        second: String,
+    },
+    /// A command-line value is malformed.
+    #[error("invalid {what} {value:?}: {why}")]
+    Argument {
+        /// Which kind of argument (`platform`, `annotation`, `tag` …).
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        why: String,
+    },
+    /// No source was given.
+    #[error("no SOURCE given")]
+    NoSources,
+}
+
+/// What is wrong with one file of a source.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// The path does not exist.
+    #[error("does not exist")]
+    Missing,
+    /// The file could not be read.
+    #[error("{0}")]
+    Io(#[source] io::Error),
+    /// The source is not an OCI image layout.
+    #[error("not an OCI image layout: {0}")]
+    NotLayout(String),
+    /// `oci-layout` names a version other than 1.0.0.
+    #[error("imageLayoutVersion is {0:?}, only \"1.0.0\" is supported")]
+    LayoutVersion(String),
+    /// A JSON document does not parse or does not fit the schema.
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    /// A JSON document is larger than the cap.
+    #[error("{size} bytes is larger than the {cap}-byte limit for JSON documents")]
+    TooLarge {
+        /// The file's size.
+        size: u64,
+        /// The limit.
+        cap: u64,
+    },
+    /// `index.json` lists no manifests.
+    #[error("lists no manifests")]
+    EmptyIndex,
+    /// No entry matches the wanted reference.
+    #[error("no entry has ref name {wanted:?} (ref names found: {found})")]
+    RefNotFound {
+        /// The wanted ref name.
+        wanted: String,
+        /// The ref names present, comma separated.
+        found: String,
+    },
+    /// Several entries and no way to choose.
+    #[error(
+        "{count} entries and none is tagged \"latest\"; choose one with --ref (ref names found: {found})"
+    )]
+    AmbiguousRef {
+        /// How many entries there are.
+        count: usize,
+        /// The ref names present, comma separated.
+        found: String,
+    },
+    /// Several entries carry the wanted ref name.
+    #[error("{count} entries have ref name {wanted:?}")]
+    DuplicateRef {
+        /// The wanted ref name.
+        wanted: String,
+        /// How many entries carry it.
+        count: usize,
+    },
+    /// A digest does not follow the grammar or names an unsupported algorithm.
+    #[error("invalid digest {digest:?}: {why}")]
+    BadDigest {
+        /// The digest as found.
+        digest: String,
+        /// Why it is refused.
+        why: &'static str,
+    },
+    /// A referenced blob is not in the layout.
+    #[error("referenced blob is missing")]
+    MissingBlob,
+    /// A blob is not a regular file.
+    #[error("blob is not a regular file")]
+    NotRegular,
+    /// A blob's size differs from the descriptor that references it.
+    #[error("size {actual} differs from descriptor size {expected}")]
+    SizeMismatch {
+        /// The descriptor's size.
+        expected: u64,
+        /// The file's size.
+        actual: u64,
+    },
+    /// A manifest or config does not hash to its digest.
+    #[error("content hashes to {actual}, not to its digest")]
+    DigestMismatch {
+        /// The computed digest.
+        actual: String,
+    },
+    /// A media type ocimux cannot serve in that position.
+    #[error("unsupported media type {0:?}")]
+    MediaType(String),
+    /// A document contradicts its descriptor or itself (CVE-2021-41190).
+    #[error("ambiguous document: {0}")]
+    Ambiguous(String),
+    /// The image config names no platform and none was given.
+    #[error("config has no {0}; give the platform as PLATFORM=PATH (e.g. linux/arm64=PATH)")]
+    NoPlatform(&'static str),
+    /// A platform value read from the config is unusable.
+    #[error("{0}")]
+    BadPlatform(String),
+    /// An image index nested inside an image index.
+    #[error("an image index inside an image index is not supported")]
+    NestedIndex,
+    /// An image index whose entries are all attestations or empty.
+    #[error("image index lists no platform manifests")]
+    NoPlatformManifests,
+    /// An override was given for a source that already carries several platforms.
+    #[error("a PLATFORM= override needs a single-platform source, this one is an image index")]
+    OverrideOnIndex,
+}
+
+impl Error {
+    /// Builds a [`Error::Source`].
+    pub fn source(source_name: &str, file: impl Into<String>, problem: Problem) -> Self {
+        Error::Source {
+            source_name: source_name.to_owned(),
+            file: file.into(),
+            problem,
+        }
+    }
+}

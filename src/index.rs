@@ -1,0 +1,288 @@
+//! Composing sources into one multi-arch image: the generated image index blob
+//! and the single-entry `index.json` that points at it.
+//!
+//! Output is compact JSON with a fixed key order and no timestamps, so the same
+//! inputs always give byte-identical documents (and so the same digest).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::document::{OCI_INDEX, REF_NAME};
+use crate::error::Error;
+use crate::platform::Platform;
+use crate::source::{Blob, Contribution};
+
+/// Options that shape the generated documents.
+#[derive(Debug, Clone, Default)]
+pub struct IndexOptions {
+    /// The `org.opencontainers.image.ref.name` of the `index.json` entry.
+    pub tag: String,
+    /// Annotations on the generated image index.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The composed image: what the virtual layout serves.
+#[derive(Debug, Clone)]
+pub struct Composition {
+    /// The generated image index.
+    pub index: Vec<u8>,
+    /// Its digest.
+    pub index_digest: Digest,
+    /// The generated `index.json`.
+    pub index_json: Vec<u8>,
+    /// Every source blob, once each, sorted by digest.
+    pub blobs: Vec<Blob>,
+    /// One row per platform manifest, in index order: (source name, manifest descriptor).
+    pub rows: Vec<(String, crate::source::Image)>,
+}
+
+#[derive(Serialize)]
+struct IndexDoc<'a> {
+    #[serde(rename = "schemaVersion")]
+    schema_version: u32,
+    #[serde(rename = "mediaType")]
+    media_type: &'a str,
+    manifests: Vec<DescriptorOut<'a>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct DescriptorOut<'a> {
+    #[serde(rename = "mediaType")]
+    media_type: &'a str,
+    digest: String,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<&'a Platform>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<BTreeMap<&'a str, &'a str>>,
+}
+
+/// Composes sources, in the given order, into one image index.
+///
+/// Refuses two manifests with the same platform, naming both sources. A blob
+/// present in several sources is served from the first one.
+pub fn compose(sources: &[Contribution], opts: &IndexOptions) -> Result<Composition, Error> {
+    let mut rows: Vec<(String, crate::source::Image)> = Vec::new();
+    for source in sources {
+        for image in &source.images {
+            if let Some((first, _)) = rows
+                .iter()
+                .find(|(_, seen)| seen.platform.same_as(&image.platform))
+            {
+                return Err(Error::DuplicatePlatform {
+                    platform: image.platform.to_string(),
+                    first: first.clone(),
+                    second: source.name.clone(),
+                });
+            }
+            rows.push((source.name.clone(), image.clone()));
+        }
+    }
+    if rows.is_empty() {
+        return Err(Error::NoSources);
+    }
+    let doc = IndexDoc {
+        schema_version: 2,
+        media_type: OCI_INDEX,
+        manifests: rows
+            .iter()
+            .map(|(_, image)| DescriptorOut {
+                media_type: &image.media_type,
+                digest: image.digest.to_string(),
+                size: image.size,
+                platform: Some(&image.platform),
+                annotations: None,
+            })
+            .collect(),
+        annotations: &opts.annotations,
+    };
+    let index = to_json(&doc);
+    let index_digest = Digest::sha256_of(&index);
+    let index_json = to_json(&IndexDoc {
+        schema_version: 2,
+        media_type: OCI_INDEX,
+        manifests: vec![DescriptorOut {
+            media_type: OCI_INDEX,
+            digest: index_digest.to_string(),
+            size: index.len() as u64,
+            platform: None,
+            annotations: Some(BTreeMap::from([(REF_NAME, opts.tag.as_str())])),
+        }],
+        annotations: &BTreeMap::new(),
+    });
+    let mut blobs: BTreeMap<Digest, Blob> = BTreeMap::new();
+    for blob in sources.iter().flat_map(|s| &s.blobs) {
+        blobs
+            .entry(blob.digest.clone())
+            .or_insert_with(|| blob.clone());
+    }
+    Ok(Composition {
+        index,
+        index_digest,
+        index_json,
+        blobs: blobs.into_values().collect(),
+        rows,
+    })
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain structs of strings and integers into a Vec cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Validates a tag (`--tag`) as an OCI ref name: non-empty printable ASCII
+/// without spaces, at most 128 characters.
+pub fn check_tag(tag: &str) -> Result<(), Error> {
+    let ok = !tag.is_empty() && tag.len() <= 128 && tag.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Argument {
+            what: "tag",
+            value: tag.to_owned(),
+            why: "must be 1 to 128 printable ASCII characters without spaces".into(),
+        })
+    }
+}
+
+/// Parses `KEY=VALUE` for `--annotation`.
+pub fn parse_annotation(s: &str) -> Result<(String, String), Error> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(Error::Argument {
+            what: "annotation",
+            value: s.to_owned(),
+            why: "expected KEY=VALUE with a non-empty KEY".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Image;
+    use std::path::PathBuf;
+
+    fn image(platform: &str, seed: &str) -> Image {
+        Image {
+            media_type: crate::document::OCI_MANIFEST.into(),
+            digest: Digest::sha256_of(seed.as_bytes()),
+            size: 100 + seed.len() as u64,
+            platform: Platform::parse(platform).unwrap().platform,
+        }
+    }
+
+    fn contribution(name: &str, images: Vec<Image>) -> Contribution {
+        let blobs = images
+            .iter()
+            .map(|i| Blob {
+                digest: i.digest.clone(),
+                size: i.size,
+                path: PathBuf::from(format!("/{name}/{}", i.digest.blob_path())),
+            })
+            .collect();
+        Contribution {
+            name: name.into(),
+            root: PathBuf::from(format!("/{name}")),
+            images,
+            blobs,
+        }
+    }
+
+    #[test]
+    fn golden_bytes() {
+        let sources = [
+            contribution("a", vec![image("linux/arm64", "m1")]),
+            contribution("b", vec![image("linux/arm/v7", "m2")]),
+        ];
+        let opts = IndexOptions {
+            tag: "latest".into(),
+            annotations: BTreeMap::from([(
+                "org.opencontainers.image.version".into(),
+                "1.0".into(),
+            )]),
+        };
+        let c = compose(&sources, &opts).unwrap();
+        let m1 = Digest::sha256_of(b"m1");
+        let m2 = Digest::sha256_of(b"m2");
+        let want = format!(
+            concat!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":["#,
+                r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{m1}","size":102,"platform":{{"architecture":"arm64","os":"linux"}}}},"#,
+                r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{m2}","size":102,"platform":{{"architecture":"arm","os":"linux","variant":"v7"}}}}],"#,
+                r#""annotations":{{"org.opencontainers.image.version":"1.0"}}}}"#
+            ),
+            m1 = m1,
+            m2 = m2
+        );
+        assert_eq!(String::from_utf8(c.index.clone()).unwrap(), want);
+        assert_eq!(c.index_digest, Digest::sha256_of(want.as_bytes()));
+        let want_json = format!(
+            concat!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":["#,
+                r#"{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{}","size":{},"#,
+                r#""annotations":{{"org.opencontainers.image.ref.name":"latest"}}}}]}}"#
+            ),
+            c.index_digest,
+            want.len()
+        );
+        assert_eq!(String::from_utf8(c.index_json.clone()).unwrap(), want_json);
+        // Same inputs, same bytes.
+        let again = compose(&sources, &opts).unwrap();
+        assert_eq!(again.index, c.index);
+        assert_eq!(again.index_json, c.index_json);
+    }
+
+    #[test]
+    fn refuses_duplicate_platforms_naming_both() {
+        let sources = [
+            contribution("deploy/a", vec![image("linux/arm64", "m1")]),
+            contribution("deploy/b", vec![image("linux/arm64", "m2")]),
+        ];
+        let err = compose(&sources, &IndexOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("deploy/a") && err.contains("deploy/b") && err.contains("linux/arm64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn variants_are_distinct_platforms_and_blobs_dedup() {
+        let shared = image("linux/arm/v6", "shared");
+        let mut b = contribution("b", vec![image("linux/arm/v7", "m2")]);
+        b.blobs
+            .extend(contribution("b", vec![shared.clone()]).blobs);
+        let sources = [contribution("a", vec![shared]), b];
+        let c = compose(&sources, &IndexOptions::default()).unwrap();
+        assert_eq!(c.rows.len(), 2);
+        assert_eq!(c.blobs.len(), 2);
+        let first = c
+            .blobs
+            .iter()
+            .find(|b| b.digest == Digest::sha256_of(b"shared"))
+            .unwrap();
+        assert!(first.path.starts_with("/a"), "{first:?}");
+    }
+
+    #[test]
+    fn argument_checks() {
+        assert!(check_tag("latest").is_ok());
+        assert!(check_tag("v1.2.3-rc1").is_ok());
+        assert!(check_tag("").is_err());
+        assert!(check_tag("a b").is_err());
+        assert!(check_tag(&"x".repeat(129)).is_err());
+        assert_eq!(
+            parse_annotation("k=v=w").unwrap(),
+            ("k".into(), "v=w".into())
+        );
+        assert_eq!(parse_annotation("k=").unwrap(), ("k".into(), "".into()));
+        assert!(parse_annotation("=v").is_err());
+        assert!(parse_annotation("kv").is_err());
+    }
+}

@@ -1,0 +1,541 @@
+//! The immutable snapshot of the virtual layout: inode numbers, directories,
+//! attributes, and where each file's bytes come from. No FUSE types here; the
+//! adapter in [`crate::fs`] only translates.
+//!
+//! Tree:
+//! ```text
+//! /                  oci-layout  index.json  blobs/
+//! /blobs/            sha256/ [sha512/]
+//! /blobs/<alg>/<hex> one file per reachable blob, plus the generated index
+//! ```
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::digest::{Algorithm, Digest};
+use crate::index::Composition;
+
+/// `oci-layout`'s content.
+pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Inode numbers. This is the one place where they are assigned:
+/// - 1 is the root (FUSE's convention), 2..=15 are the fixed directories and
+///   generated files;
+/// - a blob's number is the first 63 bits of its digest with the top bit set,
+///   so it depends only on the digest and is stable across snapshots and
+///   remounts (a collision, which needs ~2^31 crafted blobs, moves the later
+///   digest in sort order to the next free number).
+pub mod ino {
+    /// The root directory.
+    pub const ROOT: u64 = 1;
+    /// `/blobs`.
+    pub const BLOBS: u64 = 2;
+    /// `/oci-layout`.
+    pub const OCI_LAYOUT: u64 = 3;
+    /// `/index.json`.
+    pub const INDEX_JSON: u64 = 4;
+    /// `/blobs/sha256`.
+    pub const SHA256: u64 = 5;
+    /// `/blobs/sha512`.
+    pub const SHA512: u64 = 6;
+
+    /// The preferred inode number of a blob.
+    pub fn of_blob(digest: &crate::digest::Digest) -> u64 {
+        (1 << 63) | (digest.prefix_u64() >> 1)
+    }
+}
+
+/// Errors of the mounted filesystem; the adapter maps each to one errno.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// No such inode or name.
+    #[error("not found")]
+    NotFound,
+    /// A directory operation on a file.
+    #[error("not a directory")]
+    NotDir,
+    /// A file operation on a directory.
+    #[error("is a directory")]
+    IsDir,
+    /// Any write.
+    #[error("read-only file system")]
+    ReadOnly,
+    /// Reading a source file failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// File or directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory (mode 0555).
+    Dir,
+    /// A regular file (mode 0444).
+    File,
+}
+
+/// Attributes of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: Kind,
+    /// Exact size in bytes (directories: number of entries).
+    pub size: u64,
+    /// Permission bits.
+    pub perm: u16,
+    /// Link count.
+    pub nlink: u32,
+    /// Modification time: the snapshot's creation.
+    pub mtime: SystemTime,
+}
+
+impl Attr {
+    /// 512-byte blocks, rounded up, as `st_blocks` reports them.
+    pub fn blocks(&self) -> u64 {
+        self.size.div_ceil(512)
+    }
+}
+
+/// Where a file's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// Generated, held in memory.
+    Memory(Arc<[u8]>),
+    /// A source blob file, served byte for byte.
+    File {
+        /// Absolute path of the source file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+}
+
+/// One directory entry as listed by [`Layout::read_dir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry<'a> {
+    /// The entry's inode.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: Kind,
+    /// Its name.
+    pub name: &'a str,
+    /// The offset to resume listing after this entry.
+    pub next_offset: u64,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// Children sorted by name (binary-searched by lookup).
+    Dir {
+        parent: u64,
+        children: Vec<(String, u64)>,
+    },
+    File(Content),
+}
+
+#[derive(Debug)]
+struct Node {
+    attr: Attr,
+    body: Body,
+}
+
+/// The virtual layout.
+#[derive(Debug)]
+pub struct Layout {
+    nodes: HashMap<u64, Node>,
+    index_digest: Digest,
+}
+
+impl Layout {
+    /// Builds the tree for a composition.
+    pub fn new(comp: &Composition) -> Self {
+        let mtime = SystemTime::now();
+        let mut nodes = HashMap::new();
+        let add_file = |nodes: &mut HashMap<u64, Node>, ino: u64, content: Content| {
+            let size = match &content {
+                Content::Memory(b) => b.len() as u64,
+                Content::File { size, .. } => *size,
+            };
+            let attr = Attr {
+                ino,
+                kind: Kind::File,
+                size,
+                perm: 0o444,
+                nlink: 1,
+                mtime,
+            };
+            nodes.insert(
+                ino,
+                Node {
+                    attr,
+                    body: Body::File(content),
+                },
+            );
+        };
+        add_file(
+            &mut nodes,
+            ino::OCI_LAYOUT,
+            Content::Memory(Arc::from(OCI_LAYOUT)),
+        );
+        add_file(
+            &mut nodes,
+            ino::INDEX_JSON,
+            Content::Memory(Arc::from(comp.index_json.as_slice())),
+        );
+
+        let mut per_alg: [Vec<(String, u64)>; 2] = [Vec::new(), Vec::new()];
+        let mut place = |nodes: &mut HashMap<u64, Node>, digest: &Digest, content: Content| {
+            let mut n = ino::of_blob(digest);
+            while nodes.contains_key(&n) {
+                n = n.wrapping_add(1) | (1 << 63);
+            }
+            let slot = match digest.algorithm() {
+                Algorithm::Sha256 => 0,
+                Algorithm::Sha512 => 1,
+            };
+            per_alg[slot].push((digest.encoded().to_owned(), n));
+            add_file(nodes, n, content);
+        };
+        place(
+            &mut nodes,
+            &comp.index_digest,
+            Content::Memory(Arc::from(comp.index.as_slice())),
+        );
+        for blob in &comp.blobs {
+            if blob.digest == comp.index_digest {
+                continue; // a source happens to hold the generated index: serve ours
+            }
+            let content = Content::File {
+                path: blob.path.clone(),
+                size: blob.size,
+            };
+            place(&mut nodes, &blob.digest, content);
+        }
+
+        let dir = |nodes: &mut HashMap<u64, Node>,
+                   ino: u64,
+                   parent: u64,
+                   mut children: Vec<(String, u64)>| {
+            children.sort();
+            let nlink = 2 + children
+                .iter()
+                .filter(|(_, c)| nodes.get(c).is_some_and(|n| n.attr.kind == Kind::Dir))
+                .count() as u32;
+            let attr = Attr {
+                ino,
+                kind: Kind::Dir,
+                size: children.len() as u64,
+                perm: 0o555,
+                nlink,
+                mtime,
+            };
+            nodes.insert(
+                ino,
+                Node {
+                    attr,
+                    body: Body::Dir { parent, children },
+                },
+            );
+        };
+        let [sha256, sha512] = per_alg;
+        let mut alg_dirs = Vec::new();
+        dir(&mut nodes, ino::SHA256, ino::BLOBS, sha256);
+        alg_dirs.push(("sha256".to_owned(), ino::SHA256));
+        if !sha512.is_empty() {
+            dir(&mut nodes, ino::SHA512, ino::BLOBS, sha512);
+            alg_dirs.push(("sha512".to_owned(), ino::SHA512));
+        }
+        dir(&mut nodes, ino::BLOBS, ino::ROOT, alg_dirs);
+        let root_children = vec![
+            ("blobs".to_owned(), ino::BLOBS),
+            ("index.json".to_owned(), ino::INDEX_JSON),
+            ("oci-layout".to_owned(), ino::OCI_LAYOUT),
+        ];
+        dir(&mut nodes, ino::ROOT, ino::ROOT, root_children);
+        Layout {
+            nodes,
+            index_digest: comp.index_digest.clone(),
+        }
+    }
+
+    /// The generated index's digest.
+    pub fn index_digest(&self) -> &Digest {
+        &self.index_digest
+    }
+
+    /// Bytes of all files the layout serves.
+    pub fn total_bytes(&self) -> u64 {
+        self.nodes
+            .values()
+            .filter(|n| n.attr.kind == Kind::File)
+            .map(|n| n.attr.size)
+            .sum()
+    }
+
+    /// How many files the layout serves.
+    pub fn file_count(&self) -> usize {
+        self.nodes
+            .values()
+            .filter(|n| n.attr.kind == Kind::File)
+            .count()
+    }
+
+    fn node(&self, ino: u64) -> Result<&Node, FsError> {
+        self.nodes.get(&ino).ok_or(FsError::NotFound)
+    }
+
+    /// Attributes of `ino`.
+    pub fn attr(&self, ino: u64) -> Result<Attr, FsError> {
+        Ok(self.node(ino)?.attr)
+    }
+
+    /// Looks `name` up in directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
+        let Body::Dir {
+            parent: up,
+            children,
+        } = &self.node(parent)?.body
+        else {
+            return Err(FsError::NotDir);
+        };
+        let Some(name) = name.to_str() else {
+            return Err(FsError::NotFound);
+        };
+        let ino = match name {
+            "." => parent,
+            ".." => *up,
+            _ => {
+                let i = children
+                    .binary_search_by(|(n, _)| n.as_str().cmp(name))
+                    .map_err(|_| FsError::NotFound)?;
+                children.get(i).map(|(_, c)| *c).ok_or(FsError::NotFound)?
+            }
+        };
+        self.attr(ino)
+    }
+
+    /// Lists directory `ino` from `offset`: `.` is offset 0, `..` is 1, then the
+    /// children in name order. Each entry carries the offset that resumes after
+    /// it, so listing survives any buffer size and seeking back.
+    pub fn read_dir(
+        &self,
+        ino: u64,
+        offset: u64,
+    ) -> Result<impl Iterator<Item = DirEntry<'_>>, FsError> {
+        let Body::Dir { parent, children } = &self.node(ino)?.body else {
+            return Err(FsError::NotDir);
+        };
+        let dots = [(".", ino), ("..", *parent)];
+        let all = dots
+            .into_iter()
+            .chain(children.iter().map(|(n, c)| (n.as_str(), *c)))
+            .enumerate()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .map(move |(i, (name, child))| DirEntry {
+                ino: child,
+                kind: self.nodes.get(&child).map_or(Kind::File, |n| n.attr.kind),
+                name,
+                next_offset: i as u64 + 1,
+            });
+        Ok(all)
+    }
+
+    /// Where the bytes of file `ino` come from.
+    pub fn content(&self, ino: u64) -> Result<&Content, FsError> {
+        match &self.node(ino)?.body {
+            Body::File(c) => Ok(c),
+            Body::Dir { .. } => Err(FsError::IsDir),
+        }
+    }
+}
+
+/// The part of `bytes` that a read of `size` bytes at `offset` returns: empty
+/// past the end, never a panic.
+pub fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let end = start.saturating_add(size as usize).min(bytes.len());
+    bytes.get(start..end).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{IndexOptions, compose};
+    use crate::platform::Platform;
+    use crate::source::{Blob, Contribution, Image};
+
+    fn layout() -> (Layout, Composition) {
+        let blob = |seed: &str| Blob {
+            digest: Digest::sha256_of(seed.as_bytes()),
+            size: seed.len() as u64,
+            path: PathBuf::from(format!("/src/{seed}")),
+        };
+        let m = blob("manifest");
+        let c = Contribution {
+            name: "src".into(),
+            root: "/src".into(),
+            images: vec![Image {
+                media_type: crate::document::OCI_MANIFEST.into(),
+                digest: m.digest.clone(),
+                size: m.size,
+                platform: Platform::parse("linux/amd64").unwrap().platform,
+            }],
+            blobs: vec![
+                m,
+                blob("config"),
+                blob("layer"),
+                Blob {
+                    digest: crate::digest::Algorithm::Sha512.hash(b"big"),
+                    size: 3,
+                    path: "/src/big".into(),
+                },
+            ],
+        };
+        let comp = compose(
+            &[c],
+            &IndexOptions {
+                tag: "latest".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        (Layout::new(&comp), comp)
+    }
+
+    #[test]
+    fn lookup_table() {
+        let (l, comp) = layout();
+        let layer = Digest::sha256_of(b"layer");
+        let cases: &[(u64, &str, Result<u64, &str>)] = &[
+            (ino::ROOT, "oci-layout", Ok(ino::OCI_LAYOUT)),
+            (ino::ROOT, "index.json", Ok(ino::INDEX_JSON)),
+            (ino::ROOT, "blobs", Ok(ino::BLOBS)),
+            (ino::ROOT, ".", Ok(ino::ROOT)),
+            (ino::ROOT, "..", Ok(ino::ROOT)),
+            (ino::BLOBS, "sha256", Ok(ino::SHA256)),
+            (ino::BLOBS, "sha512", Ok(ino::SHA512)),
+            (ino::BLOBS, "..", Ok(ino::ROOT)),
+            (ino::SHA256, layer.encoded(), Ok(ino::of_blob(&layer))),
+            (
+                ino::SHA256,
+                comp.index_digest.encoded(),
+                Ok(ino::of_blob(&comp.index_digest)),
+            ),
+            (ino::SHA256, "nope", Err("not found")),
+            (ino::ROOT, "missing", Err("not found")),
+            (ino::OCI_LAYOUT, "x", Err("not a directory")),
+            (999, "x", Err("not found")),
+        ];
+        for (parent, name, want) in cases {
+            match (l.lookup(*parent, OsStr::new(name)), want) {
+                (Ok(a), Ok(ino)) => assert_eq!(a.ino, *ino, "{parent}/{name}"),
+                (Err(e), Err(msg)) => assert_eq!(e.to_string(), *msg, "{parent}/{name}"),
+                (got, want) => panic!("{parent}/{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn attributes() {
+        let (l, comp) = layout();
+        let root = l.attr(ino::ROOT).unwrap();
+        assert_eq!((root.kind, root.perm, root.nlink), (Kind::Dir, 0o555, 3));
+        let index = l.attr(ino::INDEX_JSON).unwrap();
+        assert_eq!(
+            (index.kind, index.perm, index.size),
+            (Kind::File, 0o444, comp.index_json.len() as u64)
+        );
+        assert_eq!(
+            l.attr(ino::OCI_LAYOUT).unwrap().size,
+            OCI_LAYOUT.len() as u64
+        );
+        let layer = l
+            .lookup(
+                ino::SHA256,
+                OsStr::new(Digest::sha256_of(b"layer").encoded()),
+            )
+            .unwrap();
+        assert_eq!((layer.size, layer.blocks()), (5, 1));
+        assert!(matches!(
+            l.content(layer.ino).unwrap(),
+            Content::File { size: 5, .. }
+        ));
+        assert!(matches!(l.content(ino::BLOBS), Err(FsError::IsDir)));
+        assert_eq!(l.file_count(), 2 + 1 + 4);
+    }
+
+    #[test]
+    fn readdir_resumes_at_every_offset() {
+        let (l, _) = layout();
+        let full: Vec<(String, u64)> = l
+            .read_dir(ino::SHA256, 0)
+            .unwrap()
+            .map(|e| (e.name.to_owned(), e.next_offset))
+            .collect();
+        assert_eq!(full.len(), 2 + 4, "{full:?}"); // . .. index manifest config layer
+        assert_eq!(full[0].0, ".");
+        assert_eq!(full[1].0, "..");
+        let names: Vec<&str> = full[2..].iter().map(|(n, _)| n.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        // One entry per call (the smallest buffer), and seeking back to any offset.
+        for start in 0..=full.len() {
+            let mut offset = start as u64;
+            let mut got = Vec::new();
+            while let Some(e) = l.read_dir(ino::SHA256, offset).unwrap().next() {
+                got.push(e.name.to_owned());
+                offset = e.next_offset;
+            }
+            let want: Vec<String> = full[start..].iter().map(|(n, _)| n.clone()).collect();
+            assert_eq!(got, want, "from {start}");
+        }
+        assert_eq!(l.read_dir(ino::SHA256, u64::MAX).unwrap().count(), 0);
+        assert!(matches!(
+            l.read_dir(ino::INDEX_JSON, 0),
+            Err(FsError::NotDir)
+        ));
+    }
+
+    #[test]
+    fn blob_inodes_depend_only_on_digest() {
+        let (a, _) = layout();
+        let (b, _) = layout();
+        let name = Digest::sha256_of(b"config");
+        let ia = a
+            .lookup(ino::SHA256, OsStr::new(name.encoded()))
+            .unwrap()
+            .ino;
+        let ib = b
+            .lookup(ino::SHA256, OsStr::new(name.encoded()))
+            .unwrap()
+            .ino;
+        assert_eq!(ia, ib);
+        assert_eq!(ia, ino::of_blob(&name));
+        assert!(ia > 15);
+    }
+
+    #[test]
+    fn slice_at_clamps() {
+        let b = b"hello";
+        let cases: &[(u64, u32, &[u8])] = &[
+            (0, 5, b"hello"),
+            (0, 100, b"hello"),
+            (1, 2, b"el"),
+            (5, 1, b""),
+            (6, 1, b""),
+            (u64::MAX, u32::MAX, b""),
+        ];
+        for (off, size, want) in cases {
+            assert_eq!(slice_at(b, *off, *size), *want, "{off} {size}");
+        }
+    }
+}

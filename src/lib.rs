@@ -1,0 +1,30 @@
+//! ocimux: per-architecture OCI image layouts served as one virtual multi-arch
+//! layout over FUSE, without copying a single blob.
+//!
+//! The crate is split the way the data flows:
+//! - [`digest`], [`platform`], [`document`]: the OCI vocabulary, parsed strictly;
+//! - [`source`]: reads one source layout and computes what it contributes
+//!   (a platform manifest and every blob reachable from it), validating as it goes;
+//! - [`index`]: generates the image index and `index.json` bytes;
+//! - [`layout`]: the immutable snapshot of the virtual tree (inodes, directories,
+//!   where each file's bytes come from), with no FUSE types;
+//! - [`fs`]: the thin `fuser` adapter that answers kernel requests from a snapshot;
+//! - [`daemon`]: mounting, detaching, signals and unmounting.
+#![deny(missing_docs, missing_debug_implementations, unsafe_code)]
+
+pub mod daemon;
+pub mod digest;
+pub mod document;
+pub mod error;
+pub mod fs;
+pub mod hex;
+pub mod index;
+pub mod layout;
+pub mod mountinfo;
+pub mod platform;
+pub mod readat;
+pub mod source;
+#[doc(hidden)]
+pub mod testutil;
+
+pub use error::{Error, Problem};

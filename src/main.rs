@@ -1,0 +1,249 @@
+//! The `ocimux` command: parses and validates arguments, reads every source
+//! before anything is mounted, and reports failures as one line with a
+//! distinct exit code.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use ocimux::daemon::{self, MountConfig, MountError, MountOptions};
+use ocimux::index::{self, Composition, IndexOptions};
+use ocimux::layout::Layout;
+use ocimux::source::{self, SourceSpec};
+
+/// Exit codes (documented in README.md).
+mod exit {
+    /// Anything not covered below.
+    pub const OTHER: u8 = 1;
+    /// Bad input: a source, an argument, a mount option.
+    pub const BAD_INPUT: u8 = 2;
+    /// The mountpoint was refused or the mount failed.
+    pub const MOUNT: u8 = 3;
+    /// `umount` of a path that is not an ocimux mount, or that would not unmount.
+    pub const UMOUNT: u8 = 4;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ocimux",
+    version,
+    about = "Per-arch OCI image layouts as one virtual multi-arch layout, without copying"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output (-q errors only, -qq nothing).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Mount the sources as one multi-arch OCI image layout at MOUNTPOINT.
+    Mount(MountArgs),
+    /// Unmount an ocimux mount and wait for its daemon to exit.
+    Umount {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+        /// Detach now, clean up when no longer busy (umount -l).
+        #[arg(short, long)]
+        lazy: bool,
+    },
+    /// Show what a mount of the sources would serve, without mounting.
+    Inspect {
+        #[command(flatten)]
+        compose: ComposeArgs,
+        /// Print exactly the image index bytes the mount would serve.
+        #[arg(long)]
+        raw: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ComposeArgs {
+    /// Sources: [PLATFORM=]PATH, PATH an OCI image layout directory, PLATFORM
+    /// os/arch[/variant] (overrides the image config).
+    #[arg(required = true, value_name = "SOURCE")]
+    sources: Vec<String>,
+    /// The ref name (tag) of the single index.json entry.
+    #[arg(long, default_value = "latest")]
+    tag: String,
+    /// Which entry of a source's index.json to take, by ref name (default: the
+    /// only entry, else "latest").
+    #[arg(long = "ref", value_name = "NAME")]
+    ref_name: Option<String>,
+    /// An annotation on the generated image index (repeatable).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct MountArgs {
+    /// Where to mount: an empty directory.
+    mountpoint: PathBuf,
+    #[command(flatten)]
+    compose: ComposeArgs,
+    /// Stay in the foreground (log to stderr).
+    #[arg(short, long)]
+    foreground: bool,
+    /// Mount options, comma separated (allow_other, allow_root,
+    /// default_permissions, auto_unmount, noexec).
+    #[arg(short = 'o', value_name = "OPT[,OPT...]")]
+    options: Vec<String>,
+    /// Where the detached daemon writes its log.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
+    /// FUSE request threads (default: CPUs, at most 8).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ocimux: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: u8) {
+    let level = match (i16::from(verbose) - i16::from(quiet)).clamp(-2, 3) {
+        -2 => log::LevelFilter::Off,
+        -1 => log::LevelFilter::Error,
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("OCIMUX_LOG")
+        .format(|buf, record| {
+            let level = record.level().to_string().to_lowercase();
+            writeln!(buf, "ocimux: {level}: {}", record.args())
+        })
+        .init();
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<ocimux::Error>().is_some() {
+        return exit::BAD_INPUT;
+    }
+    match err.downcast_ref::<MountError>() {
+        Some(MountError::Option(_)) => exit::BAD_INPUT,
+        Some(MountError::NotOurs(_) | MountError::Unmount { .. }) => exit::UMOUNT,
+        Some(_) => exit::MOUNT,
+        None => exit::OTHER,
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Mount(args) => mount(args),
+        Command::Umount { mountpoint, lazy } => {
+            Ok(daemon::umount(&mountpoint, lazy, Duration::from_secs(30))?)
+        }
+        Command::Inspect { compose: args, raw } => {
+            let comp = compose(&args)?;
+            let mut out = std::io::stdout().lock();
+            if raw {
+                out.write_all(&comp.index)?;
+            } else {
+                print_table(&mut out, &comp)?;
+            }
+            Ok(out.flush()?)
+        }
+    }
+}
+
+/// Reads and validates every source and composes the image.
+fn compose(args: &ComposeArgs) -> anyhow::Result<Composition> {
+    index::check_tag(&args.tag)?;
+    let annotations: BTreeMap<String, String> = args
+        .annotations
+        .iter()
+        .map(|a| index::parse_annotation(a))
+        .collect::<Result<_, _>>()?;
+    let specs: Vec<SourceSpec> = args
+        .sources
+        .iter()
+        .map(|s| SourceSpec::parse(s))
+        .collect::<Result<_, _>>()?;
+    let contributions = specs
+        .iter()
+        .map(|spec| source::read(spec, args.ref_name.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = IndexOptions {
+        tag: args.tag.clone(),
+        annotations,
+    };
+    Ok(index::compose(&contributions, &opts)?)
+}
+
+fn print_table(out: &mut impl Write, comp: &Composition) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<16} {:<71} {:>8}  SOURCE",
+        "PLATFORM", "MANIFEST DIGEST", "SIZE"
+    )?;
+    for (name, image) in &comp.rows {
+        writeln!(
+            out,
+            "{:<16} {:<71} {:>8}  {name}",
+            image.platform.to_string(),
+            image.digest.to_string(),
+            image.size
+        )?;
+    }
+    let bytes: u64 = comp.blobs.iter().map(|b| b.size).sum();
+    writeln!(
+        out,
+        "index {} ({} bytes); {} blobs, {bytes} bytes served from sources",
+        comp.index_digest,
+        comp.index.len(),
+        comp.blobs.len()
+    )
+}
+
+fn mount(args: MountArgs) -> anyhow::Result<()> {
+    let options = MountOptions::parse(args.options.iter().map(String::as_str))?;
+    let mountpoint = daemon::check_mountpoint(&args.mountpoint)?;
+    let comp = compose(&args.compose)?;
+    let log_file = match &args.log_file {
+        // The daemon moves to `/`: make the path absolute first.
+        Some(p) => {
+            Some(std::path::absolute(p).with_context(|| format!("log file {}", p.display()))?)
+        }
+        None => None,
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().min(8)));
+    let layout = Arc::new(Layout::new(&comp));
+    log::info!(
+        "serving {} files, index {}",
+        layout.file_count(),
+        layout.index_digest()
+    );
+    let cfg = MountConfig {
+        mountpoint,
+        foreground: args.foreground,
+        log_file,
+        options,
+        threads,
+    };
+    Ok(daemon::mount(layout, &cfg)?)
+}

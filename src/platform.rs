@@ -1,0 +1,217 @@
+//! Platforms (`os/arch[/variant]`) and the normalisation of Yocto/uname names to
+//! the Go names that OCI clients match on.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// An OCI platform, serialised in the image-spec's field order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Platform {
+    /// CPU architecture, Go name (`amd64`, `arm64`, `arm` …).
+    pub architecture: String,
+    /// Operating system, Go name (`linux`).
+    pub os: String,
+    /// OS version (Windows images).
+    #[serde(rename = "os.version", skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    /// OS features (Windows images).
+    #[serde(rename = "os.features", skip_serializing_if = "Vec::is_empty")]
+    pub os_features: Vec<String>,
+    /// CPU variant (`v7` for 32-bit ARM …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// A platform after normalisation, with what was changed or is worth a warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    /// The normalised platform.
+    pub platform: Platform,
+    /// Human-readable notes (renamed architecture, missing ARM variant …).
+    pub warnings: Vec<String>,
+}
+
+impl Platform {
+    /// Parses `os/arch[/variant]` as given on the command line, then normalises it.
+    pub fn parse(s: &str) -> Result<Normalized, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let (os, arch, variant) = match parts.as_slice() {
+            [os, arch] => (*os, *arch, None),
+            [os, arch, variant] => (*os, *arch, Some(*variant)),
+            _ => return Err("expected os/arch or os/arch/variant".into()),
+        };
+        Self::normalize(os, arch, variant)
+    }
+
+    /// Normalises raw names (from a config or the command line) to Go names.
+    ///
+    /// Refuses empty or odd components; renames Yocto/uname architectures with a
+    /// warning; warns when 32-bit ARM comes without a variant.
+    pub fn normalize(os: &str, arch: &str, variant: Option<&str>) -> Result<Normalized, String> {
+        for (what, value) in [
+            ("os", Some(os)),
+            ("architecture", Some(arch)),
+            ("variant", variant),
+        ] {
+            if let Some(v) = value {
+                check_component(what, v)?;
+            }
+        }
+        let mut warnings = Vec::new();
+        let os_lc = os.to_ascii_lowercase();
+        if os_lc != os {
+            warnings.push(format!("os {os:?} normalised to {os_lc:?}"));
+        }
+        let arch_lc = arch.to_ascii_lowercase();
+        let (go_arch, implied_variant) = go_arch(&arch_lc);
+        if go_arch != arch {
+            warnings.push(format!("architecture {arch:?} normalised to {go_arch:?}"));
+        }
+        let variant = match (variant, implied_variant) {
+            (Some(v), _) => Some(v.to_ascii_lowercase()),
+            (None, Some(v)) => {
+                warnings.push(format!("variant {v:?} taken from architecture {arch:?}"));
+                Some(v.to_owned())
+            }
+            (None, None) => None,
+        };
+        if go_arch == "arm" && variant.is_none() {
+            warnings.push(format!(
+                "{os_lc}/arm has no variant; clients pick arm images by variant: \
+                 give it as {os_lc}/arm/v7=PATH (or v6, v5)"
+            ));
+        }
+        Ok(Normalized {
+            platform: Platform {
+                architecture: go_arch.to_owned(),
+                os: os_lc,
+                os_version: None,
+                os_features: Vec::new(),
+                variant,
+            },
+            warnings,
+        })
+    }
+
+    /// Whether two platforms would be indistinguishable to a client.
+    pub fn same_as(&self, other: &Platform) -> bool {
+        self.os == other.os
+            && self.architecture == other.architecture
+            && self.variant == other.variant
+            && self.os_version == other.os_version
+    }
+}
+
+fn check_component(what: &str, v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err(format!("{what} is empty"));
+    }
+    if !v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(format!(
+            "{what} {v:?} has characters other than letters, digits, '.', '_', '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Maps an architecture name to Go's, with the ARM variant it implies.
+fn go_arch(arch: &str) -> (&str, Option<&'static str>) {
+    match arch {
+        "aarch64" | "arm64" | "armv8" | "armv8l" => ("arm64", None),
+        "x86_64" | "x86-64" | "amd64" | "x64" => ("amd64", None),
+        "i386" | "i486" | "i586" | "i686" | "x86" | "386" => ("386", None),
+        "armv7l" | "armv7" | "armv7a" | "armv7hf" | "armhf" => ("arm", Some("v7")),
+        "armv6l" | "armv6" => ("arm", Some("v6")),
+        "armv5l" | "armv5" | "armv5te" | "armv5tel" | "armel" => ("arm", Some("v5")),
+        "powerpc64le" | "ppc64el" | "ppc64le" => ("ppc64le", None),
+        "powerpc64" | "ppc64" => ("ppc64", None),
+        "powerpc" | "ppc" => ("ppc", None),
+        "mips64el" | "mips64le" => ("mips64le", None),
+        "mipsel" | "mipsle" => ("mipsle", None),
+        "loongarch64" | "loong64" => ("loong64", None),
+        other => (other, None),
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        if let Some(v) = &self.os_version {
+            write!(f, " ({v})")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_normalise_table() {
+        // input, Ok(display, warnings) or Err(fragment)
+        let cases: &[(&str, Result<(&str, usize), &str>)] = &[
+            ("linux/amd64", Ok(("linux/amd64", 0))),
+            ("linux/arm64", Ok(("linux/arm64", 0))),
+            ("linux/arm/v7", Ok(("linux/arm/v7", 0))),
+            ("linux/aarch64", Ok(("linux/arm64", 1))),
+            ("linux/x86_64", Ok(("linux/amd64", 1))),
+            ("linux/i686", Ok(("linux/386", 1))),
+            ("linux/i586", Ok(("linux/386", 1))),
+            ("linux/armv7l", Ok(("linux/arm/v7", 2))),
+            ("linux/powerpc64le", Ok(("linux/ppc64le", 1))),
+            ("linux/riscv64", Ok(("linux/riscv64", 0))),
+            ("linux/mips64el", Ok(("linux/mips64le", 1))),
+            ("Linux/AMD64", Ok(("linux/amd64", 2))),
+            ("linux/arm", Ok(("linux/arm", 1))),
+            ("linux", Err("expected os/arch")),
+            ("linux/arm/v7/x", Err("expected os/arch")),
+            ("linux/", Err("architecture is empty")),
+            ("/amd64", Err("os is empty")),
+            ("linux/am d64", Err("characters")),
+            ("linux/arm/", Err("variant is empty")),
+        ];
+        for (input, want) in cases {
+            match (Platform::parse(input), want) {
+                (Ok(n), Ok((display, warnings))) => {
+                    assert_eq!(n.platform.to_string(), *display, "{input}");
+                    assert_eq!(n.warnings.len(), *warnings, "{input}: {:?}", n.warnings);
+                }
+                (Err(e), Err(frag)) => assert!(e.contains(frag), "{input}: {e}"),
+                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn arm_without_variant_suggests_override() {
+        let n = Platform::normalize("linux", "arm", None).unwrap();
+        assert!(
+            n.warnings[0].contains("linux/arm/v7=PATH"),
+            "{:?}",
+            n.warnings
+        );
+    }
+
+    #[test]
+    fn serialises_in_spec_order() {
+        let mut p = Platform::parse("linux/arm/v7").unwrap().platform;
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"architecture":"arm","os":"linux","variant":"v7"}"#
+        );
+        p.os_version = Some("10.0".into());
+        p.os_features = vec!["win32k".into()];
+        assert_eq!(
+            serde_json::to_string(&p).unwrap(),
+            r#"{"architecture":"arm","os":"linux","os.version":"10.0","os.features":["win32k"],"variant":"v7"}"#
+        );
+    }
+}

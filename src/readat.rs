@@ -1,0 +1,56 @@
+//! Positional reads of source files: no shared cursor, so any number of
+//! threads read one open file at once without a lock.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+/// Reads up to `size` bytes at `offset`, stopping at `limit` (the blob's size)
+/// and looping over short reads; fewer bytes only at end of file.
+pub fn read_at(file: &File, offset: u64, size: u32, limit: u64) -> io::Result<Vec<u8>> {
+    let want = limit.saturating_sub(offset).min(u64::from(size));
+    let want = usize::try_from(want).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; want];
+    let mut filled = 0usize;
+    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match file.read_at(rest, offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn read_table() {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"0123456789").unwrap();
+        // offset, size, limit, want
+        let cases: &[(u64, u32, u64, &[u8])] = &[
+            (0, 10, 10, b"0123456789"),
+            (0, 100, 10, b"0123456789"),
+            (3, 4, 10, b"3456"),
+            (8, 4, 10, b"89"),
+            (10, 4, 10, b""),
+            (11, 4, 10, b""),
+            (0, 10, 4, b"0123"),   // limit wins over a longer file
+            (5, 10, 20, b"56789"), // file shorter than limit: stop at EOF
+            (u64::MAX, u32::MAX, u64::MAX, b""),
+        ];
+        for (off, size, limit, want) in cases {
+            assert_eq!(
+                read_at(&f, *off, *size, *limit).unwrap(),
+                *want,
+                "{off} {size} {limit}"
+            );
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! Reading one source layout: which manifest it contributes, on which platform,
+//! and every blob reachable from it.
+//!
+//! Everything that can be checked cheaply is checked here, before anything is
+//! mounted: the layout marker, JSON size caps and syntax, every digest's grammar
+//! (before it becomes a path), that every referenced blob exists with its
+//! descriptor's size, and that manifests and configs hash to their digests.
+//! Layers are stat'ed, never read, so this costs the same for 1 MiB or 10 GiB.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+use crate::document::{self, Document, Kind, RawDescriptor, RawPlatform};
+use crate::error::{Error, Problem};
+use crate::platform::Platform;
+
+/// One `[PLATFORM=]PATH` argument.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    /// The argument as given, used in every message about this source.
+    pub name: String,
+    /// The path as given.
+    pub path: PathBuf,
+    /// The platform given on the command line, already normalised.
+    pub platform: Option<Platform>,
+}
+
+impl SourceSpec {
+    /// Parses `[PLATFORM=]PATH`.
+    ///
+    /// The part before the first `=` is taken as a platform when it looks like
+    /// one (`os/arch[/variant]`, starting with a letter); otherwise the whole
+    /// argument is a path, so `./dir=x` stays a path.
+    pub fn parse(arg: &str) -> Result<Self, Error> {
+        let platform_part = arg.split_once('=').filter(|(p, _)| looks_like_platform(p));
+        let Some((platform, path)) = platform_part else {
+            return Ok(SourceSpec {
+                name: arg.to_owned(),
+                path: PathBuf::from(arg),
+                platform: None,
+            });
+        };
+        let normalized = Platform::parse(platform).map_err(|why| Error::Argument {
+            what: "platform",
+            value: platform.to_owned(),
+            why,
+        })?;
+        for w in &normalized.warnings {
+            log::warn!("source {arg}: {w}");
+        }
+        if path.is_empty() {
+            return Err(Error::Argument {
+                what: "source",
+                value: arg.to_owned(),
+                why: "no PATH after PLATFORM=".into(),
+            });
+        }
+        Ok(SourceSpec {
+            name: path.to_owned(),
+            path: PathBuf::from(path),
+            platform: Some(normalized.platform),
+        })
+    }
+}
+
+fn looks_like_platform(p: &str) -> bool {
+    let parts: Vec<&str> = p.split('/').collect();
+    (2..=3).contains(&parts.len())
+        && p.starts_with(|c: char| c.is_ascii_alphabetic())
+        && parts.iter().all(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+}
+
+/// A blob in a source, with the file its bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    /// Its digest (validated).
+    pub digest: Digest,
+    /// Its size, equal to the file's and to every descriptor's.
+    pub size: u64,
+    /// Absolute path of the file.
+    pub path: PathBuf,
+}
+
+/// One platform manifest a source contributes to the image index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// The manifest's media type (from its descriptor).
+    pub media_type: String,
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The manifest's size.
+    pub size: u64,
+    /// Its platform.
+    pub platform: Platform,
+}
+
+/// What one source contributes.
+#[derive(Debug, Clone)]
+pub struct Contribution {
+    /// The source's name as given.
+    pub name: String,
+    /// The canonical root of the layout (symlinks followed).
+    pub root: PathBuf,
+    /// Its platform manifests, in its own order.
+    pub images: Vec<Image>,
+    /// Every blob reachable from those manifests (manifests, configs, layers),
+    /// each once.
+    pub blobs: Vec<Blob>,
+}
+
+/// Reads `spec`, choosing the `index.json` entry named `want_ref`.
+pub fn read(spec: &SourceSpec, want_ref: Option<&str>) -> Result<Contribution, Error> {
+    let reader = Reader::open(spec)?;
+    let index = reader.read_index_json()?;
+    let entry = choose_entry(&index, want_ref).map_err(|p| reader.err("index.json", p))?;
+    let mut out = Contribution {
+        name: spec.name.clone(),
+        root: reader.root.clone(),
+        images: Vec::new(),
+        blobs: Vec::new(),
+    };
+    match document::kind_of(&entry.media_type) {
+        Some(Kind::Manifest) => {
+            reader.add_image(&mut out, entry, "index.json", spec.platform.as_ref())?
+        }
+        Some(Kind::Index) => reader.add_index(&mut out, entry, spec.platform.as_ref())?,
+        None => return Err(reader.err("index.json", Problem::MediaType(entry.media_type.clone()))),
+    }
+    out.blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+    out.blobs.dedup_by(|a, b| a.digest == b.digest);
+    Ok(out)
+}
+
+/// Picks the entry: by ref name when asked; else the only one; else `latest`.
+fn choose_entry<'a>(
+    index: &'a [RawDescriptor],
+    want_ref: Option<&str>,
+) -> Result<&'a RawDescriptor, Problem> {
+    let found = || {
+        let names: Vec<&str> = index
+            .iter()
+            .map(|d| d.ref_name().unwrap_or("(none)"))
+            .collect();
+        names.join(", ")
+    };
+    let pick = |wanted: &str| -> Result<Option<&'a RawDescriptor>, Problem> {
+        let hits: Vec<&RawDescriptor> = index
+            .iter()
+            .filter(|d| d.ref_name() == Some(wanted))
+            .collect();
+        match hits.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            many => Err(Problem::DuplicateRef {
+                wanted: wanted.to_owned(),
+                count: many.len(),
+            }),
+        }
+    };
+    match (want_ref, index) {
+        (_, []) => Err(Problem::EmptyIndex),
+        (Some(wanted), _) => pick(wanted)?.ok_or_else(|| Problem::RefNotFound {
+            wanted: wanted.to_owned(),
+            found: found(),
+        }),
+        (None, [only]) => Ok(only),
+        (None, many) => pick("latest")?.ok_or_else(|| Problem::AmbiguousRef {
+            count: many.len(),
+            found: found(),
+        }),
+    }
+}
+
+/// Whether an index entry is an attestation or other non-image entry that
+/// BuildKit adds (platform `unknown/unknown`, `vnd.docker.reference.type`).
+fn is_attestation(d: &RawDescriptor) -> bool {
+    d.annotations.contains_key(document::DOCKER_REFERENCE_TYPE)
+        || d.platform.as_ref().is_some_and(|p| {
+            p.os.as_deref() == Some("unknown") && p.architecture.as_deref() == Some("unknown")
+        })
+}
+
+struct Reader<'a> {
+    name: &'a str,
+    root: PathBuf,
+}
+
+impl<'a> Reader<'a> {
+    fn open(spec: &'a SourceSpec) -> Result<Self, Error> {
+        let name = spec.name.as_str();
+        let root = fs::canonicalize(&spec.path).map_err(|e| {
+            let problem = match e.kind() {
+                io::ErrorKind::NotFound => Problem::Missing,
+                _ => Problem::Io(e),
+            };
+            Error::source(name, ".", problem)
+        })?;
+        if !root.is_dir() {
+            return Err(Error::source(
+                name,
+                ".",
+                Problem::NotLayout("not a directory".into()),
+            ));
+        }
+        let reader = Reader { name, root };
+        let marker = reader.read_small("oci-layout", document::MAX_JSON, "no oci-layout file")?;
+        let layout: document::OciLayout =
+            document::parse(&marker).map_err(|e| reader.err("oci-layout", Problem::Json(e)))?;
+        if layout.image_layout_version != "1.0.0" {
+            return Err(reader.err(
+                "oci-layout",
+                Problem::LayoutVersion(layout.image_layout_version),
+            ));
+        }
+        Ok(reader)
+    }
+
+    fn err(&self, file: &str, problem: Problem) -> Error {
+        Error::source(self.name, file, problem)
+    }
+
+    fn read_index_json(&self) -> Result<Vec<RawDescriptor>, Error> {
+        let bytes = self.read_small("index.json", document::MAX_JSON, "no index.json")?;
+        let doc: Document =
+            document::parse(&bytes).map_err(|e| self.err("index.json", Problem::Json(e)))?;
+        doc.check(Kind::Index, Some(document::OCI_INDEX))
+            .map_err(|e| self.err("index.json", Problem::Ambiguous(e)))?;
+        let manifests = doc.manifests.unwrap_or_default();
+        if manifests.is_empty() {
+            return Err(self.err("index.json", Problem::EmptyIndex));
+        }
+        Ok(manifests)
+    }
+
+    /// Reads a small file of the layout, refusing anything over `cap` bytes
+    /// without reading it; `missing` says what a missing file means.
+    fn read_small(&self, rel: &str, cap: u64, missing: &str) -> Result<Vec<u8>, Error> {
+        let file = File::open(self.root.join(rel)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => self.err(rel, Problem::NotLayout(missing.into())),
+            _ => self.err(rel, Problem::Io(e)),
+        })?;
+        let meta = file.metadata().map_err(|e| self.err(rel, Problem::Io(e)))?;
+        if !meta.is_file() {
+            return Err(self.err(rel, Problem::NotRegular));
+        }
+        if meta.len() > cap {
+            return Err(self.err(
+                rel,
+                Problem::TooLarge {
+                    size: meta.len(),
+                    cap,
+                },
+            ));
+        }
+        let mut bytes = Vec::new();
+        file.take(cap + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.err(rel, Problem::Io(e)))?;
+        if bytes.len() as u64 > cap {
+            return Err(self.err(
+                rel,
+                Problem::TooLarge {
+                    size: bytes.len() as u64,
+                    cap,
+                },
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Validates a descriptor's digest (blamed on `holder`, the file that
+    /// contains it) and checks the blob file exists with the descriptor's size.
+    fn blob(&self, desc: &RawDescriptor, holder: &str) -> Result<Blob, Error> {
+        let digest = Digest::parse(&desc.digest).map_err(|e| {
+            self.err(
+                holder,
+                Problem::BadDigest {
+                    digest: desc.digest.clone(),
+                    why: e.0,
+                },
+            )
+        })?;
+        let rel = digest.blob_path();
+        let path = self.root.join(&rel);
+        let meta = fs::metadata(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => self.err(&rel, Problem::MissingBlob),
+            _ => self.err(&rel, Problem::Io(e)),
+        })?;
+        if !meta.is_file() {
+            return Err(self.err(&rel, Problem::NotRegular));
+        }
+        if meta.len() != desc.size {
+            return Err(self.err(
+                &rel,
+                Problem::SizeMismatch {
+                    expected: desc.size,
+                    actual: meta.len(),
+                },
+            ));
+        }
+        Ok(Blob {
+            digest,
+            size: desc.size,
+            path,
+        })
+    }
+
+    /// Reads a JSON blob (manifest, index or config) and verifies its digest.
+    fn json_blob(&self, desc: &RawDescriptor, holder: &str) -> Result<(Blob, Vec<u8>), Error> {
+        let blob = self.blob(desc, holder)?;
+        let rel = blob.digest.blob_path();
+        let bytes = self.read_small(&rel, document::MAX_JSON, "referenced blob is missing")?;
+        if bytes.len() as u64 != blob.size {
+            // The file changed between stat and read.
+            return Err(self.err(
+                &rel,
+                Problem::SizeMismatch {
+                    expected: blob.size,
+                    actual: bytes.len() as u64,
+                },
+            ));
+        }
+        blob.digest.matches(&bytes).map_err(|actual| {
+            self.err(
+                &rel,
+                Problem::DigestMismatch {
+                    actual: actual.to_string(),
+                },
+            )
+        })?;
+        Ok((blob, bytes))
+    }
+
+    fn add_index(
+        &self,
+        out: &mut Contribution,
+        entry: &RawDescriptor,
+        platform: Option<&Platform>,
+    ) -> Result<(), Error> {
+        let (blob, bytes) = self.json_blob(entry, "index.json")?;
+        let rel = blob.digest.blob_path();
+        let doc: Document =
+            document::parse(&bytes).map_err(|e| self.err(&rel, Problem::Json(e)))?;
+        doc.check(Kind::Index, Some(&entry.media_type))
+            .map_err(|e| self.err(&rel, Problem::Ambiguous(e)))?;
+        let children: Vec<&RawDescriptor> = doc
+            .manifests
+            .iter()
+            .flatten()
+            .filter(|d| {
+                let skip = is_attestation(d);
+                if skip {
+                    log::info!(
+                        "source {}: {rel}: skipping attestation manifest {}",
+                        self.name,
+                        d.digest
+                    );
+                }
+                !skip
+            })
+            .collect();
+        if children.is_empty() {
+            return Err(self.err(&rel, Problem::NoPlatformManifests));
+        }
+        if platform.is_some() && children.len() > 1 {
+            return Err(self.err(&rel, Problem::OverrideOnIndex));
+        }
+        for child in children {
+            match document::kind_of(&child.media_type) {
+                Some(Kind::Manifest) => self.add_image(out, child, &rel, platform)?,
+                Some(Kind::Index) => return Err(self.err(&rel, Problem::NestedIndex)),
+                None => return Err(self.err(&rel, Problem::MediaType(child.media_type.clone()))),
+            }
+        }
+        Ok(())
+    }
+
+    fn add_image(
+        &self,
+        out: &mut Contribution,
+        desc: &RawDescriptor,
+        holder: &str,
+        platform: Option<&Platform>,
+    ) -> Result<(), Error> {
+        let (manifest_blob, bytes) = self.json_blob(desc, holder)?;
+        let rel = manifest_blob.digest.blob_path();
+        let doc: Document =
+            document::parse(&bytes).map_err(|e| self.err(&rel, Problem::Json(e)))?;
+        doc.check(Kind::Manifest, Some(&desc.media_type))
+            .map_err(|e| self.err(&rel, Problem::Ambiguous(e)))?;
+        let (Some(config), Some(layers)) = (&doc.config, &doc.layers) else {
+            return Err(self.err(
+                &rel,
+                Problem::Ambiguous("image manifest without config or layers".into()),
+            ));
+        };
+        let (config_blob, config_bytes) = self.json_blob(config, &rel)?;
+        let config_rel = config_blob.digest.blob_path();
+        let platform = match platform {
+            Some(p) => p.clone(),
+            None => {
+                let raw: RawPlatform = document::parse(&config_bytes)
+                    .map_err(|e| self.err(&config_rel, Problem::Json(e)))?;
+                self.platform_from(&raw, desc.platform.as_ref())
+                    .map_err(|p| self.err(&config_rel, p))?
+            }
+        };
+        out.images.push(Image {
+            media_type: desc.media_type.clone(),
+            digest: manifest_blob.digest.clone(),
+            size: manifest_blob.size,
+            platform,
+        });
+        out.blobs.push(manifest_blob);
+        out.blobs.push(config_blob);
+        for layer in layers {
+            out.blobs.push(self.blob(layer, &rel)?);
+        }
+        Ok(())
+    }
+
+    /// The platform from a config, falling back to the index descriptor's.
+    fn platform_from(
+        &self,
+        config: &RawPlatform,
+        from_index: Option<&RawPlatform>,
+    ) -> Result<Platform, Problem> {
+        let pick = |f: fn(&RawPlatform) -> Option<&String>| {
+            f(config)
+                .or_else(|| from_index.and_then(f))
+                .filter(|s| !s.is_empty())
+        };
+        let arch = pick(|p| p.architecture.as_ref()).ok_or(Problem::NoPlatform("architecture"))?;
+        let os = pick(|p| p.os.as_ref()).ok_or(Problem::NoPlatform("os"))?;
+        let variant = pick(|p| p.variant.as_ref());
+        let normalized = Platform::normalize(os, arch, variant.map(String::as_str))
+            .map_err(Problem::BadPlatform)?;
+        for w in &normalized.warnings {
+            log::warn!("source {}: {w}", self.name);
+        }
+        let mut platform = normalized.platform;
+        platform.os_version = pick(|p| p.os_version.as_ref()).cloned();
+        platform.os_features = config
+            .os_features
+            .clone()
+            .or_else(|| from_index.and_then(|p| p.os_features.clone()))
+            .unwrap_or_default();
+        Ok(platform)
+    }
+}

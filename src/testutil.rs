@@ -1,0 +1,111 @@
+//! A small builder of OCI layouts on disk, for tests (unit and integration):
+//! valid ones, and broken ones by writing any JSON or bytes where a valid file
+//! would be. Not part of the supported API.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::digest::Digest;
+use crate::document::{OCI_INDEX, OCI_MANIFEST, REF_NAME};
+
+/// Writes a layout under `root`.
+#[derive(Debug, Clone)]
+pub struct LayoutBuilder {
+    /// The layout's root directory.
+    pub root: PathBuf,
+}
+
+impl LayoutBuilder {
+    /// Creates `root` with `oci-layout` and an empty `blobs/sha256`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        fs::create_dir_all(root.join("blobs/sha256")).expect("create layout");
+        fs::write(
+            root.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .expect("write oci-layout");
+        LayoutBuilder { root }
+    }
+
+    /// Writes `bytes` as a sha256 blob; returns a descriptor of `media_type`.
+    pub fn blob(&self, media_type: &str, bytes: &[u8]) -> Value {
+        let digest = Digest::sha256_of(bytes);
+        fs::write(self.root.join(digest.blob_path()), bytes).expect("write blob");
+        json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()})
+    }
+
+    /// Writes a JSON document as a blob.
+    pub fn json_blob(&self, media_type: &str, doc: &Value) -> Value {
+        self.blob(media_type, &serde_json::to_vec(doc).expect("serialise"))
+    }
+
+    /// Writes a config (with `platform` fields merged in), `layers` and a
+    /// manifest; returns the manifest's descriptor.
+    pub fn image(&self, platform: Value, layers: &[&[u8]]) -> Value {
+        let mut config = json!({"created": "2026-01-01T00:00:00Z", "rootfs": {"type": "layers", "diff_ids": []}});
+        if let (Some(c), Some(p)) = (config.as_object_mut(), platform.as_object()) {
+            c.extend(p.clone());
+        }
+        let config = self.json_blob("application/vnd.oci.image.config.v1+json", &config);
+        let layers: Vec<Value> = layers
+            .iter()
+            .map(|l| self.blob("application/vnd.oci.image.layer.v1.tar+gzip", l))
+            .collect();
+        let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": layers});
+        self.json_blob(OCI_MANIFEST, &manifest)
+    }
+
+    /// Writes `index.json` listing `entries` (each tagged when a tag is given).
+    pub fn index(&self, entries: &[(Value, Option<&str>)]) {
+        let manifests: Vec<Value> = entries
+            .iter()
+            .map(|(d, tag)| {
+                let mut d = d.clone();
+                if let (Some(tag), Some(obj)) = (tag, d.as_object_mut()) {
+                    obj.insert("annotations".into(), json!({ REF_NAME: tag }));
+                }
+                d
+            })
+            .collect();
+        self.write(
+            "index.json",
+            &serde_json::to_vec(
+                &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
+            )
+            .expect("serialise"),
+        );
+    }
+
+    /// Writes any file of the layout.
+    pub fn write(&self, rel: &str, bytes: &[u8]) {
+        let path = self.root.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).expect("create dir");
+        }
+        fs::write(path, bytes).expect("write file");
+    }
+
+    /// A one-image layout: config platform `os/arch[/variant]`, two layers.
+    pub fn simple(root: impl Into<PathBuf>, os: &str, arch: &str, seed: &str) -> Self {
+        let b = LayoutBuilder::new(root);
+        let m = b.image(
+            json!({"os": os, "architecture": arch}),
+            &[
+                format!("layer-a-{seed}").as_bytes(),
+                format!("layer-b-{seed}").as_bytes(),
+            ],
+        );
+        b.index(&[(m, Some("latest"))]);
+        b
+    }
+
+    /// The path of a blob by descriptor.
+    pub fn blob_path(&self, descriptor: &Value) -> PathBuf {
+        let digest = descriptor["digest"].as_str().unwrap_or_default();
+        self.root
+            .join(Path::new("blobs").join(digest.replacen(':', "/", 1)))
+    }
+}
