@@ -341,7 +341,9 @@ fn serve(mut session: Session<OciFs>) -> Result<(), MountError> {
     session.run().map_err(io_err("serving"))
 }
 
-/// Unmounts the ocimux mount at `path` and waits up to `timeout` for its daemon to exit.
+/// Unmounts the ocimux mount at `path` and waits up to `timeout` for its daemon
+/// to exit. A lazy unmount detaches at once and does not wait: the daemon keeps
+/// serving open files until they are closed, then exits.
 pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountError> {
     let canonical = fs::canonicalize(path).map_err(|e| MountError::Unmount {
         path: path.to_owned(),
@@ -367,7 +369,7 @@ pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountErr
         }
     }
     let deadline = Instant::now() + timeout;
-    while process_alive(pid) {
+    while !lazy && process_alive(pid) {
         if Instant::now() > deadline {
             return Err(MountError::Unmount {
                 path: path.to_owned(),

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what ocimux's demo and tests need, with apt-get, when missing:
+# fuse3 (fusermount3), skopeo, umoci, docker-registry. Fails loudly otherwise.
+set -euo pipefail
+declare -A pkg_of=([fusermount3]=fuse3 [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry)
+missing=()
+for tool in fusermount3 skopeo umoci docker-registry "$@"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_of[$tool]:-$tool}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing ${missing[*]} and not root: install them (apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  # A new machine has no package lists.
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for tool in fusermount3 skopeo umoci docker-registry "$@"; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "deps: $tool is still missing after apt-get" >&2; exit 1; }
+done
+[ -c /dev/fuse ] || { echo "deps: /dev/fuse is missing: FUSE mounts cannot work on this machine" >&2; exit 1; }
+# skopeo refuses to run without a signature policy; Debian's containers-common ships one.
+if [ ! -f /etc/containers/policy.json ]; then
+  mkdir -p /etc/containers
+  echo '{"default":[{"type":"insecureAcceptAnything"}]}' >/etc/containers/policy.json
+fi

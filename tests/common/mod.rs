@@ -1,0 +1,218 @@
+//! Shared helpers for the integration tests: the built binary, real mounts
+//! with deadlines, umoci-made fixtures, tool checks that fail loudly.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use ocimux::digest::Digest;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ocimux")
+}
+
+/// Fails the test, naming the tool, when a required tool is missing. Never skips.
+pub fn require_tool(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "required tool `{tool}` is missing: run scripts/test.sh, which installs it"
+    );
+}
+
+/// Runs a command and returns its output; panics with stderr if `must_succeed` and it failed.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `ocimux ARGS`, output captured, not checked.
+pub fn ocimux(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("run ocimux")
+}
+
+/// Makes a layout like Yocto does with umoci, config architecture `arch`;
+/// `extra` bytes land in a layer file so different calls differ.
+pub fn umoci_layout(dir: &Path, arch: &str, extra: &str) -> PathBuf {
+    require_tool("umoci");
+    let layout = dir.join(format!("{arch}-oci"));
+    let bundle = dir.join(format!("{arch}-bundle"));
+    let image = format!("{}:latest", layout.display());
+    run(Command::new("umoci")
+        .args(["init", "--layout"])
+        .arg(&layout));
+    run(Command::new("umoci").args(["new", "--image", &image]));
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &image])
+        .arg(&bundle));
+    fs::create_dir_all(bundle.join("rootfs/etc")).expect("mkdir");
+    fs::write(bundle.join("rootfs/etc/motd"), format!("{arch} {extra}\n")).expect("write");
+    let mut data = Vec::new();
+    for i in 0..(64 * 1024u32) {
+        data.extend_from_slice(&(i.wrapping_mul(2654435761) ^ arch.len() as u32).to_le_bytes());
+    }
+    fs::write(bundle.join("rootfs/etc/data.bin"), data).expect("write");
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image])
+        .arg(&bundle));
+    run(Command::new("umoci").args([
+        "config",
+        "--image",
+        &image,
+        "--os",
+        "linux",
+        "--architecture",
+        arch,
+    ]));
+    fs::remove_dir_all(&bundle).expect("rm bundle");
+    layout
+}
+
+/// sha256 of a file.
+pub fn sha256_file(path: &Path) -> Digest {
+    Digest::sha256_of(&fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())))
+}
+
+/// Every file under `root` with its bytes' hash, mode and mtime: compare before
+/// and after to prove a source was not modified.
+pub fn tree_state(root: &Path) -> BTreeMap<PathBuf, (String, u32, i64)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let meta = fs::symlink_metadata(&path).expect("stat");
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            let hash = if meta.is_file() {
+                sha256_file(&path).to_string()
+            } else {
+                String::new()
+            };
+            out.insert(path, (hash, meta.mode(), meta.mtime()));
+        }
+    }
+    out
+}
+
+fn dev_of(path: &Path) -> Option<u64> {
+    fs::metadata(path).ok().map(|m| m.dev())
+}
+
+/// A live mount, unmounted (and checked unmounted) on drop.
+pub struct Mount {
+    pub dir: PathBuf,
+}
+
+impl Mount {
+    /// `ocimux mount DIR ARGS…`; panics with ocimux's stderr if it fails.
+    pub fn new(dir: &Path, args: &[&str]) -> Mount {
+        fs::create_dir_all(dir).expect("mkdir mountpoint");
+        let before = dev_of(dir);
+        let out = Command::new(bin())
+            .arg("mount")
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("run ocimux mount");
+        assert!(
+            out.status.success(),
+            "ocimux mount failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // `ocimux mount` returns once the mount is live: no waiting needed here.
+        assert_ne!(
+            dev_of(dir),
+            before,
+            "ocimux mount returned but {} is not mounted",
+            dir.display()
+        );
+        Mount {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if is_mounted(&self.dir) {
+            let out = ocimux(&["umount", &self.dir.to_string_lossy()]);
+            if !std::thread::panicking() {
+                assert!(
+                    out.status.success(),
+                    "umount: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// Whether `dir` is a mountpoint (from /proc/self/mountinfo).
+pub fn is_mounted(dir: &Path) -> bool {
+    let Ok(canonical) = fs::canonicalize(dir) else {
+        return false;
+    };
+    ocimux::mountinfo::find(&canonical).ok().flatten().is_some()
+}
+
+/// Polls `cond` every 10 ms until it holds or `deadline` passes.
+pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !cond() {
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `dir` is a different filesystem than before (a foreground mount came up),
+/// failing early if the daemon exits.
+pub fn wait_mounted(dir: &Path, before: Option<u64>, child: &mut std::process::Child) {
+    wait_for("the mount", Duration::from_secs(10), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("daemon exited ({status}) before mounting: {err}");
+        }
+        dev_of(dir) != before
+    });
+}
+
+/// Every blob file under a mounted layout, re-hashed: returns (name, hash) pairs.
+pub fn rehash_blobs(root: &Path) -> Vec<(String, Digest)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(root.join("blobs/sha256")).expect("read blobs dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        out.push((name, sha256_file(&entry.path())));
+    }
+    out
+}

@@ -1,0 +1,144 @@
+//! The distributed path: push the mount to a real registry (Debian's
+//! docker-registry on 127.0.0.1) with `skopeo copy --all`, read it back.
+
+mod common;
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// A docker-registry on a free loopback port, storage in a temp dir; killed on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        require_tool("docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start docker-registry");
+        wait_for("the registry to listen", Duration::from_secs(20), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("docker-registry exited: {status}");
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Registry {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn skopeo_pushes_the_mount_to_a_registry_unchanged() {
+    require_tool("skopeo");
+    let tmp = tempfile::tempdir().unwrap();
+    let amd64 = umoci_layout(tmp.path(), "amd64", "r1");
+    let arm64 = umoci_layout(tmp.path(), "arm64", "r2");
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[amd64.to_str().unwrap(), arm64.to_str().unwrap()],
+    );
+    let index_json: Value =
+        serde_json::from_slice(&fs::read(m.path("index.json")).unwrap()).unwrap();
+    let index_digest = index_json["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let index: Value = serde_json::from_slice(
+        &fs::read(m.path(&format!(
+            "blobs/sha256/{}",
+            index_digest.trim_start_matches("sha256:")
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+
+    let registry = Registry::start();
+    let dest = format!("docker://127.0.0.1:{}/app:latest", registry.port);
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--dest-tls-verify=false",
+        &format!("oci:{}", m.dir.display()),
+        &dest,
+    ]));
+
+    // The registry holds the very index the mount generated.
+    let raw =
+        run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &dest])).stdout;
+    assert_eq!(
+        ocimux::digest::Digest::sha256_of(&raw).to_string(),
+        index_digest
+    );
+
+    // And a client asking for arm64 gets the arm64 source's image (its layers).
+    let arm64_manifest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["platform"]["architecture"] == "arm64")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let manifest: Value = serde_json::from_slice(
+        &fs::read(m.path(&format!("blobs/sha256/{arm64_manifest}"))).unwrap(),
+    )
+    .unwrap();
+    let want_layers: Vec<Value> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].clone())
+        .collect();
+    let out = run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--override-os",
+        "linux",
+        "--override-arch",
+        "arm64",
+        &dest,
+    ]))
+    .stdout;
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(out["Architecture"], "arm64");
+    assert_eq!(out["Layers"], Value::Array(want_layers));
+}
