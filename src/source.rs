@@ -454,3 +454,251 @@ impl<'a> Reader<'a> {
         Ok(platform)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::document::{DOCKER_LIST, DOCKER_MANIFEST};
+    use crate::testutil::LayoutBuilder;
+    use serde_json::{Value, json};
+
+    fn desc(tag: Option<&str>) -> RawDescriptor {
+        let mut annotations = std::collections::BTreeMap::new();
+        if let Some(t) = tag {
+            annotations.insert(document::REF_NAME.to_owned(), t.to_owned());
+        }
+        RawDescriptor {
+            media_type: document::OCI_MANIFEST.into(),
+            digest: format!("sha256:{}", "0".repeat(64)),
+            size: 1,
+            platform: None,
+            annotations,
+        }
+    }
+
+    #[test]
+    fn choose_entry_table() {
+        // entries' tags, --ref, Ok(index chosen) or Err(fragment)
+        let cases: &[(&[Option<&str>], Option<&str>, Result<usize, &str>)] = &[
+            (&[None], None, Ok(0)),
+            (&[Some("v1")], None, Ok(0)),
+            (&[Some("v1"), Some("latest")], None, Ok(1)),
+            (
+                &[Some("v1"), Some("v2")],
+                None,
+                Err("choose one with --ref (ref names found: v1, v2)"),
+            ),
+            (&[None, None], None, Err("(none), (none)")),
+            (
+                &[Some("latest"), Some("latest")],
+                None,
+                Err("2 entries have ref name \"latest\""),
+            ),
+            (&[Some("v1"), Some("v2")], Some("v2"), Ok(1)),
+            (
+                &[Some("v1")],
+                Some("v3"),
+                Err("no entry has ref name \"v3\" (ref names found: v1)"),
+            ),
+            (&[None], Some("latest"), Err("no entry has ref name")),
+            (&[], None, Err("lists no manifests")),
+        ];
+        for (tags, want_ref, want) in cases {
+            let index: Vec<RawDescriptor> = tags.iter().map(|t| desc(*t)).collect();
+            match (choose_entry(&index, *want_ref), want) {
+                (Ok(d), Ok(i)) => assert!(std::ptr::eq(d, &index[*i]), "{tags:?} {want_ref:?}"),
+                (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{tags:?}: {e}"),
+                (got, want) => panic!("{tags:?} {want_ref:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    fn spec(path: &std::path::Path, platform: Option<&str>) -> SourceSpec {
+        SourceSpec {
+            name: path.display().to_string(),
+            path: path.to_owned(),
+            platform: platform.map(|p| Platform::parse(p).unwrap().platform),
+        }
+    }
+
+    fn hexes(blobs: &[Blob]) -> Vec<String> {
+        blobs.iter().map(|b| b.digest.to_string()).collect()
+    }
+
+    #[test]
+    fn reachable_set_is_manifest_config_layers_without_leftovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = LayoutBuilder::new(tmp.path().join("s"));
+        let m = b.image(
+            json!({"os": "linux", "architecture": "arm64"}),
+            &[b"l1", b"l2", b"l1"],
+        );
+        let leftover = b.blob("application/octet-stream", b"left behind by umoci");
+        b.index(&[(m.clone(), Some("latest"))]);
+        let c = read(&spec(&b.root, None), None).unwrap();
+        assert_eq!(c.images.len(), 1);
+        assert_eq!(c.images[0].platform.to_string(), "linux/arm64");
+        assert_eq!(c.images[0].digest.to_string(), m["digest"]);
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(b.blob_path(&m)).unwrap()).unwrap();
+        let mut want = vec![
+            m["digest"].as_str().unwrap().to_owned(),
+            manifest["config"]["digest"].as_str().unwrap().to_owned(),
+            manifest["layers"][0]["digest"].as_str().unwrap().to_owned(),
+            manifest["layers"][1]["digest"].as_str().unwrap().to_owned(),
+        ];
+        want.sort();
+        assert_eq!(hexes(&c.blobs), want, "a repeated layer appears once");
+        assert!(!hexes(&c.blobs).contains(&leftover["digest"].as_str().unwrap().to_owned()));
+        for blob in &c.blobs {
+            assert!(blob.path.is_absolute() && blob.path.is_file());
+            assert_eq!(blob.size, std::fs::metadata(&blob.path).unwrap().len());
+        }
+    }
+
+    #[test]
+    fn platform_sources_table() {
+        // config platform, override, Ok(platform) or Err(fragment)
+        let cases: &[(Value, Option<&str>, Result<&str, &str>)] = &[
+            (
+                json!({"os": "linux", "architecture": "amd64"}),
+                None,
+                Ok("linux/amd64"),
+            ),
+            (
+                json!({"os": "linux", "architecture": "aarch64"}),
+                None,
+                Ok("linux/arm64"),
+            ),
+            (
+                json!({"os": "linux", "architecture": "arm", "variant": "v6"}),
+                None,
+                Ok("linux/arm/v6"),
+            ),
+            (
+                json!({"os": "linux", "architecture": "arm"}),
+                Some("linux/arm/v7"),
+                Ok("linux/arm/v7"),
+            ),
+            (
+                json!({"os": "linux"}),
+                Some("linux/riscv64"),
+                Ok("linux/riscv64"),
+            ),
+            (
+                json!({"os": "linux"}),
+                None,
+                Err("config has no architecture"),
+            ),
+            (
+                json!({"architecture": "amd64"}),
+                None,
+                Err("config has no os"),
+            ),
+            (
+                json!({"os": "linux", "architecture": ""}),
+                None,
+                Err("config has no architecture"),
+            ),
+            (
+                json!({"os": "linux", "architecture": "x 86"}),
+                None,
+                Err("characters other than"),
+            ),
+        ];
+        for (config, override_, want) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let b = LayoutBuilder::new(tmp.path().join("s"));
+            let m = b.image(config.clone(), &[b"l"]);
+            b.index(&[(m, None)]);
+            match (read(&spec(&b.root, *override_), None), want) {
+                (Ok(c), Ok(p)) => assert_eq!(c.images[0].platform.to_string(), *p, "{config}"),
+                (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{config}: {e}"),
+                (got, want) => panic!("{config}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_index_source_contributes_each_platform_and_skips_attestations() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = LayoutBuilder::new(tmp.path().join("s"));
+        let amd = b.image(json!({"os": "linux", "architecture": "amd64"}), &[b"a"]);
+        let arm = b.image(json!({"os": "linux", "architecture": "arm64"}), &[b"b"]);
+        let mut att = b.image(
+            json!({"architecture": "unknown", "os": "unknown"}),
+            &[b"attestation"],
+        );
+        att["platform"] = json!({"architecture": "unknown", "os": "unknown"});
+        att["annotations"] = json!({"vnd.docker.reference.type": "attestation-manifest"});
+        let list = b.json_blob(
+            DOCKER_LIST,
+            &json!({"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [amd, arm, att]}),
+        );
+        b.index(&[(list.clone(), Some("latest"))]);
+        let c = read(&spec(&b.root, None), None).unwrap();
+        let platforms: Vec<String> = c.images.iter().map(|i| i.platform.to_string()).collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+        assert_eq!(
+            c.blobs.len(),
+            6,
+            "two images of three blobs; neither the list nor the attestation"
+        );
+        assert!(!hexes(&c.blobs).contains(&list["digest"].as_str().unwrap().to_owned()));
+        // An override cannot name the platform of two images at once.
+        let err = read(&spec(&b.root, Some("linux/amd64")), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("single-platform source"), "{err}");
+    }
+
+    #[test]
+    fn docker_media_types_are_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = LayoutBuilder::new(tmp.path().join("s"));
+        let config = b.json_blob(
+            "application/vnd.docker.container.image.v1+json",
+            &json!({"os": "linux", "architecture": "amd64"}),
+        );
+        let layer = b.blob(
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            b"layer",
+        );
+        let m = b.json_blob(DOCKER_MANIFEST, &json!({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": config, "layers": [layer]}));
+        b.index(&[(m, None)]);
+        let c = read(&spec(&b.root, None), None).unwrap();
+        assert_eq!(c.images[0].media_type, DOCKER_MANIFEST);
+        assert_eq!(c.blobs.len(), 3);
+    }
+
+    #[test]
+    fn spec_parse_table() {
+        // arg, Ok((name, path, platform)) or Err
+        let cases: &[(&str, Result<(&str, Option<&str>), &str>)] = &[
+            ("deploy/a-oci", Ok(("deploy/a-oci", None))),
+            (
+                "linux/arm64=deploy/a-oci",
+                Ok(("deploy/a-oci", Some("linux/arm64"))),
+            ),
+            ("linux/arm/v7=/abs/x", Ok(("/abs/x", Some("linux/arm/v7")))),
+            ("linux/aarch64=x", Ok(("x", Some("linux/arm64")))),
+            ("./dir=x", Ok(("./dir=x", None))),
+            ("dir=x", Ok(("dir=x", None))),
+            ("linux/arm64=", Err("no PATH")),
+        ];
+        for (arg, want) in cases {
+            match (SourceSpec::parse(arg), want) {
+                (Ok(s), Ok((path, platform))) => {
+                    assert_eq!(s.path, std::path::Path::new(path), "{arg}");
+                    assert_eq!(
+                        s.platform.map(|p| p.to_string()).as_deref(),
+                        *platform,
+                        "{arg}"
+                    );
+                }
+                (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{arg}: {e}"),
+                (got, want) => panic!("{arg}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+}

@@ -475,3 +475,34 @@ fn bad_mount_options_are_bad_input() {
         assert!(!is_mounted(&mnt));
     }
 }
+
+#[test]
+fn yocto_names_are_normalised_with_warnings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = LayoutBuilder::simple(tmp.path().join("a"), "linux", "aarch64", "a");
+    let b = LayoutBuilder::simple(tmp.path().join("b"), "linux", "arm", "b");
+    let out = ocimux(&[
+        "inspect",
+        a.root.to_str().unwrap(),
+        b.root.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("architecture \"aarch64\" normalised to \"arm64\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("give it as linux/arm/v7=PATH"), "{stderr}");
+    assert!(
+        stdout.contains("linux/arm64 ") && stdout.contains("linux/arm "),
+        "{stdout}"
+    );
+    // -q silences warnings.
+    let out = ocimux(&["inspect", "-q", a.root.to_str().unwrap()]);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
