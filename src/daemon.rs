@@ -14,7 +14,7 @@ use fuser::{Config, MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{ForkResult, Pid};
 
-use crate::fs::OciFs;
+use crate::fs::{FsOptions, OciFs};
 use crate::layout::Layout;
 use crate::mountinfo;
 
@@ -84,6 +84,10 @@ pub struct MountConfig {
     pub options: MountOptions,
     /// FUSE event loop threads.
     pub threads: usize,
+    /// Try kernel passthrough for source blobs.
+    pub passthrough: bool,
+    /// Readahead for the mount's backing device info, in KiB (0: leave as is).
+    pub readahead_kb: u32,
 }
 
 /// The `-o` options ocimux understands.
@@ -299,8 +303,11 @@ fn start(layout: Arc<Layout>, cfg: &MountConfig) -> Result<Session<OciFs>, Mount
         .map_err(|e| io_err("blocking signals")(e.into()))?;
     let fs = OciFs::new(
         layout,
-        nix::unistd::getuid().as_raw(),
-        nix::unistd::getgid().as_raw(),
+        FsOptions {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            passthrough: cfg.passthrough,
+        },
     );
     let fsname = format!("ocimux:{}", std::process::id());
     let config = cfg.options.fuser_config(fsname, cfg.threads);
@@ -313,7 +320,26 @@ fn start(layout: Arc<Layout>, cfg: &MountConfig) -> Result<Session<OciFs>, Mount
         cfg.mountpoint.display(),
         cfg.threads
     );
+    if cfg.readahead_kb > 0 {
+        raise_readahead(&cfg.mountpoint, cfg.readahead_kb);
+    }
     Ok(session)
+}
+
+/// Raises the readahead of the mount's bdi (`/sys/class/bdi/MAJ:MIN`), which
+/// FUSE sets low. Best effort: needs root; failure is logged, not fatal. The
+/// device number comes from mountinfo, since a stat of the mountpoint would
+/// wait for the FUSE loop that has not started yet.
+fn raise_readahead(mountpoint: &Path, kb: u32) {
+    let entry = match mountinfo::find(mountpoint) {
+        Ok(Some(e)) => e,
+        other => return log::info!("readahead: mount not found in mountinfo ({other:?})"),
+    };
+    let path = format!("/sys/class/bdi/{}/read_ahead_kb", entry.dev);
+    match fs::write(&path, kb.to_string()) {
+        Ok(()) => log::info!("readahead: {path} = {kb}"),
+        Err(e) => log::info!("readahead: cannot write {path}: {e}"),
+    }
 }
 
 fn stop_signals() -> SigSet {

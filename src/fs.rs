@@ -2,23 +2,32 @@
 //! [`Layout`] snapshot and its answers into replies. No OCI logic lives here.
 //!
 //! Each handler is one `match` on the model's result; a failure is logged once,
-//! here, with the operation, the inode and the errno. Source files are opened
-//! read-only on `open` and read with positional reads; the handle table's lock
-//! is held only to insert, clone or remove an `Arc<File>`, never across I/O.
+//! here, with the operation, the inode and the errno.
+//!
+//! Read paths for source blobs:
+//! - passthrough (Linux ≥ 6.9 offers `FUSE_PASSTHROUGH`, and we may register
+//!   backing files): `open` registers the source file with the kernel, which
+//!   then serves read, splice and mmap itself; the daemon sees no READ;
+//! - daemon: `open` keeps the source file, `read` does positional reads.
+//!
+//! The first failed registration switches passthrough off for good (logged
+//! once); an inode that still has a live backing id keeps using it, because
+//! all opens of one inode must agree. The tables' locks are held only to look
+//! up, insert or remove an `Arc`, never across I/O or an ioctl.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 
 use crate::layout::{Attr, Content, FsError, Kind, Layout, slice_at};
@@ -52,32 +61,85 @@ fn failed(op: &str, ino: u64, e: &FsError) -> Errno {
     code
 }
 
-/// Open source files, by file handle.
+/// What an open file handle holds.
+#[derive(Debug)]
+enum Handle {
+    /// The daemon reads this file.
+    Read(Arc<File>),
+    /// The kernel reads the backing file; held so the id lives while open.
+    Passthrough { _backing: Arc<BackingId> },
+}
+
+/// Open handles, and the live backing id of each inode opened with passthrough.
 #[derive(Debug, Default)]
 struct Handles {
     next: AtomicU64,
-    open: Mutex<HashMap<u64, Arc<File>>>,
+    open: Mutex<HashMap<u64, Handle>>,
+    backing: Mutex<HashMap<u64, Weak<BackingId>>>,
 }
 
 impl Handles {
-    fn insert(&self, file: File) -> u64 {
+    fn insert(&self, handle: Handle) -> u64 {
         // 0 is kept for generated files, which need no handle.
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         if let Ok(mut open) = self.open.lock() {
-            open.insert(fh, Arc::new(file));
+            open.insert(fh, handle);
         }
         fh
     }
 
-    fn get(&self, fh: u64) -> Option<Arc<File>> {
-        self.open.lock().ok()?.get(&fh).cloned()
-    }
-
-    fn remove(&self, fh: u64) {
-        if let Ok(mut open) = self.open.lock() {
-            open.remove(&fh);
+    fn file(&self, fh: u64) -> Option<Arc<File>> {
+        match self.open.lock().ok()?.get(&fh)? {
+            Handle::Read(f) => Some(f.clone()),
+            Handle::Passthrough { .. } => None,
         }
     }
+
+    /// Removes a handle; what it held is dropped after the lock is released
+    /// (dropping the last `BackingId` is an ioctl).
+    fn remove(&self, fh: u64) -> Option<Handle> {
+        self.open.lock().ok()?.remove(&fh)
+    }
+
+    fn live_backing(&self, ino: u64) -> Option<Arc<BackingId>> {
+        self.backing.lock().ok()?.get(&ino)?.upgrade()
+    }
+
+    /// Records `id` as the inode's backing id, unless another open registered
+    /// one meanwhile: then that one is returned and `id` is dropped, so that
+    /// every open of the inode uses one id.
+    fn adopt_backing(&self, ino: u64, id: BackingId) -> Arc<BackingId> {
+        let id = Arc::new(id);
+        let Ok(mut table) = self.backing.lock() else {
+            return id;
+        };
+        if let Some(existing) = table.get(&ino).and_then(Weak::upgrade) {
+            return existing;
+        }
+        table.retain(|_, w| w.strong_count() > 0);
+        table.insert(ino, Arc::downgrade(&id));
+        id
+    }
+}
+
+/// Counters, logged when the filesystem is unmounted.
+#[derive(Debug, Default)]
+struct Stats {
+    read_requests: AtomicU64,
+    read_bytes: AtomicU64,
+    passthrough_opens: AtomicU64,
+    daemon_opens: AtomicU64,
+}
+
+/// How the mounted filesystem behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct FsOptions {
+    /// Files owned by this user.
+    pub uid: u32,
+    /// And this group.
+    pub gid: u32,
+    /// Try kernel passthrough for source blobs.
+    pub passthrough: bool,
 }
 
 /// The mounted filesystem.
@@ -85,22 +147,64 @@ impl Handles {
 pub struct OciFs {
     layout: Arc<Layout>,
     handles: Handles,
-    uid: u32,
-    gid: u32,
+    opts: FsOptions,
+    /// Whether new opens try passthrough: set in `init` when the kernel
+    /// offers it, cleared for good by the first failed registration.
+    passthrough: AtomicBool,
+    stats: Stats,
     /// Bytes of all served files, for `statfs`.
     total_bytes: u64,
 }
 
 impl OciFs {
-    /// Serves `layout`, with files owned by `uid`/`gid`.
-    pub fn new(layout: Arc<Layout>, uid: u32, gid: u32) -> Self {
+    /// Serves `layout`.
+    pub fn new(layout: Arc<Layout>, opts: FsOptions) -> Self {
         let total_bytes = layout.total_bytes();
         OciFs {
             layout,
             handles: Handles::default(),
-            uid,
-            gid,
+            opts,
+            passthrough: AtomicBool::new(false),
+            stats: Stats::default(),
             total_bytes,
+        }
+    }
+
+    /// Opens a source blob: passthrough when possible, else a daemon-read handle.
+    fn open_blob(&self, ino: u64, path: &Path, reply: ReplyOpen) {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => return reply.error(failed("open", ino, &FsError::Io(e))),
+        };
+        let backing = match self.handles.live_backing(ino) {
+            Some(id) => Some(id),
+            None if self.passthrough.load(Ordering::Relaxed) => match reply.open_backing(&file) {
+                Ok(id) => Some(self.handles.adopt_backing(ino, id)),
+                Err(e) => {
+                    if self.passthrough.swap(false, Ordering::Relaxed) {
+                        log::warn!(
+                            "read path: passthrough registration failed ({e}); daemon reads from now on"
+                        );
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        match backing {
+            Some(id) => {
+                self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+                let fh = self.handles.insert(Handle::Passthrough {
+                    _backing: id.clone(),
+                });
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+            }
+            None => {
+                self.stats.daemon_opens.fetch_add(1, Ordering::Relaxed);
+                let fh = self.handles.insert(Handle::Read(Arc::new(file)));
+                // Blob bytes never change under an inode: keep the page cache.
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
         }
     }
 
@@ -116,8 +220,8 @@ impl OciFs {
             kind: kind(a.kind),
             perm: a.perm,
             nlink: a.nlink,
-            uid: self.uid,
-            gid: self.gid,
+            uid: self.opts.uid,
+            gid: self.opts.gid,
             rdev: 0,
             blksize: 4096,
             flags: 0,
@@ -139,7 +243,35 @@ impl Filesystem for OciFs {
             // `nearest` is the kernel's maximum, which is always accepted.
             let _ = config.set_max_readahead(nearest);
         }
+        let offered = config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH);
+        let why_not = match (self.opts.passthrough, offered) {
+            (false, _) => Some("--no-passthrough"),
+            (true, false) => Some("the kernel does not offer FUSE_PASSTHROUGH (Linux >= 6.9 does)"),
+            (true, true) => {
+                // Depth 2 lets backing files live on overlayfs (containers' own
+                // root) as well as on plain filesystems.
+                let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                    && config.set_max_stack_depth(2).is_ok();
+                (!ok).then_some("the kernel refused the passthrough settings")
+            }
+        };
+        self.passthrough.store(why_not.is_none(), Ordering::Relaxed);
+        match why_not {
+            None => log::info!("read path: kernel passthrough for source blobs"),
+            Some(why) => log::info!("read path: daemon reads ({why})"),
+        }
         Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let s = &self.stats;
+        log::info!(
+            "stats: {} read requests, {} bytes read by the daemon; {} passthrough opens, {} daemon opens",
+            s.read_requests.load(Ordering::Relaxed),
+            s.read_bytes.load(Ordering::Relaxed),
+            s.passthrough_opens.load(Ordering::Relaxed),
+            s.daemon_opens.load(Ordering::Relaxed),
+        );
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -165,15 +297,9 @@ impl Filesystem for OciFs {
             Err(e) => return reply.error(failed("open", ino.0, &e)),
         };
         match content {
-            // Generated and blob bytes never change under an inode: keep the page cache.
+            // Generated bytes never change under an inode: keep the page cache.
             Content::Memory(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Content::File { path, .. } => match File::open(path) {
-                Ok(file) => reply.opened(
-                    FileHandle(self.handles.insert(file)),
-                    FopenFlags::FOPEN_KEEP_CACHE,
-                ),
-                Err(e) => reply.error(failed("open", ino.0, &FsError::Io(e))),
-            },
+            Content::File { path, .. } => self.open_blob(ino.0, path, reply),
         }
     }
 
@@ -188,6 +314,7 @@ impl Filesystem for OciFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.stats.read_requests.fetch_add(1, Ordering::Relaxed);
         let content = match self.layout.content(ino.0) {
             Ok(c) => c,
             Err(e) => return reply.error(failed("read", ino.0, &e)),
@@ -195,11 +322,16 @@ impl Filesystem for OciFs {
         match content {
             Content::Memory(bytes) => reply.data(slice_at(bytes, offset, size)),
             Content::File { size: limit, .. } => {
-                let Some(file) = self.handles.get(fh.0) else {
+                let Some(file) = self.handles.file(fh.0) else {
                     return reply.error(Errno::EBADF);
                 };
                 match read_at(&file, offset, size, *limit) {
-                    Ok(bytes) => reply.data(&bytes),
+                    Ok(bytes) => {
+                        self.stats
+                            .read_bytes
+                            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        reply.data(&bytes)
+                    }
                     Err(e) => reply.error(failed("read", ino.0, &FsError::Io(e))),
                 }
             }
@@ -216,8 +348,9 @@ impl Filesystem for OciFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(fh.0);
+        let held = self.handles.remove(fh.0);
         reply.ok();
+        drop(held); // after replying: closing a backing id is an ioctl
     }
 
     fn flush(

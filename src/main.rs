@@ -105,6 +105,12 @@ struct MountArgs {
     /// FUSE request threads (default: CPUs, at most 8).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Serve every read from the daemon, even where the kernel offers passthrough.
+    #[arg(long)]
+    no_passthrough: bool,
+    /// Readahead of the mount, in KiB (0 leaves the kernel's default).
+    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    readahead_kb: u32,
 }
 
 fn main() -> ExitCode {
@@ -128,8 +134,16 @@ fn init_logging(verbose: u8, quiet: u8) {
         2 => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     };
+    // fuser logs routine events (and a spurious unmount warning after an
+    // external unmount) at info/warn: show them from -vv on.
+    let fuser_level = if verbose >= 2 {
+        level
+    } else {
+        level.min(log::LevelFilter::Error)
+    };
     env_logger::Builder::new()
         .filter_level(level)
+        .filter_module("fuser", fuser_level)
         .parse_env("OCIMUX_LOG")
         .format(|buf, record| {
             let level = record.level().to_string().to_lowercase();
@@ -244,6 +258,8 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         log_file,
         options,
         threads,
+        passthrough: !args.no_passthrough,
+        readahead_kb: args.readahead_kb,
     };
     Ok(daemon::mount(layout, &cfg)?)
 }

@@ -13,6 +13,8 @@ pub const FSTYPES: [&str; 2] = ["fuse", "fuse.ocimux"];
 /// One mount, as far as ocimux cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The device, `major:minor`.
+    pub dev: String,
     /// The mount point (unescaped).
     pub mountpoint: String,
     /// The filesystem type.
@@ -39,11 +41,14 @@ pub fn parse(text: &str) -> Vec<MountEntry> {
 fn parse_line(line: &str) -> Option<MountEntry> {
     // id parent maj:min root mountpoint options [optional...] - fstype source superopts
     let (left, right) = line.split_once(" - ")?;
-    let mountpoint = left.split(' ').nth(4)?;
+    let mut left = left.split(' ');
+    let dev = left.nth(2)?;
+    let mountpoint = left.nth(1)?;
     let mut right = right.split(' ');
     let fstype = right.next()?;
     let source = right.next()?;
     Some(MountEntry {
+        dev: dev.to_owned(),
         mountpoint: unescape(mountpoint),
         fstype: unescape(fstype),
         source: unescape(source),
@@ -101,6 +106,8 @@ garbage line
         let got = parse(text);
         assert_eq!(got.len(), 5);
         assert_eq!(got[0].mountpoint, "/mnt/parent");
+        assert_eq!(got[0].dev, "98:0");
+        assert_eq!(got[1].dev, "0:52");
         assert_eq!(got[0].ocimux_pid(), None);
         assert_eq!(got[1].mountpoint, "/tmp/a b");
         assert_eq!(got[1].ocimux_pid(), Some(4242));

@@ -1,0 +1,181 @@
+//! Both read paths, for real: kernel passthrough and daemon reads
+//! (`--no-passthrough`). Every blob re-hashed with read(2) and with mmap(2),
+//! reads past EOF, reads after the source file was replaced; the daemon's own
+//! counters (logged at unmount) prove which path served the bytes.
+
+mod common;
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use common::*;
+use ocimux::digest::Digest;
+use ocimux::testutil::LayoutBuilder;
+use serde_json::json;
+
+/// Hashes a file through mmap(2).
+fn mmap_hash(path: &Path) -> Digest {
+    let file = fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    if len == 0 {
+        return Digest::sha256_of(b"");
+    }
+    // SAFETY: a private read-only mapping of a file we keep open; unmapped below.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(
+        ptr,
+        libc::MAP_FAILED,
+        "mmap {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the mapping is `len` readable bytes.
+    let digest = Digest::sha256_of(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) });
+    // SAFETY: unmapping what was mapped above.
+    unsafe { libc::munmap(ptr, len) };
+    digest
+}
+
+/// (read requests, bytes read by the daemon, passthrough opens, daemon opens) from the log.
+fn stats(log: &Path) -> (u64, u64, u64, u64) {
+    let text = fs::read_to_string(log).unwrap();
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("stats: "))
+        .unwrap_or_else(|| panic!("no stats in log:\n{text}"));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[1], n[2], n[3])
+}
+
+fn exercise(passthrough: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = LayoutBuilder::new(tmp.path().join("s"));
+    let big: Vec<u8> = (0..(3 * 1024 * 1024 + 17u32))
+        .map(|i| (i.wrapping_mul(31) >> 3) as u8)
+        .collect();
+    let layer = b.blob("application/vnd.oci.image.layer.v1.tar", &big);
+    let empty = b.blob("application/vnd.oci.image.layer.v1.tar", b"");
+    let config = b.json_blob(
+        "application/vnd.oci.image.config.v1+json",
+        &json!({"os": "linux", "architecture": "amd64"}),
+    );
+    let m = b.json_blob(
+        ocimux::document::OCI_MANIFEST,
+        &json!({"schemaVersion": 2, "config": config, "layers": [layer.clone(), empty]}),
+    );
+    b.index(&[(m, None)]);
+    let before = tree_state(&b.root);
+
+    let log = tmp.path().join("log");
+    let mut args = vec![
+        b.root.to_str().unwrap(),
+        "-v",
+        "--log-file",
+        log.to_str().unwrap(),
+    ];
+    if !passthrough {
+        args.push("--no-passthrough");
+    }
+    let mnt = tmp.path().join("mnt");
+    let m = Mount::new(&mnt, &args);
+    let blobs = rehash_blobs(&m.dir);
+    assert_eq!(blobs.len(), 5);
+    for (name, digest) in &blobs {
+        assert_eq!(digest.encoded(), name, "read(2) of {name}");
+        assert_eq!(
+            mmap_hash(&m.path(&format!("blobs/sha256/{name}"))).encoded(),
+            name,
+            "mmap of {name}"
+        );
+    }
+
+    // Past EOF, straddling EOF, and at odd offsets of the big layer.
+    let hex = layer["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let path = m.path(&format!("blobs/sha256/{hex}"));
+    let f = fs::File::open(&path).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let len = big.len() as u64;
+    assert_eq!(f.read_at(&mut buf, len).unwrap(), 0);
+    assert_eq!(f.read_at(&mut buf, len + 1_000_000).unwrap(), 0);
+    assert_eq!(f.read_at(&mut buf, len - 10).unwrap(), 10);
+    assert_eq!(&buf[..10], &big[big.len() - 10..]);
+    assert_eq!(f.read_at(&mut buf, 1_000_003).unwrap(), 4096);
+    assert_eq!(&buf[..], &big[1_000_003..1_004_099]);
+
+    // The source file is replaced (same bytes, new inode), as a rebuild would:
+    // the open handle and new opens both read it whole.
+    let src = b.blob_path(&layer);
+    let tmp_copy = src.with_extension("new");
+    fs::write(&tmp_copy, &big).unwrap();
+    fs::rename(&tmp_copy, &src).unwrap();
+    let mut again = Vec::new();
+    std::io::Read::read_to_end(&mut &f, &mut again).unwrap();
+    assert_eq!(
+        Digest::sha256_of(&again).encoded(),
+        hex,
+        "open handle after replace"
+    );
+    assert_eq!(sha256_file(&path).encoded(), hex, "new open after replace");
+    drop(f);
+    let replaced = tree_state(&b.root);
+    drop(m);
+
+    let (requests, daemon_bytes, pt_opens, daemon_opens) = stats(&log);
+    if passthrough {
+        assert!(
+            pt_opens >= 8,
+            "passthrough opens: {pt_opens} (does this kernel offer FUSE_PASSTHROUGH? needs Linux >= 6.9 and root)"
+        );
+        assert_eq!(daemon_opens, 0);
+        assert_eq!(
+            daemon_bytes, 0,
+            "{requests} read requests reached the daemon for source blobs"
+        );
+    } else {
+        assert_eq!(pt_opens, 0);
+        // Re-reads and mmap come from the kept page cache: each byte at least once.
+        assert!(
+            daemon_bytes >= len,
+            "daemon read only {daemon_bytes} bytes"
+        );
+    }
+    // Nothing but our own replacement touched the source.
+    let changed: Vec<_> = before
+        .keys()
+        .filter(|k| before.get(*k) != replaced.get(*k))
+        .collect();
+    assert!(
+        changed
+            .iter()
+            .all(|p| p.ends_with(hex) || p.ends_with("sha256")),
+        "{changed:?}"
+    );
+}
+
+#[test]
+fn passthrough_read_path_serves_every_byte() {
+    exercise(true);
+}
+
+#[test]
+fn daemon_read_path_serves_every_byte() {
+    exercise(false);
+}
