@@ -1,0 +1,444 @@
+#!/usr/bin/env python3
+"""ocimux benchmark: everything side by side in one run, interleaved, medians.
+
+Compares, on the same files: native reads, ocimux with kernel passthrough,
+ocimux with daemon reads (--no-passthrough) and bindfs -r (a mature C FUSE
+filesystem). Prints machine facts and tables of ratios (this machine is noisy:
+only ratios measured in the same run mean anything). Run through
+scripts/bench.sh, which builds the release binary and installs the tools.
+
+Environment: REPS (default 5), BENCH_DIR (default /var/tmp/ocimux-bench),
+BIG_MIB (default 1024), MANY (default 20000).
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OCIMUX = os.path.join(ROOT, "target", "release", "ocimux")
+REPS = int(os.environ.get("REPS", "5"))
+WORK = os.environ.get("BENCH_DIR", "/var/tmp/ocimux-bench")
+BIG_MIB = int(os.environ.get("BIG_MIB", "1024"))
+MANY = int(os.environ.get("MANY", "20000"))
+MIB = 1024 * 1024
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+def sh(*cmd, check=True, quiet=True):
+    out = subprocess.run(cmd, stdout=subprocess.PIPE if quiet else None,
+                         stderr=subprocess.PIPE, text=True)
+    if check and out.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed: {out.stderr.strip()}")
+    return out
+
+
+def timed(*cmd):
+    t = time.perf_counter()
+    sh(*cmd)
+    return time.perf_counter() - t
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+# ---------------------------------------------------------------- layouts
+
+def write_blob(layout, data=None, path_from=None):
+    """Writes a blob (bytes, or a file moved in) and returns (hex, size)."""
+    d = os.path.join(layout, "blobs", "sha256")
+    os.makedirs(d, exist_ok=True)
+    if path_from is not None:
+        h = hashlib.sha256()
+        with open(path_from, "rb") as f:
+            for chunk in iter(lambda: f.read(8 * MIB), b""):
+                h.update(chunk)
+        hexd, size = h.hexdigest(), os.path.getsize(path_from)
+        os.replace(path_from, os.path.join(d, hexd))
+        return hexd, size
+    hexd = hashlib.sha256(data).hexdigest()
+    with open(os.path.join(d, hexd), "wb") as f:
+        f.write(data)
+    return hexd, len(data)
+
+
+def random_file(path, mib):
+    """mib MiB of random (incompressible) bytes."""
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(MIB))
+
+
+def make_layout(layout, arch, layer_files=(), layer_blobs=()):
+    """An OCI layout with one image; layers from files (moved in) or bytes."""
+    if os.path.exists(os.path.join(layout, "index.json")):
+        return layout
+    os.makedirs(layout, exist_ok=True)
+    with open(os.path.join(layout, "oci-layout"), "w") as f:
+        f.write('{"imageLayoutVersion":"1.0.0"}')
+    layers = []
+    for p in layer_files:
+        hexd, size = write_blob(layout, path_from=p)
+        layers.append({"mediaType": LAYER, "digest": "sha256:" + hexd, "size": size})
+    for data in layer_blobs:
+        hexd, size = write_blob(layout, data)
+        layers.append({"mediaType": LAYER, "digest": "sha256:" + hexd, "size": size})
+    config = json.dumps({"architecture": arch, "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    chex, csize = write_blob(layout, config)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": "sha256:" + chex, "size": csize},
+                           "layers": layers}).encode()
+    mhex, msize = write_blob(layout, manifest)
+    with open(os.path.join(layout, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": "sha256:" + mhex, "size": msize,
+             "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, f)
+    return layout
+
+
+def layer_paths(layout):
+    with open(os.path.join(layout, "index.json")) as f:
+        mhex = json.load(f)["manifests"][0]["digest"].split(":")[1]
+    with open(os.path.join(layout, "blobs", "sha256", mhex)) as f:
+        return [l["digest"].split(":")[1] for l in json.load(f)["layers"]]
+
+
+# ---------------------------------------------------------------- mounts
+
+class Mount:
+    """ocimux (passthrough / daemon reads) or bindfs -r, unmounted on close."""
+
+    def __init__(self, kind, mnt, sources, log=None):
+        self.kind, self.mnt, self.log = kind, mnt, log
+        os.makedirs(mnt, exist_ok=True)
+        if kind == "bindfs":
+            sh("bindfs", "-r", sources[0], mnt)
+        else:
+            cmd = [OCIMUX, "mount", mnt, *sources]
+            if kind == "daemon":
+                cmd.append("--no-passthrough")
+            if log:
+                cmd += ["-v", "--log-file", log]
+            sh(*cmd)
+
+    def pid(self):
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                if f" {self.mnt} " in line and " - " in line:
+                    src = line.split(" - ")[1].split()[1]
+                    if src.startswith("ocimux:"):
+                        return int(src.split(":")[1])
+        return None
+
+    def close(self):
+        if self.kind == "bindfs":
+            sh("fusermount3", "-u", self.mnt)
+        else:
+            sh(OCIMUX, "umount", self.mnt)
+
+
+def proc_cpu_rss(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    return cpu, rss, hwm
+
+
+def log_stats(log):
+    with open(log) as f:
+        line = [l for l in f if "stats: " in l][-1]
+    n = [int(x) for x in re.findall(r"\d+", line)]
+    return {"read_requests": n[0], "daemon_bytes": n[1], "pt_opens": n[2], "daemon_opens": n[3]}
+
+
+# ---------------------------------------------------------------- measuring
+
+def interleaved(variants, fn, reps=REPS):
+    """Runs fn(variant) for each variant, reps times round-robin; medians."""
+    samples = {v: [] for v in variants}
+    for _ in range(reps):
+        for v in variants:
+            samples[v].append(fn(v))
+    return {v: statistics.median(s) for v, s in samples.items()}
+
+
+def seq_read(path, bs, cold):
+    if cold:
+        drop_caches()
+    t = timed("dd", f"if={path}", "of=/dev/null", f"bs={bs}")
+    return os.path.getsize(path) / t / (1024 ** 3)  # GiB/s
+
+
+def fio_randread(path):
+    out = sh("fio", "--name=r", f"--filename={path}", "--rw=randread", "--bs=4k",
+             "--ioengine=psync", "--runtime=2", "--time_based", "--readonly",
+             "--invalidate=0", "--output-format=json")
+    return json.loads(out.stdout)["jobs"][0]["read"]["iops"]
+
+
+def parallel_read(paths, cold):
+    if cold:
+        drop_caches()
+    t = time.perf_counter()
+    procs = [subprocess.Popen(["dd", f"if={p}", "of=/dev/null", "bs=1M"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in paths]
+    for p in procs:
+        p.wait()
+    total = sum(os.path.getsize(p) for p in paths)
+    return total / (time.perf_counter() - t) / (1024 ** 3)
+
+
+def table(title, header, rows):
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
+
+
+def fmt(x, digits=2):
+    return f"{x:.{digits}f}"
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (drop_caches, passthrough)")
+    os.makedirs(WORK, exist_ok=True)
+    src = os.path.join(WORK, "src")
+    mnt = os.path.join(WORK, "mnt")
+    os.makedirs(src, exist_ok=True)
+
+    print("## ocimux benchmark", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    print(f"\nCommand: `scripts/bench.sh` (REPS={REPS}, BIG_MIB={BIG_MIB}, MANY={MANY}); "
+          f"medians of {REPS} interleaved runs.")
+
+    # Inputs, made once and kept between runs.
+    big = []
+    for i, arch in enumerate(["amd64", "arm64"]):
+        layout = os.path.join(src, f"big-{arch}")
+        if not os.path.exists(os.path.join(layout, "index.json")):
+            tmpf = os.path.join(src, f"big-{arch}.tmp")
+            random_file(tmpf, BIG_MIB)
+            make_layout(layout, arch, layer_files=[tmpf])
+        big.append(layout)
+    small = []
+    for i, arch in enumerate(["amd64", "arm64"]):
+        layout = os.path.join(src, f"small-{arch}")
+        if not os.path.exists(os.path.join(layout, "index.json")):
+            tmpf = os.path.join(src, f"small-{arch}.tmp")
+            random_file(tmpf, 16)
+            make_layout(layout, arch, layer_files=[tmpf])
+        small.append(layout)
+    par = os.path.join(src, "par")
+    if not os.path.exists(os.path.join(par, "index.json")):
+        files = []
+        for i in range(16):
+            p = os.path.join(src, f"par{i}.tmp")
+            random_file(p, 64)
+            files.append(p)
+        make_layout(par, "amd64", layer_files=files)
+    many = os.path.join(src, f"many{MANY}")
+    make_layout(many, "amd64", layer_blobs=[f"blob {i}\n".encode() * 8 for i in range(MANY)])
+
+    big_hex = layer_paths(big[0])[0]
+    par_hex = layer_paths(par)
+    rel = lambda h: os.path.join("blobs", "sha256", h)
+
+    # Machine facts.
+    kernel = os.uname().release
+    try:
+        max_pages = open("/proc/sys/fs/fuse/max_pages_limit").read().strip()
+    except OSError:
+        max_pages = "n/a"
+    variants = ["native", "passthrough", "daemon", "bindfs"]
+    mounts = {
+        "passthrough": Mount("passthrough", os.path.join(mnt, "pt"), [big[0]], log=os.path.join(WORK, "pt.log")),
+        "daemon": Mount("daemon", os.path.join(mnt, "daemon"), [big[0]], log=os.path.join(WORK, "daemon.log")),
+        "bindfs": Mount("bindfs", os.path.join(mnt, "bindfs"), [big[0]]),
+    }
+    ra = {}
+    for k, m in mounts.items():
+        dev = os.stat(m.mnt).st_dev
+        try:
+            ra[k] = open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb").read().strip()
+        except OSError:
+            ra[k] = "n/a"
+    src_dev = os.stat(src).st_dev
+    try:
+        src_ra = open(f"/sys/dev/block/{os.major(src_dev)}:{os.minor(src_dev)}/queue/read_ahead_kb").read().strip()
+    except OSError:
+        src_ra = "n/a"
+    table("Machine", ["fact", "value"], [
+        ["kernel", kernel], ["CPUs", os.cpu_count()], ["fuse max_pages_limit", max_pages],
+        ["readahead KiB: source disk / passthrough / daemon / bindfs",
+         f"{src_ra} / {ra['passthrough']} / {ra['daemon']} / {ra['bindfs']}"],
+        ["ocimux threads (default)", min(os.cpu_count() or 2, 8)],
+    ])
+
+    def path_of(v, hexd, base=big[0]):
+        return os.path.join(base if v == "native" else mounts[v].mnt, rel(hexd))
+
+    # 1. Sequential reads.
+    rows = []
+    for cold in (False, True):
+        for bs in ("1M", "4k"):
+            if not cold:
+                for v in variants:
+                    seq_read(path_of(v, big_hex), "1M", False)  # warm every cache once
+            r = interleaved(variants, lambda v: seq_read(path_of(v, big_hex), bs, cold))
+            rows.append([f"{'cold' if cold else 'warm'} {bs}", *(fmt(r[v]) for v in variants),
+                         fmt(r["passthrough"] / r["native"]), fmt(r["daemon"] / r["bindfs"])])
+    table(f"1. Sequential read of a {BIG_MIB} MiB blob (GiB/s)",
+          ["case", *variants, "passthrough/native", "daemon/bindfs"], rows)
+
+    # 2. Random 4 KiB reads (warm).
+    for v in variants:
+        seq_read(path_of(v, big_hex), "1M", False)
+    r = interleaved(variants, lambda v: fio_randread(path_of(v, big_hex)))
+    table("2. Random 4 KiB reads, warm (fio psync, IOPS)",
+          ["native", "passthrough", "daemon", "bindfs", "passthrough/native", "daemon/bindfs"],
+          [[*(f"{r[v]:.0f}" for v in variants), fmt(r["passthrough"] / r["native"]),
+            fmt(r["daemon"] / r["bindfs"])]])
+
+    # 3. Parallel readers on distinct blobs (cold).
+    for m in mounts.values():
+        m.close()
+    mounts = {
+        "passthrough": Mount("passthrough", os.path.join(mnt, "pt"), [par]),
+        "daemon": Mount("daemon", os.path.join(mnt, "daemon"), [par]),
+        "bindfs": Mount("bindfs", os.path.join(mnt, "bindfs"), [par]),
+    }
+    rows = []
+    for n in (4, 16):
+        r = interleaved(variants, lambda v: parallel_read([path_of(v, h, par) for h in par_hex[:n]], True))
+        rows.append([f"{n} readers", *(fmt(r[v]) for v in variants),
+                     fmt(r["passthrough"] / r["native"]), fmt(r["daemon"] / r["bindfs"])])
+    table("3. Parallel readers, distinct 64 MiB blobs, cold (GiB/s total)",
+          ["case", *variants, "passthrough/native", "daemon/bindfs"], rows)
+    for m in mounts.values():
+        m.close()
+
+    # 4. Ready time: mount vs materialising the layout by copying or hard links.
+    ready_mnt = os.path.join(mnt, "ready")
+    os.makedirs(ready_mnt, exist_ok=True)
+    copy_dir = os.path.join(WORK, "copy")
+
+    def ready(case):
+        if case.startswith("mount"):
+            srcs = small if case == "mount 2x16MiB" else big
+            t = timed(OCIMUX, "mount", ready_mnt, *srcs)
+            sh(OCIMUX, "umount", ready_mnt)
+            return t
+        shutil.rmtree(copy_dir, ignore_errors=True)
+        os.makedirs(copy_dir)
+        flag = "-a" if case == f"cp -r 2x{BIG_MIB}MiB" else "-al"
+        t = time.perf_counter()
+        for s in big:
+            sh("cp", flag, s, os.path.join(copy_dir, os.path.basename(s)))
+        sh("sync", "-f", copy_dir)
+        return time.perf_counter() - t
+
+    cases = ["mount 2x16MiB", f"mount 2x{BIG_MIB}MiB", f"cp -r 2x{BIG_MIB}MiB", f"cp -al 2x{BIG_MIB}MiB"]
+    r = interleaved(cases, ready)
+    table("4. Ready time (s): ocimux mount vs materialising by copy (+sync) or hard links",
+          ["case", "seconds", "vs mount 2x16MiB", f"copy / mount 2x{BIG_MIB}MiB"],
+          [[c, fmt(r[c], 4), fmt(r[c] / r["mount 2x16MiB"]), fmt(r[f"cp -r 2x{BIG_MIB}MiB"] / r[c], 1)] for c in cases])
+
+    # 5. skopeo copy --all from the mount vs from a copied directory.
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    merged = os.path.join(WORK, "merged")  # what copying tools produce: one directory
+    if not os.path.exists(merged):
+        shutil.copytree(big[0], merged)
+        for s in big[1:]:
+            shutil.copytree(os.path.join(s, "blobs"), os.path.join(merged, "blobs"), dirs_exist_ok=True)
+    m = Mount("passthrough", os.path.join(mnt, "sk"), big)
+    with open(os.path.join(m.mnt, "index.json")) as f:
+        idx = json.load(f)
+    shutil.copy(os.path.join(m.mnt, rel(idx["manifests"][0]["digest"].split(":")[1])),
+                os.path.join(merged, rel(idx["manifests"][0]["digest"].split(":")[1])))
+    with open(os.path.join(merged, "index.json"), "w") as f:
+        json.dump(idx, f)
+    out = os.path.join(WORK, "skopeo-out")
+
+    def skopeo(case):
+        shutil.rmtree(out, ignore_errors=True)
+        srcref = f"oci:{m.mnt}" if case == "from mount" else f"oci:{merged}"
+        return timed("skopeo", "copy", "--all", "-q", srcref, f"oci:{out}:latest")
+
+    r = interleaved(["from mount", "from directory"], skopeo)
+    table(f"5. skopeo copy --all to an oci: dir, 2 x {BIG_MIB} MiB (s)",
+          ["from mount", "from directory", "mount/directory"],
+          [[fmt(r["from mount"]), fmt(r["from directory"]), fmt(r["from mount"] / r["from directory"], 3)]])
+    m.close()
+    shutil.rmtree(out, ignore_errors=True)
+
+    # 6. Daemon cost per GiB read, cold, and READ requests reaching it.
+    rows = []
+    for kind in ("passthrough", "daemon"):
+        log = os.path.join(WORK, f"cost-{kind}.log")
+        if os.path.exists(log):
+            os.remove(log)
+        m = Mount(kind, os.path.join(mnt, "cost"), big, log=log)
+        pid = m.pid()
+        cpu0, rss0, _ = proc_cpu_rss(pid)
+        gib = 0.0
+        for s in big:
+            p = os.path.join(m.mnt, rel(layer_paths(s)[0]))
+            seq_read(p, "1M", True)
+            gib += os.path.getsize(p) / 1024 ** 3
+        cpu1, rss1, hwm = proc_cpu_rss(pid)
+        m.close()
+        st = log_stats(log)
+        rows.append([kind, fmt(gib), fmt((cpu1 - cpu0) / gib, 3), rss0 // 1024, rss1 // 1024, hwm // 1024,
+                     st["read_requests"], st["daemon_bytes"] // MIB])
+    table("6. Daemon cost reading every layer of 2 sources once, cold",
+          ["read path", "GiB read", "daemon CPU s/GiB", "RSS MiB before", "RSS MiB after", "peak RSS MiB",
+           "READ requests", "MiB read by daemon"], rows)
+
+    # 7. find + stat over MANY blobs.
+    m = Mount("passthrough", os.path.join(mnt, "many"), [many])
+    pid = m.pid()
+    _, rss_before, _ = proc_cpu_rss(pid)
+    drop_caches()
+    t_mount = timed("find", m.mnt, "-type", "f", "-printf", "%s %i\n")
+    _, rss_after, hwm = proc_cpu_rss(pid)
+    drop_caches()
+    t_native = timed("find", many, "-type", "f", "-printf", "%s %i\n")
+    t_warm = timed("find", m.mnt, "-type", "f", "-printf", "%s %i\n")
+    m.close()
+    small_m = Mount("passthrough", os.path.join(mnt, "many"), small)
+    _, rss_small, _ = proc_cpu_rss(small_m.pid())
+    small_m.close()
+    table(f"7. find + stat over {MANY} blobs (one pass each, cold caches)",
+          ["find on mount (s)", "find on source (s)", "mount/source", "warm find on mount (s)",
+           "daemon RSS MiB (2 small sources)", f"daemon RSS MiB ({MANY} blobs) before / after / peak"],
+          [[fmt(t_mount, 3), fmt(t_native, 3), fmt(t_mount / t_native), fmt(t_warm, 3),
+            fmt(rss_small / 1024, 1), f"{rss_before / 1024:.1f} / {rss_after / 1024:.1f} / {hwm / 1024:.1f}"]])
+
+
+if __name__ == "__main__":
+    main()
