@@ -113,9 +113,15 @@ pub enum Problem {
     /// A referenced blob is not in the layout.
     #[error("referenced blob is missing")]
     MissingBlob,
-    /// A blob is not a regular file.
-    #[error("blob is not a regular file")]
+    /// A file is not a regular file.
+    #[error("not a regular file")]
     NotRegular,
+    /// An archive member that a layout needs is a hard or symbolic link.
+    #[error("is a link in the archive; blobs must be regular members")]
+    Link,
+    /// A tar archive that cannot be served.
+    #[error("{0}")]
+    Archive(#[source] crate::tar::TarError),
     /// A blob's size differs from the descriptor that references it.
     #[error("size {actual} differs from descriptor size {expected}")]
     SizeMismatch {

@@ -182,7 +182,10 @@ mod tests {
             .map(|i| Blob {
                 digest: i.digest.clone(),
                 size: i.size,
-                path: PathBuf::from(format!("/{name}/{}", i.digest.blob_path())),
+                origin: crate::source::Origin::File(PathBuf::from(format!(
+                    "/{name}/{}",
+                    i.digest.blob_path()
+                ))),
             })
             .collect();
         Contribution {
@@ -267,7 +270,10 @@ mod tests {
             .iter()
             .find(|b| b.digest == Digest::sha256_of(b"shared"))
             .unwrap();
-        assert!(first.path.starts_with("/a"), "{first:?}");
+        assert!(
+            matches!(&first.origin, crate::source::Origin::File(p) if p.starts_with("/a")),
+            "{first:?}"
+        );
     }
 
     #[test]

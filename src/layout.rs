@@ -12,12 +12,13 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
-use std::path::PathBuf;
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::digest::{Algorithm, Digest};
 use crate::index::Composition;
+use crate::source::Origin;
 
 /// `oci-layout`'s content.
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -107,10 +108,10 @@ impl Attr {
 pub enum Content {
     /// Generated, held in memory.
     Memory(Arc<[u8]>),
-    /// A source blob file, served byte for byte.
-    File {
-        /// Absolute path of the source file.
-        path: PathBuf,
+    /// A source blob, served byte for byte from where it is on disk.
+    Blob {
+        /// The file, or the archive and offset.
+        origin: Origin,
         /// Its size.
         size: u64,
     },
@@ -160,7 +161,7 @@ impl Layout {
         let add_file = |nodes: &mut HashMap<u64, Node>, ino: u64, content: Content| {
             let size = match &content {
                 Content::Memory(b) => b.len() as u64,
-                Content::File { size, .. } => *size,
+                Content::Blob { size, .. } => *size,
             };
             let attr = Attr {
                 ino,
@@ -211,8 +212,8 @@ impl Layout {
             if blob.digest == comp.index_digest {
                 continue; // a source happens to hold the generated index: serve ours
             }
-            let content = Content::File {
-                path: blob.path.clone(),
+            let content = Content::Blob {
+                origin: blob.origin.clone(),
                 size: blob.size,
             };
             place(&mut nodes, &blob.digest, content);
@@ -371,12 +372,13 @@ mod tests {
     use crate::index::{IndexOptions, compose};
     use crate::platform::Platform;
     use crate::source::{Blob, Contribution, Image};
+    use std::path::PathBuf;
 
     fn layout() -> (Layout, Composition) {
         let blob = |seed: &str| Blob {
             digest: Digest::sha256_of(seed.as_bytes()),
             size: seed.len() as u64,
-            path: PathBuf::from(format!("/src/{seed}")),
+            origin: Origin::File(PathBuf::from(format!("/src/{seed}"))),
         };
         let m = blob("manifest");
         let c = Contribution {
@@ -395,7 +397,7 @@ mod tests {
                 Blob {
                     digest: crate::digest::Algorithm::Sha512.hash(b"big"),
                     size: 3,
-                    path: "/src/big".into(),
+                    origin: Origin::File("/src/big".into()),
                 },
             ],
         };
@@ -466,7 +468,7 @@ mod tests {
         assert_eq!((layer.size, layer.blocks()), (5, 1));
         assert!(matches!(
             l.content(layer.ino).unwrap(),
-            Content::File { size: 5, .. }
+            Content::Blob { size: 5, .. }
         ));
         assert!(matches!(l.content(ino::BLOBS), Err(FsError::IsDir)));
         assert_eq!(l.file_count(), 2 + 1 + 4);

@@ -24,6 +24,7 @@ pub mod mountinfo;
 pub mod platform;
 pub mod readat;
 pub mod source;
+pub mod tar;
 #[doc(hidden)]
 pub mod testutil;
 

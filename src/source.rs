@@ -9,12 +9,13 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
 use crate::document::{self, Document, Kind, RawDescriptor, RawPlatform};
 use crate::error::{Error, Problem};
 use crate::platform::Platform;
+use crate::tar;
 
 /// One `[PLATFORM=]PATH` argument.
 #[derive(Debug, Clone)]
@@ -83,8 +84,22 @@ pub struct Blob {
     pub digest: Digest,
     /// Its size, equal to the file's and to every descriptor's.
     pub size: u64,
-    /// Absolute path of the file.
-    pub path: PathBuf,
+    /// Where its bytes are.
+    pub origin: Origin,
+}
+
+/// Where a blob's bytes are on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A whole file (a blob of a layout directory), absolute path.
+    File(PathBuf),
+    /// A byte range of a tar archive (a member's data), absolute path.
+    Range {
+        /// The archive.
+        archive: PathBuf,
+        /// Where the member's data starts.
+        offset: u64,
+    },
 }
 
 /// One platform manifest a source contributes to the image index.
@@ -105,7 +120,7 @@ pub struct Image {
 pub struct Contribution {
     /// The source's name as given.
     pub name: String,
-    /// The canonical root of the layout (symlinks followed).
+    /// The canonical path of the source, directory or archive (symlinks followed).
     pub root: PathBuf,
     /// Its platform manifests, in its own order.
     pub images: Vec<Image>,
@@ -121,7 +136,7 @@ pub fn read(spec: &SourceSpec, want_ref: Option<&str>) -> Result<Contribution, E
     let entry = choose_entry(&index, want_ref).map_err(|p| reader.err("index.json", p))?;
     let mut out = Contribution {
         name: spec.name.clone(),
-        root: reader.root.clone(),
+        root: reader.path().to_owned(),
         images: Vec::new(),
         blobs: Vec::new(),
     };
@@ -186,9 +201,77 @@ fn is_attestation(d: &RawDescriptor) -> bool {
         })
 }
 
+/// Indexes a tar archive source and finds its layout: at the root (members
+/// `oci-layout` or `./oci-layout`) or under exactly one top directory.
+fn open_archive(path: PathBuf) -> Result<Root, Problem> {
+    let file = File::open(&path).map_err(Problem::Io)?;
+    let mut head = [0u8; 512];
+    let n = read_head(&file, &mut head).map_err(Problem::Io)?;
+    let head = head.get(..n).unwrap_or_default();
+    if tar::compression(head).is_none() && !tar::looks_like_tar(head) {
+        return Err(Problem::NotLayout(
+            "neither a directory nor a tar archive".into(),
+        ));
+    }
+    let index = tar::index(&file).map_err(Problem::Archive)?;
+    let prefix = if index.members.contains_key("oci-layout") {
+        String::new()
+    } else {
+        let tops: std::collections::BTreeSet<&str> = index
+            .members
+            .keys()
+            .map(|k| k.split('/').next().unwrap_or_default())
+            .collect();
+        match tops.into_iter().collect::<Vec<_>>().as_slice() {
+            [top] if index.members.contains_key(&format!("{top}/oci-layout")) => format!("{top}/"),
+            _ => {
+                return Err(Problem::NotLayout(
+                    "archive has no oci-layout at its root or under one top directory".into(),
+                ));
+            }
+        }
+    };
+    Ok(Root::Tar {
+        path,
+        file,
+        index,
+        prefix,
+    })
+}
+
+fn read_head(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(buf.get_mut(n..).unwrap_or_default(), n as u64)? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Where a source's files are: a layout directory, or a tar archive of one.
+enum Root {
+    Dir(PathBuf),
+    Tar {
+        path: PathBuf,
+        file: File,
+        index: tar::TarIndex,
+        /// `""` for a layout at the archive's root, `"top/"` for one under a top directory.
+        prefix: String,
+    },
+}
+
+/// A file of the layout as found: its size, and where its bytes are.
+struct Found {
+    size: u64,
+    origin: Origin,
+}
+
 struct Reader<'a> {
     name: &'a str,
-    root: PathBuf,
+    root: Root,
 }
 
 impl<'a> Reader<'a> {
@@ -201,13 +284,11 @@ impl<'a> Reader<'a> {
             };
             Error::source(name, ".", problem)
         })?;
-        if !root.is_dir() {
-            return Err(Error::source(
-                name,
-                ".",
-                Problem::NotLayout("not a directory".into()),
-            ));
-        }
+        let root = if root.is_dir() {
+            Root::Dir(root)
+        } else {
+            open_archive(root).map_err(|p| Error::source(name, ".", p))?
+        };
         let reader = Reader { name, root };
         let marker = reader.read_small("oci-layout", document::MAX_JSON, "no oci-layout file")?;
         let layout: document::OciLayout =
@@ -238,30 +319,89 @@ impl<'a> Reader<'a> {
         Ok(manifests)
     }
 
+    /// The canonical path of the source (directory or archive).
+    fn path(&self) -> &Path {
+        match &self.root {
+            Root::Dir(p) | Root::Tar { path: p, .. } => p,
+        }
+    }
+
+    /// Finds a regular file of the layout; `Ok(None)` when it does not exist.
+    fn find(&self, rel: &str) -> Result<Option<Found>, Problem> {
+        match &self.root {
+            Root::Dir(root) => {
+                let path = root.join(rel);
+                let meta = match fs::metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(Problem::Io(e)),
+                };
+                if !meta.is_file() {
+                    return Err(Problem::NotRegular);
+                }
+                Ok(Some(Found {
+                    size: meta.len(),
+                    origin: Origin::File(path),
+                }))
+            }
+            Root::Tar {
+                path,
+                index,
+                prefix,
+                ..
+            } => {
+                let Some(m) = index.members.get(&format!("{prefix}{rel}")) else {
+                    return Ok(None);
+                };
+                match m.kind {
+                    tar::MemberKind::File => Ok(Some(Found {
+                        size: m.size,
+                        origin: Origin::Range {
+                            archive: path.clone(),
+                            offset: m.offset,
+                        },
+                    })),
+                    tar::MemberKind::Link => Err(Problem::Link),
+                    _ => Err(Problem::NotRegular),
+                }
+            }
+        }
+    }
+
     /// Reads a small file of the layout, refusing anything over `cap` bytes
     /// without reading it; `missing` says what a missing file means.
     fn read_small(&self, rel: &str, cap: u64, missing: &str) -> Result<Vec<u8>, Error> {
-        let file = File::open(self.root.join(rel)).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => self.err(rel, Problem::NotLayout(missing.into())),
-            _ => self.err(rel, Problem::Io(e)),
-        })?;
-        let meta = file.metadata().map_err(|e| self.err(rel, Problem::Io(e)))?;
-        if !meta.is_file() {
-            return Err(self.err(rel, Problem::NotRegular));
-        }
-        if meta.len() > cap {
+        let found = self
+            .find(rel)
+            .map_err(|p| self.err(rel, p))?
+            .ok_or_else(|| self.err(rel, Problem::NotLayout(missing.into())))?;
+        if found.size > cap {
             return Err(self.err(
                 rel,
                 Problem::TooLarge {
-                    size: meta.len(),
+                    size: found.size,
                     cap,
                 },
             ));
         }
-        let mut bytes = Vec::new();
-        file.take(cap + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| self.err(rel, Problem::Io(e)))?;
+        let read = match (&found.origin, &self.root) {
+            (Origin::File(path), _) => File::open(path).and_then(|f| {
+                let mut bytes = Vec::new();
+                f.take(cap + 1).read_to_end(&mut bytes).map(|_| bytes)
+            }),
+            (Origin::Range { offset, .. }, Root::Tar { file, .. }) => tar::read_member(
+                file,
+                &tar::Member {
+                    offset: *offset,
+                    size: found.size,
+                    kind: tar::MemberKind::File,
+                },
+            ),
+            (Origin::Range { .. }, Root::Dir(_)) => {
+                Err(io::Error::other("range in a directory source"))
+            }
+        };
+        let bytes = read.map_err(|e| self.err(rel, Problem::Io(e)))?;
         if bytes.len() as u64 > cap {
             return Err(self.err(
                 rel,
@@ -275,7 +415,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Validates a descriptor's digest (blamed on `holder`, the file that
-    /// contains it) and checks the blob file exists with the descriptor's size.
+    /// contains it) and checks the blob exists with the descriptor's size.
     fn blob(&self, desc: &RawDescriptor, holder: &str) -> Result<Blob, Error> {
         let digest = Digest::parse(&desc.digest).map_err(|e| {
             self.err(
@@ -287,27 +427,23 @@ impl<'a> Reader<'a> {
             )
         })?;
         let rel = digest.blob_path();
-        let path = self.root.join(&rel);
-        let meta = fs::metadata(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => self.err(&rel, Problem::MissingBlob),
-            _ => self.err(&rel, Problem::Io(e)),
-        })?;
-        if !meta.is_file() {
-            return Err(self.err(&rel, Problem::NotRegular));
-        }
-        if meta.len() != desc.size {
+        let found = self
+            .find(&rel)
+            .map_err(|p| self.err(&rel, p))?
+            .ok_or_else(|| self.err(&rel, Problem::MissingBlob))?;
+        if found.size != desc.size {
             return Err(self.err(
                 &rel,
                 Problem::SizeMismatch {
                     expected: desc.size,
-                    actual: meta.len(),
+                    actual: found.size,
                 },
             ));
         }
         Ok(Blob {
             digest,
             size: desc.size,
-            path,
+            origin: found.origin,
         })
     }
 
@@ -551,8 +687,11 @@ mod tests {
         assert_eq!(hexes(&c.blobs), want, "a repeated layer appears once");
         assert!(!hexes(&c.blobs).contains(&leftover["digest"].as_str().unwrap().to_owned()));
         for blob in &c.blobs {
-            assert!(blob.path.is_absolute() && blob.path.is_file());
-            assert_eq!(blob.size, std::fs::metadata(&blob.path).unwrap().len());
+            let Origin::File(path) = &blob.origin else {
+                panic!("a directory source's blob is a whole file: {blob:?}")
+            };
+            assert!(path.is_absolute() && path.is_file());
+            assert_eq!(blob.size, std::fs::metadata(path).unwrap().len());
         }
     }
 

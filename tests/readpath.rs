@@ -152,10 +152,7 @@ fn exercise(passthrough: bool) {
     } else {
         assert_eq!(pt_opens, 0);
         // Re-reads and mmap come from the kept page cache: each byte at least once.
-        assert!(
-            daemon_bytes >= len,
-            "daemon read only {daemon_bytes} bytes"
-        );
+        assert!(daemon_bytes >= len, "daemon read only {daemon_bytes} bytes");
     }
     // Nothing but our own replacement touched the source.
     let changed: Vec<_> = before

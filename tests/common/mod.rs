@@ -216,3 +216,74 @@ pub fn rehash_blobs(root: &Path) -> Vec<(String, Digest)> {
     }
     out
 }
+
+/// A minimal tar writer for hostile and huge archives that GNU tar will not make.
+pub mod tarw {
+    /// A ustar header; `size` in octal, or base-256 when it does not fit.
+    pub fn header(name: &str, size: u64, typeflag: u8) -> [u8; 512] {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[108..115].copy_from_slice(b"0000000");
+        h[116..123].copy_from_slice(b"0000000");
+        if size < 0o77777777777 {
+            h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+        } else {
+            h[124] = 0x80;
+            h[128..136].copy_from_slice(&size.to_be_bytes());
+        }
+        h[136..147].copy_from_slice(b"00000000000");
+        h[156] = typeflag;
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        h
+    }
+
+    /// One pax record `"%d key=value\n"`.
+    pub fn pax_record(key: &str, value: &str) -> String {
+        let body = format!(" {key}={value}\n");
+        let mut len = body.len() + 1;
+        while format!("{len}{body}").len() != len {
+            len += 1;
+        }
+        format!("{len}{body}")
+    }
+
+    /// Appends a member (header and padded data) to `out`.
+    pub fn member(out: &mut Vec<u8>, name: &str, data: &[u8], typeflag: u8) {
+        out.extend_from_slice(&header(name, data.len() as u64, typeflag));
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+
+    /// Appends a pax extended header applying `records` to the next member.
+    pub fn pax(out: &mut Vec<u8>, records: &[(&str, &str)]) {
+        let body: String = records.iter().map(|(k, v)| pax_record(k, v)).collect();
+        member(out, "PaxHeaders/x", body.as_bytes(), b'x');
+    }
+
+    /// The end-of-archive marker.
+    pub fn finish(out: &mut Vec<u8>) {
+        out.extend_from_slice(&[0u8; 1024]);
+    }
+}
+
+/// Every file of a layout directory as tar members (`./`-prefixed, as
+/// `tar -cf NAME.tar .` writes them), for building hostile variants.
+pub fn layout_members(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for rel in ["oci-layout", "index.json"] {
+        out.push((format!("./{rel}"), fs::read(root.join(rel)).expect("read")));
+    }
+    for e in fs::read_dir(root.join("blobs/sha256")).expect("read_dir") {
+        let e = e.expect("entry");
+        out.push((
+            format!("./blobs/sha256/{}", e.file_name().to_string_lossy()),
+            fs::read(e.path()).expect("read"),
+        ));
+    }
+    out
+}

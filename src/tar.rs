@@ -1,0 +1,433 @@
+//! Indexing an uncompressed tar archive in place: where each member's bytes
+//! are, so a blob can be served as a byte range of the archive without
+//! extracting anything.
+//!
+//! Reads headers only and seeks past member data, so indexing costs grow with
+//! the number of members, not their bytes. Understands ustar (with `prefix`),
+//! pax extended headers (`path`, `size`) and GNU long names (`L`); sizes in
+//! octal or base-256. Refuses what cannot be served safely: absolute names or
+//! `..`, duplicate names, sparse members, truncated archives.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+
+/// One block of a tar archive.
+const BLOCK: u64 = 512;
+/// Pax records and GNU long names are read into memory: cap them.
+const MAX_META: u64 = 1024 * 1024;
+
+/// Why an archive cannot be indexed.
+#[derive(Debug, thiserror::Error)]
+pub enum TarError {
+    /// Compressed input: not served in place.
+    #[error("archive is {0}-compressed; decompress it first (e.g. {1})")]
+    Compressed(&'static str, &'static str),
+    /// The archive ends inside a header or a member.
+    #[error("truncated archive: {0}")]
+    Truncated(String),
+    /// A header is not a tar header.
+    #[error("not a tar archive: bad header at offset {0}")]
+    BadHeader(u64),
+    /// A member name is absolute or climbs out with `..`.
+    #[error("unsafe member name {0:?}")]
+    UnsafeName(String),
+    /// Two members with one name.
+    #[error("duplicate member {0:?}")]
+    Duplicate(String),
+    /// A sparse member.
+    #[error("sparse member {0:?} is not supported")]
+    Sparse(String),
+    /// A malformed pax record or size field.
+    #[error("malformed {what} at offset {offset}")]
+    Malformed {
+        /// What was malformed.
+        what: &'static str,
+        /// Where.
+        offset: u64,
+    },
+    /// Reading failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// The kind of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A hard or symbolic link.
+    Link,
+    /// A device, FIFO or other special file.
+    Other,
+}
+
+/// Where a member's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// Offset of the data in the archive.
+    pub offset: u64,
+    /// Size of the data.
+    pub size: u64,
+    /// What it is.
+    pub kind: MemberKind,
+}
+
+/// The members of an archive by normalised name (no `./`, no trailing `/`).
+#[derive(Debug, Clone, Default)]
+pub struct TarIndex {
+    /// Members by name.
+    pub members: HashMap<String, Member>,
+}
+
+/// Names the compression of `head` (the first bytes of a file), if any.
+pub fn compression(head: &[u8]) -> Option<(&'static str, &'static str)> {
+    match head {
+        [0x1f, 0x8b, ..] => Some(("gzip", "gunzip -k FILE")),
+        [b'B', b'Z', b'h', ..] => Some(("bzip2", "bunzip2 -k FILE")),
+        [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => Some(("xz", "unxz -k FILE")),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Some(("zstd", "unzstd FILE")),
+        [0x04, 0x22, 0x4d, 0x18, ..] => Some(("lz4", "unlz4 FILE")),
+        _ => None,
+    }
+}
+
+/// Whether `head` looks like a tar header (ustar magic, or a valid checksum).
+pub fn looks_like_tar(head: &[u8]) -> bool {
+    head.get(257..262) == Some(b"ustar") || head.len() >= 512 && checksum_ok(head)
+}
+
+/// Indexes `file`.
+pub fn index(file: &File) -> Result<TarIndex, TarError> {
+    let len = file.metadata()?.len();
+    let mut head = [0u8; 6];
+    let n = file.read_at(&mut head, 0)?;
+    if let Some((name, hint)) = compression(head.get(..n).unwrap_or_default()) {
+        return Err(TarError::Compressed(name, hint));
+    }
+    let mut out = TarIndex::default();
+    let mut pos = 0u64;
+    let mut long_name: Option<String> = None;
+    let mut pax: HashMap<String, String> = HashMap::new();
+    loop {
+        let mut hdr = [0u8; 512];
+        read_block(file, pos, len, &mut hdr, "in a header")?;
+        if hdr.iter().all(|&b| b == 0) {
+            // End of archive: a second zero block must follow (GNU tar writes it).
+            let mut second = [0u8; 512];
+            read_block(
+                file,
+                pos + BLOCK,
+                len,
+                &mut second,
+                "in the end-of-archive marker",
+            )?;
+            return Ok(out);
+        }
+        if !checksum_ok(&hdr) {
+            return Err(TarError::BadHeader(pos));
+        }
+        let typeflag = hdr[156];
+        let mut size = parse_size(&hdr[124..136]).ok_or(TarError::Malformed {
+            what: "size field",
+            offset: pos,
+        })?;
+        if let Some(s) = pax.get("size") {
+            size = s.parse().map_err(|_| TarError::Malformed {
+                what: "pax size",
+                offset: pos,
+            })?;
+        }
+        let data = pos + BLOCK;
+        let padded = size
+            .div_ceil(BLOCK)
+            .checked_mul(BLOCK)
+            .ok_or(TarError::Malformed {
+                what: "size field",
+                offset: pos,
+            })?;
+        let next = data.checked_add(padded).ok_or(TarError::Malformed {
+            what: "size field",
+            offset: pos,
+        })?;
+        if data + size > len {
+            return Err(TarError::Truncated(format!(
+                "member at offset {pos} needs {size} bytes, the file ends first"
+            )));
+        }
+        match typeflag {
+            b'x' | b'g' | b'L' => {
+                if size > MAX_META {
+                    return Err(TarError::Malformed {
+                        what: "oversized extended header",
+                        offset: pos,
+                    });
+                }
+                let mut buf = vec![0u8; size as usize];
+                file.read_exact_at(&mut buf, data)?;
+                match typeflag {
+                    b'x' => {
+                        pax = parse_pax(&buf).ok_or(TarError::Malformed {
+                            what: "pax header",
+                            offset: pos,
+                        })?
+                    }
+                    b'L' => long_name = Some(cstr(&buf)),
+                    _ => {} // global pax headers carry nothing we serve
+                }
+                pos = next;
+                continue;
+            }
+            _ => {}
+        }
+        let raw_name = pax
+            .remove("path")
+            .or_else(|| long_name.take())
+            .unwrap_or_else(|| ustar_name(&hdr));
+        let is_sparse = typeflag == b'S' || pax.keys().any(|k| k.starts_with("GNU.sparse."));
+        pax.clear();
+        long_name = None;
+        if is_sparse {
+            return Err(TarError::Sparse(raw_name));
+        }
+        let kind = match typeflag {
+            b'0' | 0 | b'7' => MemberKind::File,
+            b'5' => MemberKind::Dir,
+            b'1' | b'2' => MemberKind::Link,
+            _ => MemberKind::Other,
+        };
+        let name = normalize(&raw_name)?;
+        let member = Member {
+            offset: data,
+            size: if kind == MemberKind::File { size } else { 0 },
+            kind,
+        };
+        // Links and directories carry no data; "." (the root) may appear once.
+        if !name.is_empty() && out.members.insert(name.clone(), member).is_some() {
+            return Err(TarError::Duplicate(name));
+        }
+        pos = next;
+    }
+}
+
+fn read_block(
+    file: &File,
+    pos: u64,
+    len: u64,
+    buf: &mut [u8; 512],
+    what: &str,
+) -> Result<(), TarError> {
+    if pos + BLOCK > len {
+        return Err(TarError::Truncated(format!(
+            "the file ends {what} at offset {pos}"
+        )));
+    }
+    file.read_exact_at(buf, pos)?;
+    Ok(())
+}
+
+fn checksum_ok(hdr: &[u8]) -> bool {
+    let Some(field) = hdr.get(148..156) else {
+        return false;
+    };
+    let Some(want) = parse_octal(field) else {
+        return false;
+    };
+    let sum: u64 = hdr
+        .iter()
+        .take(512)
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                u64::from(b' ')
+            } else {
+                u64::from(b)
+            }
+        })
+        .sum();
+    sum == want
+}
+
+fn parse_octal(field: &[u8]) -> Option<u64> {
+    let s: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|&b| b == b' ')
+        .take_while(|&b| b != 0 && b != b' ')
+        .collect();
+    if s.is_empty() {
+        return Some(0);
+    }
+    let s = std::str::from_utf8(&s).ok()?;
+    u64::from_str_radix(s, 8).ok()
+}
+
+/// Octal, or GNU base-256 (first byte's high bit set) for sizes ≥ 8 GiB.
+fn parse_size(field: &[u8]) -> Option<u64> {
+    match field.first() {
+        Some(&b) if b & 0x80 != 0 => {
+            let mut v: u64 = u64::from(b & 0x7f);
+            for &byte in field.get(1..)? {
+                v = v.checked_mul(256)?.checked_add(u64::from(byte))?;
+            }
+            Some(v)
+        }
+        _ => parse_octal(field),
+    }
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(b.get(..end).unwrap_or_default()).into_owned()
+}
+
+fn ustar_name(hdr: &[u8; 512]) -> String {
+    let name = cstr(&hdr[0..100]);
+    let prefix = if &hdr[257..262] == b"ustar" {
+        cstr(&hdr[345..500])
+    } else {
+        String::new()
+    };
+    if prefix.is_empty() {
+        name
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// Parses pax records `"%d %s=%s\n"`.
+fn parse_pax(mut buf: &[u8]) -> Option<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    while !buf.is_empty() {
+        let space = buf.iter().position(|&b| b == b' ')?;
+        let len: usize = std::str::from_utf8(buf.get(..space)?).ok()?.parse().ok()?;
+        let record = buf.get(space + 1..len)?;
+        let record = record.strip_suffix(b"\n")?;
+        let eq = record.iter().position(|&b| b == b'=')?;
+        let key = String::from_utf8(record.get(..eq)?.to_vec()).ok()?;
+        let value = String::from_utf8(record.get(eq + 1..)?.to_vec()).ok()?;
+        out.insert(key, value);
+        buf = buf.get(len..)?;
+    }
+    Some(out)
+}
+
+/// `./a/b/` → `a/b`; refuses absolute names and `..`.
+fn normalize(name: &str) -> Result<String, TarError> {
+    if name.starts_with('/') {
+        return Err(TarError::UnsafeName(name.to_owned()));
+    }
+    let mut parts = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(TarError::UnsafeName(name.to_owned())),
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Reads a whole small member into memory.
+pub fn read_member(file: &File, m: &Member) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut take = ReadAt {
+        file,
+        pos: m.offset,
+    }
+    .take(m.size);
+    take.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_fields() {
+        let cases: &[(&[u8], Option<u64>)] = &[
+            (b"00000000012\0", Some(10)),
+            (b"    12 \0\0\0\0\0", Some(10)),
+            (b"\0\0\0\0\0\0\0\0\0\0\0\0", Some(0)),
+            (&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x00], Some(512)),
+            (
+                &[0x80, 0, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 1],
+                Some((2u64 << 32) + 1),
+            ),
+            (b"0000000009\0\0", None),
+            (
+                &[
+                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                ],
+                None,
+            ),
+        ];
+        for (field, want) in cases {
+            assert_eq!(parse_size(field), *want, "{field:?}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        let cases = [
+            ("./index.json", Ok("index.json")),
+            ("index.json", Ok("index.json")),
+            ("./", Ok("")),
+            ("top/blobs/sha256/", Ok("top/blobs/sha256")),
+            ("a//b", Ok("a/b")),
+            ("/etc/passwd", Err(())),
+            ("../x", Err(())),
+            ("./blobs/../../x", Err(())),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                normalize(input).map_err(|_| ()),
+                want.map(str::to_owned),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn pax_records() {
+        let rec = b"30 path=very/long/name/here/x\n20 size=10737418240\n";
+        let m = parse_pax(rec).unwrap();
+        assert_eq!(m["path"], "very/long/name/here/x");
+        assert_eq!(m["size"], "10737418240");
+        assert!(parse_pax(b"99 path=x\n").is_none());
+        assert!(parse_pax(b"x path=x\n").is_none());
+        assert!(parse_pax(b"9 pathx\n").is_none());
+    }
+
+    #[test]
+    fn compression_magic() {
+        assert_eq!(compression(&[0x1f, 0x8b, 8]).map(|c| c.0), Some("gzip"));
+        assert_eq!(compression(b"BZh91AY").map(|c| c.0), Some("bzip2"));
+        assert_eq!(
+            compression(&[0xfd, b'7', b'z', b'X', b'Z', 0]).map(|c| c.0),
+            Some("xz")
+        );
+        assert_eq!(
+            compression(&[0x28, 0xb5, 0x2f, 0xfd]).map(|c| c.0),
+            Some("zstd")
+        );
+        assert_eq!(compression(b"./index.json"), None);
+    }
+}
