@@ -8,7 +8,7 @@ only ratios measured in the same run mean anything). Run through
 scripts/bench.sh, which builds the release binary and installs the tools.
 
 Environment: REPS (default 5), BENCH_DIR (default /var/tmp/ocimux-bench),
-BIG_MIB (default 1024), MANY (default 20000).
+BIG_MIB (default 1024), MANY (default 20000), SECTIONS (default all: "1,2,...,9").
 """
 
 import hashlib
@@ -28,6 +28,11 @@ WORK = os.environ.get("BENCH_DIR", "/var/tmp/ocimux-bench")
 BIG_MIB = int(os.environ.get("BIG_MIB", "1024"))
 MANY = int(os.environ.get("MANY", "20000"))
 MIB = 1024 * 1024
+SECTIONS = {int(x) for x in os.environ.get("SECTIONS", "1,2,3,4,5,6,7,8,9").split(",")}
+
+
+def want(n):
+    return n in SECTIONS
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -275,12 +280,12 @@ def main():
     except OSError:
         max_pages = "n/a"
     variants = ["native", "passthrough", "daemon", "bindfs"]
-    mounts = {
+    mounts = {} if not (want(1) or want(2)) else {
         "passthrough": Mount("passthrough", os.path.join(mnt, "pt"), [big[0]], log=os.path.join(WORK, "pt.log")),
         "daemon": Mount("daemon", os.path.join(mnt, "daemon"), [big[0]], log=os.path.join(WORK, "daemon.log")),
         "bindfs": Mount("bindfs", os.path.join(mnt, "bindfs"), [big[0]]),
     }
-    ra = {}
+    ra = {"passthrough": "n/a", "daemon": "n/a", "bindfs": "n/a"}
     for k, m in mounts.items():
         dev = os.stat(m.mnt).st_dev
         try:
@@ -304,7 +309,7 @@ def main():
 
     # 1. Sequential reads.
     rows = []
-    for cold in (False, True):
+    for cold in (False, True) if want(1) else ():
         for bs in ("1M", "4k"):
             if not cold:
                 for v in variants:
@@ -312,21 +317,36 @@ def main():
             r = interleaved(variants, lambda v: seq_read(path_of(v, big_hex), bs, cold))
             rows.append([f"{'cold' if cold else 'warm'} {bs}", *(fmt(r[v]) for v in variants),
                          fmt(r["passthrough"] / r["native"]), fmt(r["daemon"] / r["bindfs"])])
-    table(f"1. Sequential read of a {BIG_MIB} MiB blob (GiB/s)",
-          ["case", *variants, "passthrough/native", "daemon/bindfs"], rows)
+    if want(1):
+        table(f"1. Sequential read of a {BIG_MIB} MiB blob (GiB/s)",
+              ["case", *variants, "passthrough/native", "daemon/bindfs"], rows)
 
     # 2. Random 4 KiB reads (warm).
-    for v in variants:
+    for v in variants if want(2) else ():
         seq_read(path_of(v, big_hex), "1M", False)
-    r = interleaved(variants, lambda v: fio_randread(path_of(v, big_hex)))
-    table("2. Random 4 KiB reads, warm (fio psync, IOPS)",
-          ["native", "passthrough", "daemon", "bindfs", "passthrough/native", "daemon/bindfs"],
-          [[*(f"{r[v]:.0f}" for v in variants), fmt(r["passthrough"] / r["native"]),
-            fmt(r["daemon"] / r["bindfs"])]])
+    r = interleaved(variants if want(2) else [], lambda v: fio_randread(path_of(v, big_hex)))
+    if want(2):
+        table("2. Random 4 KiB reads, warm (fio psync, IOPS)",
+              ["native", "passthrough", "daemon", "bindfs", "passthrough/native", "daemon/bindfs"],
+              [[*(f"{r[v]:.0f}" for v in variants), fmt(r["passthrough"] / r["native"]),
+                fmt(r["daemon"] / r["bindfs"])]])
 
-    # 3. Parallel readers on distinct blobs (cold).
     for m in mounts.values():
         m.close()
+    if want(3):
+        parallel_section(variants, path_of, mnt, par, par_hex)
+    if want(4) or want(5):
+        ready_and_skopeo(mnt, big, small, rel)
+    if want(6):
+        cost_section(mnt, big, rel)
+    if want(7):
+        many_section(mnt, many, small)
+    if want(8) or want(9):
+        archive_section(mnt, src, big, rel, big_hex)
+
+
+def parallel_section(variants, path_of, mnt, par, par_hex):
+    # 3. Parallel readers on distinct blobs (cold).
     mounts = {
         "passthrough": Mount("passthrough", os.path.join(mnt, "pt"), [par]),
         "daemon": Mount("daemon", os.path.join(mnt, "daemon"), [par]),
@@ -342,6 +362,8 @@ def main():
     for m in mounts.values():
         m.close()
 
+
+def ready_and_skopeo(mnt, big, small, rel):
     # 4. Ready time: mount vs materialising the layout by copying or hard links.
     ready_mnt = os.path.join(mnt, "ready")
     os.makedirs(ready_mnt, exist_ok=True)
@@ -396,6 +418,8 @@ def main():
     m.close()
     shutil.rmtree(out, ignore_errors=True)
 
+
+def cost_section(mnt, big, rel):
     # 6. Daemon cost per GiB read, cold, and READ requests reaching it.
     rows = []
     for kind in ("passthrough", "daemon"):
@@ -419,15 +443,17 @@ def main():
           ["read path", "GiB read", "daemon CPU s/GiB", "RSS MiB before", "RSS MiB after", "peak RSS MiB",
            "READ requests", "MiB read by daemon"], rows)
 
+
+def many_section(mnt, many, small):
     # 7. find + stat over MANY blobs.
+    drop_caches()
+    t_native = timed("find", many, "-type", "f", "-printf", "%s %i\n")
     m = Mount("passthrough", os.path.join(mnt, "many"), [many])
     pid = m.pid()
     _, rss_before, _ = proc_cpu_rss(pid)
     drop_caches()
     t_mount = timed("find", m.mnt, "-type", "f", "-printf", "%s %i\n")
     _, rss_after, hwm = proc_cpu_rss(pid)
-    drop_caches()
-    t_native = timed("find", many, "-type", "f", "-printf", "%s %i\n")
     t_warm = timed("find", m.mnt, "-type", "f", "-printf", "%s %i\n")
     m.close()
     small_m = Mount("passthrough", os.path.join(mnt, "many"), small)
@@ -438,6 +464,63 @@ def main():
            "daemon RSS MiB (2 small sources)", f"daemon RSS MiB ({MANY} blobs) before / after / peak"],
           [[fmt(t_mount, 3), fmt(t_native, 3), fmt(t_mount / t_native), fmt(t_warm, 3),
             fmt(rss_small / 1024, 1), f"{rss_before / 1024:.1f} / {rss_after / 1024:.1f} / {hwm / 1024:.1f}"]])
+
+
+
+def archive_section(mnt, src, big, rel, big_hex):
+    # 8. A blob read from a tar source (daemon reads of a byte range) vs from a directory.
+    archive = os.path.join(src, "big-amd64.tar")
+    if not os.path.exists(archive):
+        sh("tar", "-cf", archive, "-C", big[0], ".")
+    if want(8):
+        mounts = {
+            "dir passthrough": Mount("passthrough", os.path.join(mnt, "dirpt"), [big[0]]),
+            "dir daemon": Mount("daemon", os.path.join(mnt, "dird"), [big[0]]),
+            "archive": Mount("passthrough", os.path.join(mnt, "tar"), [archive]),
+        }
+        kinds = list(mounts)
+        rows = []
+        for cold in (False, True):
+            if not cold:
+                for k in kinds:
+                    seq_read(os.path.join(mounts[k].mnt, rel(big_hex)), "1M", False)
+            r = interleaved(kinds, lambda k: seq_read(os.path.join(mounts[k].mnt, rel(big_hex)), "1M", cold))
+            rows.append([f"{'cold' if cold else 'warm'} 1M", *(fmt(r[k]) for k in kinds),
+                         fmt(r["archive"] / r["dir daemon"]), fmt(r["archive"] / r["dir passthrough"])])
+        for m in mounts.values():
+            m.close()
+        table(f"8. Sequential read of a {BIG_MIB} MiB blob: tar source vs directory source (GiB/s)",
+              ["case", *kinds, "archive/dir daemon", "archive/dir passthrough"], rows)
+    if want(9):
+        # 9. Ready time for a 2-blob archive vs extracting it.
+        both = os.path.join(src, "both.tar")
+        if not os.path.exists(both):
+            merged = os.path.join(src, "both")
+            shutil.rmtree(merged, ignore_errors=True)
+            shutil.copytree(big[0], merged)
+            for hexd in layer_paths(big[1]):
+                shutil.copy(os.path.join(big[1], rel(hexd)), os.path.join(merged, rel(hexd)))
+            sh("tar", "-cf", both, "-C", merged, ".")
+            shutil.rmtree(merged)
+        ready_mnt = os.path.join(mnt, "tar-ready")
+        os.makedirs(ready_mnt, exist_ok=True)
+        out = os.path.join(WORK, "extract")
+
+        def ready(case):
+            if case == "ocimux mount":
+                t = timed(OCIMUX, "mount", ready_mnt, both)
+                sh(OCIMUX, "umount", ready_mnt)
+                return t
+            shutil.rmtree(out, ignore_errors=True)
+            os.makedirs(out)
+            return timed("tar", "-xf", both, "-C", out)
+
+        r = interleaved(["ocimux mount", "tar -xf"], ready)
+        shutil.rmtree(out, ignore_errors=True)
+        size = os.path.getsize(both) / 1024 ** 3
+        table(f"9. Ready time for a {size:.2f} GiB archive (s)",
+              ["ocimux mount", "tar -xf (no sync)", "tar -xf / mount"],
+              [[fmt(r["ocimux mount"], 4), fmt(r["tar -xf"], 3), fmt(r["tar -xf"] / r["ocimux mount"], 0)]])
 
 
 if __name__ == "__main__":
