@@ -15,8 +15,11 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::fs::{FsOptions, OciFs};
+use crate::generations::Generations;
+use crate::index::Composition;
 use crate::layout::Layout;
 use crate::mountinfo;
+use crate::plan::Plan;
 
 /// Why mounting or unmounting failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +91,8 @@ pub struct MountConfig {
     pub passthrough: bool,
     /// Readahead for the mount's backing device info, in KiB (0: leave as is).
     pub readahead_kb: u32,
+    /// Follow source changes (off with `--static`).
+    pub live: bool,
 }
 
 /// The `-o` options ocimux understands.
@@ -195,13 +200,23 @@ pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
     Ok(canonical)
 }
 
-/// Mounts `layout` and serves it until unmounted or signalled.
+/// What to serve: the plan, and the composition already made from it (which
+/// validated every source before anything was mounted).
+#[derive(Debug)]
+pub struct Served {
+    /// The sources and options.
+    pub plan: Plan,
+    /// The first composition.
+    pub first: Composition,
+}
+
+/// Mounts what `served` composes and serves it until unmounted or signalled.
 ///
 /// Detached (the default), this returns in the parent once the daemon reports
 /// the mount live, or with the daemon's error; the daemon itself never returns.
-pub fn mount(layout: Arc<Layout>, cfg: &MountConfig) -> Result<(), MountError> {
+pub fn mount(served: Served, cfg: &MountConfig) -> Result<(), MountError> {
     if cfg.foreground {
-        let session = start(layout, cfg)?;
+        let session = start(served, cfg)?;
         return serve(session);
     }
     let (read_end, write_end) =
@@ -218,7 +233,7 @@ pub fn mount(layout: Arc<Layout>, cfg: &MountConfig) -> Result<(), MountError> {
         }
         ForkResult::Child => {
             drop(read_end);
-            let code = daemon_child(layout, cfg, write_end);
+            let code = daemon_child(served, cfg, write_end);
             std::process::exit(code);
         }
     }
@@ -243,13 +258,13 @@ fn wait_ready(read_end: OwnedFd, child: Pid) -> Result<(), MountError> {
     }
 }
 
-fn daemon_child(layout: Arc<Layout>, cfg: &MountConfig, ready: OwnedFd) -> i32 {
+fn daemon_child(served: Served, cfg: &MountConfig, ready: OwnedFd) -> i32 {
     let mut ready = File::from(ready);
     if let Err(e) = detach(cfg.log_file.as_deref()) {
         let _ = write!(ready, "{e}");
         return 3;
     }
-    match start(layout, cfg) {
+    match start(served, cfg) {
         Ok(session) => {
             // The parent may be gone already (killed); serving goes on regardless.
             let _ = ready.write_all(b"OK");
@@ -297,12 +312,13 @@ fn detach(log_file: Option<&Path>) -> Result<(), MountError> {
 /// Mounts: blocks the stop signals first (the FUSE threads inherit the mask,
 /// so only the signal thread sees them), then mounts and completes the FUSE
 /// handshake, after which the mount answers requests.
-fn start(layout: Arc<Layout>, cfg: &MountConfig) -> Result<Session<OciFs>, MountError> {
+fn start(served: Served, cfg: &MountConfig) -> Result<Session<OciFs>, MountError> {
     stop_signals()
         .thread_block()
         .map_err(|e| io_err("blocking signals")(e.into()))?;
+    let snapshots = Arc::new(Generations::new(Layout::new(&served.first)));
     let fs = OciFs::new(
-        layout,
+        snapshots.clone(),
         FsOptions {
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
@@ -322,6 +338,12 @@ fn start(layout: Arc<Layout>, cfg: &MountConfig) -> Result<Session<OciFs>, Mount
     );
     if cfg.readahead_kb > 0 {
         raise_readahead(&cfg.mountpoint, cfg.readahead_kb);
+    }
+    if cfg.live {
+        crate::watch::spawn(served.plan, &served.first, snapshots)
+            .map_err(io_err("starting the source watcher"))?;
+    } else {
+        log::info!("--static: sources are not watched");
     }
     Ok(session)
 }

@@ -94,6 +94,10 @@ pub struct Attr {
     pub nlink: u32,
     /// Modification time: the snapshot's creation.
     pub mtime: SystemTime,
+    /// Whether the content or size may differ in the next snapshot (index.json,
+    /// directories): the kernel must not cache it. Blobs are content-addressed
+    /// and never volatile.
+    pub volatile: bool,
 }
 
 impl Attr {
@@ -151,6 +155,8 @@ struct Node {
 pub struct Layout {
     nodes: HashMap<u64, Node>,
     index_digest: Digest,
+    file_count: usize,
+    total_bytes: u64,
 }
 
 impl Layout {
@@ -170,6 +176,7 @@ impl Layout {
                 perm: 0o444,
                 nlink: 1,
                 mtime,
+                volatile: ino == ino::INDEX_JSON,
             };
             nodes.insert(
                 ino,
@@ -235,6 +242,7 @@ impl Layout {
                 perm: 0o555,
                 nlink,
                 mtime,
+                volatile: true,
             };
             nodes.insert(
                 ino,
@@ -259,7 +267,11 @@ impl Layout {
             ("oci-layout".to_owned(), ino::OCI_LAYOUT),
         ];
         dir(&mut nodes, ino::ROOT, ino::ROOT, root_children);
+        let files = || nodes.values().filter(|n| n.attr.kind == Kind::File);
+        let (file_count, total_bytes) = (files().count(), files().map(|n| n.attr.size).sum());
         Layout {
+            file_count,
+            total_bytes,
             nodes,
             index_digest: comp.index_digest.clone(),
         }
@@ -272,19 +284,12 @@ impl Layout {
 
     /// Bytes of all files the layout serves.
     pub fn total_bytes(&self) -> u64 {
-        self.nodes
-            .values()
-            .filter(|n| n.attr.kind == Kind::File)
-            .map(|n| n.attr.size)
-            .sum()
+        self.total_bytes
     }
 
     /// How many files the layout serves.
     pub fn file_count(&self) -> usize {
-        self.nodes
-            .values()
-            .filter(|n| n.attr.kind == Kind::File)
-            .count()
+        self.file_count
     }
 
     fn node(&self, ino: u64) -> Result<&Node, FsError> {
@@ -451,6 +456,8 @@ mod tests {
         let root = l.attr(ino::ROOT).unwrap();
         assert_eq!((root.kind, root.perm, root.nlink), (Kind::Dir, 0o555, 3));
         let index = l.attr(ino::INDEX_JSON).unwrap();
+        assert!(index.volatile && root.volatile);
+        assert!(!l.attr(ino::OCI_LAYOUT).unwrap().volatile);
         assert_eq!(
             (index.kind, index.perm, index.size),
             (Kind::File, 0o444, comp.index_json.len() as u64)

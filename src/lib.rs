@@ -7,7 +7,10 @@
 //!   (a platform manifest and every blob reachable from it), validating as it goes;
 //! - [`index`]: generates the image index and `index.json` bytes;
 //! - [`layout`]: the immutable snapshot of the virtual tree (inodes, directories,
-//!   where each file's bytes come from), with no FUSE types;
+//!   where each file's bytes come from), with no FUSE types; [`generations`]:
+//!   the current snapshot and the recent ones it replaced;
+//! - [`plan`] and [`watch`]: what to compose, and rebuilding when sources change;
+//! - [`tar`]: indexing uncompressed tar archives, served in place;
 //! - [`fs`]: the thin `fuser` adapter that answers kernel requests from a snapshot;
 //! - [`daemon`]: mounting, detaching, signals and unmounting.
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
@@ -17,15 +20,18 @@ pub mod digest;
 pub mod document;
 pub mod error;
 pub mod fs;
+pub mod generations;
 pub mod hex;
 pub mod index;
 pub mod layout;
 pub mod mountinfo;
+pub mod plan;
 pub mod platform;
 pub mod readat;
 pub mod source;
 pub mod tar;
 #[doc(hidden)]
 pub mod testutil;
+pub mod watch;
 
 pub use error::{Error, Problem};

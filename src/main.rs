@@ -6,16 +6,15 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use ocimux::daemon::{self, MountConfig, MountError, MountOptions};
+use ocimux::daemon::{self, MountConfig, MountError, MountOptions, Served};
 use ocimux::index::{self, Composition, IndexOptions};
-use ocimux::layout::Layout;
-use ocimux::source::{self, SourceSpec};
+use ocimux::plan::Plan;
+use ocimux::source::SourceSpec;
 
 /// Exit codes (documented in README.md).
 mod exit {
@@ -105,6 +104,9 @@ struct MountArgs {
     /// FUSE request threads (default: CPUs, at most 8).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Do not follow source changes (by default a rebuilt source shows up in the mount).
+    #[arg(long = "static")]
+    static_sources: bool,
     /// Serve every read from the daemon, even where the kernel offers passthrough.
     #[arg(long)]
     no_passthrough: bool,
@@ -171,7 +173,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(daemon::umount(&mountpoint, lazy, Duration::from_secs(30))?)
         }
         Command::Inspect { compose: args, raw } => {
-            let comp = compose(&args)?;
+            let comp = plan(&args)?.compose()?;
             let mut out = std::io::stdout().lock();
             if raw {
                 out.write_all(&comp.index)?;
@@ -183,8 +185,8 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Reads and validates every source and composes the image.
-fn compose(args: &ComposeArgs) -> anyhow::Result<Composition> {
+/// Validates the arguments into a plan.
+fn plan(args: &ComposeArgs) -> anyhow::Result<Plan> {
     index::check_tag(&args.tag)?;
     let annotations: BTreeMap<String, String> = args
         .annotations
@@ -196,15 +198,14 @@ fn compose(args: &ComposeArgs) -> anyhow::Result<Composition> {
         .iter()
         .map(|s| SourceSpec::parse(s))
         .collect::<Result<_, _>>()?;
-    let contributions = specs
-        .iter()
-        .map(|spec| source::read(spec, args.ref_name.as_deref()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let opts = IndexOptions {
-        tag: args.tag.clone(),
-        annotations,
-    };
-    Ok(index::compose(&contributions, &opts)?)
+    Ok(Plan {
+        specs,
+        ref_name: args.ref_name.clone(),
+        opts: IndexOptions {
+            tag: args.tag.clone(),
+            annotations,
+        },
+    })
 }
 
 fn print_table(out: &mut impl Write, comp: &Composition) -> std::io::Result<()> {
@@ -235,7 +236,8 @@ fn print_table(out: &mut impl Write, comp: &Composition) -> std::io::Result<()> 
 fn mount(args: MountArgs) -> anyhow::Result<()> {
     let options = MountOptions::parse(args.options.iter().map(String::as_str))?;
     let mountpoint = daemon::check_mountpoint(&args.mountpoint)?;
-    let comp = compose(&args.compose)?;
+    let plan = plan(&args.compose)?;
+    let comp = plan.compose()?;
     let log_file = match &args.log_file {
         // The daemon moves to `/`: make the path absolute first.
         Some(p) => {
@@ -246,11 +248,10 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().min(8)));
-    let layout = Arc::new(Layout::new(&comp));
     log::info!(
-        "serving {} files, index {}",
-        layout.file_count(),
-        layout.index_digest()
+        "serving {} blobs, index {}",
+        comp.blobs.len() + 1,
+        comp.index_digest
     );
     let cfg = MountConfig {
         mountpoint,
@@ -260,6 +261,7 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         threads,
         passthrough: !args.no_passthrough,
         readahead_kb: args.readahead_kb,
+        live: !args.static_sources,
     };
-    Ok(daemon::mount(layout, &cfg)?)
+    Ok(daemon::mount(Served { plan, first: comp }, &cfg)?)
 }

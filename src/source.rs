@@ -22,7 +22,7 @@ use crate::tar;
 pub struct SourceSpec {
     /// The argument as given, used in every message about this source.
     pub name: String,
-    /// The path as given.
+    /// The path as given, made absolute (symlinks not resolved).
     pub path: PathBuf,
     /// The platform given on the command line, already normalised.
     pub platform: Option<Platform>,
@@ -39,7 +39,7 @@ impl SourceSpec {
         let Some((platform, path)) = platform_part else {
             return Ok(SourceSpec {
                 name: arg.to_owned(),
-                path: PathBuf::from(arg),
+                path: absolute(arg),
                 platform: None,
             });
         };
@@ -60,10 +60,17 @@ impl SourceSpec {
         }
         Ok(SourceSpec {
             name: path.to_owned(),
-            path: PathBuf::from(path),
+            path: absolute(path),
             platform: Some(normalized.platform),
         })
     }
+}
+
+/// The path made absolute against the current directory, symlinks kept (a
+/// re-pointed `…-latest-oci` link must be followed anew on every rebuild,
+/// and the daemon runs from `/`).
+fn absolute(path: &str) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path))
 }
 
 fn looks_like_platform(p: &str) -> bool {
@@ -828,7 +835,7 @@ mod tests {
         for (arg, want) in cases {
             match (SourceSpec::parse(arg), want) {
                 (Ok(s), Ok((path, platform))) => {
-                    assert_eq!(s.path, std::path::Path::new(path), "{arg}");
+                    assert_eq!(s.path, std::path::absolute(path).unwrap(), "{arg}");
                     assert_eq!(
                         s.platform.map(|p| p.to_string()).as_deref(),
                         *platform,

@@ -51,7 +51,11 @@ const CASES: &[Case] = &[
             fs::write(p.join("file"), b"x").unwrap();
             vec![src(p, "file")]
         },
-        want: &["file", "not an OCI image layout", "not a directory"],
+        want: &[
+            "file",
+            "not an OCI image layout",
+            "neither a directory nor a tar archive",
+        ],
     },
     Case {
         name: "no oci-layout",

@@ -1,0 +1,30 @@
+//! What to compose: the sources and options from the command line. Composing
+//! reads every source afresh, so the same plan serves the first mount and
+//! every rebuild after a source changes.
+
+use crate::error::Error;
+use crate::index::{self, Composition, IndexOptions};
+use crate::source::{self, SourceSpec};
+
+/// Validated sources and options.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The sources, in command-line order.
+    pub specs: Vec<SourceSpec>,
+    /// Which `index.json` entry to take from each source.
+    pub ref_name: Option<String>,
+    /// Tag and annotations of the generated documents.
+    pub opts: IndexOptions,
+}
+
+impl Plan {
+    /// Reads every source and composes the image.
+    pub fn compose(&self) -> Result<Composition, Error> {
+        let contributions = self
+            .specs
+            .iter()
+            .map(|spec| source::read(spec, self.ref_name.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        index::compose(&contributions, &self.opts)
+    }
+}

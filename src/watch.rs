@@ -1,0 +1,222 @@
+//! Following live sources: when a source changes (index.json rewritten, blobs
+//! added, the `…-latest-oci` symlink re-pointed, an archive replaced), build a
+//! new snapshot off the request path and swap it in whole.
+//!
+//! inotify watches, per source: the directory holding the path as given (for
+//! the symlink or archive itself, filtered by name), and for a layout
+//! directory the directory and its `blobs/sha256`. Idle, this costs nothing.
+//! After an event the watcher waits for [`SETTLE`] of quiet (a writer is
+//! usually mid-way), then rebuilds. A source caught mid-rewrite (truncated
+//! JSON, a manifest whose blobs are not there yet) fails to compose: the last
+//! good snapshot keeps being served, the failure is logged once, and the
+//! rebuild is retried every [`RETRY`] until it succeeds.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+
+use crate::generations::Generations;
+use crate::index::Composition;
+use crate::layout::Layout;
+use crate::plan::Plan;
+
+/// Quiet time after the last event before rebuilding.
+pub const SETTLE: Duration = Duration::from_millis(100);
+/// Rebuild at least this often while events keep coming.
+pub const MAX_DELAY: Duration = Duration::from_millis(500);
+/// Retry interval while the sources do not compose.
+pub const RETRY: Duration = Duration::from_millis(500);
+
+/// Starts the watcher thread. It runs until the process exits.
+pub fn spawn(plan: Plan, first: &Composition, snapshots: Arc<Generations>) -> std::io::Result<()> {
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+        .map_err(std::io::Error::from)?;
+    let mut watcher = Watcher {
+        plan,
+        snapshots,
+        inotify,
+        names: HashMap::new(),
+        last: Fingerprint::of(first),
+        last_error: None,
+    };
+    watcher.arm();
+    std::thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || {
+            // A change between the first composition and the watches being
+            // armed would otherwise go unseen.
+            watcher.rebuild();
+            watcher.run()
+        })?;
+    Ok(())
+}
+
+/// What makes two compositions serve the same tree.
+#[derive(Debug, PartialEq, Eq)]
+struct Fingerprint {
+    index_json: Vec<u8>,
+    blobs: Vec<crate::source::Blob>,
+}
+
+impl Fingerprint {
+    fn of(c: &Composition) -> Self {
+        Fingerprint {
+            index_json: c.index_json.clone(),
+            blobs: c.blobs.clone(),
+        }
+    }
+}
+
+struct Watcher {
+    plan: Plan,
+    snapshots: Arc<Generations>,
+    inotify: Inotify,
+    /// Per watch: `Some(name)` when only events for that entry matter.
+    names: HashMap<WatchDescriptor, Option<OsString>>,
+    last: Fingerprint,
+    last_error: Option<String>,
+}
+
+const DIR_EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE
+    .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_DELETE)
+    .union(AddWatchFlags::IN_CLOSE_WRITE)
+    .union(AddWatchFlags::IN_MODIFY)
+    .union(AddWatchFlags::IN_ATTRIB);
+
+impl Watcher {
+    /// (Re)adds the watches; paths may have moved (a re-pointed symlink).
+    fn arm(&mut self) {
+        let mut wanted: Vec<(PathBuf, Option<OsString>)> = Vec::new();
+        for spec in &self.plan.specs {
+            let Ok(given) = std::path::absolute(&spec.path) else {
+                continue;
+            };
+            if let (Some(parent), Some(name)) = (given.parent(), given.file_name()) {
+                wanted.push((parent.to_owned(), Some(name.to_owned())));
+            }
+            if let Ok(target) = std::fs::canonicalize(&given) {
+                if target.is_dir() {
+                    wanted.push((target.join("blobs/sha256"), None));
+                    wanted.push((target, None));
+                }
+            }
+        }
+        for (dir, name) in wanted {
+            self.watch(&dir, name);
+        }
+    }
+
+    fn watch(&mut self, dir: &Path, name: Option<OsString>) {
+        match self.inotify.add_watch(dir, DIR_EVENTS) {
+            Ok(wd) => {
+                // One directory may be watched for several names and for all.
+                let entry = self.names.entry(wd).or_insert(name.clone());
+                if entry.is_some() && *entry != name {
+                    *entry = None;
+                }
+            }
+            Err(e) => log::debug!("watch {}: {e}", dir.display()),
+        }
+    }
+
+    /// Whether any pending event concerns a source.
+    fn drain(&self) -> bool {
+        let mut relevant = false;
+        while let Ok(events) = self.inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            for ev in events {
+                relevant |= match self.names.get(&ev.wd) {
+                    Some(Some(name)) => ev.name.as_ref() == Some(name),
+                    Some(None) => true,
+                    None => false,
+                } || ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW);
+            }
+        }
+        relevant
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> bool {
+        let timeout = match timeout {
+            None => PollTimeout::NONE,
+            Some(d) => PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX),
+        };
+        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, timeout), Ok(n) if n > 0)
+    }
+
+    fn run(mut self) {
+        // When a rebuild is due: after SETTLE of quiet, or MAX_DELAY after the first event.
+        let mut due: Option<(Instant, Instant)> = None;
+        loop {
+            let now = Instant::now();
+            let timeout = match (due, &self.last_error) {
+                (Some((quiet, first)), _) => {
+                    Some(quiet.min(first + MAX_DELAY).saturating_duration_since(now))
+                }
+                (None, Some(_)) => Some(RETRY),
+                (None, None) => None,
+            };
+            let ready = self.wait(timeout);
+            if ready && self.drain() {
+                let now = Instant::now();
+                let first = due.map_or(now, |(_, first)| first);
+                due = Some((now + SETTLE, first));
+                continue;
+            }
+            let now = Instant::now();
+            let rebuild_now = match due {
+                Some((quiet, first)) => now >= quiet || now >= first + MAX_DELAY,
+                None => !ready && self.last_error.is_some(),
+            };
+            if rebuild_now {
+                due = None;
+                self.rebuild();
+            }
+        }
+    }
+
+    fn rebuild(&mut self) {
+        let started = Instant::now();
+        match self.plan.compose() {
+            Ok(comp) => {
+                if let Some(e) = self.last_error.take() {
+                    log::warn!("sources compose again (was: {e})");
+                }
+                let fingerprint = Fingerprint::of(&comp);
+                self.arm();
+                if fingerprint == self.last {
+                    return;
+                }
+                let layout = Layout::new(&comp);
+                log::info!(
+                    "sources changed: serving index {} ({} files), built in {:?}",
+                    layout.index_digest(),
+                    layout.file_count(),
+                    started.elapsed()
+                );
+                self.snapshots.swap(layout);
+                self.last = fingerprint;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.last_error.as_deref() != Some(msg.as_str()) {
+                    log::warn!(
+                        "a source changed but does not compose yet; still serving the last good snapshot: {msg}"
+                    );
+                }
+                self.last_error = Some(msg);
+                self.arm();
+            }
+        }
+    }
+}
