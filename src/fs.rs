@@ -492,6 +492,21 @@ impl Filesystem for OciFs {
         }
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // Not a terminal, nor anything else with ioctls (isatty() asks).
+        reply.error(Errno::ENOTTY);
+    }
+
     // Every write is refused. The mount is also `ro`, so the kernel answers
     // EROFS before most of these are reached; they stay as a second fence.
 

@@ -1,0 +1,332 @@
+//! Live sources: a rebuilt per-arch image shows up in the mount, and readers
+//! never see a half state.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ocimux::digest::Digest;
+use ocimux::testutil::LayoutBuilder;
+use serde_json::{Value, json};
+
+fn json_of(path: &Path) -> Value {
+    serde_json::from_slice(&fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
+}
+
+fn hex(d: &Value) -> String {
+    d["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned()
+}
+
+/// The generated index blob the mount's index.json points at.
+fn index_of(m: &Mount) -> (String, Value) {
+    let entry = &json_of(&m.path("index.json"))["manifests"][0];
+    let h = hex(entry);
+    let index = json_of(&m.path(&format!("blobs/sha256/{h}")));
+    (h, index)
+}
+
+/// umoci's rebuild of an image: unpack, add a file, repack (new layer, new config).
+fn rebuild(layout: &Path, stamp: &str) {
+    let image = format!("{}:latest", layout.display());
+    let bundle = layout.with_extension(format!("bundle-{stamp}"));
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &image])
+        .arg(&bundle));
+    fs::write(bundle.join("rootfs/etc/rebuilt"), stamp).unwrap();
+    run(Command::new("umoci")
+        .args(["repack", "--image", &image])
+        .arg(&bundle));
+    fs::remove_dir_all(&bundle).unwrap();
+}
+
+#[test]
+fn a_rebuilt_source_shows_up_and_old_readers_keep_their_bytes() {
+    require_tool("skopeo");
+    let tmp = tempfile::tempdir().unwrap();
+    let amd64 = umoci_layout(tmp.path(), "amd64", "v1");
+    let arm64 = umoci_layout(tmp.path(), "arm64", "v1");
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[amd64.to_str().unwrap(), arm64.to_str().unwrap()],
+    );
+    let (old_hex, old_index) = index_of(&m);
+    let old_amd64 = hex(&old_index["manifests"][0]);
+    // A reader that opened the old index blob before the rebuild.
+    let old_fd = fs::File::open(m.path(&format!("blobs/sha256/{old_hex}"))).unwrap();
+
+    rebuild(&amd64, "v2");
+    let changed = Instant::now();
+    let new_amd64 = json_of(&amd64.join("index.json"))["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    assert_ne!(new_amd64, old_amd64);
+    wait_for(
+        "the rebuilt manifest in the mount's index",
+        Duration::from_secs(2),
+        || hex(&index_of(&m).1["manifests"][0]) == new_amd64,
+    );
+    eprintln!("rebuild visible after {:?}", changed.elapsed());
+    let (new_hex, new_index) = index_of(&m);
+    assert_eq!(
+        hex(&new_index["manifests"][1]),
+        hex(&old_index["manifests"][1]),
+        "arm64 unchanged"
+    );
+
+    // The old handle reads the old index whole; the old blob is still there by name.
+    let mut old = Vec::new();
+    std::io::Read::read_to_end(&mut &old_fd, &mut old).unwrap();
+    assert_eq!(Digest::sha256_of(&old).encoded(), old_hex);
+    assert_eq!(
+        sha256_file(&m.path(&format!("blobs/sha256/{old_hex}"))).encoded(),
+        old_hex
+    );
+    drop(old_fd);
+    // Listing shows the new tree only.
+    let names: Vec<String> = fs::read_dir(m.path("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.contains(&new_hex) && !names.contains(&old_hex));
+
+    // skopeo copies the new image.
+    let out = tmp.path().join("copy");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        &format!("oci:{}", m.dir.display()),
+        &format!("oci:{}:latest", out.display()),
+    ]));
+    let copied = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci:{}:latest", out.display()),
+    ]))
+    .stdout;
+    assert_eq!(Digest::sha256_of(&copied).encoded(), new_hex);
+}
+
+#[test]
+fn a_non_atomic_rewrite_of_index_json_never_shows_a_half_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = LayoutBuilder::new(tmp.path().join("s"));
+    let m1 = b.image(json!({"os": "linux", "architecture": "amd64"}), &[b"one"]);
+    let m2 = b.image(
+        json!({"os": "linux", "architecture": "amd64"}),
+        &[b"two", b"three"],
+    );
+    b.index(&[(m1.clone(), Some("latest"))]);
+    let doc =
+        |m: &Value| serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [m]})).unwrap();
+    let (a, z) = (doc(&m1), doc(&m2));
+    let m = Mount::new(&tmp.path().join("mnt"), &[b.root.to_str().unwrap()]);
+
+    // A writer truncates index.json and writes it in two slow halves, again and again.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (path, stop) = (b.root.join("index.json"), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let bytes = if n % 2 == 0 { &z } else { &a };
+                // Pauses longer than the watcher's settle time, so that it does
+                // try to compose the truncated and the half-written file.
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(&path)
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(150));
+                let half = bytes.len() / 2;
+                std::io::Write::write_all(&mut f, &bytes[..half]).unwrap();
+                std::thread::sleep(Duration::from_millis(150));
+                std::io::Write::write_all(&mut f, &bytes[half..]).unwrap();
+                drop(f);
+                std::thread::sleep(Duration::from_millis(300));
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        let (_, index) = index_of(&m);
+        let manifest = &index["manifests"][0];
+        seen.insert(hex(manifest));
+        // Everything it names exists and hashes right.
+        let mf = m.path(&format!("blobs/sha256/{}", hex(manifest)));
+        assert_eq!(sha256_file(&mf).encoded(), hex(manifest));
+        let doc = json_of(&mf);
+        for d in doc["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain([&doc["config"]])
+        {
+            assert_eq!(
+                sha256_file(&m.path(&format!("blobs/sha256/{}", hex(d)))).encoded(),
+                hex(d)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rewrites = writer.join().unwrap();
+    assert!(rewrites >= 4, "only {rewrites} rewrites happened");
+    assert_eq!(
+        seen.len(),
+        2,
+        "both versions should have been served: {seen:?}"
+    );
+}
+
+#[test]
+fn skopeo_copies_complete_while_the_source_is_rebuilt_10_times() {
+    require_tool("skopeo");
+    let tmp = tempfile::tempdir().unwrap();
+    let amd64 = umoci_layout(tmp.path(), "amd64", "c0");
+    let arm64 = umoci_layout(tmp.path(), "arm64", "c0");
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[amd64.to_str().unwrap(), arm64.to_str().unwrap()],
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let builder = {
+        let (amd64, done) = (amd64.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 1..=10 {
+                rebuild(&amd64, &format!("c{i}"));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    let mut copies = 0;
+    let mut indexes = std::collections::BTreeSet::new();
+    while !done.load(Ordering::Relaxed) || copies < 3 {
+        let out = tmp.path().join(format!("copy{copies}"));
+        let res = Command::new("skopeo")
+            .args([
+                "copy",
+                "--all",
+                "-q",
+                &format!("oci:{}", m.dir.display()),
+                &format!("oci:{}:latest", out.display()),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            res.status.success(),
+            "copy {copies} failed: {}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        let raw = run(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            &format!("oci:{}:latest", out.display()),
+        ]))
+        .stdout;
+        indexes.insert(Digest::sha256_of(&raw));
+        fs::remove_dir_all(&out).unwrap();
+        copies += 1;
+    }
+    builder.join().unwrap();
+    assert!(
+        indexes.len() >= 2,
+        "{copies} copies saw only {} image(s)",
+        indexes.len()
+    );
+    eprintln!(
+        "{copies} copies during 10 rebuilds, {} distinct images",
+        indexes.len()
+    );
+}
+
+#[test]
+fn a_vanished_source_keeps_the_last_snapshot_and_static_ignores_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let live = LayoutBuilder::simple(tmp.path().join("live"), "linux", "amd64", "a");
+    let fixed = LayoutBuilder::simple(tmp.path().join("fixed"), "linux", "amd64", "b");
+    let m = Mount::new(&tmp.path().join("mnt"), &[live.root.to_str().unwrap()]);
+    let s = Mount::new(
+        &tmp.path().join("mnt-static"),
+        &[fixed.root.to_str().unwrap(), "--static"],
+    );
+    let (before, index) = index_of(&m);
+    let (static_before, _) = index_of(&s);
+    let layer = m.path(&format!(
+        "blobs/sha256/{}",
+        hex(
+            &json_of(&m.path(&format!("blobs/sha256/{}", hex(&index["manifests"][0]))))["layers"]
+                [0]
+        )
+    ));
+
+    // The source vanishes: the last snapshot is still served; opening a blob whose file is gone fails cleanly.
+    let moved = tmp.path().join("moved");
+    fs::rename(&live.root, &moved).unwrap();
+    // Rewrite the static source meanwhile: it must not be followed.
+    let m2 = fixed.image(
+        json!({"os": "linux", "architecture": "amd64"}),
+        &[b"new layer"],
+    );
+    fixed.index(&[(m2, Some("latest"))]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(index_of(&m).0, before);
+    let err = fs::File::open(&layer).map(drop).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    assert_eq!(index_of(&s).0, static_before, "--static followed a change");
+
+    // It comes back (rebuilt): the mount follows again.
+    fs::rename(&moved, &live.root).unwrap();
+    let m3 = live.image(json!({"os": "linux", "architecture": "amd64"}), &[b"back"]);
+    live.index(&[(m3.clone(), Some("latest"))]);
+    wait_for("the returned source", Duration::from_secs(3), || {
+        hex(&index_of(&m).1["manifests"][0]) == hex(&m3)
+    });
+}
+
+#[test]
+fn a_replaced_archive_is_reindexed() {
+    require_tool("tar");
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = umoci_layout(tmp.path(), "amd64", "a1");
+    let archive = tmp.path().join("app.tar");
+    let pack = |to: &Path| {
+        run(Command::new("tar")
+            .arg("-cf")
+            .arg(to)
+            .arg(".")
+            .current_dir(&layout))
+    };
+    pack(&archive);
+    let m = Mount::new(&tmp.path().join("mnt"), &[archive.to_str().unwrap()]);
+    let before = hex(&index_of(&m).1["manifests"][0]);
+
+    // Rebuilt, re-archived, and moved over the old archive as a build would.
+    rebuild(&layout, "a2");
+    let next = tmp.path().join("app.tar.new");
+    pack(&next);
+    fs::rename(&next, &archive).unwrap();
+    let want = hex(&json_of(&layout.join("index.json"))["manifests"][0]);
+    assert_ne!(want, before);
+    wait_for("the re-indexed archive", Duration::from_secs(2), || {
+        hex(&index_of(&m).1["manifests"][0]) == want
+    });
+    for (name, digest) in rehash_blobs(&m.dir) {
+        assert_eq!(digest.encoded(), name);
+    }
+}
