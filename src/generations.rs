@@ -115,26 +115,10 @@ mod tests {
     use crate::digest::Digest;
     use crate::index::{IndexOptions, compose};
     use crate::layout::ino;
-    use crate::platform::Platform;
-    use crate::source::{Blob, Contribution, Image, Origin};
+    use crate::testutil::{contribution, image};
 
     fn layout(seed: &str) -> (Layout, Digest) {
-        let m = Blob {
-            digest: Digest::sha256_of(seed.as_bytes()),
-            size: seed.len() as u64,
-            origin: Origin::File(format!("/src/{seed}").into()),
-        };
-        let c = Contribution {
-            name: "src".into(),
-            root: "/src".into(),
-            images: vec![Image {
-                media_type: crate::document::OCI_MANIFEST.into(),
-                digest: m.digest.clone(),
-                size: m.size,
-                platform: Platform::parse("linux/amd64").unwrap().platform,
-            }],
-            blobs: vec![m],
-        };
+        let c = contribution("src", vec![image("linux/amd64", seed)]);
         let comp = compose(
             &[c],
             &IndexOptions {

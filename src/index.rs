@@ -164,37 +164,7 @@ pub fn parse_annotation(s: &str) -> Result<(String, String), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Image;
-    use std::path::PathBuf;
-
-    fn image(platform: &str, seed: &str) -> Image {
-        Image {
-            media_type: crate::document::OCI_MANIFEST.into(),
-            digest: Digest::sha256_of(seed.as_bytes()),
-            size: 100 + seed.len() as u64,
-            platform: Platform::parse(platform).unwrap().platform,
-        }
-    }
-
-    fn contribution(name: &str, images: Vec<Image>) -> Contribution {
-        let blobs = images
-            .iter()
-            .map(|i| Blob {
-                digest: i.digest.clone(),
-                size: i.size,
-                origin: crate::source::Origin::File(PathBuf::from(format!(
-                    "/{name}/{}",
-                    i.digest.blob_path()
-                ))),
-            })
-            .collect();
-        Contribution {
-            name: name.into(),
-            root: PathBuf::from(format!("/{name}")),
-            images,
-            blobs,
-        }
-    }
+    use crate::testutil::{contribution, image};
 
     #[test]
     fn golden_bytes() {

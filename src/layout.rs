@@ -375,37 +375,20 @@ pub fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
 mod tests {
     use super::*;
     use crate::index::{IndexOptions, compose};
-    use crate::platform::Platform;
-    use crate::source::{Blob, Contribution, Image};
-    use std::path::PathBuf;
+    use crate::source::Blob;
+    use crate::testutil::{blob, contribution, image};
 
     fn layout() -> (Layout, Composition) {
-        let blob = |seed: &str| Blob {
-            digest: Digest::sha256_of(seed.as_bytes()),
-            size: seed.len() as u64,
-            origin: Origin::File(PathBuf::from(format!("/src/{seed}"))),
-        };
-        let m = blob("manifest");
-        let c = Contribution {
-            name: "src".into(),
-            root: "/src".into(),
-            images: vec![Image {
-                media_type: crate::document::OCI_MANIFEST.into(),
-                digest: m.digest.clone(),
-                size: m.size,
-                platform: Platform::parse("linux/amd64").unwrap().platform,
-            }],
-            blobs: vec![
-                m,
-                blob("config"),
-                blob("layer"),
-                Blob {
-                    digest: crate::digest::Algorithm::Sha512.hash(b"big"),
-                    size: 3,
-                    origin: Origin::File("/src/big".into()),
-                },
-            ],
-        };
+        let mut c = contribution("src", vec![image("linux/amd64", "manifest")]);
+        c.blobs.extend([
+            blob("config"),
+            blob("layer"),
+            Blob {
+                digest: crate::digest::Algorithm::Sha512.hash(b"big"),
+                size: 3,
+                origin: Origin::File("/src/big".into()),
+            },
+        ]);
         let comp = compose(
             &[c],
             &IndexOptions {

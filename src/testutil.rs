@@ -9,6 +9,45 @@ use serde_json::{Value, json};
 
 use crate::digest::Digest;
 use crate::document::{OCI_INDEX, OCI_MANIFEST, REF_NAME};
+use crate::platform::Platform;
+use crate::source::{Blob, Contribution, Image, Origin};
+
+/// A platform manifest descriptor whose digest is the sha256 of `seed`.
+pub fn image(platform: &str, seed: &str) -> Image {
+    Image {
+        media_type: OCI_MANIFEST.into(),
+        digest: Digest::sha256_of(seed.as_bytes()),
+        size: 100 + seed.len() as u64,
+        platform: Platform::parse(platform).expect("valid platform").platform,
+    }
+}
+
+/// A blob whose digest is the sha256 of `seed`, `seed.len()` bytes long, at `/src/SEED`.
+pub fn blob(seed: &str) -> Blob {
+    Blob {
+        digest: Digest::sha256_of(seed.as_bytes()),
+        size: seed.len() as u64,
+        origin: Origin::File(PathBuf::from(format!("/src/{seed}"))),
+    }
+}
+
+/// What a source named `name` with these images contributes (their manifests as blobs).
+pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
+    let blobs = images
+        .iter()
+        .map(|i| Blob {
+            digest: i.digest.clone(),
+            size: i.size,
+            origin: Origin::File(PathBuf::from(format!("/{name}/{}", i.digest.blob_path()))),
+        })
+        .collect();
+    Contribution {
+        name: name.into(),
+        root: PathBuf::from(format!("/{name}")),
+        images,
+        blobs,
+    }
+}
 
 /// Writes a layout under `root`.
 #[derive(Debug, Clone)]
