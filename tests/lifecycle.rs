@@ -144,3 +144,86 @@ fn umount_of_a_busy_mount_fails_and_lazy_succeeds() {
     });
     assert!(!is_mounted(&mnt));
 }
+
+#[test]
+fn an_unprivileged_user_mounts_and_unmounts_through_fusermount3() {
+    require_tool("setpriv");
+    require_tool("fusermount3");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata("/dev/fuse").unwrap().permissions());
+    assert_eq!(
+        mode & 0o006,
+        0o006,
+        "/dev/fuse is {mode:o}, not usable by other users: run scripts/deps.sh"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let open_up = |p: &Path| {
+        fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap()
+    };
+    open_up(tmp.path());
+    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
+    for entry in [
+        s.root.clone(),
+        s.root.join("blobs"),
+        s.root.join("blobs/sha256"),
+    ] {
+        open_up(&entry);
+    }
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    std::os::unix::fs::chown(&mnt, Some(65534), Some(65534)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                bin(),
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&["mount", mnt.to_str().unwrap(), s.root.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = daemon_pid(&mnt);
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "{status}"
+    );
+    // Without allow_other, only the mounting user may look inside (not even root).
+    let denied = fs::metadata(mnt.join("index.json")).unwrap_err();
+    assert_eq!(denied.raw_os_error(), Some(libc::EACCES), "{denied}");
+    let stat = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "stat",
+            "-c",
+            "%u %a",
+        ])
+        .arg(mnt.join("index.json"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&stat.stdout).trim(), "65534 444");
+    let out = as_nobody(&["umount", mnt.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&mnt));
+    assert!(!alive(pid));
+}
