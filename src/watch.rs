@@ -145,42 +145,51 @@ impl Watcher {
         relevant
     }
 
-    fn wait(&self, timeout: Option<Duration>) -> bool {
-        let timeout = match timeout {
+    /// Waits for events up to `until` (forever when `None`); whether any came.
+    fn wait(&self, until: Option<Instant>) -> bool {
+        let timeout = match until {
             None => PollTimeout::NONE,
-            Some(d) => PollTimeout::try_from(d).unwrap_or(PollTimeout::MAX),
+            Some(t) => PollTimeout::try_from(t.saturating_duration_since(Instant::now()))
+                .unwrap_or(PollTimeout::MAX),
         };
         let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
-        matches!(poll(&mut fds, timeout), Ok(n) if n > 0)
+        match poll(&mut fds, timeout) {
+            Ok(n) => n > 0,
+            Err(nix::errno::Errno::EINTR) => false,
+            Err(e) => {
+                // Never spin on a broken descriptor.
+                log::warn!("watching sources: poll: {e}");
+                std::thread::sleep(RETRY);
+                false
+            }
+        }
     }
 
     fn run(mut self) {
-        // When a rebuild is due: after SETTLE of quiet, or MAX_DELAY after the first event.
-        let mut due: Option<(Instant, Instant)> = None;
+        // A rebuild is due after SETTLE of quiet, or MAX_DELAY after the first
+        // event of a burst; while sources do not compose, every RETRY.
+        let mut burst: Option<(Instant, Instant)> = None; // (quiet until, first event)
+        let mut retry_at: Option<Instant> =
+            self.last_error.as_ref().map(|_| Instant::now() + RETRY);
         loop {
-            let now = Instant::now();
-            let timeout = match (due, &self.last_error) {
-                (Some((quiet, first)), _) => {
-                    Some(quiet.min(first + MAX_DELAY).saturating_duration_since(now))
-                }
-                (None, Some(_)) => Some(RETRY),
-                (None, None) => None,
+            let due = burst.map(|(quiet, first)| quiet.min(first + MAX_DELAY));
+            let until = match (due, retry_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
-            let ready = self.wait(timeout);
-            if ready && self.drain() {
+            if self.wait(until) && self.drain() {
                 let now = Instant::now();
-                let first = due.map_or(now, |(_, first)| first);
-                due = Some((now + SETTLE, first));
-                continue;
+                let first = burst.map_or(now, |(_, first)| first);
+                burst = Some((now + SETTLE, first));
             }
             let now = Instant::now();
-            let rebuild_now = match due {
-                Some((quiet, first)) => now >= quiet || now >= first + MAX_DELAY,
-                None => !ready && self.last_error.is_some(),
-            };
-            if rebuild_now {
-                due = None;
+            let burst_over =
+                burst.is_some_and(|(quiet, first)| now >= quiet || now >= first + MAX_DELAY);
+            let retry_now = retry_at.is_some_and(|t| now >= t);
+            if burst_over || retry_now {
+                burst = None;
                 self.rebuild();
+                retry_at = self.last_error.as_ref().map(|_| Instant::now() + RETRY);
             }
         }
     }
@@ -190,7 +199,7 @@ impl Watcher {
         match self.plan.compose() {
             Ok(comp) => {
                 if let Some(e) = self.last_error.take() {
-                    log::warn!("sources compose again (was: {e})");
+                    log::info!("sources compose again (was: {e})");
                 }
                 let fingerprint = Fingerprint::of(&comp);
                 self.arm();
