@@ -452,7 +452,7 @@ fn fusermount_u(path: &Path, lazy: bool) -> Result<(), MountError> {
 }
 
 /// Whether `pid` still runs (a zombie has finished: it only awaits its parent).
-fn process_alive(pid: i32) -> bool {
+pub fn process_alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the command name, which is in parentheses.
         Ok(stat) => stat

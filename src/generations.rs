@@ -113,20 +113,12 @@ impl Generations {
 mod tests {
     use super::*;
     use crate::digest::Digest;
-    use crate::index::{IndexOptions, compose};
     use crate::layout::ino;
-    use crate::testutil::{contribution, image};
+    use crate::testutil::{composed, contribution, image};
 
     fn layout(seed: &str) -> (Layout, Digest) {
         let c = contribution("src", vec![image("linux/amd64", seed)]);
-        let comp = compose(
-            &[c],
-            &IndexOptions {
-                tag: "latest".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let comp = composed(&[c]);
         (Layout::new(&comp), comp.index_digest)
     }
 

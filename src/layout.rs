@@ -374,9 +374,8 @@ pub fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{IndexOptions, compose};
     use crate::source::Blob;
-    use crate::testutil::{blob, contribution, image};
+    use crate::testutil::{blob, composed, contribution, image};
 
     fn layout() -> (Layout, Composition) {
         let mut c = contribution("src", vec![image("linux/amd64", "manifest")]);
@@ -389,14 +388,7 @@ mod tests {
                 origin: Origin::File("/src/big".into()),
             },
         ]);
-        let comp = compose(
-            &[c],
-            &IndexOptions {
-                tag: "latest".into(),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let comp = composed(&[c]);
         (Layout::new(&comp), comp)
     }
 

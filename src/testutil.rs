@@ -31,6 +31,15 @@ pub fn blob(seed: &str) -> Blob {
     }
 }
 
+/// Composes contributions with the default tag, for tests of what comes after.
+pub fn composed(sources: &[Contribution]) -> crate::index::Composition {
+    let opts = crate::index::IndexOptions {
+        tag: "latest".into(),
+        ..Default::default()
+    };
+    crate::index::compose(sources, &opts).expect("compose")
+}
+
 /// What a source named `name` with these images contributes (their manifests as blobs).
 pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
     let blobs = images

@@ -10,16 +10,16 @@ use std::time::Duration;
 use common::*;
 use ocimux::testutil::LayoutBuilder;
 
-fn daemon_pid(mnt: &Path) -> i32 {
-    let entry = ocimux::mountinfo::find(&fs::canonicalize(mnt).unwrap())
-        .unwrap()
-        .expect("mounted");
-    entry.ocimux_pid().expect("an ocimux mount")
+fn alive(pid: i32) -> bool {
+    ocimux::daemon::process_alive(pid)
 }
 
-fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+/// A one-image layout mounted, and its daemon's pid.
+fn mounted(tmp: &Path) -> (Mount, i32) {
+    let s = LayoutBuilder::simple(tmp.join("s"), "linux", "amd64", "x");
+    let m = Mount::new(&tmp.join("mnt"), &[s.root.to_str().unwrap()]);
+    let pid = daemon_pid(&m.dir);
+    (m, pid)
 }
 
 #[test]
@@ -55,10 +55,8 @@ fn foreground_daemon_unmounts_and_exits_0_on_sigterm_and_sigint() {
 #[test]
 fn detached_daemon_unmounts_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
-    let mnt = tmp.path().join("mnt");
-    let m = Mount::new(&mnt, &[s.root.to_str().unwrap()]);
-    let pid = daemon_pid(&m.dir);
+    let (m, pid) = mounted(tmp.path());
+    let mnt = m.dir.clone();
     // SAFETY: plain kill(2).
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     wait_for(
@@ -117,10 +115,8 @@ fn umount_waits_for_the_daemon() {
 #[test]
 fn umount_of_a_busy_mount_fails_and_lazy_succeeds() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
-    let mnt = tmp.path().join("mnt");
-    let m = Mount::new(&mnt, &[s.root.to_str().unwrap()]);
-    let pid = daemon_pid(&m.dir);
+    let (m, pid) = mounted(tmp.path());
+    let mnt = m.dir.clone();
     let open = fs::File::open(m.path("index.json")).unwrap();
     let out = ocimux(&["umount", mnt.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(4));

@@ -171,6 +171,15 @@ impl Drop for Mount {
     }
 }
 
+/// The pid of the daemon serving the ocimux mount at `dir`.
+pub fn daemon_pid(dir: &Path) -> i32 {
+    let canonical = fs::canonicalize(dir).expect("mountpoint");
+    let entry = ocimux::mountinfo::find(&canonical)
+        .expect("mountinfo")
+        .expect("mounted");
+    entry.ocimux_pid().expect("an ocimux mount")
+}
+
 /// Whether `dir` is a mountpoint (from /proc/self/mountinfo).
 pub fn is_mounted(dir: &Path) -> bool {
     let Ok(canonical) = fs::canonicalize(dir) else {
@@ -221,6 +230,11 @@ pub fn rehash_blobs(root: &Path) -> Vec<(String, Digest)> {
 pub mod tarw {
     /// A ustar header; `size` in octal, or base-256 when it does not fit.
     pub fn header(name: &str, size: u64, typeflag: u8) -> [u8; 512] {
+        header_with_link(name, size, typeflag, "")
+    }
+
+    /// A ustar header naming a link target.
+    pub fn header_with_link(name: &str, size: u64, typeflag: u8, link: &str) -> [u8; 512] {
         let mut h = [0u8; 512];
         h[..name.len()].copy_from_slice(name.as_bytes());
         h[100..107].copy_from_slice(b"0000644");
@@ -234,6 +248,7 @@ pub mod tarw {
         }
         h[136..147].copy_from_slice(b"00000000000");
         h[156] = typeflag;
+        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
         h[257..263].copy_from_slice(b"ustar\0");
         h[263..265].copy_from_slice(b"00");
         h[148..156].copy_from_slice(b"        ");
@@ -257,6 +272,11 @@ pub mod tarw {
         out.extend_from_slice(&header(name, data.len() as u64, typeflag));
         out.extend_from_slice(data);
         out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+
+    /// Appends a symbolic link member.
+    pub fn symlink(out: &mut Vec<u8>, name: &str, target: &str) {
+        out.extend_from_slice(&header_with_link(name, 0, b'2', target));
     }
 
     /// Appends a pax extended header applying `records` to the next member.
