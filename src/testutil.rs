@@ -150,6 +150,23 @@ impl LayoutBuilder {
         b
     }
 
+    /// A layout with one linux/amd64 image whose only layer is `layer`;
+    /// returns the builder and the layer's descriptor.
+    pub fn one_layer(root: impl Into<PathBuf>, layer: &[u8]) -> (Self, Value) {
+        let b = LayoutBuilder::new(root);
+        let l = b.blob("application/vnd.oci.image.layer.v1.tar", layer);
+        let config = b.json_blob(
+            "application/vnd.oci.image.config.v1+json",
+            &json!({"os": "linux", "architecture": "amd64"}),
+        );
+        let m = b.json_blob(
+            OCI_MANIFEST,
+            &json!({"schemaVersion": 2, "config": config, "layers": [l.clone()]}),
+        );
+        b.index(&[(m, None)]);
+        (b, l)
+    }
+
     /// The path of a blob by descriptor.
     pub fn blob_path(&self, descriptor: &Value) -> PathBuf {
         let digest = descriptor["digest"].as_str().unwrap_or_default();

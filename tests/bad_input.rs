@@ -27,19 +27,6 @@ fn manifest_with_config(b: &LayoutBuilder, config: Value) -> Value {
     b.json_blob(OCI_MANIFEST, &json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]}))
 }
 
-/// A layout at `p/s` with one image whose only layer is `layer`; returns the layer's descriptor.
-fn one_layer(p: &Path, layer: &[u8]) -> (LayoutBuilder, Value) {
-    let b = LayoutBuilder::new(p.join("s"));
-    let l = b.blob("application/vnd.oci.image.layer.v1.tar", layer);
-    let config = b.json_blob("application/vnd.oci.image.config.v1+json", &amd64());
-    let m = b.json_blob(
-        OCI_MANIFEST,
-        &json!({"schemaVersion": 2, "config": config, "layers": [l.clone()]}),
-    );
-    b.index(&[(m, None)]);
-    (b, l)
-}
-
 struct Case {
     name: &'static str,
     /// Builds the sources under the directory; returns the SOURCE arguments and extra flags.
@@ -202,7 +189,7 @@ const CASES: &[Case] = &[
     Case {
         name: "missing layer blob",
         build: |p| {
-            let (b, layer) = one_layer(p, b"gone");
+            let (b, layer) = LayoutBuilder::one_layer(p.join("s"), b"gone");
             fs::remove_file(b.blob_path(&layer)).unwrap();
             vec![src(p, "s")]
         },
@@ -211,7 +198,7 @@ const CASES: &[Case] = &[
     Case {
         name: "layer size differs from descriptor",
         build: |p| {
-            let (b, layer) = one_layer(p, b"short");
+            let (b, layer) = LayoutBuilder::one_layer(p.join("s"), b"short");
             forge(&b, &layer, b"longer than it was");
             vec![src(p, "s")]
         },
@@ -344,7 +331,7 @@ const CASES: &[Case] = &[
     Case {
         name: "blob is a directory",
         build: |p| {
-            let (b, layer) = one_layer(p, b"dir");
+            let (b, layer) = LayoutBuilder::one_layer(p.join("s"), b"dir");
             fs::remove_file(b.blob_path(&layer)).unwrap();
             fs::create_dir(b.blob_path(&layer)).unwrap();
             vec![src(p, "s")]

@@ -168,20 +168,20 @@ fn an_unprivileged_user_mounts_and_unmounts_through_fusermount3() {
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     std::os::unix::fs::chown(&mnt, Some(65534), Some(65534)).unwrap();
-    let as_nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                bin(),
-            ])
-            .args(args)
-            .output()
-            .unwrap()
+    // `program` run as nobody.
+    let nobody = |program: &str| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            program,
+        ]);
+        cmd
     };
+    let as_nobody = |args: &[&str]| nobody(bin()).args(args).output().unwrap();
     let out = as_nobody(&["mount", mnt.to_str().unwrap(), s.root.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -199,17 +199,8 @@ fn an_unprivileged_user_mounts_and_unmounts_through_fusermount3() {
     // Without allow_other, only the mounting user may look inside (not even root).
     let denied = fs::metadata(mnt.join("index.json")).unwrap_err();
     assert_eq!(denied.raw_os_error(), Some(libc::EACCES), "{denied}");
-    let stat = Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "stat",
-            "-c",
-            "%u %a",
-        ])
+    let stat = nobody("stat")
+        .args(["-c", "%u %a"])
         .arg(mnt.join("index.json"))
         .output()
         .unwrap();

@@ -13,7 +13,7 @@ use std::process::Command;
 use common::*;
 use ocimux::digest::Digest;
 use ocimux::testutil::LayoutBuilder;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// `NAME.tar` (members `./…`) and `NAME-dir.tar` (layout under one top directory), as Yocto writes them.
 fn yocto_tars(layout: &Path) -> (PathBuf, PathBuf) {
@@ -136,22 +136,12 @@ fn both_yocto_shapes_mixed_with_a_directory_serve_every_blob() {
 #[test]
 fn daemon_memory_stays_small_for_a_256_mib_archive() {
     let tmp = tempfile::tempdir().unwrap();
-    let b = LayoutBuilder::new(tmp.path().join("big"));
     let mut layer = vec![0u8; 256 * 1024 * 1024];
     for (i, chunk) in layer.chunks_mut(4096).enumerate() {
         chunk[..8].copy_from_slice(&(i as u64).to_le_bytes());
     }
-    let l = b.blob("application/vnd.oci.image.layer.v1.tar", &layer);
+    let (b, l) = LayoutBuilder::one_layer(tmp.path().join("big"), &layer);
     drop(layer);
-    let config = b.json_blob(
-        "application/vnd.oci.image.config.v1+json",
-        &json!({"os": "linux", "architecture": "amd64"}),
-    );
-    let m = b.json_blob(
-        ocimux::document::OCI_MANIFEST,
-        &json!({"schemaVersion": 2, "config": config, "layers": [l.clone()]}),
-    );
-    b.index(&[(m, None)]);
     let (flat, _) = yocto_tars(&b.root);
     let m = Mount::new(&tmp.path().join("mnt"), &[flat.to_str().unwrap()]);
     let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
@@ -173,22 +163,6 @@ fn daemon_memory_stays_small_for_a_256_mib_archive() {
         hwm_kib < 64 * 1024,
         "daemon peak RSS {hwm_kib} KiB after reading a 256 MiB archive member"
     );
-}
-
-/// Members of a tiny valid layout with one layer `layer`, for hand-built archives.
-fn tiny_layout(dir: &Path, layer: &[u8]) -> (Vec<(String, Vec<u8>)>, Value) {
-    let b = LayoutBuilder::new(dir);
-    let l = b.blob("application/vnd.oci.image.layer.v1.tar", layer);
-    let config = b.json_blob(
-        "application/vnd.oci.image.config.v1+json",
-        &json!({"os": "linux", "architecture": "amd64"}),
-    );
-    let m = b.json_blob(
-        ocimux::document::OCI_MANIFEST,
-        &json!({"schemaVersion": 2, "config": config, "layers": [l.clone()]}),
-    );
-    b.index(&[(m, None)]);
-    (layout_members(dir), l)
 }
 
 #[test]
@@ -260,7 +234,8 @@ fn pax_long_names_and_members_over_8_gib_in_a_sparse_archive() {
 #[test]
 fn hostile_archives_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let (members, layer) = tiny_layout(&tmp.path().join("l"), b"layer bytes");
+    let (b, layer) = LayoutBuilder::one_layer(tmp.path().join("l"), b"layer bytes");
+    let members = layout_members(&b.root);
     let layer_name = format!(
         "./{}",
         Digest::parse(layer["digest"].as_str().unwrap())
