@@ -204,9 +204,24 @@ impl OciFs {
     /// kernel agrees), else a daemon-read handle. An archive member is a byte
     /// range, which passthrough cannot map: always daemon reads.
     fn open_blob(&self, ino: u64, origin: &Origin, len: u64, reply: ReplyOpen) {
-        let (path, base) = match origin {
-            Origin::File(path) => (path, None),
-            Origin::Range { archive, offset } => (archive, Some(*offset)),
+        let path = match origin {
+            Origin::File(path) => path,
+            Origin::Range { archive, offset } => {
+                // The archive stays open with its snapshot; positional reads share it.
+                self.stats.daemon_opens.fetch_add(1, Ordering::Relaxed);
+                let file = archive.file.try_clone().map(Arc::new);
+                return match file {
+                    Ok(file) => {
+                        let fh = self.handles.insert(Handle::Read {
+                            file,
+                            base: *offset,
+                            len,
+                        });
+                        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+                    }
+                    Err(e) => reply.error(failed("open", ino, &FsError::Io(e))),
+                };
+            }
         };
         let file = match File::open(path) {
             Ok(f) => f,
@@ -214,19 +229,17 @@ impl OciFs {
         };
         let backing = match self.handles.live_backing(ino) {
             Some(id) => Some(id),
-            None if base.is_none() && self.passthrough.load(Ordering::Relaxed) => {
-                match reply.open_backing(&file) {
-                    Ok(id) => Some(self.handles.adopt_backing(ino, id)),
-                    Err(e) => {
-                        if self.passthrough.swap(false, Ordering::Relaxed) {
-                            log::warn!(
-                                "read path: passthrough registration failed ({e}); daemon reads from now on"
-                            );
-                        }
-                        None
+            None if self.passthrough.load(Ordering::Relaxed) => match reply.open_backing(&file) {
+                Ok(id) => Some(self.handles.adopt_backing(ino, id)),
+                Err(e) => {
+                    if self.passthrough.swap(false, Ordering::Relaxed) {
+                        log::warn!(
+                            "read path: passthrough registration failed ({e}); daemon reads from now on"
+                        );
                     }
+                    None
                 }
-            }
+            },
             None => None,
         };
         match backing {
@@ -241,7 +254,7 @@ impl OciFs {
                 self.stats.daemon_opens.fetch_add(1, Ordering::Relaxed);
                 let handle = Handle::Read {
                     file: Arc::new(file),
-                    base: base.unwrap_or(0),
+                    base: 0,
                     len,
                 };
                 let fh = self.handles.insert(handle);

@@ -10,6 +10,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::document::{self, Document, Kind, RawDescriptor, RawPlatform};
@@ -96,18 +97,41 @@ pub struct Blob {
 }
 
 /// Where a blob's bytes are on disk.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    /// A whole file (a blob of a layout directory), absolute path.
+    /// A whole file (a blob of a layout directory), absolute path. Blob files
+    /// are content-addressed: whatever file has this path has these bytes.
     File(PathBuf),
-    /// A byte range of a tar archive (a member's data), absolute path.
+    /// A byte range of a tar archive (a member's data).
     Range {
-        /// The archive.
-        archive: PathBuf,
+        /// The archive, as opened when it was indexed.
+        archive: Arc<Archive>,
         /// Where the member's data starts.
         offset: u64,
     },
 }
+
+/// An indexed tar archive, kept open. An archive's path is not
+/// content-addressed: a rebuild replaces it with other offsets. Reading the
+/// file that was indexed (not whatever now has its path) keeps the offsets of
+/// every snapshot true for as long as the snapshot lives.
+#[derive(Debug)]
+pub struct Archive {
+    /// Where it was found.
+    pub path: PathBuf,
+    /// The file that was indexed.
+    pub file: File,
+    /// Its identity, (device, inode).
+    id: (u64, u64),
+}
+
+impl PartialEq for Archive {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.path == other.path
+    }
+}
+
+impl Eq for Archive {}
 
 /// One platform manifest a source contributes to the image index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +235,7 @@ fn is_attestation(d: &RawDescriptor) -> bool {
 /// Indexes a tar archive source and finds its layout: at the root (members
 /// `oci-layout` or `./oci-layout`) or under exactly one top directory.
 fn open_archive(path: PathBuf) -> Result<Root, Problem> {
+    use std::os::unix::fs::MetadataExt;
     let file = File::open(&path).map_err(Problem::Io)?;
     let mut head = [0u8; 512];
     let n = read_head(&file, &mut head).map_err(Problem::Io)?;
@@ -238,9 +263,14 @@ fn open_archive(path: PathBuf) -> Result<Root, Problem> {
             }
         }
     };
-    Ok(Root::Tar {
+    let meta = file.metadata().map_err(Problem::Io)?;
+    let archive = Arc::new(Archive {
         path,
         file,
+        id: (meta.dev(), meta.ino()),
+    });
+    Ok(Root::Tar {
+        archive,
         index,
         prefix,
     })
@@ -262,8 +292,7 @@ fn read_head(file: &File, buf: &mut [u8]) -> io::Result<usize> {
 enum Root {
     Dir(PathBuf),
     Tar {
-        path: PathBuf,
-        file: File,
+        archive: Arc<Archive>,
         index: tar::TarIndex,
         /// `""` for a layout at the archive's root, `"top/"` for one under a top directory.
         prefix: String,
@@ -329,7 +358,8 @@ impl<'a> Reader<'a> {
     /// The canonical path of the source (directory or archive).
     fn path(&self) -> &Path {
         match &self.root {
-            Root::Dir(p) | Root::Tar { path: p, .. } => p,
+            Root::Dir(p) => p,
+            Root::Tar { archive, .. } => &archive.path,
         }
     }
 
@@ -352,10 +382,9 @@ impl<'a> Reader<'a> {
                 }))
             }
             Root::Tar {
-                path,
+                archive,
                 index,
                 prefix,
-                ..
             } => {
                 let Some(m) = index.members.get(&format!("{prefix}{rel}")) else {
                     return Ok(None);
@@ -364,7 +393,7 @@ impl<'a> Reader<'a> {
                     tar::MemberKind::File => Ok(Some(Found {
                         size: m.size,
                         origin: Origin::Range {
-                            archive: path.clone(),
+                            archive: archive.clone(),
                             offset: m.offset,
                         },
                     })),
@@ -391,22 +420,19 @@ impl<'a> Reader<'a> {
                 },
             ));
         }
-        let read = match (&found.origin, &self.root) {
-            (Origin::File(path), _) => File::open(path).and_then(|f| {
+        let read = match &found.origin {
+            Origin::File(path) => File::open(path).and_then(|f| {
                 let mut bytes = Vec::new();
                 f.take(cap + 1).read_to_end(&mut bytes).map(|_| bytes)
             }),
-            (Origin::Range { offset, .. }, Root::Tar { file, .. }) => tar::read_member(
-                file,
+            Origin::Range { archive, offset } => tar::read_member(
+                &archive.file,
                 &tar::Member {
                     offset: *offset,
                     size: found.size,
                     kind: tar::MemberKind::File,
                 },
             ),
-            (Origin::Range { .. }, Root::Dir(_)) => {
-                Err(io::Error::other("range in a directory source"))
-            }
         };
         let bytes = read.map_err(|e| self.err(rel, Problem::Io(e)))?;
         if bytes.len() as u64 > cap {

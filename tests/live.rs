@@ -315,6 +315,7 @@ fn a_replaced_archive_is_reindexed() {
     pack(&archive);
     let m = Mount::new(&tmp.path().join("mnt"), &[archive.to_str().unwrap()]);
     let before = hex(&index_of(&m).1["manifests"][0]);
+    let old_blobs = rehash_blobs(&m.dir);
 
     // Rebuilt, re-archived, and moved over the old archive as a build would.
     rebuild(&layout, "a2");
@@ -328,5 +329,13 @@ fn a_replaced_archive_is_reindexed() {
     });
     for (name, digest) in rehash_blobs(&m.dir) {
         assert_eq!(digest.encoded(), name);
+    }
+    // The old snapshot's blobs, still reachable by name, read from the old
+    // archive at its offsets, not from the new one that now has its path
+    // (the kernel's cached pages are dropped so that the daemon serves them).
+    drop_caches();
+    for (name, _) in old_blobs {
+        let path = m.path(&format!("blobs/sha256/{name}"));
+        assert_eq!(sha256_file(&path).encoded(), name);
     }
 }

@@ -188,6 +188,12 @@ pub fn is_mounted(dir: &Path) -> bool {
     ocimux::mountinfo::find(&canonical).ok().flatten().is_some()
 }
 
+/// Drops the kernel's clean caches, so that reads through a mount reach the daemon.
+pub fn drop_caches() {
+    fs::write("/proc/sys/vm/drop_caches", "3\n")
+        .expect("dropping caches needs root (CI runs as root)");
+}
+
 /// Polls `cond` every 10 ms until it holds or `deadline` passes.
 pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
