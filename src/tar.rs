@@ -153,7 +153,7 @@ pub fn index(file: &File) -> Result<TarIndex, TarError> {
             what: "size field",
             offset: pos,
         })?;
-        if data + size > len {
+        if data.checked_add(size).is_none_or(|end| end > len) {
             return Err(TarError::Truncated(format!(
                 "member at offset {pos} needs {size} bytes, the file ends first"
             )));
@@ -414,6 +414,85 @@ mod tests {
         assert!(parse_pax(b"99 path=x\n").is_none());
         assert!(parse_pax(b"x path=x\n").is_none());
         assert!(parse_pax(b"9 pathx\n").is_none());
+    }
+
+    /// A valid archive, then thousands of deterministic corruptions of it:
+    /// every one indexes or is refused, none panics.
+    #[test]
+    fn corrupted_archives_never_panic() {
+        let mut good = Vec::new();
+        for (name, data) in [
+            ("./oci-layout", &b"{}"[..]),
+            ("./index.json", b"{\"a\":1}"),
+            ("./blobs/sha256/x", &[7u8; 700]),
+        ] {
+            let mut h = [0u8; 512];
+            h[..name.len()].copy_from_slice(name.as_bytes());
+            h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+            h[156] = b'0';
+            h[257..263].copy_from_slice(b"ustar\0");
+            h[148..156].copy_from_slice(b"        ");
+            let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+            h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+            good.extend_from_slice(&h);
+            good.extend_from_slice(data);
+            good.resize(good.len().div_ceil(512) * 512, 0);
+        }
+        good.extend_from_slice(&[0u8; 1024]);
+        let write = |bytes: &[u8]| {
+            use std::io::Write;
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(bytes).unwrap();
+            f
+        };
+        assert_eq!(index(&write(&good)).unwrap().members.len(), 3);
+        let mut seed = 0x2545f4914f6cdd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut refused = 0;
+        for _ in 0..3000 {
+            let mut bad = good.clone();
+            match next() % 3 {
+                0 => bad.truncate((next() as usize) % good.len()),
+                1 => {
+                    for _ in 0..1 + next() % 4 {
+                        let i = (next() as usize) % bad.len();
+                        bad[i] = next() as u8;
+                    }
+                }
+                _ => {
+                    // A corrupted size field, re-checksummed so that it is believed.
+                    let hdr = 512 * ((next() as usize) % 3).min(1);
+                    let field: Vec<u8> = (0..12).map(|_| next() as u8).collect();
+                    bad[hdr + 124..hdr + 136].copy_from_slice(&field);
+                    bad[hdr + 148..hdr + 156].copy_from_slice(b"        ");
+                    let sum: u32 = bad[hdr..hdr + 512].iter().map(|&b| u32::from(b)).sum();
+                    bad[hdr + 148..hdr + 155]
+                        .copy_from_slice(format!("{:06o}\0", sum % 0o1000000).as_bytes());
+                }
+            }
+            if index(&write(&bad)).is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused > 1000, "only {refused} of 3000 corruptions refused");
+
+        // A base-256 size near u64::MAX: offset + size would overflow.
+        let mut huge = good.clone();
+        huge[124..136].copy_from_slice(&[
+            0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00,
+        ]);
+        huge[148..156].copy_from_slice(b"        ");
+        let sum: u32 = huge[..512].iter().map(|&b| u32::from(b)).sum();
+        huge[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        assert!(matches!(
+            index(&write(&huge)),
+            Err(TarError::Truncated(_) | TarError::Malformed { .. })
+        ));
     }
 
     #[test]
