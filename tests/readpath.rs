@@ -176,3 +176,59 @@ fn passthrough_read_path_serves_every_byte() {
 fn daemon_read_path_serves_every_byte() {
     exercise(false);
 }
+
+/// A source whose files live on another passthrough FUSE mount is too deep a
+/// stack for the kernel (ELOOP): the first registration fails, the mount says
+/// so once, and every blob is served by daemon reads instead.
+#[test]
+fn a_failed_passthrough_registration_falls_back_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = LayoutBuilder::new(tmp.path().join("s"));
+    let m1 = b.image(
+        json!({"os": "linux", "architecture": "amd64"}),
+        &[b"one", b"two"],
+    );
+    let m2 = b.image(json!({"os": "linux", "architecture": "arm64"}), &[b"three"]);
+    b.index(&[(m1, Some("a")), (m2, Some("b"))]);
+    let lower = Mount::new(
+        &tmp.path().join("lower-a"),
+        &[b.root.to_str().unwrap(), "--ref", "a"],
+    );
+    let lower_b = Mount::new(
+        &tmp.path().join("lower-b"),
+        &[b.root.to_str().unwrap(), "--ref", "b"],
+    );
+    let log = tmp.path().join("log");
+    let upper = Mount::new(
+        &tmp.path().join("upper"),
+        &[
+            lower.dir.to_str().unwrap(),
+            lower_b.dir.to_str().unwrap(),
+            "-v",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+    );
+    let blobs = rehash_blobs(&upper.dir);
+    assert_eq!(
+        blobs.len(),
+        1 + 2 * 2 + 3,
+        "index + 2 manifests and configs + 3 layers"
+    );
+    for (name, digest) in &blobs {
+        assert_eq!(digest.encoded(), name);
+    }
+    drop(upper);
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("passthrough registration failed").count(),
+        1,
+        "{text}"
+    );
+    let (_, daemon_bytes, pt_opens, daemon_opens) = stats(&log);
+    assert_eq!(pt_opens, 0);
+    assert!(
+        daemon_opens >= 7 && daemon_bytes > 0,
+        "{daemon_opens} opens, {daemon_bytes} bytes"
+    );
+}
