@@ -8,10 +8,12 @@
 //! their handles hold what they opened.
 
 use std::ffi::OsStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::layout::{Attr, Content, FsError, Layout};
+use crate::source::Origin;
 
 /// How long replaced snapshots stay reachable by name.
 pub const KEEP: Duration = Duration::from_secs(600);
@@ -27,6 +29,9 @@ struct Inner {
 #[derive(Debug)]
 pub struct Generations {
     inner: RwLock<Inner>,
+    /// Set while the sources do not compose (one vanished, or is mid-rewrite):
+    /// files of the current snapshot may be gone, so lookups check them.
+    degraded: AtomicBool,
 }
 
 impl Generations {
@@ -37,6 +42,7 @@ impl Generations {
                 current: Arc::new(layout),
                 retired: Vec::new(),
             }),
+            degraded: AtomicBool::new(false),
         }
     }
 
@@ -63,6 +69,11 @@ impl Generations {
             .retain(|(when, _)| now.duration_since(*when) < KEEP);
     }
 
+    /// Records whether the sources currently fail to compose (see `degraded`).
+    pub fn set_degraded(&self, degraded: bool) {
+        self.degraded.store(degraded, Ordering::Relaxed);
+    }
+
     /// The retired snapshots still within [`KEEP`], newest first.
     fn retired(&self) -> Vec<Arc<Layout>> {
         let inner = match self.inner.read() {
@@ -79,13 +90,15 @@ impl Generations {
     }
 
     /// Asks the current snapshot, then the retired ones when it does not know.
-    fn ask<T>(&self, f: impl Fn(&Layout) -> Result<T, FsError>) -> Result<T, FsError> {
-        match f(&self.current()) {
+    /// `f` is told whether the snapshot's files may be gone: retired ones,
+    /// and the current one while degraded.
+    fn ask<T>(&self, f: impl Fn(&Layout, bool) -> Result<T, FsError>) -> Result<T, FsError> {
+        match f(&self.current(), self.degraded.load(Ordering::Relaxed)) {
             Err(FsError::NotFound) => {}
             other => return other,
         }
         for layout in self.retired() {
-            match f(&layout) {
+            match f(&layout, true) {
                 Err(FsError::NotFound) => continue,
                 other => return other,
             }
@@ -95,17 +108,32 @@ impl Generations {
 
     /// Attributes of `ino`.
     pub fn attr(&self, ino: u64) -> Result<Attr, FsError> {
-        self.ask(|l| l.attr(ino))
+        self.ask(|l, _| l.attr(ino))
     }
 
-    /// Looks `name` up in `parent`.
+    /// Looks `name` up in `parent`. A blob whose source file has gone (its
+    /// source vanished, or a rebuild dropped it) is not found: new lookups are
+    /// refused while the rest of the snapshot is still served. That costs a
+    /// stat, so it is done only where files may be gone: in retired snapshots,
+    /// and in the current one while the sources do not compose.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
-        self.ask(|l| l.lookup(parent, name))
+        self.ask(|l, may_be_gone| {
+            let attr = l.lookup(parent, name)?;
+            match l.content(attr.ino) {
+                Ok(Content::Blob {
+                    origin: Origin::File(path),
+                    ..
+                }) if may_be_gone && std::fs::symlink_metadata(path).is_err() => {
+                    Err(FsError::NotFound)
+                }
+                _ => Ok(attr),
+            }
+        })
     }
 
     /// Where the bytes of `ino` come from.
     pub fn content(&self, ino: u64) -> Result<Content, FsError> {
-        self.ask(|l| l.content(ino).cloned())
+        self.ask(|l, _| l.content(ino).cloned())
     }
 }
 
@@ -116,16 +144,43 @@ mod tests {
     use crate::layout::ino;
     use crate::testutil::{composed, contribution, image};
 
-    fn layout(seed: &str) -> (Layout, Digest) {
-        let c = contribution("src", vec![image("linux/amd64", seed)]);
+    /// A snapshot whose manifest blob is the file `dir/SEED`.
+    fn layout(dir: &std::path::Path, seed: &str) -> (Layout, Digest) {
+        let mut c = contribution("src", vec![image("linux/amd64", seed)]);
+        let file = dir.join(seed);
+        std::fs::write(&file, seed).unwrap();
+        c.blobs[0].origin = Origin::File(file);
         let comp = composed(&[c]);
         (Layout::new(&comp), comp.index_digest)
     }
 
     #[test]
+    fn a_blob_whose_file_is_gone_is_not_found_by_name_while_degraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (l, _) = layout(dir.path(), "gone");
+        let g = Generations::new(l);
+        let name = Digest::sha256_of(b"gone");
+        let a = g.lookup(ino::SHA256, OsStr::new(name.encoded())).unwrap();
+        std::fs::remove_file(dir.path().join("gone")).unwrap();
+        // Not checked while the sources compose: a stat per lookup made a cold
+        // find over 20,000 blobs 1.5x slower.
+        assert!(g.lookup(ino::SHA256, OsStr::new(name.encoded())).is_ok());
+        g.set_degraded(true);
+        assert!(matches!(
+            g.lookup(ino::SHA256, OsStr::new(name.encoded())),
+            Err(FsError::NotFound)
+        ));
+        // An inode the kernel already knows still answers (its open will fail with ENOENT).
+        assert_eq!(g.attr(a.ino).unwrap(), a);
+        // Generated files have no source file to lose.
+        assert!(g.lookup(ino::ROOT, OsStr::new("index.json")).is_ok());
+    }
+
+    #[test]
     fn old_names_stay_reachable_after_a_swap_but_are_not_listed() {
-        let (first, first_index) = layout("one");
-        let (second, second_index) = layout("two");
+        let dir = tempfile::tempdir().unwrap();
+        let (first, first_index) = layout(dir.path(), "one");
+        let (second, second_index) = layout(dir.path(), "two");
         let g = Generations::new(first);
         let old_json = g.content(ino::INDEX_JSON).unwrap();
         g.swap(second);

@@ -198,6 +198,7 @@ impl Watcher {
         let started = Instant::now();
         match self.plan.compose() {
             Ok(comp) => {
+                self.snapshots.set_degraded(false);
                 if let Some(e) = self.last_error.take() {
                     log::info!("sources compose again (was: {e})");
                 }
@@ -217,6 +218,7 @@ impl Watcher {
                 self.last = fingerprint;
             }
             Err(e) => {
+                self.snapshots.set_degraded(true);
                 let msg = e.to_string();
                 if self.last_error.as_deref() != Some(msg.as_str()) {
                     log::warn!(

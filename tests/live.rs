@@ -267,14 +267,9 @@ fn a_vanished_source_keeps_the_last_snapshot_and_static_ignores_changes() {
     );
     let (before, index) = index_of(&m);
     let (static_before, _) = index_of(&s);
-    let layer = m.path(&format!(
-        "blobs/sha256/{}",
-        hex(
-            &json_of(&m.path(&format!("blobs/sha256/{}", hex(&index["manifests"][0]))))["layers"]
-                [0]
-        )
-    ));
-
+    let manifest = json_of(&m.path(&format!("blobs/sha256/{}", hex(&index["manifests"][0]))));
+    let layer = m.path(&format!("blobs/sha256/{}", hex(&manifest["layers"][0])));
+    let config = manifest["config"].clone();
     // The source vanishes: the last snapshot is still served; opening a blob whose file is gone fails cleanly.
     let moved = tmp.path().join("moved");
     fs::rename(&live.root, &moved).unwrap();
@@ -286,6 +281,9 @@ fn a_vanished_source_keeps_the_last_snapshot_and_static_ignores_changes() {
     fixed.index(&[(m2, Some("latest"))]);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(index_of(&m).0, before);
+    // A blob never looked up before is refused at lookup, one looked up before at open.
+    let lookup = fs::metadata(m.path(&format!("blobs/sha256/{}", hex(&config)))).unwrap_err();
+    assert_eq!(lookup.raw_os_error(), Some(libc::ENOENT), "{lookup}");
     let err = fs::File::open(&layer).map(drop).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
     assert_eq!(index_of(&s).0, static_before, "--static followed a change");
