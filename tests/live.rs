@@ -337,3 +337,35 @@ fn a_replaced_archive_is_reindexed() {
         assert_eq!(sha256_file(&path).encoded(), name);
     }
 }
+
+#[test]
+fn a_re_pointed_latest_symlink_is_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v1 = LayoutBuilder::simple(
+        tmp.path().join("app-amd64-1.rootfs-oci"),
+        "linux",
+        "amd64",
+        "one",
+    );
+    let v2 = LayoutBuilder::simple(
+        tmp.path().join("app-amd64-2.rootfs-oci"),
+        "linux",
+        "amd64",
+        "two",
+    );
+    let link = tmp.path().join("app-amd64-latest-oci");
+    std::os::unix::fs::symlink("app-amd64-1.rootfs-oci", &link).unwrap();
+    let m = Mount::new(&tmp.path().join("mnt"), &[link.to_str().unwrap()]);
+    let want = |b: &LayoutBuilder| hex(&json_of(&b.root.join("index.json"))["manifests"][0]);
+    assert_eq!(hex(&index_of(&m).1["manifests"][0]), want(&v1));
+    // What `ln -sfn` does: a new link, renamed over the old one.
+    let tmp_link = tmp.path().join(".latest.tmp");
+    std::os::unix::fs::symlink("app-amd64-2.rootfs-oci", &tmp_link).unwrap();
+    fs::rename(&tmp_link, &link).unwrap();
+    wait_for("the re-pointed symlink", Duration::from_secs(2), || {
+        hex(&index_of(&m).1["manifests"][0]) == want(&v2)
+    });
+    for (name, digest) in rehash_blobs(&m.dir) {
+        assert_eq!(digest.encoded(), name);
+    }
+}
