@@ -348,11 +348,7 @@ impl Filesystem for OciFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(failed("open", ino.0, &FsError::ReadOnly));
         }
-        let (attr, content) = match self
-            .snapshots
-            .attr(ino.0)
-            .and_then(|a| Ok((a, self.snapshots.content(ino.0)?)))
-        {
+        let (attr, content) = match self.snapshots.file(ino.0) {
             Ok(found) => found,
             Err(e) => return reply.error(failed("open", ino.0, &e)),
         };

@@ -135,6 +135,11 @@ impl Generations {
     pub fn content(&self, ino: u64) -> Result<Content, FsError> {
         self.ask(|l, _| l.content(ino).cloned())
     }
+
+    /// Attributes and content of file `ino`, from one snapshot.
+    pub fn file(&self, ino: u64) -> Result<(Attr, Content), FsError> {
+        self.ask(|l, _| Ok((l.attr(ino)?, l.content(ino)?.clone())))
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::digest::Digest;
@@ -151,8 +151,6 @@ pub struct Image {
 pub struct Contribution {
     /// The source's name as given.
     pub name: String,
-    /// The canonical path of the source, directory or archive (symlinks followed).
-    pub root: PathBuf,
     /// Its platform manifests, in its own order.
     pub images: Vec<Image>,
     /// Every blob reachable from those manifests (manifests, configs, layers),
@@ -167,7 +165,6 @@ pub fn read(spec: &SourceSpec, want_ref: Option<&str>) -> Result<Contribution, E
     let entry = choose_entry(&index, want_ref).map_err(|p| reader.err("index.json", p))?;
     let mut out = Contribution {
         name: spec.name.clone(),
-        root: reader.path().to_owned(),
         images: Vec::new(),
         blobs: Vec::new(),
     };
@@ -353,14 +350,6 @@ impl<'a> Reader<'a> {
             return Err(self.err("index.json", Problem::EmptyIndex));
         }
         Ok(manifests)
-    }
-
-    /// The canonical path of the source (directory or archive).
-    fn path(&self) -> &Path {
-        match &self.root {
-            Root::Dir(p) => p,
-            Root::Tar { archive, .. } => &archive.path,
-        }
     }
 
     /// Finds a regular file of the layout; `Ok(None)` when it does not exist.

@@ -52,7 +52,6 @@ pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
         .collect();
     Contribution {
         name: name.into(),
-        root: PathBuf::from(format!("/{name}")),
         images,
         blobs,
     }
