@@ -54,12 +54,7 @@ fn rebuild(layout: &Path, stamp: &str) {
 fn a_rebuilt_source_shows_up_and_old_readers_keep_their_bytes() {
     require_tool("skopeo");
     let tmp = tempfile::tempdir().unwrap();
-    let amd64 = umoci_layout(tmp.path(), "amd64", "v1");
-    let arm64 = umoci_layout(tmp.path(), "arm64", "v1");
-    let m = Mount::new(
-        &tmp.path().join("mnt"),
-        &[amd64.to_str().unwrap(), arm64.to_str().unwrap()],
-    );
+    let (amd64, _, m) = two_arch_mount(tmp.path(), "v1");
     let (old_hex, old_index) = index_of(&m);
     let old_amd64 = hex(&old_index["manifests"][0]);
     // A reader that opened the old index blob before the rebuild.
@@ -103,19 +98,7 @@ fn a_rebuilt_source_shows_up_and_old_readers_keep_their_bytes() {
     assert!(names.contains(&new_hex) && !names.contains(&old_hex));
 
     // skopeo copies the new image.
-    let out = tmp.path().join("copy");
-    run(Command::new("skopeo").args([
-        "copy",
-        "--all",
-        &format!("oci:{}", m.dir.display()),
-        &format!("oci:{}:latest", out.display()),
-    ]));
-    let copied = run(Command::new("skopeo").args([
-        "inspect",
-        "--raw",
-        &format!("oci:{}:latest", out.display()),
-    ]))
-    .stdout;
+    let copied = skopeo_copy_all(&m.dir, &tmp.path().join("copy"), "latest");
     assert_eq!(Digest::sha256_of(&copied).encoded(), new_hex);
 }
 
@@ -197,12 +180,7 @@ fn a_non_atomic_rewrite_of_index_json_never_shows_a_half_state() {
 fn skopeo_copies_complete_while_the_source_is_rebuilt_10_times() {
     require_tool("skopeo");
     let tmp = tempfile::tempdir().unwrap();
-    let amd64 = umoci_layout(tmp.path(), "amd64", "c0");
-    let arm64 = umoci_layout(tmp.path(), "arm64", "c0");
-    let m = Mount::new(
-        &tmp.path().join("mnt"),
-        &[amd64.to_str().unwrap(), arm64.to_str().unwrap()],
-    );
+    let (amd64, _, m) = two_arch_mount(tmp.path(), "c0");
     let done = Arc::new(AtomicBool::new(false));
     let builder = {
         let (amd64, done) = (amd64.clone(), done.clone());

@@ -365,17 +365,7 @@ fn skopeo_inspects_and_copies_the_mount() {
     ]);
     let m = Mount::new(&f.mnt, &argv);
     let oci = format!("oci:{}", m.dir.display());
-    let served_index = {
-        let e = json(&m.path("index.json"));
-        fs::read(m.path(&format!(
-                "blobs/sha256/{}",
-                e["manifests"][0]["digest"]
-                    .as_str()
-                    .unwrap()
-                    .trim_start_matches("sha256:")
-            )))
-        .unwrap()
-    };
+    let served_index = served_index(&m.dir);
 
     // Without a ref (index.json has one entry) and with the tag: the same raw index.
     for reference in [oci.clone(), format!("{oci}:v1")] {
@@ -402,18 +392,7 @@ fn skopeo_inspects_and_copies_the_mount() {
 
     // copy --all verifies every blob and manifest digest while copying.
     let out_dir = f.mnt.with_file_name("copy");
-    run(Command::new("skopeo").args([
-        "copy",
-        "--all",
-        &oci,
-        &format!("oci:{}:v1", out_dir.display()),
-    ]));
-    let copied = run(Command::new("skopeo").args([
-        "inspect",
-        "--raw",
-        &format!("oci:{}:v1", out_dir.display()),
-    ]))
-    .stdout;
+    let copied = skopeo_copy_all(&m.dir, &out_dir, "v1");
     assert_eq!(copied, served_index);
     let copied_blobs: BTreeSet<String> = fs::read_dir(out_dir.join("blobs/sha256"))
         .unwrap()

@@ -68,12 +68,7 @@ impl Drop for Registry {
 fn skopeo_pushes_the_mount_to_a_registry_unchanged() {
     require_tool("skopeo");
     let tmp = tempfile::tempdir().unwrap();
-    let amd64 = umoci_layout(tmp.path(), "amd64", "r1");
-    let arm64 = umoci_layout(tmp.path(), "arm64", "r2");
-    let m = Mount::new(
-        &tmp.path().join("mnt"),
-        &[amd64.to_str().unwrap(), arm64.to_str().unwrap()],
-    );
+    let (_, _, m) = two_arch_mount(tmp.path(), "r1");
     let index_json: Value =
         serde_json::from_slice(&fs::read(m.path("index.json")).unwrap()).unwrap();
     let index_digest = index_json["manifests"][0]["digest"]

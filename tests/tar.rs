@@ -90,12 +90,8 @@ fn both_yocto_shapes_mixed_with_a_directory_serve_every_blob() {
         assert_eq!(digest.encoded(), name);
     }
     let copy = tmp.path().join("copy");
-    run(Command::new("skopeo").args([
-        "copy",
-        "--all",
-        &format!("oci:{}", mnt.display()),
-        &format!("oci:{}:latest", copy.display()),
-    ]));
+    let copied = skopeo_copy_all(&mnt, &copy, "latest");
+    assert_eq!(copied, served_index(&mnt));
 
     // The daemon wrote nothing: no temp files, no regular file open for writing.
     assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0);

@@ -85,6 +85,47 @@ pub fn umoci_layout(dir: &Path, arch: &str, extra: &str) -> PathBuf {
     layout
 }
 
+/// An amd64 and an arm64 layout made with umoci under `dir`, mounted together at `dir/mnt`.
+pub fn two_arch_mount(dir: &Path, seed: &str) -> (PathBuf, PathBuf, Mount) {
+    let amd64 = umoci_layout(dir, "amd64", seed);
+    let arm64 = umoci_layout(dir, "arm64", seed);
+    let m = Mount::new(
+        &dir.join("mnt"),
+        &[
+            amd64.to_str().expect("utf-8"),
+            arm64.to_str().expect("utf-8"),
+        ],
+    );
+    (amd64, arm64, m)
+}
+
+/// `skopeo copy --all oci:FROM oci:TO:TAG` (skopeo verifies every digest), then
+/// the raw index the copy holds.
+pub fn skopeo_copy_all(from: &Path, to: &Path, tag: &str) -> Vec<u8> {
+    require_tool("skopeo");
+    let dest = format!("oci:{}:{tag}", to.display());
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "-q",
+        &format!("oci:{}", from.display()),
+        &dest,
+    ]));
+    run(Command::new("skopeo").args(["inspect", "--raw", &dest])).stdout
+}
+
+/// The bytes of the image index a mounted layout's index.json points at.
+pub fn served_index(dir: &Path) -> Vec<u8> {
+    let index_json: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).expect("read index.json"))
+            .expect("parse index.json");
+    let digest = index_json["manifests"][0]["digest"]
+        .as_str()
+        .expect("digest");
+    let digest = Digest::parse(digest).expect("valid digest");
+    fs::read(dir.join(digest.blob_path())).expect("read the index blob")
+}
+
 /// sha256 of a file.
 pub fn sha256_file(path: &Path) -> Digest {
     Digest::sha256_of(&fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())))
