@@ -10,14 +10,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fuser::{Config, MountOption, Session, SessionACL};
+use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::fs::{FsOptions, OciFs};
-use crate::generations::Generations;
+use crate::generations::{Generations, Invalidation};
 use crate::index::Composition;
-use crate::layout::Layout;
 use crate::mountinfo;
 use crate::plan::Plan;
 
@@ -42,6 +41,14 @@ pub enum MountError {
         path: PathBuf,
         /// The error.
         err: io::Error,
+    },
+    /// The log file cannot be used.
+    #[error("log file {path}: {why}")]
+    LogFile {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        why: String,
     },
     /// The detached daemon reported a failure or died.
     #[error("{0}")]
@@ -93,6 +100,8 @@ pub struct MountConfig {
     pub readahead_kb: u32,
     /// Follow source changes (off with `--static`).
     pub live: bool,
+    /// Hash each blob version at its first open (`--verify`).
+    pub verify: bool,
 }
 
 /// The `-o` options ocimux understands.
@@ -222,6 +231,8 @@ pub fn mount(served: Served, cfg: &MountConfig) -> Result<(), MountError> {
         let session = start(served, cfg)?;
         return serve(session);
     }
+    // Opened here, before anything is mounted, so a bad path is bad input.
+    let log = cfg.log_file.as_deref().map(open_log).transpose()?;
     let (read_end, write_end) =
         nix::unistd::pipe().map_err(|e| io_err("creating a pipe")(e.into()))?;
     // SAFETY: no other thread exists yet (sources are read single-threaded and
@@ -236,7 +247,7 @@ pub fn mount(served: Served, cfg: &MountConfig) -> Result<(), MountError> {
         }
         ForkResult::Child => {
             drop(read_end);
-            let code = daemon_child(served, cfg, write_end);
+            let code = daemon_child(served, cfg, log, write_end);
             std::process::exit(code);
         }
     }
@@ -261,9 +272,9 @@ fn wait_ready(read_end: OwnedFd, child: Pid) -> Result<(), MountError> {
     }
 }
 
-fn daemon_child(served: Served, cfg: &MountConfig, ready: OwnedFd) -> i32 {
+fn daemon_child(served: Served, cfg: &MountConfig, log: Option<File>, ready: OwnedFd) -> i32 {
     let mut ready = File::from(ready);
-    if let Err(e) = detach(cfg.log_file.as_deref()) {
+    if let Err(e) = detach(log) {
         let _ = write!(ready, "{e}");
         return 3;
     }
@@ -287,8 +298,31 @@ fn daemon_child(served: Served, cfg: &MountConfig, ready: OwnedFd) -> i32 {
     }
 }
 
-/// Starts a new session, moves to `/`, and points stdio away from the terminal.
-fn detach(log_file: Option<&Path>) -> Result<(), MountError> {
+/// Opens the daemon's log file for appending: created if missing, never
+/// opened blocking (a FIFO would hang the mount), and only a regular file.
+pub fn open_log(path: &Path) -> Result<File, MountError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |why: String| MountError::LogFile {
+        path: path.to_owned(),
+        why,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| refuse(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    Ok(file)
+}
+
+/// Starts a new session, moves to `/`, and points stdio away from the
+/// terminal: stderr to the log file when there is one.
+fn detach(log: Option<File>) -> Result<(), MountError> {
     nix::unistd::setsid().map_err(|e| io_err("setsid")(e.into()))?;
     std::env::set_current_dir("/").map_err(io_err("chdir /"))?;
     let null = OpenOptions::new()
@@ -296,13 +330,8 @@ fn detach(log_file: Option<&Path>) -> Result<(), MountError> {
         .write(true)
         .open("/dev/null")
         .map_err(io_err("opening /dev/null"))?;
-    let log: OwnedFd = match log_file {
-        Some(p) => OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .map_err(io_err(&format!("opening log file {}", p.display())))?
-            .into(),
+    let log: OwnedFd = match log {
+        Some(f) => f.into(),
         None => null.try_clone().map_err(io_err("dup"))?.into(),
     };
     use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
@@ -319,13 +348,14 @@ fn start(served: Served, cfg: &MountConfig) -> Result<Session<OciFs>, MountError
     stop_signals()
         .thread_block()
         .map_err(|e| io_err("blocking signals")(e.into()))?;
-    let snapshots = Arc::new(Generations::new(Layout::new(&served.first)));
+    let snapshots = Arc::new(Generations::new(&served.first));
     let fs = OciFs::new(
         snapshots.clone(),
         FsOptions {
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
             passthrough: cfg.passthrough,
+            verify: cfg.verify,
         },
     );
     let fsname = format!("ocimux:{}", std::process::id());
@@ -343,7 +373,22 @@ fn start(served: Served, cfg: &MountConfig) -> Result<Session<OciFs>, MountError
         raise_readahead(&cfg.mountpoint, cfg.readahead_kb);
     }
     if cfg.live {
-        crate::watch::spawn(served.plan, &served.first, snapshots)
+        let notifier = session.notifier();
+        let notify = Box::new(move |stale: &[Invalidation]| {
+            for inv in stale {
+                let sent = match inv {
+                    Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                    Invalidation::Entry { parent, name } => {
+                        notifier.inval_entry(INodeNo(*parent), std::ffi::OsStr::new(name))
+                    }
+                };
+                // ENOENT: the kernel holds nothing for it, which is fine.
+                if let Err(e) = sent {
+                    log::debug!("invalidating {inv:?}: {e}");
+                }
+            }
+        });
+        crate::watch::spawn(served.plan, &served.first, snapshots, notify)
             .map_err(io_err("starting the source watcher"))?;
     } else {
         log::info!("--static: sources are not watched");

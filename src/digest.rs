@@ -48,6 +48,42 @@ impl Algorithm {
     }
 }
 
+/// An incremental hash, for content too large to hold in memory.
+#[derive(Debug, Clone)]
+pub enum Hasher {
+    /// SHA-256 state.
+    Sha256(sha2::Sha256),
+    /// SHA-512 state.
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    /// A new hash of `algorithm`.
+    pub fn new(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+        }
+    }
+
+    /// Adds `data`.
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+        }
+    }
+
+    /// The digest of everything added.
+    pub fn finish(self) -> Digest {
+        let (algorithm, encoded) = match self {
+            Hasher::Sha256(h) => (Algorithm::Sha256, crate::hex::encode(&h.finalize())),
+            Hasher::Sha512(h) => (Algorithm::Sha512, crate::hex::encode(&h.finalize())),
+        };
+        Digest { algorithm, encoded }
+    }
+}
+
 /// A validated digest.
 ///
 /// Invariant: `encoded` is lower-case hex of exactly the algorithm's length.
@@ -114,15 +150,6 @@ impl Digest {
     pub fn matches(&self, data: &[u8]) -> Result<(), Digest> {
         let actual = self.algorithm.hash(data);
         if actual == *self { Ok(()) } else { Err(actual) }
-    }
-
-    /// The first 64 bits of the digest, used to derive stable inode numbers.
-    pub fn prefix_u64(&self) -> u64 {
-        // The invariant guarantees at least 64 hex digits.
-        self.encoded
-            .get(..16)
-            .and_then(|p| u64::from_str_radix(p, 16).ok())
-            .unwrap_or(0)
     }
 }
 
@@ -194,7 +221,13 @@ mod tests {
         let d = Digest::sha256_of(b"");
         assert_eq!(d.to_string(), format!("sha256:{HEX64}"));
         assert_eq!(d.blob_path(), format!("blobs/sha256/{HEX64}"));
-        assert_eq!(d.prefix_u64(), 0xe3b0c44298fc1c14);
+        let mut h = Hasher::new(Algorithm::Sha256);
+        h.update(b"a");
+        h.update(b"bc");
+        assert_eq!(h.finish(), Digest::sha256_of(b"abc"));
+        let mut h = Hasher::new(Algorithm::Sha512);
+        h.update(b"abc");
+        assert_eq!(h.finish(), Algorithm::Sha512.hash(b"abc"));
         assert!(d.matches(b"").is_ok());
         assert_eq!(d.matches(b"x").unwrap_err(), Digest::sha256_of(b"x"));
         let d512 = Algorithm::Sha512.hash(b"abc");

@@ -45,6 +45,21 @@ pub enum Error {
     /// No source was given.
     #[error("no SOURCE given")]
     NoSources,
+    /// The generated image index would be larger than clients accept.
+    #[error(
+        "the generated image index would be {size} bytes ({manifests} manifests), more than the \
+         {cap}-byte limit that registries and containers/image enforce; sources: {sources}"
+    )]
+    IndexTooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        cap: u64,
+        /// How many manifests it lists.
+        manifests: usize,
+        /// The sources, comma separated.
+        sources: String,
+    },
 }
 
 /// What is wrong with one file of a source.
@@ -113,9 +128,13 @@ pub enum Problem {
     /// A referenced blob is not in the layout.
     #[error("referenced blob is missing")]
     MissingBlob,
-    /// A file is not a regular file.
+    /// An archive member is not a regular file.
     #[error("not a regular file")]
     NotRegular,
+    /// A file could not be opened confined to its source (it leaves the
+    /// source, is not a regular file, or is inside an ocimux mount).
+    #[error("{0}")]
+    Open(#[source] crate::confine::OpenError),
     /// An archive member that a layout needs is a hard or symbolic link.
     #[error("is a link in the archive; blobs must be regular members")]
     Link,
@@ -166,6 +185,41 @@ impl Error {
             source_name: source_name.to_owned(),
             file: file.into(),
             problem,
+        }
+    }
+}
+
+/// `s` with control characters escaped (`\u{1b}`), so that text taken from a
+/// source (a ref name, a path) cannot drive the terminal it is printed on.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printable_table() {
+        let cases = [
+            ("plain text", "plain text"),
+            ("tab\there", "tab\\there"),
+            ("\u{1b}[31mred", "\\u{1b}[31mred"),
+            ("line\nbreak", "line\\nbreak"),
+            ("ünïcode", "ünïcode"),
+            ("\u{9b}csi", "\\u{9b}csi"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(super::printable(input), want, "{input:?}");
         }
     }
 }

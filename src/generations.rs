@@ -9,14 +9,32 @@
 
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::layout::{Attr, Content, FsError, Layout};
-use crate::source::Origin;
+use crate::index::Composition;
+use crate::layout::{Attr, Content, FsError, Inodes, Layout, ino};
+use crate::source::{Blob, Origin};
 
 /// How long replaced snapshots stay reachable by name.
 pub const KEEP: Duration = Duration::from_secs(600);
+
+/// What the kernel must forget after a swap, because a name's bytes now come
+/// from elsewhere. The daemon sends these (FUSE notifications) from the
+/// watcher's thread, never from a request handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The inode's cached attributes and pages (its file was replaced,
+    /// rewritten, resized or its access changed).
+    Inode(u64),
+    /// A name no snapshot serves any more: its cached entry.
+    Entry {
+        /// The directory.
+        parent: u64,
+        /// The name in it.
+        name: String,
+    },
+}
 
 #[derive(Debug)]
 struct Inner {
@@ -29,19 +47,28 @@ struct Inner {
 #[derive(Debug)]
 pub struct Generations {
     inner: RwLock<Inner>,
+    /// Blob inode numbers for the mount's life; used only while building.
+    inodes: Mutex<Inodes>,
     /// Set while the sources do not compose (one vanished, or is mid-rewrite):
     /// files of the current snapshot may be gone, so lookups check them.
     degraded: AtomicBool,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Generations {
-    /// Starts with `layout`.
-    pub fn new(layout: Layout) -> Self {
+    /// Starts with the snapshot of `comp`.
+    pub fn new(comp: &Composition) -> Self {
+        let mut inodes = Inodes::default();
+        let layout = Layout::new(comp, &mut inodes);
         Generations {
             inner: RwLock::new(Inner {
                 current: Arc::new(layout),
                 retired: Vec::new(),
             }),
+            inodes: Mutex::new(inodes),
             degraded: AtomicBool::new(false),
         }
     }
@@ -54,19 +81,40 @@ impl Generations {
         }
     }
 
-    /// Makes `layout` current; the old one stays reachable by name for [`KEEP`].
-    pub fn swap(&self, layout: Layout) {
-        let layout = Arc::new(layout);
-        let mut inner = match self.inner.write() {
-            Ok(inner) => inner,
-            Err(poisoned) => poisoned.into_inner(),
+    /// Builds the snapshot of `comp` and makes it current; the old one stays
+    /// reachable by name for [`KEEP`]. Returns what the kernel must forget:
+    /// inodes whose bytes now come from elsewhere, and names no live
+    /// snapshot serves (their numbers are forgotten too, never reused).
+    pub fn swap(&self, comp: &Composition) -> Vec<Invalidation> {
+        let mut inodes = lock(&self.inodes);
+        let layout = Arc::new(Layout::new(comp, &mut inodes));
+        let (old, live) = {
+            let mut inner = match self.inner.write() {
+                Ok(inner) => inner,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let old = std::mem::replace(&mut inner.current, layout.clone());
+            let now = Instant::now();
+            inner.retired.insert(0, (now, old.clone()));
+            inner
+                .retired
+                .retain(|(when, _)| now.duration_since(*when) < KEEP);
+            let live: Vec<Arc<Layout>> = std::iter::once(inner.current.clone())
+                .chain(inner.retired.iter().map(|(_, l)| l.clone()))
+                .collect();
+            (old, live)
         };
-        let old = std::mem::replace(&mut inner.current, layout);
-        let now = Instant::now();
-        inner.retired.insert(0, (now, old));
-        inner
-            .retired
-            .retain(|(when, _)| now.duration_since(*when) < KEEP);
+        let mut out: Vec<Invalidation> = layout
+            .blobs()
+            .filter(|(n, blob)| matches!(old.content(*n), Ok(Content::Blob(was)) if was != *blob))
+            .map(|(n, _)| Invalidation::Inode(n))
+            .collect();
+        let forgotten = inodes.forget_unless(|d| live.iter().any(|l| l.has_blob(d)));
+        out.extend(forgotten.into_iter().map(|(d, _)| Invalidation::Entry {
+            parent: ino::dir_of(d.algorithm()),
+            name: d.encoded().to_owned(),
+        }));
+        out
     }
 
     /// Records whether the sources currently fail to compose (see `degraded`).
@@ -120,12 +168,10 @@ impl Generations {
         self.ask(|l, may_be_gone| {
             let attr = l.lookup(parent, name)?;
             match l.content(attr.ino) {
-                Ok(Content::Blob {
-                    origin: Origin::File(path),
+                Ok(Content::Blob(Blob {
+                    origin: Origin::File { dir, rel, .. },
                     ..
-                }) if may_be_gone && std::fs::symlink_metadata(path).is_err() => {
-                    Err(FsError::NotFound)
-                }
+                })) if may_be_gone && !dir.exists(rel) => Err(FsError::NotFound),
                 _ => Ok(attr),
             }
         })
@@ -147,23 +193,26 @@ mod tests {
     use super::*;
     use crate::digest::Digest;
     use crate::layout::ino;
-    use crate::testutil::{composed, contribution, image};
+    use crate::testutil::{composed, contribution, file_origin, image};
 
-    /// A snapshot whose manifest blob is the file `dir/SEED`.
-    fn layout(dir: &std::path::Path, seed: &str) -> (Layout, Digest) {
+    /// A composition whose manifest blob is the file `dir/SEED`.
+    fn layout(dir: &std::path::Path, seed: &str) -> (Composition, Digest) {
         let mut c = contribution("src", vec![image("linux/amd64", seed)]);
-        let file = dir.join(seed);
-        std::fs::write(&file, seed).unwrap();
-        c.blobs[0].origin = Origin::File(file);
+        std::fs::write(dir.join(seed), seed).unwrap();
+        let crate::confine::Resolved::Dir(d) = crate::confine::resolve(dir).unwrap() else {
+            panic!("a directory")
+        };
+        c.blobs[0].origin = file_origin(Arc::new(d), seed, seed.len() as u64);
         let comp = composed(&[c]);
-        (Layout::new(&comp), comp.index_digest)
+        let digest = comp.index_digest.clone();
+        (comp, digest)
     }
 
     #[test]
     fn a_blob_whose_file_is_gone_is_not_found_by_name_while_degraded() {
         let dir = tempfile::tempdir().unwrap();
         let (l, _) = layout(dir.path(), "gone");
-        let g = Generations::new(l);
+        let g = Generations::new(&l);
         let name = Digest::sha256_of(b"gone");
         let a = g.lookup(ino::SHA256, OsStr::new(name.encoded())).unwrap();
         std::fs::remove_file(dir.path().join("gone")).unwrap();
@@ -186,9 +235,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (first, first_index) = layout(dir.path(), "one");
         let (second, second_index) = layout(dir.path(), "two");
-        let g = Generations::new(first);
+        let g = Generations::new(&first);
         let old_json = g.content(ino::INDEX_JSON).unwrap();
-        g.swap(second);
+        g.swap(&second);
         // index.json is the new one.
         assert_ne!(g.content(ino::INDEX_JSON).unwrap(), old_json);
         // The old index blob and manifest are still found by name and inode.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::digest::Digest;
-use crate::document::{OCI_INDEX, REF_NAME};
+use crate::document::{MAX_JSON, OCI_INDEX, REF_NAME};
 use crate::error::Error;
 use crate::platform::Platform;
 use crate::source::{Blob, Contribution};
@@ -67,15 +67,15 @@ struct DescriptorOut<'a> {
 /// present in several sources is served from the first one.
 pub fn compose(sources: &[Contribution], opts: &IndexOptions) -> Result<Composition, Error> {
     let mut rows: Vec<(String, crate::source::Image)> = Vec::new();
+    // Platform → the source that gave it first (a set, not a scan: an index
+    // source can bring thousands of manifests).
+    let mut seen: std::collections::HashMap<_, &str> = std::collections::HashMap::new();
     for source in sources {
         for image in &source.images {
-            if let Some((first, _)) = rows
-                .iter()
-                .find(|(_, seen)| seen.platform.same_as(&image.platform))
-            {
+            if let Some(first) = seen.insert(image.platform.key(), &source.name) {
                 return Err(Error::DuplicatePlatform {
                     platform: image.platform.to_string(),
-                    first: first.clone(),
+                    first: first.to_owned(),
                     second: source.name.clone(),
                 });
             }
@@ -101,6 +101,17 @@ pub fn compose(sources: &[Contribution], opts: &IndexOptions) -> Result<Composit
         annotations: &opts.annotations,
     };
     let index = to_json(&doc);
+    // What registries and containers/image accept: refuse here, not at push.
+    if index.len() as u64 > MAX_JSON {
+        let mut names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        names.dedup();
+        return Err(Error::IndexTooLarge {
+            size: index.len() as u64,
+            cap: MAX_JSON,
+            manifests: rows.len(),
+            sources: names.join(", "),
+        });
+    }
     let index_digest = Digest::sha256_of(&index);
     let index_json = to_json(&IndexDoc {
         schema_version: 2,
@@ -149,16 +160,33 @@ pub fn check_tag(tag: &str) -> Result<(), Error> {
     }
 }
 
-/// Parses `KEY=VALUE` for `--annotation`.
+/// Longest annotation key and value accepted.
+pub const MAX_ANNOTATION: (usize, usize) = (256, 4096);
+
+/// Parses `KEY=VALUE` for `--annotation`: a key of 1 to 256 printable ASCII
+/// characters without spaces, a value of at most 4096 characters without
+/// control characters.
 pub fn parse_annotation(s: &str) -> Result<(String, String), Error> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(Error::Argument {
-            what: "annotation",
-            value: s.to_owned(),
-            why: "expected KEY=VALUE with a non-empty KEY".into(),
-        }),
+    let refuse = |why: &str| Error::Argument {
+        what: "annotation",
+        value: s.to_owned(),
+        why: why.to_owned(),
+    };
+    let Some((k, v)) = s.split_once('=') else {
+        return Err(refuse("expected KEY=VALUE with a non-empty KEY"));
+    };
+    let (key_max, value_max) = MAX_ANNOTATION;
+    if k.is_empty() || k.len() > key_max || !k.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(refuse(
+            "KEY must be 1 to 256 printable ASCII characters without spaces",
+        ));
     }
+    if v.chars().count() > value_max || v.chars().any(char::is_control) {
+        return Err(refuse(
+            "VALUE must be at most 4096 characters without control characters",
+        ));
+    }
+    Ok((k.to_owned(), v.to_owned()))
 }
 
 #[cfg(test)]
@@ -241,7 +269,7 @@ mod tests {
             .find(|b| b.digest == Digest::sha256_of(b"shared"))
             .unwrap();
         assert!(
-            matches!(&first.origin, crate::source::Origin::File(p) if p.starts_with("/a")),
+            matches!(&first.origin, crate::source::Origin::File { rel, .. } if rel.starts_with("a/")),
             "{first:?}"
         );
     }
@@ -260,5 +288,35 @@ mod tests {
         assert_eq!(parse_annotation("k=").unwrap(), ("k".into(), "".into()));
         assert!(parse_annotation("=v").is_err());
         assert!(parse_annotation("kv").is_err());
+        assert!(parse_annotation("k=\u{1b}]0;title\u{7}").is_err());
+        assert!(parse_annotation("k y=v").is_err());
+        assert!(parse_annotation(&format!("{}=v", "k".repeat(257))).is_err());
+        assert!(parse_annotation(&format!("k={}", "v".repeat(4097))).is_err());
+        assert!(parse_annotation(&format!("k={}", "é".repeat(4096))).is_ok());
+    }
+
+    #[test]
+    fn an_index_over_the_cap_is_refused_naming_the_sources() {
+        let images = |name: &str, from: u32| {
+            let images: Vec<_> = (from..from + 9000)
+                .map(|i| {
+                    let mut im = image("linux/amd64", &format!("{name}{i}"));
+                    im.platform.os_version = Some(format!("10.0.{i}"));
+                    im
+                })
+                .collect();
+            contribution(name, images)
+        };
+        let sources = [images("a", 0), images("b", 9000), images("c", 18000)];
+        let opts = IndexOptions {
+            tag: "latest".into(),
+            ..Default::default()
+        };
+        let err = compose(&sources, &opts).unwrap_err().to_string();
+        assert!(
+            err.contains("27000 manifests") && err.contains("sources: a, b, c"),
+            "{err}"
+        );
+        assert!(compose(&sources[..1], &opts).is_ok());
     }
 }

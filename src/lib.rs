@@ -3,6 +3,7 @@
 //!
 //! The crate is split the way the data flows:
 //! - [`digest`], [`platform`], [`document`]: the OCI vocabulary, parsed strictly;
+//! - [`confine`]: opens a source's files confined beneath its root, never blocking;
 //! - [`source`]: reads one source layout and computes what it contributes
 //!   (a platform manifest and every blob reachable from it), validating as it goes;
 //! - [`index`]: generates the image index and `index.json` bytes;
@@ -11,10 +12,12 @@
 //!   the current snapshot and the recent ones it replaced;
 //! - [`plan`] and [`watch`]: what to compose, and rebuilding when sources change;
 //! - [`tar`]: indexing uncompressed tar archives, served in place;
+//! - [`verify`]: `--verify`, hashing each blob version once before serving it;
 //! - [`fs`]: the thin `fuser` adapter that answers kernel requests from a snapshot;
 //! - [`daemon`]: mounting, detaching, signals and unmounting.
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 
+pub mod confine;
 pub mod daemon;
 pub mod digest;
 pub mod document;
@@ -32,6 +35,7 @@ pub mod source;
 pub mod tar;
 #[doc(hidden)]
 pub mod testutil;
+pub mod verify;
 pub mod watch;
 
 pub use error::{Error, Problem};

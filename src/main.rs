@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use ocimux::daemon::{self, MountConfig, MountError, MountOptions, Served};
+use ocimux::error::printable;
 use ocimux::index::{self, Composition, IndexOptions};
 use ocimux::plan::Plan;
 use ocimux::source::SourceSpec;
@@ -110,6 +111,10 @@ struct MountArgs {
     /// Serve every read from the daemon, even where the kernel offers passthrough.
     #[arg(long)]
     no_passthrough: bool,
+    /// Hash each blob the first time it is opened (once per file version) and
+    /// fail the open if the bytes do not match the blob's digest.
+    #[arg(long)]
+    verify: bool,
     /// Readahead of the mount, in KiB (0 leaves the kernel's default).
     #[arg(long, value_name = "KIB", default_value_t = 4096)]
     readahead_kb: u32,
@@ -121,7 +126,8 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("ocimux: {err:#}");
+            // One line, whatever a source put in the names it contributed.
+            eprintln!("ocimux: {}", printable(&format!("{err:#}")));
             ExitCode::from(exit_code(&err))
         }
     }
@@ -149,7 +155,8 @@ fn init_logging(verbose: u8, quiet: u8) {
         .parse_env("OCIMUX_LOG")
         .format(|buf, record| {
             let level = record.level().to_string().to_lowercase();
-            writeln!(buf, "ocimux: {level}: {}", record.args())
+            let msg = record.args().to_string();
+            writeln!(buf, "ocimux: {level}: {}", printable(&msg))
         })
         .init();
 }
@@ -159,7 +166,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         return exit::BAD_INPUT;
     }
     match err.downcast_ref::<MountError>() {
-        Some(MountError::Option(_)) => exit::BAD_INPUT,
+        Some(MountError::Option(_) | MountError::LogFile { .. }) => exit::BAD_INPUT,
         Some(MountError::NotOurs(_) | MountError::Unmount { .. }) => exit::UMOUNT,
         Some(_) => exit::MOUNT,
         None => exit::OTHER,
@@ -217,10 +224,11 @@ fn print_table(out: &mut impl Write, comp: &Composition) -> std::io::Result<()> 
     for (name, image) in &comp.rows {
         writeln!(
             out,
-            "{:<16} {:<71} {:>8}  {name}",
-            image.platform.to_string(),
+            "{:<16} {:<71} {:>8}  {}",
+            printable(&image.platform.to_string()),
             image.digest.to_string(),
-            image.size
+            image.size,
+            printable(name)
         )?;
     }
     let bytes: u64 = comp.blobs.iter().map(|b| b.size).sum();
@@ -262,6 +270,7 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         passthrough: !args.no_passthrough,
         readahead_kb: args.readahead_kb,
         live: !args.static_sources,
+        verify: args.verify,
     };
     Ok(daemon::mount(Served { plan, first: comp }, &cfg)?)
 }

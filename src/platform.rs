@@ -94,18 +94,34 @@ impl Platform {
         })
     }
 
-    /// Whether two platforms would be indistinguishable to a client.
-    pub fn same_as(&self, other: &Platform) -> bool {
-        self.os == other.os
-            && self.architecture == other.architecture
-            && self.variant == other.variant
-            && self.os_version == other.os_version
+    /// What a client tells platforms apart by: two platforms with the same
+    /// key are indistinguishable to it.
+    pub fn key(&self) -> (&str, &str, Option<&str>, Option<&str>) {
+        (
+            &self.os,
+            &self.architecture,
+            self.variant.as_deref(),
+            self.os_version.as_deref(),
+        )
     }
 }
+
+/// Longest `os`, `architecture` or `variant` accepted (Go's longest is 11).
+pub const MAX_COMPONENT: usize = 32;
+/// Longest `os.version` accepted (Windows' are like `10.0.20348.2340`).
+pub const MAX_OS_VERSION: usize = 64;
+/// Most `os.features` entries accepted, and the longest one.
+pub const MAX_OS_FEATURES: (usize, usize) = (16, 64);
 
 fn check_component(what: &str, v: &str) -> Result<(), String> {
     if v.is_empty() {
         return Err(format!("{what} is empty"));
+    }
+    if v.len() > MAX_COMPONENT {
+        return Err(format!(
+            "{what} is {} bytes long, more than {MAX_COMPONENT}",
+            v.len()
+        ));
     }
     if !v
         .bytes()
@@ -113,6 +129,39 @@ fn check_component(what: &str, v: &str) -> Result<(), String> {
     {
         return Err(format!(
             "{what} {v:?} has characters other than letters, digits, '.', '_', '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `os.version` and `os.features` taken from a source: they reach
+/// the generated index and terminals, so each is short and made of
+/// `[A-Za-z0-9._+-]` only (no spaces, no control characters).
+pub fn check_os_fields(version: Option<&str>, features: &[String]) -> Result<(), String> {
+    let plain = |v: &str| {
+        v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
+    };
+    if let Some(v) = version {
+        if v.is_empty() || v.len() > MAX_OS_VERSION || !plain(v) {
+            return Err(format!(
+                "os.version {v:?} is not 1 to {MAX_OS_VERSION} of letters, digits, '.', '_', '+', '-'"
+            ));
+        }
+    }
+    let (most, longest) = MAX_OS_FEATURES;
+    if features.len() > most {
+        return Err(format!(
+            "os.features lists {} entries, more than {most}",
+            features.len()
+        ));
+    }
+    if let Some(f) = features
+        .iter()
+        .find(|f| f.is_empty() || f.len() > longest || !plain(f))
+    {
+        return Err(format!(
+            "os.features entry {f:?} is not 1 to {longest} of letters, digits, '.', '_', '+', '-'"
         ));
     }
     Ok(())
@@ -188,6 +237,35 @@ mod tests {
                 (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn os_fields_table() {
+        let long = "x".repeat(65);
+        let many: Vec<String> = (0..17).map(|i| format!("f{i}")).collect();
+        // version, features, ok
+        let cases: &[(Option<&str>, &[String], bool)] = &[
+            (None, &[], true),
+            (Some("10.0.17763.1234"), &["win32k".to_owned()], true),
+            (Some(""), &[], false),
+            (Some("10.0\u{1b}[2J"), &[], false),
+            (Some("10 0"), &[], false),
+            (Some(&long), &[], false),
+            (None, &["".to_owned()], false),
+            (None, &["a\nb".to_owned()], false),
+            (None, std::slice::from_ref(&long), false),
+            (None, &many, false),
+            (None, &many[..16], true),
+        ];
+        for (version, features, ok) in cases {
+            assert_eq!(
+                check_os_fields(*version, features).is_ok(),
+                *ok,
+                "{version:?} {features:?}"
+            );
+        }
+        assert!(Platform::parse(&format!("linux/{}", "a".repeat(33))).is_err());
+        assert!(Platform::parse(&format!("linux/{}", "a".repeat(32))).is_ok());
     }
 
     #[test]

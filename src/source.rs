@@ -7,11 +7,12 @@
 //! descriptor's size, and that manifests and configs hash to their digests.
 //! Layers are stat'ed, never read, so this costs the same for 1 MiB or 10 GiB.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::confine::{self, Access, FileId, FileInfo, OpenError, Resolved, SourceDir};
 use crate::digest::Digest;
 use crate::document::{self, Document, Kind, RawDescriptor, RawPlatform};
 use crate::error::{Error, Problem};
@@ -94,14 +95,23 @@ pub struct Blob {
     pub size: u64,
     /// Where its bytes are.
     pub origin: Origin,
+    /// Who may read it through the mount: what the source grants.
+    pub access: Access,
 }
 
-/// Where a blob's bytes are on disk.
+/// Where a blob's bytes are on disk, and the identity they had when the
+/// snapshot was built: bytes are served only while that identity holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    /// A whole file (a blob of a layout directory), absolute path. Blob files
-    /// are content-addressed: whatever file has this path has these bytes.
-    File(PathBuf),
+    /// A whole file of a layout directory, opened beneath the source's root.
+    File {
+        /// The source's root, held open.
+        dir: Arc<SourceDir>,
+        /// The file under it (`blobs/<alg>/<hex>`).
+        rel: String,
+        /// Its identity when found.
+        id: FileId,
+    },
     /// A byte range of a tar archive (a member's data).
     Range {
         /// The archive, as opened when it was indexed.
@@ -111,18 +121,39 @@ pub enum Origin {
     },
 }
 
+impl Origin {
+    /// A short description for logs: the source file or archive member.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::File { dir, rel, .. } => dir.path().join(rel).display().to_string(),
+            Origin::Range { archive, offset } => {
+                format!("{} at offset {offset}", archive.path.display())
+            }
+        }
+    }
+
+    /// The identity of the file the bytes are read from.
+    pub fn file_id(&self) -> FileId {
+        match self {
+            Origin::File { id, .. } => *id,
+            Origin::Range { archive, .. } => archive.id,
+        }
+    }
+}
+
 /// An indexed tar archive, kept open. An archive's path is not
-/// content-addressed: a rebuild replaces it with other offsets. Reading the
-/// file that was indexed (not whatever now has its path) keeps the offsets of
-/// every snapshot true for as long as the snapshot lives.
+/// content-addressed: a rebuild replaces it with other offsets, or rewrites it
+/// in place. Reading the file that was indexed (not whatever now has its
+/// path), and only while it keeps the identity it had, keeps the offsets of
+/// every snapshot true.
 #[derive(Debug)]
 pub struct Archive {
     /// Where it was found.
     pub path: PathBuf,
-    /// The file that was indexed.
-    pub file: File,
-    /// Its identity, (device, inode).
-    id: (u64, u64),
+    /// The file that was indexed, shared by every open of its members.
+    pub file: Arc<File>,
+    /// Its identity when indexed.
+    pub id: FileId,
 }
 
 impl PartialEq for Archive {
@@ -231,9 +262,7 @@ fn is_attestation(d: &RawDescriptor) -> bool {
 
 /// Indexes a tar archive source and finds its layout: at the root (members
 /// `oci-layout` or `./oci-layout`) or under exactly one top directory.
-fn open_archive(path: PathBuf) -> Result<Root, Problem> {
-    use std::os::unix::fs::MetadataExt;
-    let file = File::open(&path).map_err(Problem::Io)?;
+fn open_archive(path: &Path, file: File, info: FileInfo) -> Result<Root, Problem> {
     let mut head = [0u8; 512];
     let n = read_head(&file, &mut head).map_err(Problem::Io)?;
     let head = head.get(..n).unwrap_or_default();
@@ -260,14 +289,21 @@ fn open_archive(path: PathBuf) -> Result<Root, Problem> {
             }
         }
     };
-    let meta = file.metadata().map_err(Problem::Io)?;
+    // Indexed from this very file: if it changed meanwhile, the offsets are
+    // of no version in particular.
+    if !info.id.holds(&FileId::of(&file).map_err(Problem::Io)?) {
+        return Err(Problem::Io(io::Error::other(
+            "the archive changed while it was being indexed",
+        )));
+    }
     let archive = Arc::new(Archive {
-        path,
-        file,
-        id: (meta.dev(), meta.ino()),
+        path: path.to_owned(),
+        file: Arc::new(file),
+        id: info.id,
     });
     Ok(Root::Tar {
         archive,
+        access: info.access,
         index,
         prefix,
     })
@@ -287,19 +323,54 @@ fn read_head(file: &File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Where a source's files are: a layout directory, or a tar archive of one.
 enum Root {
-    Dir(PathBuf),
+    Dir(Arc<SourceDir>),
     Tar {
         archive: Arc<Archive>,
+        /// Who may read the archive, and so its members.
+        access: Access,
         index: tar::TarIndex,
         /// `""` for a layout at the archive's root, `"top/"` for one under a top directory.
         prefix: String,
     },
 }
 
-/// A file of the layout as found: its size, and where its bytes are.
+/// A file of the layout as found: its size, where its bytes are, who may
+/// read it, and (for a directory source) the file, already open.
 struct Found {
     size: u64,
     origin: Origin,
+    access: Access,
+    file: Option<File>,
+}
+
+impl Found {
+    /// Reads the whole file into memory; it is at most `cap` bytes (checked by the caller).
+    fn read_all(&self, cap: u64) -> io::Result<Vec<u8>> {
+        match (&self.file, &self.origin) {
+            (Some(file), _) => {
+                let mut bytes = Vec::new();
+                file.take(cap + 1).read_to_end(&mut bytes).map(|_| bytes)
+            }
+            (None, Origin::Range { archive, offset }) => tar::read_member(
+                &archive.file,
+                &tar::Member {
+                    offset: *offset,
+                    size: self.size,
+                    kind: tar::MemberKind::File,
+                },
+            ),
+            (None, Origin::File { .. }) => Err(io::Error::other("file not open")),
+        }
+    }
+}
+
+/// A confinement refusal, as a problem of a source's file.
+fn problem(e: OpenError) -> Problem {
+    match e {
+        OpenError::Missing => Problem::Missing,
+        OpenError::Io(e) => Problem::Io(e),
+        e => Problem::Open(e),
+    }
 }
 
 struct Reader<'a> {
@@ -310,17 +381,12 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn open(spec: &'a SourceSpec) -> Result<Self, Error> {
         let name = spec.name.as_str();
-        let root = fs::canonicalize(&spec.path).map_err(|e| {
-            let problem = match e.kind() {
-                io::ErrorKind::NotFound => Problem::Missing,
-                _ => Problem::Io(e),
-            };
-            Error::source(name, ".", problem)
-        })?;
-        let root = if root.is_dir() {
-            Root::Dir(root)
-        } else {
-            open_archive(root).map_err(|p| Error::source(name, ".", p))?
+        let root = match confine::resolve(&spec.path) {
+            Ok(Resolved::Dir(dir)) => Root::Dir(Arc::new(dir)),
+            Ok(Resolved::File(file, info)) => {
+                open_archive(&spec.path, file, info).map_err(|p| Error::source(name, ".", p))?
+            }
+            Err(e) => return Err(Error::source(name, ".", problem(e))),
         };
         let reader = Reader { name, root };
         let marker = reader.read_small("oci-layout", document::MAX_JSON, "no oci-layout file")?;
@@ -353,25 +419,29 @@ impl<'a> Reader<'a> {
     }
 
     /// Finds a regular file of the layout; `Ok(None)` when it does not exist.
+    /// A directory source's file is opened confined to the source.
     fn find(&self, rel: &str) -> Result<Option<Found>, Problem> {
         match &self.root {
-            Root::Dir(root) => {
-                let path = root.join(rel);
-                let meta = match fs::metadata(&path) {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(Problem::Io(e)),
+            Root::Dir(dir) => {
+                let (file, info) = match dir.open_with_access(rel) {
+                    Ok(opened) => opened,
+                    Err(OpenError::Missing) => return Ok(None),
+                    Err(e) => return Err(problem(e)),
                 };
-                if !meta.is_file() {
-                    return Err(Problem::NotRegular);
-                }
                 Ok(Some(Found {
-                    size: meta.len(),
-                    origin: Origin::File(path),
+                    size: info.id.size,
+                    origin: Origin::File {
+                        dir: dir.clone(),
+                        rel: rel.to_owned(),
+                        id: info.id,
+                    },
+                    access: info.access,
+                    file: Some(file),
                 }))
             }
             Root::Tar {
                 archive,
+                access,
                 index,
                 prefix,
             } => {
@@ -385,6 +455,8 @@ impl<'a> Reader<'a> {
                             archive: archive.clone(),
                             offset: m.offset,
                         },
+                        access: *access,
+                        file: None,
                     })),
                     tar::MemberKind::Link => Err(Problem::Link),
                     _ => Err(Problem::NotRegular),
@@ -400,6 +472,10 @@ impl<'a> Reader<'a> {
             .find(rel)
             .map_err(|p| self.err(rel, p))?
             .ok_or_else(|| self.err(rel, Problem::NotLayout(missing.into())))?;
+        self.read_found(rel, &found, cap)
+    }
+
+    fn read_found(&self, rel: &str, found: &Found, cap: u64) -> Result<Vec<u8>, Error> {
         if found.size > cap {
             return Err(self.err(
                 rel,
@@ -409,21 +485,9 @@ impl<'a> Reader<'a> {
                 },
             ));
         }
-        let read = match &found.origin {
-            Origin::File(path) => File::open(path).and_then(|f| {
-                let mut bytes = Vec::new();
-                f.take(cap + 1).read_to_end(&mut bytes).map(|_| bytes)
-            }),
-            Origin::Range { archive, offset } => tar::read_member(
-                &archive.file,
-                &tar::Member {
-                    offset: *offset,
-                    size: found.size,
-                    kind: tar::MemberKind::File,
-                },
-            ),
-        };
-        let bytes = read.map_err(|e| self.err(rel, Problem::Io(e)))?;
+        let bytes = found
+            .read_all(cap)
+            .map_err(|e| self.err(rel, Problem::Io(e)))?;
         if bytes.len() as u64 > cap {
             return Err(self.err(
                 rel,
@@ -437,8 +501,9 @@ impl<'a> Reader<'a> {
     }
 
     /// Validates a descriptor's digest (blamed on `holder`, the file that
-    /// contains it) and checks the blob exists with the descriptor's size.
-    fn blob(&self, desc: &RawDescriptor, holder: &str) -> Result<Blob, Error> {
+    /// contains it) and checks the blob exists, confined to the source, as a
+    /// regular file of the descriptor's size.
+    fn blob(&self, desc: &RawDescriptor, holder: &str) -> Result<(Blob, Found), Error> {
         let digest = Digest::parse(&desc.digest).map_err(|e| {
             self.err(
                 holder,
@@ -462,18 +527,20 @@ impl<'a> Reader<'a> {
                 },
             ));
         }
-        Ok(Blob {
+        let blob = Blob {
             digest,
             size: desc.size,
-            origin: found.origin,
-        })
+            origin: found.origin.clone(),
+            access: found.access,
+        };
+        Ok((blob, found))
     }
 
     /// Reads a JSON blob (manifest, index or config) and verifies its digest.
     fn json_blob(&self, desc: &RawDescriptor, holder: &str) -> Result<(Blob, Vec<u8>), Error> {
-        let blob = self.blob(desc, holder)?;
+        let (blob, found) = self.blob(desc, holder)?;
         let rel = blob.digest.blob_path();
-        let bytes = self.read_small(&rel, document::MAX_JSON, "referenced blob is missing")?;
+        let bytes = self.read_found(&rel, &found, document::MAX_JSON)?;
         if bytes.len() as u64 != blob.size {
             // The file changed between stat and read.
             return Err(self.err(
@@ -578,7 +645,7 @@ impl<'a> Reader<'a> {
         out.blobs.push(manifest_blob);
         out.blobs.push(config_blob);
         for layer in layers {
-            out.blobs.push(self.blob(layer, &rel)?);
+            out.blobs.push(self.blob(layer, &rel)?.0);
         }
         Ok(())
     }
@@ -609,6 +676,8 @@ impl<'a> Reader<'a> {
             .clone()
             .or_else(|| from_index.and_then(|p| p.os_features.clone()))
             .unwrap_or_default();
+        crate::platform::check_os_fields(platform.os_version.as_deref(), &platform.os_features)
+            .map_err(Problem::BadPlatform)?;
         Ok(platform)
     }
 }
@@ -709,11 +778,13 @@ mod tests {
         assert_eq!(hexes(&c.blobs), want, "a repeated layer appears once");
         assert!(!hexes(&c.blobs).contains(&leftover["digest"].as_str().unwrap().to_owned()));
         for blob in &c.blobs {
-            let Origin::File(path) = &blob.origin else {
+            let Origin::File { dir, rel, id } = &blob.origin else {
                 panic!("a directory source's blob is a whole file: {blob:?}")
             };
+            let path = dir.path().join(rel);
             assert!(path.is_absolute() && path.is_file());
-            assert_eq!(blob.size, std::fs::metadata(path).unwrap().len());
+            assert_eq!(blob.size, std::fs::metadata(&path).unwrap().len());
+            assert_eq!(blob.size, id.size);
         }
     }
 

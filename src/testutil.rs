@@ -4,9 +4,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
 
+use crate::confine::{Access, FileId, Resolved, SourceDir};
 use crate::digest::Digest;
 use crate::document::{OCI_INDEX, OCI_MANIFEST, REF_NAME};
 use crate::platform::Platform;
@@ -22,12 +24,44 @@ pub fn image(platform: &str, seed: &str) -> Image {
     }
 }
 
-/// A blob whose digest is the sha256 of `seed`, `seed.len()` bytes long, at `/src/SEED`.
+/// `/`, held as a source directory, for blobs whose files are never opened.
+pub fn root_dir() -> Arc<SourceDir> {
+    static ROOT: OnceLock<Arc<SourceDir>> = OnceLock::new();
+    ROOT.get_or_init(|| match crate::confine::resolve(Path::new("/")) {
+        Ok(Resolved::Dir(d)) => Arc::new(d),
+        other => panic!("resolving /: {other:?}"),
+    })
+    .clone()
+}
+
+/// A whole-file origin `rel` under `dir` with a made-up identity of `size` bytes.
+pub fn file_origin(dir: Arc<SourceDir>, rel: &str, size: u64) -> Origin {
+    Origin::File {
+        dir,
+        rel: rel.to_owned(),
+        id: FileId {
+            dev: 0,
+            ino: 0,
+            size,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            unlinked: false,
+        },
+    }
+}
+
+/// A blob whose digest is the sha256 of `seed`, `seed.len()` bytes long, at
+/// `/src/SEED`, owned by 7:8 with mode 0440.
 pub fn blob(seed: &str) -> Blob {
     Blob {
         digest: Digest::sha256_of(seed.as_bytes()),
         size: seed.len() as u64,
-        origin: Origin::File(PathBuf::from(format!("/src/{seed}"))),
+        origin: file_origin(root_dir(), &format!("src/{seed}"), seed.len() as u64),
+        access: Access {
+            uid: 7,
+            gid: 8,
+            mode: 0o440,
+        },
     }
 }
 
@@ -47,7 +81,16 @@ pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
         .map(|i| Blob {
             digest: i.digest.clone(),
             size: i.size,
-            origin: Origin::File(PathBuf::from(format!("/{name}/{}", i.digest.blob_path()))),
+            origin: file_origin(
+                root_dir(),
+                &format!("{name}/{}", i.digest.blob_path()),
+                i.size,
+            ),
+            access: Access {
+                uid: 0,
+                gid: 0,
+                mode: 0o444,
+            },
         })
         .collect();
     Contribution {

@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use crate::generations::Generations;
+use crate::generations::{Generations, Invalidation};
 use crate::index::Composition;
-use crate::layout::Layout;
 use crate::plan::Plan;
 
 /// Quiet time after the last event before rebuilding.
@@ -33,13 +32,22 @@ pub const MAX_DELAY: Duration = Duration::from_millis(500);
 /// Retry interval while the sources do not compose.
 pub const RETRY: Duration = Duration::from_millis(500);
 
+/// Tells the kernel what a swap made stale (see [`Invalidation`]).
+pub type Notify = Box<dyn Fn(&[Invalidation]) + Send>;
+
 /// Starts the watcher thread. It runs until the process exits.
-pub fn spawn(plan: Plan, first: &Composition, snapshots: Arc<Generations>) -> std::io::Result<()> {
+pub fn spawn(
+    plan: Plan,
+    first: &Composition,
+    snapshots: Arc<Generations>,
+    notify: Notify,
+) -> std::io::Result<()> {
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
         .map_err(std::io::Error::from)?;
     let mut watcher = Watcher {
         plan,
         snapshots,
+        notify,
         inotify,
         names: HashMap::new(),
         last: Fingerprint::of(first),
@@ -76,6 +84,7 @@ impl Fingerprint {
 struct Watcher {
     plan: Plan,
     snapshots: Arc<Generations>,
+    notify: Notify,
     inotify: Inotify,
     /// Per watch: `Some(name)` when only events for that entry matter.
     names: HashMap<WatchDescriptor, Option<OsString>>,
@@ -207,14 +216,16 @@ impl Watcher {
                 if fingerprint == self.last {
                     return;
                 }
-                let layout = Layout::new(&comp);
+                let stale = self.snapshots.swap(&comp);
+                let layout = self.snapshots.current();
                 log::info!(
-                    "sources changed: serving index {} ({} files), built in {:?}",
+                    "sources changed: serving index {} ({} files), built in {:?}; {} invalidations",
                     layout.index_digest(),
                     layout.file_count(),
-                    started.elapsed()
+                    started.elapsed(),
+                    stale.len()
                 );
-                self.snapshots.swap(layout);
+                (self.notify)(&stale);
                 self.last = fingerprint;
             }
             Err(e) => {

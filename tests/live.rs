@@ -248,9 +248,20 @@ fn a_vanished_source_keeps_the_last_snapshot_and_static_ignores_changes() {
     let manifest = json_of(&m.path(&format!("blobs/sha256/{}", hex(&index["manifests"][0]))));
     let layer = m.path(&format!("blobs/sha256/{}", hex(&manifest["layers"][0])));
     let config = manifest["config"].clone();
-    // The source vanishes: the last snapshot is still served; opening a blob whose file is gone fails cleanly.
+    // The source vanishes: the last snapshot is still served; opening a blob
+    // whose file is gone fails cleanly. (The snapshot holds the source's
+    // directory open, so the moved directory's files would still be served:
+    // these two are deleted.)
     let moved = tmp.path().join("moved");
     fs::rename(&live.root, &moved).unwrap();
+    let gone = [hex(&config), hex(&manifest["layers"][0])];
+    let saved: Vec<Vec<u8>> = gone
+        .iter()
+        .map(|h| fs::read(moved.join("blobs/sha256").join(h)).unwrap())
+        .collect();
+    for h in &gone {
+        fs::remove_file(moved.join("blobs/sha256").join(h)).unwrap();
+    }
     // Rewrite the static source meanwhile: it must not be followed.
     let m2 = fixed.image(
         json!({"os": "linux", "architecture": "amd64"}),
@@ -267,6 +278,9 @@ fn a_vanished_source_keeps_the_last_snapshot_and_static_ignores_changes() {
     assert_eq!(index_of(&s).0, static_before, "--static followed a change");
 
     // It comes back (rebuilt): the mount follows again.
+    for (h, bytes) in gone.iter().zip(&saved) {
+        fs::write(moved.join("blobs/sha256").join(h), bytes).unwrap();
+    }
     fs::rename(&moved, &live.root).unwrap();
     let m3 = live.image(json!({"os": "linux", "architecture": "amd64"}), &[b"back"]);
     live.index(&[(m3.clone(), Some("latest"))]);

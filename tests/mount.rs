@@ -47,6 +47,9 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let tmp = tempfile::tempdir().expect("tempdir");
+    // Searchable by all, as a deploy directory is (blobs show the read bits
+    // that the directories above them let through).
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let sources = vec![
         umoci_layout(tmp.path(), "amd64", "a"),
         umoci_layout(tmp.path(), "arm64", "b"),
@@ -155,20 +158,25 @@ fn serves_every_reachable_blob_byte_for_byte_and_nothing_else() {
         );
     }
 
-    // Attributes: exact sizes and blocks, read-only modes.
+    // Attributes: exact sizes and blocks, read-only modes: the generated
+    // index 0444, blobs their source file's owner and read bits.
     for (name, _) in &served {
         let meta = fs::metadata(m.path(&format!("blobs/sha256/{name}"))).unwrap();
         assert_eq!(meta.blocks(), meta.len().div_ceil(512), "{name}");
-        assert_eq!(meta.permissions().mode() & 0o7777, 0o444, "{name}");
         assert!(meta.is_file());
-        if name != &index_hex {
+        if name == &index_hex {
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o444, "{name}");
+        } else {
             let src = f
                 .sources
                 .iter()
                 .map(|s| s.join("blobs/sha256").join(name))
                 .find(|p| p.exists())
                 .unwrap();
-            assert_eq!(meta.len(), fs::metadata(src).unwrap().len(), "{name}");
+            let src = fs::metadata(src).unwrap();
+            assert_eq!(meta.len(), src.len(), "{name}");
+            assert_eq!(meta.mode() & 0o7777, src.mode() & 0o444, "{name}");
+            assert_eq!((meta.uid(), meta.gid()), (src.uid(), src.gid()), "{name}");
         }
     }
     for dir in ["", "blobs", "blobs/sha256"] {

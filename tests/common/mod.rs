@@ -29,6 +29,31 @@ pub fn require_tool(tool: &str) {
     );
 }
 
+/// The unprivileged user the tests act as.
+pub const NOBODY: u32 = 65534;
+
+/// `program` run as nobody (uid and gid 65534, no other groups).
+pub fn nobody(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    require_tool("setpriv");
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--",
+    ]);
+    cmd.arg(program);
+    cmd
+}
+
+/// Makes `dir` searchable and readable by everyone (tempdirs are 0700).
+pub fn open_to_all(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod 0755");
+}
+
 /// Runs a command and returns its output; panics with stderr if `must_succeed` and it failed.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd

@@ -1,0 +1,660 @@
+//! Opening a source's files confined to the source: the one place where ocimux
+//! turns a path into an open file.
+//!
+//! A source's root is resolved once (following a `…-latest-oci` symlink, which
+//! is how Yocto names the current build) and held as an `O_PATH` directory fd,
+//! [`SourceDir`]. Every file under it is opened relative to that fd with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`: a symlink that stays
+//! inside the source is followed, one that leaves it fails. Where the kernel has
+//! no openat2 (before 5.6) each component is opened with `O_NOFOLLOW`, so no
+//! symlink is followed at all.
+//!
+//! Nothing is ever opened blocking: files are opened `O_NONBLOCK` and then
+//! `fstat`ed, and only regular files are handed out, so a FIFO, socket or
+//! device costs one open and a clear error, never a hang. A path given on the
+//! command line is first opened `O_PATH` (no open side effects at all) and only
+//! reopened for reading once it is known to be a directory or regular file.
+//!
+//! What a file is, [`FileInfo`], travels with it: its identity ([`FileId`],
+//! which changes when the file is rewritten or replaced) and who may read it
+//! ([`Access`], the source's owner, group and read bits, narrowed by the
+//! directories above it).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{Mode, SFlag};
+
+/// Why a file of a source was not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Nothing has that name.
+    #[error("does not exist")]
+    Missing,
+    /// The name resolves outside the source (a symlink leaving it), or through
+    /// a symlink where symlinks cannot be followed safely.
+    #[error("a symbolic link leads outside the source")]
+    Escapes,
+    /// It exists but is not a regular file.
+    #[error("is a {0}, not a regular file")]
+    NotRegular(&'static str),
+    /// The source resolves into an ocimux mount (this one or another).
+    #[error(
+        "is inside an ocimux mount ({0}); a mount cannot serve its own or another mount's files"
+    )]
+    OcimuxMount(String),
+    /// Any other failure.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// What must stay the same for a file to keep the bytes it had: device,
+/// inode, size, and modification and change times (nanoseconds). A rewrite in
+/// place changes the size or times (restoring the mtime afterwards changes
+/// the ctime), a replacement the inode. Compare with [`FileId::holds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i128,
+    /// Status change time, ns since the epoch.
+    pub ctime_ns: i128,
+    /// No name links to the file any more (it was deleted or renamed over).
+    pub unlinked: bool,
+}
+
+/// Who may read a file through the mount: the source file's owner and group,
+/// and read bits (never more than `0444`) that grant no class of users more
+/// than the source does, directories above the file included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Access {
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Read bits, a subset of `0o444`.
+    pub mode: u16,
+}
+
+/// An opened file's identity and access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Identity, for detecting rewrites.
+    pub id: FileId,
+    /// Who may read it.
+    pub access: Access,
+}
+
+impl FileId {
+    /// Whether `now`, read from the file later, shows the same bytes as this
+    /// recorded identity. Unlinking a file changes its ctime, and a file
+    /// renamed over (as every atomic rebuild does) must go on serving the
+    /// snapshots and open files that hold it; once unlinked, only an fd
+    /// already open can change it, and that still shows in size and mtime.
+    pub fn holds(&self, now: &FileId) -> bool {
+        (self.dev, self.ino, self.size, self.mtime_ns) == (now.dev, now.ino, now.size, now.mtime_ns)
+            && (now.unlinked || self.ctime_ns == now.ctime_ns)
+    }
+
+    /// The identity of an open file.
+    pub fn of(file: &File) -> io::Result<Self> {
+        Ok(Self::from_meta(&file.metadata()?))
+    }
+
+    fn from_meta(m: &std::fs::Metadata) -> Self {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+            unlinked: m.nlink() == 0,
+        }
+    }
+}
+
+/// Search permission of one directory on the way to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DirPerm {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+impl DirPerm {
+    fn of(m: &std::fs::Metadata) -> Self {
+        DirPerm {
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode(),
+        }
+    }
+}
+
+/// The read bits a file of owner `uid`, group `gid` and mode `mode` may show,
+/// given the directories one must search to reach it.
+///
+/// Per class of users (owner, group, other), a read bit survives only if every
+/// directory grants search to every class such a user might fall in there
+/// (a group member may own the directory or not, and so on). The answer never
+/// grants more than the source; where group membership is unknowable it may
+/// grant less. Root bypasses modes anyway.
+fn reachable_mode(uid: u32, gid: u32, mode: u32, dirs: &[DirPerm]) -> u16 {
+    const UX: u32 = 0o100;
+    const GX: u32 = 0o010;
+    const OX: u32 = 0o001;
+    let mut bits = mode & 0o444;
+    for d in dirs {
+        let owner_ok = if d.uid == uid {
+            d.mode & UX != 0
+        } else {
+            d.mode & GX != 0 && d.mode & OX != 0
+        };
+        let maybe_owner_of_dir = d.uid != uid; // someone other than the file owner owns d
+        let group_ok = d.mode & GX != 0
+            && (!maybe_owner_of_dir || d.mode & UX != 0)
+            && (d.gid == gid || d.mode & OX != 0);
+        let other_ok = d.mode & OX != 0
+            && (!maybe_owner_of_dir || d.mode & UX != 0)
+            && (d.gid == gid || d.mode & GX != 0);
+        if !owner_ok {
+            bits &= !0o400;
+        }
+        if !group_ok {
+            bits &= !0o040;
+        }
+        if !other_ok {
+            bits &= !0o004;
+        }
+    }
+    // Masked with 0o444 above, so it fits.
+    u16::try_from(bits).unwrap_or(0)
+}
+
+/// What a command-line path resolved to.
+#[derive(Debug)]
+pub enum Resolved {
+    /// A directory, held open.
+    Dir(SourceDir),
+    /// A regular file, opened for reading.
+    File(File, FileInfo),
+}
+
+/// A source's root directory, held open for the life of a snapshot.
+#[derive(Debug)]
+pub struct SourceDir {
+    fd: OwnedFd,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    /// Search permissions from `/` down to and including the root.
+    above: Vec<DirPerm>,
+    /// [`SourceDir::dirs_to`]'s answers, per directory under the root.
+    dir_cache: Mutex<HashMap<String, Vec<DirPerm>>>,
+}
+
+impl PartialEq for SourceDir {
+    fn eq(&self, other: &Self) -> bool {
+        (self.dev, self.ino, &self.path) == (other.dev, other.ino, &other.path)
+    }
+}
+
+impl Eq for SourceDir {}
+
+/// Set once openat2 answered ENOSYS: use the `O_NOFOLLOW` walk from then on.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+const READ_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_NONBLOCK)
+    .union(OFlag::O_NOCTTY)
+    .union(OFlag::O_CLOEXEC);
+
+/// Resolves a path given on the command line (symlinks followed): a
+/// directory is held open as a [`SourceDir`], a regular file is opened for
+/// reading; anything else, or anything inside an ocimux mount, is refused.
+pub fn resolve(path: &Path) -> Result<Resolved, OpenError> {
+    let opath = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| not_found_or(io::Error::from(e)))?;
+    let probe = File::from(opath);
+    let meta = probe.metadata()?;
+    refuse_ocimux_mount(probe.as_fd(), &meta)?;
+    let display = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    if meta.is_dir() {
+        let above = ancestors(&display)?;
+        return Ok(Resolved::Dir(SourceDir {
+            fd: probe.into(),
+            path: display,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            above,
+            dir_cache: Mutex::default(),
+        }));
+    }
+    if !meta.is_file() {
+        return Err(OpenError::NotRegular(type_name(meta.mode())));
+    }
+    // Reopen the very inode for reading: through /proc/self/fd it is the
+    // same file whatever has happened to the path meanwhile.
+    let file = reopen(probe.as_fd())?;
+    let meta = file.metadata()?;
+    let dirs = ancestors(display.parent().unwrap_or(Path::new("/")))?;
+    let info = FileInfo {
+        id: FileId::from_meta(&meta),
+        access: Access {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: reachable_mode(meta.uid(), meta.gid(), meta.mode(), &dirs),
+        },
+    };
+    Ok(Resolved::File(file, info))
+}
+
+impl SourceDir {
+    /// The root as resolved when it was opened (for messages and watches).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens `rel` (a `/`-separated path made by ocimux, never with `..`)
+    /// for reading, confined beneath this directory; only a regular file is
+    /// returned, with its identity. This is the request path: one openat2 and
+    /// one fstat.
+    pub fn open(&self, rel: &str) -> Result<(File, FileId), OpenError> {
+        let file = if NO_OPENAT2.load(Ordering::Relaxed) {
+            self.open_walk(rel)?
+        } else {
+            let how = OpenHow::new()
+                .flags(READ_FLAGS)
+                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            match nix::fcntl::openat2(self.fd.as_fd(), rel, how) {
+                Ok(fd) => File::from(fd),
+                Err(nix::errno::Errno::ENOSYS) => {
+                    NO_OPENAT2.store(true, Ordering::Relaxed);
+                    log::info!(
+                        "openat2 is not available: symbolic links in sources are not followed"
+                    );
+                    self.open_walk(rel)?
+                }
+                Err(nix::errno::Errno::EXDEV | nix::errno::Errno::ELOOP) => {
+                    return Err(OpenError::Escapes);
+                }
+                Err(e) => return Err(not_found_or(e.into())),
+            }
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(OpenError::NotRegular(type_name(meta.mode())));
+        }
+        Ok((file, FileId::from_meta(&meta)))
+    }
+
+    /// Opens `rel` as [`SourceDir::open`] does, and also works out who may
+    /// read it (for building a snapshot, not for the request path).
+    pub fn open_with_access(&self, rel: &str) -> Result<(File, FileInfo), OpenError> {
+        let (file, id) = self.open(rel)?;
+        let meta = file.metadata()?;
+        let dirs = self.dirs_to(rel);
+        let access = Access {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: reachable_mode(meta.uid(), meta.gid(), meta.mode(), &dirs),
+        };
+        Ok((file, FileInfo { id, access }))
+    }
+
+    /// Opens `rel` one component at a time without following any symlink,
+    /// for kernels without openat2.
+    pub(crate) fn open_walk(&self, rel: &str) -> Result<File, OpenError> {
+        let parts: Vec<&str> = rel.split('/').collect();
+        let Some((last, dirs)) = parts.split_last() else {
+            return Err(OpenError::Missing);
+        };
+        if parts.iter().any(|p| matches!(*p, "" | "." | "..")) {
+            return Err(OpenError::Escapes);
+        }
+        let mut cur: Option<OwnedFd> = None;
+        for dir in dirs {
+            let at = cur.as_ref().map_or(self.fd.as_fd(), AsFd::as_fd);
+            let next = nix::fcntl::openat(
+                at,
+                *dir,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(walk_error)?;
+            cur = Some(next);
+        }
+        let at = cur.as_ref().map_or(self.fd.as_fd(), AsFd::as_fd);
+        let fd = nix::fcntl::openat(at, *last, READ_FLAGS | OFlag::O_NOFOLLOW, Mode::empty())
+            .map_err(walk_error)?;
+        Ok(File::from(fd))
+    }
+
+    /// Whether something still has the name `rel` (no symlink followed).
+    pub fn exists(&self, rel: &str) -> bool {
+        nix::sys::stat::fstatat(
+            self.fd.as_fd(),
+            rel,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_ok()
+    }
+
+    /// The directories searched to reach `rel`: those above the root, the
+    /// root, and each directory under it on the way (cached per directory:
+    /// every blob of a source lives in one or two of them).
+    fn dirs_to(&self, rel: &str) -> Vec<DirPerm> {
+        let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
+        if let Some(dirs) = self
+            .dir_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(parent).cloned())
+        {
+            return dirs;
+        }
+        let mut dirs = self.above.clone();
+        let mut prefix = String::new();
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            // Followed as the open follows it (inside the source). A directory
+            // that cannot be stat'ed grants nothing.
+            let perm = nix::sys::stat::fstatat(
+                self.fd.as_fd(),
+                prefix.as_str(),
+                nix::fcntl::AtFlags::empty(),
+            )
+            .map_or(
+                DirPerm {
+                    uid: 0,
+                    gid: 0,
+                    mode: 0,
+                },
+                |st| DirPerm {
+                    uid: st.st_uid,
+                    gid: st.st_gid,
+                    mode: st.st_mode,
+                },
+            );
+            dirs.push(perm);
+        }
+        if let Ok(mut cache) = self.dir_cache.lock() {
+            cache.insert(parent.to_owned(), dirs.clone());
+        }
+        dirs
+    }
+}
+
+fn walk_error(e: nix::errno::Errno) -> OpenError {
+    match e {
+        // O_NOFOLLOW on a symlink: ELOOP; O_DIRECTORY|O_NOFOLLOW on one: ENOTDIR.
+        nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => OpenError::Escapes,
+        e => not_found_or(e.into()),
+    }
+}
+
+fn not_found_or(e: io::Error) -> OpenError {
+    if e.kind() == io::ErrorKind::NotFound {
+        OpenError::Missing
+    } else {
+        OpenError::Io(e)
+    }
+}
+
+/// Search permissions of every directory from `/` down to `dir`, by path:
+/// `dir` is canonical, and these only narrow what the mount shows.
+fn ancestors(dir: &Path) -> io::Result<Vec<DirPerm>> {
+    let mut out = Vec::new();
+    for a in dir.ancestors().collect::<Vec<_>>().into_iter().rev() {
+        out.push(DirPerm::of(&std::fs::metadata(a)?));
+    }
+    Ok(out)
+}
+
+/// Reopens an `O_PATH` fd for reading, non-blocking.
+fn reopen(fd: BorrowedFd<'_>) -> Result<File, OpenError> {
+    use std::os::fd::AsRawFd;
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let file = nix::fcntl::open(proc_path.as_str(), READ_FLAGS, Mode::empty())
+        .map_err(|e| OpenError::Io(e.into()))?;
+    Ok(File::from(file))
+}
+
+/// The name of a file type, for messages.
+fn type_name(mode: u32) -> &'static str {
+    match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFIFO => "FIFO",
+        SFlag::S_IFSOCK => "socket",
+        SFlag::S_IFCHR => "character device",
+        SFlag::S_IFBLK => "block device",
+        SFlag::S_IFDIR => "directory",
+        SFlag::S_IFLNK => "symbolic link",
+        _ => "special file",
+    }
+}
+
+/// FUSE's filesystem magic, as `statfs` reports it.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// Refuses a path on an ocimux mount: serving a mount from itself deadlocks
+/// it, and from another one stacks daemons for no gain. Checked by the
+/// filesystem type of the resolved path, then the mount's entry.
+fn refuse_ocimux_mount(fd: BorrowedFd<'_>, meta: &std::fs::Metadata) -> Result<(), OpenError> {
+    let st = nix::sys::statfs::fstatfs(fd).map_err(|e| OpenError::Io(e.into()))?;
+    #[allow(clippy::unnecessary_cast)] // f_type's type differs between libcs
+    if st.filesystem_type().0 as i64 != FUSE_SUPER_MAGIC {
+        return Ok(());
+    }
+    let dev = format!(
+        "{}:{}",
+        nix::sys::stat::major(meta.dev()),
+        nix::sys::stat::minor(meta.dev())
+    );
+    let text = std::fs::read("/proc/self/mountinfo")?;
+    let entries = crate::mountinfo::parse(&String::from_utf8_lossy(&text));
+    match entries.iter().find(|e| e.dev == dev) {
+        Some(e) if e.ocimux_pid().is_some() => Err(OpenError::OcimuxMount(e.source.clone())),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn dir_of(path: &Path) -> SourceDir {
+        match resolve(path).unwrap() {
+            Resolved::Dir(d) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn confined_open_table() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("src");
+        std::fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+        std::fs::write(root.join("blobs/sha256/real"), b"bytes").unwrap();
+        std::fs::write(tmp.path().join("outside"), b"secret").unwrap();
+        symlink("real", root.join("blobs/sha256/inside")).unwrap();
+        symlink(
+            "../../blobs/sha256/real",
+            root.join("blobs/sha256/up-and-in"),
+        )
+        .unwrap();
+        symlink("../../../outside", root.join("blobs/sha256/up-and-out")).unwrap();
+        symlink("/etc/passwd", root.join("blobs/sha256/absolute")).unwrap();
+        symlink("/proc/self/exe", root.join("blobs/sha256/magic")).unwrap();
+        symlink("/dev/zero", root.join("blobs/sha256/device")).unwrap();
+        nix::unistd::mkfifo(
+            &root.join("blobs/sha256/fifo"),
+            Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        std::fs::create_dir(root.join("blobs/sha256/dir")).unwrap();
+        let d = dir_of(&root);
+        // name, Ok(bytes) or Err(message fragment)
+        let cases: &[(&str, Result<&[u8], &str>)] = &[
+            ("blobs/sha256/real", Ok(b"bytes")),
+            ("blobs/sha256/inside", Ok(b"bytes")),
+            ("blobs/sha256/up-and-in", Ok(b"bytes")),
+            ("blobs/sha256/up-and-out", Err("outside the source")),
+            ("blobs/sha256/absolute", Err("outside the source")),
+            ("blobs/sha256/magic", Err("outside the source")),
+            ("blobs/sha256/device", Err("outside the source")),
+            ("blobs/sha256/fifo", Err("is a FIFO")),
+            ("blobs/sha256/dir", Err("is a directory")),
+            ("blobs/sha256/none", Err("does not exist")),
+            ("../outside", Err("outside the source")),
+        ];
+        for (rel, want) in cases {
+            let started = std::time::Instant::now();
+            let got = d.open(rel).map(|(f, _)| {
+                let mut v = Vec::new();
+                io::Read::read_to_end(&mut &f, &mut v).unwrap();
+                v
+            });
+            assert!(
+                started.elapsed().as_secs() < 2,
+                "{rel} took {:?}",
+                started.elapsed()
+            );
+            match (got, want) {
+                (Ok(bytes), Ok(w)) => assert_eq!(bytes, *w, "{rel}"),
+                (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{rel}: {e}"),
+                (got, want) => panic!("{rel}: got {got:?}, want {want:?}"),
+            }
+        }
+        // The walk without openat2 follows no symlink at all.
+        for (rel, ok) in [
+            ("blobs/sha256/real", true),
+            ("blobs/sha256/inside", false),
+            ("blobs/sha256/up-and-out", false),
+            ("blobs/sha256/fifo", true), // opened non-blocking; refused by fstat later
+            ("../outside", false),
+        ] {
+            assert_eq!(d.open_walk(rel).is_ok(), ok, "{rel}");
+        }
+    }
+
+    #[test]
+    fn resolve_refuses_what_is_neither_dir_nor_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o644)).unwrap();
+        let started = std::time::Instant::now();
+        let err = resolve(&fifo).unwrap_err().to_string();
+        assert!(err.contains("is a FIFO"), "{err}");
+        assert!(started.elapsed().as_secs() < 2);
+        assert!(
+            resolve(Path::new("/dev/null"))
+                .unwrap_err()
+                .to_string()
+                .contains("character device")
+        );
+        assert!(matches!(
+            resolve(&tmp.path().join("none")),
+            Err(OpenError::Missing)
+        ));
+        std::fs::write(tmp.path().join("f"), b"x").unwrap();
+        symlink(tmp.path().join("f"), tmp.path().join("link")).unwrap();
+        assert!(matches!(
+            resolve(&tmp.path().join("link")),
+            Ok(Resolved::File(..))
+        ));
+    }
+
+    #[test]
+    fn identity_changes_with_a_rewrite_in_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("s")).unwrap();
+        std::fs::write(tmp.path().join("s/f"), b"one").unwrap();
+        let d = dir_of(&tmp.path().join("s"));
+        let (f, before) = d.open("f").unwrap();
+        std::fs::write(tmp.path().join("s/f"), b"two!").unwrap();
+        assert_ne!(FileId::of(&f).unwrap(), before, "same inode, rewritten");
+        let (_, after) = d.open("f").unwrap();
+        assert_eq!((after.dev, after.ino), (before.dev, before.ino));
+        assert_eq!(after.size, 4);
+        assert!(!before.holds(&after));
+        // Renamed over (unlinked): still the same bytes for whoever holds it.
+        std::fs::write(tmp.path().join("s/g"), b"new").unwrap();
+        std::fs::rename(tmp.path().join("s/g"), tmp.path().join("s/f")).unwrap();
+        let later = FileId::of(&f).unwrap();
+        assert!(later.unlinked && after.holds(&later), "{after:?} {later:?}");
+        // Times restored after a rewrite of the same size: the ctime tells.
+        std::fs::write(tmp.path().join("s/h"), b"one").unwrap();
+        let (h, first) = d.open("h").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(tmp.path().join("s/h"), b"two").unwrap();
+        let mtime = std::time::UNIX_EPOCH
+            + std::time::Duration::from_nanos(u64::try_from(first.mtime_ns).unwrap());
+        h.set_modified(mtime).unwrap();
+        let now = FileId::of(&h).unwrap();
+        assert_eq!((now.size, now.mtime_ns), (first.size, first.mtime_ns));
+        assert!(!first.holds(&now));
+    }
+
+    #[test]
+    fn reachable_mode_table() {
+        let d = |uid, gid, mode| DirPerm { uid, gid, mode };
+        // file (uid, gid, mode), dirs, shown mode
+        let cases: &[((u32, u32, u32), &[DirPerm], u16)] = &[
+            ((1, 1, 0o644), &[d(0, 0, 0o755)], 0o444),
+            ((1, 1, 0o600), &[d(0, 0, 0o755)], 0o400),
+            ((1, 1, 0o777), &[d(0, 0, 0o755)], 0o444),
+            ((1, 1, 0o044), &[d(0, 0, 0o755)], 0o044),
+            // A private directory of the owner hides everything from the rest.
+            ((1, 1, 0o644), &[d(0, 0, 0o755), d(1, 1, 0o700)], 0o400),
+            // Group may search, others not.
+            ((1, 1, 0o644), &[d(1, 1, 0o750)], 0o440),
+            // Directory of another group, searchable by its group only: no
+            // one is known to be in it.
+            ((1, 1, 0o644), &[d(1, 2, 0o710)], 0o400),
+            // Directory of another owner with no search for others.
+            ((1, 1, 0o644), &[d(2, 2, 0o770)], 0o000),
+            ((1, 1, 0o644), &[d(2, 2, 0o711)], 0o444),
+        ];
+        for ((uid, gid, mode), dirs, want) in cases {
+            assert_eq!(
+                reachable_mode(*uid, *gid, *mode, dirs),
+                *want,
+                "{uid}:{gid} {mode:o} {dirs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn access_of_an_opened_file_follows_its_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("s");
+        std::fs::create_dir_all(root.join("blobs")).unwrap();
+        std::fs::write(root.join("blobs/f"), b"x").unwrap();
+        std::fs::set_permissions(tmp.path(), PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&root, PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(root.join("blobs/f"), PermissionsExt::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(root.join("blobs"), PermissionsExt::from_mode(0o700)).unwrap();
+        let (_, info) = dir_of(&root).open_with_access("blobs/f").unwrap();
+        assert_eq!(info.access.mode, 0o400);
+        std::fs::set_permissions(root.join("blobs"), PermissionsExt::from_mode(0o755)).unwrap();
+        let (_, info) = dir_of(&root).open_with_access("blobs/f").unwrap();
+        assert_eq!(info.access.mode, 0o444);
+    }
+}
