@@ -35,6 +35,54 @@ struct Case {
     want: &'static [&'static str],
 }
 
+/// Replaces a file with a symbolic link to `target`.
+fn replace_with_symlink(path: &Path, target: &Path) {
+    fs::remove_file(path).unwrap();
+    std::os::unix::fs::symlink(target, path).unwrap();
+}
+
+/// An amd64 image with one given layer descriptor, listed in index.json.
+fn image_with_layer(b: &LayoutBuilder, layer: Value) {
+    let config = b.json_blob("application/vnd.oci.image.config.v1+json", &amd64());
+    let m = b.json_blob(
+        OCI_MANIFEST,
+        &json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]}),
+    );
+    b.index(&[(m, None)]);
+}
+
+/// A source whose image index lists `count` Windows-like platforms (os.version
+/// `10.0.N` from `first` on, 16 long os.features each): about 1.4 KiB per entry.
+fn many_platforms(root: &Path, first: usize, count: usize) -> String {
+    let b = LayoutBuilder::new(root);
+    let config = b.json_blob(
+        "application/vnd.oci.image.config.v1+json",
+        &json!({"os": "windows", "architecture": "amd64"}),
+    );
+    let layer = b.blob("application/vnd.oci.image.layer.v1.tar", b"shared");
+    let features: Vec<String> = (0..16)
+        .map(|i| format!("feature-{i}-{}", "x".repeat(50)))
+        .collect();
+    let manifests: Vec<Value> = (first..first + count)
+        .map(|n| {
+            let mut d = b.json_blob(
+                OCI_MANIFEST,
+                &json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config,
+                        "layers": [layer], "annotations": {"n": n.to_string()}}),
+            );
+            d["platform"] = json!({"os": "windows", "architecture": "amd64",
+                                   "os.version": format!("10.0.{n}"), "os.features": features});
+            d
+        })
+        .collect();
+    let list = b.json_blob(
+        OCI_INDEX,
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
+    );
+    b.index(&[(list, None)]);
+    root.display().to_string()
+}
+
 fn src(p: &Path, name: &str) -> String {
     p.join(name).display().to_string()
 }
@@ -348,6 +396,170 @@ const CASES: &[Case] = &[
         },
         want: &["/s: index.json:", "unsupported media type"],
     },
+    // Issue 8: nothing outside a source is served, nothing blocks, nothing
+    // unchecked reaches the index or the terminal.
+    Case {
+        name: "layer symlinked to /etc/shadow",
+        build: |p| {
+            let shadow = fs::read("/etc/shadow").unwrap();
+            let b = LayoutBuilder::new(p.join("s"));
+            let layer = b.blob("application/vnd.oci.image.layer.v1.tar", &shadow);
+            replace_with_symlink(&b.blob_path(&layer), Path::new("/etc/shadow"));
+            image_with_layer(&b, layer);
+            vec![src(p, "s")]
+        },
+        want: &[
+            "/s: blobs/sha256/",
+            "a symbolic link leads outside the source",
+        ],
+    },
+    Case {
+        name: "config symlinked out of the layout",
+        build: |p| {
+            let b = LayoutBuilder::new(p.join("s"));
+            let config = b.json_blob("application/vnd.oci.image.config.v1+json", &amd64());
+            let outside = p.join("config.json");
+            fs::rename(b.blob_path(&config), &outside).unwrap();
+            std::os::unix::fs::symlink("../../../config.json", b.blob_path(&config)).unwrap();
+            let m = manifest_with_config(&b, config);
+            b.index(&[(m, None)]);
+            vec![src(p, "s")]
+        },
+        want: &["/s: blobs/sha256/", "outside the source"],
+    },
+    Case {
+        name: "layer symlinked to a device",
+        build: |p| {
+            let b = LayoutBuilder::new(p.join("s"));
+            let layer = b.blob("application/vnd.oci.image.layer.v1.tar", b"");
+            replace_with_symlink(&b.blob_path(&layer), Path::new("/dev/zero"));
+            image_with_layer(&b, layer);
+            vec![src(p, "s")]
+        },
+        want: &["/s: blobs/sha256/", "outside the source"],
+    },
+    Case {
+        name: "layer is a device node",
+        build: |p| {
+            let b = LayoutBuilder::new(p.join("s"));
+            let layer = b.blob("application/vnd.oci.image.layer.v1.tar", b"");
+            let path = b.blob_path(&layer);
+            fs::remove_file(&path).unwrap();
+            let dev = nix::sys::stat::makedev(1, 5); // /dev/zero's numbers
+            nix::sys::stat::mknod(
+                &path,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o644),
+                dev,
+            )
+            .unwrap();
+            image_with_layer(&b, layer);
+            vec![src(p, "s")]
+        },
+        want: &[
+            "/s: blobs/sha256/",
+            "is a character device, not a regular file",
+        ],
+    },
+    Case {
+        name: "layer is a FIFO",
+        build: |p| {
+            let b = LayoutBuilder::new(p.join("s"));
+            let layer = b.blob("application/vnd.oci.image.layer.v1.tar", b"");
+            let path = b.blob_path(&layer);
+            fs::remove_file(&path).unwrap();
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+            image_with_layer(&b, layer);
+            vec![src(p, "s")]
+        },
+        want: &["/s: blobs/sha256/", "is a FIFO, not a regular file"],
+    },
+    Case {
+        name: "index.json is a FIFO",
+        build: |p| {
+            let b = LayoutBuilder::simple(p.join("s"), "linux", "amd64", "x");
+            fs::remove_file(b.root.join("index.json")).unwrap();
+            nix::unistd::mkfifo(
+                &b.root.join("index.json"),
+                nix::sys::stat::Mode::from_bits_truncate(0o644),
+            )
+            .unwrap();
+            vec![src(p, "s")]
+        },
+        want: &["/s: index.json:", "is a FIFO"],
+    },
+    Case {
+        name: "source is a FIFO",
+        build: |p| {
+            nix::unistd::mkfifo(
+                &p.join("fifo"),
+                nix::sys::stat::Mode::from_bits_truncate(0o644),
+            )
+            .unwrap();
+            vec![src(p, "fifo")]
+        },
+        want: &["/fifo: .:", "is a FIFO, not a regular file"],
+    },
+    Case {
+        name: "os.version with an escape sequence",
+        build: |p| {
+            let b = LayoutBuilder::new(p.join("s"));
+            let m = b.image(
+                json!({"os": "windows", "architecture": "amd64", "os.version": "10.0\u{1b}[2J\u{1b}]0;pwned\u{7}"}),
+                &[b"l"],
+            );
+            b.index(&[(m, None)]);
+            vec![src(p, "s")]
+        },
+        want: &["/s: blobs/sha256/", "os.version \"10.0\\u{1b}[2J"],
+    },
+    Case {
+        name: "os.features too long",
+        build: |p| {
+            let b = LayoutBuilder::new(p.join("s"));
+            let m = b.image(
+                json!({"os": "windows", "architecture": "amd64", "os.features": ["f".repeat(100_000)]}),
+                &[b"l"],
+            );
+            b.index(&[(m, None)]);
+            vec![src(p, "s")]
+        },
+        want: &["/s: blobs/sha256/", "os.features entry"],
+    },
+    Case {
+        name: "ref names with escape sequences",
+        build: |p| {
+            let b = LayoutBuilder::new(p.join("s"));
+            let m1 = b.image(amd64(), &[b"a"]);
+            let m2 = b.image(amd64(), &[b"b"]);
+            b.index(&[(m1, Some("\u{1b}[31mred")), (m2, Some("v2"))]);
+            vec![src(p, "s")]
+        },
+        want: &["/s: index.json:", "\\u{1b}[31mred, v2"],
+    },
+    Case {
+        name: "generated index over 4 MiB",
+        build: |p| {
+            (0..3)
+                .map(|i| many_platforms(&p.join(format!("s{i}")), i * 1200, 1200))
+                .collect()
+        },
+        want: &[
+            "generated image index would be",
+            "3600 manifests",
+            "4194304-byte limit",
+            "/s0, ",
+            "/s2",
+        ],
+    },
+    Case {
+        name: "annotation with a control character",
+        build: |p| {
+            LayoutBuilder::simple(p.join("s"), "linux", "amd64", "x");
+            vec![src(p, "s"), "--annotation".into(), "k=a\u{1b}b".into()]
+        },
+        want: &["invalid annotation", "without control characters"],
+    },
     Case {
         name: "bad annotation",
         build: |p| {
@@ -372,12 +584,27 @@ fn bad_input_is_refused_by_name_with_exit_code_2() {
                 argv.push(mnt.display().to_string());
             }
             argv.extend(args.iter().cloned());
-            let out = std::process::Command::new(bin())
+            // Bounded: a refusal that blocks (on a FIFO, say) shows as exit 124.
+            let started = std::time::Instant::now();
+            let out = std::process::Command::new("timeout")
+                .arg("20")
+                .arg(bin())
                 .args(&argv)
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{}: {cmd}: {stderr}", case.name);
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{}: {cmd} took {:?}",
+                case.name,
+                started.elapsed()
+            );
+            assert!(
+                !stderr.chars().any(|c| c.is_control() && c != '\n'),
+                "{}: {cmd}: control characters reach the terminal: {stderr:?}",
+                case.name
+            );
             let errors: Vec<&str> = stderr
                 .lines()
                 .filter(|l| !l.starts_with("ocimux: warn: "))
