@@ -8,7 +8,8 @@ only ratios measured in the same run mean anything). Run through
 scripts/bench.sh, which builds the release binary and installs the tools.
 
 Environment: REPS (default 5), BENCH_DIR (default /var/tmp/ocimux-bench),
-BIG_MIB (default 1024), MANY (default 20000), SECTIONS (default all: "1,2,...,9").
+BIG_MIB (default 1024), MANY (default 20000), SECTIONS (default all: "1,2,...,12"),
+OLD_OCIMUX (an earlier build to compare with in sections 10 and 12; optional).
 """
 
 import hashlib
@@ -28,7 +29,8 @@ WORK = os.environ.get("BENCH_DIR", "/var/tmp/ocimux-bench")
 BIG_MIB = int(os.environ.get("BIG_MIB", "1024"))
 MANY = int(os.environ.get("MANY", "20000"))
 MIB = 1024 * 1024
-SECTIONS = {int(x) for x in os.environ.get("SECTIONS", "1,2,3,4,5,6,7,8,9").split(",")}
+SECTIONS = {int(x) for x in os.environ.get("SECTIONS", "1,2,3,4,5,6,7,8,9,10,11,12").split(",")}
+OLD_OCIMUX = os.environ.get("OLD_OCIMUX")
 
 
 def want(n):
@@ -127,13 +129,13 @@ def layer_paths(layout):
 class Mount:
     """ocimux (passthrough / daemon reads) or bindfs -r, unmounted on close."""
 
-    def __init__(self, kind, mnt, sources, log=None):
-        self.kind, self.mnt, self.log = kind, mnt, log
+    def __init__(self, kind, mnt, sources, log=None, extra=(), binary=OCIMUX):
+        self.kind, self.mnt, self.log, self.binary = kind, mnt, log, binary
         os.makedirs(mnt, exist_ok=True)
         if kind == "bindfs":
             sh("bindfs", "-r", sources[0], mnt)
         else:
-            cmd = [OCIMUX, "mount", mnt, *sources]
+            cmd = [binary, "mount", mnt, *sources, *extra]
             if kind == "daemon":
                 cmd.append("--no-passthrough")
             if log:
@@ -153,7 +155,7 @@ class Mount:
         if self.kind == "bindfs":
             sh("fusermount3", "-u", self.mnt)
         else:
-            sh(OCIMUX, "umount", self.mnt)
+            sh(self.binary, "umount", self.mnt)
 
 
 def proc_cpu_rss(pid):
@@ -180,11 +182,14 @@ def log_stats(log):
 
 # ---------------------------------------------------------------- measuring
 
-def interleaved(variants, fn, reps=REPS):
-    """Runs fn(variant) for each variant, reps times round-robin; medians."""
+def interleaved(variants, fn, reps=REPS, rotate=False):
+    """Runs fn(variant) for each variant, reps times round-robin; medians.
+    With rotate, each round starts one variant later (no variant always
+    follows the same one)."""
     samples = {v: [] for v in variants}
-    for _ in range(reps):
-        for v in variants:
+    for rep in range(reps):
+        k = rep % len(variants) if rotate and variants else 0
+        for v in variants[k:] + variants[:k]:
             samples[v].append(fn(v))
     return {v: statistics.median(s) for v, s in samples.items()}
 
@@ -343,6 +348,105 @@ def main():
         many_section(mnt, many, small)
     if want(8) or want(9):
         archive_section(mnt, src, big, rel, big_hex)
+    if want(10):
+        open_section(mnt, many, rel)
+    if want(11):
+        verify_section(mnt, big, rel, big_hex)
+    if want(12) and OLD_OCIMUX:
+        recheck_section(mnt, big, rel, big_hex)
+
+
+def recheck_section(mnt, big, rel, big_hex):
+    # 12. The daemon read path re-checks the file's identity (one fstat) after
+    # every read: this build vs the previous one, both --no-passthrough.
+    mounts = {"this build": Mount("daemon", os.path.join(mnt, "rc0"), [big[0]]),
+              "previous build": Mount("daemon", os.path.join(mnt, "rc1"), [big[0]], binary=OLD_OCIMUX)}
+    kinds = list(mounts)
+    path = lambda k: os.path.join(mounts[k].mnt, rel(big_hex))
+    for k in kinds:
+        seq_read(path(k), "1M", False)
+    rows = []
+    for bs in ("1M", "4k"):
+        r = interleaved(kinds, lambda k: seq_read(path(k), bs, False), rotate=True)
+        rows.append([f"warm sequential {bs} (GiB/s)", *(fmt(r[k]) for k in kinds),
+                     fmt(r["this build"] / r["previous build"])])
+    r = interleaved(kinds, lambda k: seq_read(path(k), "1M", True), rotate=True)
+    rows.append(["cold sequential 1M (GiB/s)", *(fmt(r[k]) for k in kinds),
+                 fmt(r["this build"] / r["previous build"])])
+    for k in kinds:
+        seq_read(path(k), "1M", False)  # warm again after the cold runs
+    r = interleaved(kinds, lambda k: fio_randread(path(k)), rotate=True)
+    rows.append(["warm random 4k (IOPS)", *(f"{r[k]:.0f}" for k in kinds),
+                 fmt(r["this build"] / r["previous build"])])
+    for m in mounts.values():
+        m.close()
+    table("12. Daemon read path: identity re-checked after every read (this build) vs not (previous)",
+          ["case", *kinds, "this/previous"], rows)
+
+
+def open_read_close(paths):
+    """Opens each path, reads 1 byte, closes; microseconds per file."""
+    t = time.perf_counter()
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        os.read(fd, 1)
+        os.close(fd)
+    return (time.perf_counter() - t) / len(paths) * 1e6
+
+
+def open_section(mnt, many, rel):
+    # 10. Open latency: confined, identity-checked opens (this build) vs the
+    # previous build (path opens), vs the source itself.
+    hexes = sorted(os.listdir(os.path.join(many, "blobs", "sha256")))[:5000]
+    kinds = {"this build": (OCIMUX, ()), "this build --verify": (OCIMUX, ("--verify",))}
+    if OLD_OCIMUX:
+        kinds["previous build"] = (OLD_OCIMUX, ())
+    mounts = {k: Mount("passthrough", os.path.join(mnt, f"open{i}"), [many], extra=extra, binary=b)
+              for i, (k, (b, extra)) in enumerate(kinds.items())}
+    variants = ["source", *mounts]
+    base = lambda v: many if v == "source" else mounts[v].mnt
+    paths = lambda v: [os.path.join(base(v), rel(h)) for h in hexes]
+    for v in variants:
+        open_read_close(paths(v))  # lookups, first hashes
+    r = interleaved(variants, lambda v: open_read_close(paths(v)), rotate=True)
+    for m in mounts.values():
+        m.close()
+    ref = "previous build" if OLD_OCIMUX else "source"
+    table(f"10. open + 1-byte read + close of {len(hexes)} small blobs, warm (µs per file)",
+          [*variants, f"this build/{ref}", f"--verify/{ref}"],
+          [[*(fmt(r[v], 1) for v in variants), fmt(r["this build"] / r[ref]),
+            fmt(r["this build --verify"] / r[ref])]])
+
+
+def verify_section(mnt, big, rel, big_hex):
+    # 11. --verify: the first open of a blob version hashes it; later opens do not.
+    kinds = ["default", "--verify"]
+    results = {}
+    for k in kinds:
+        rows = []
+        for rep in range(REPS):
+            m = Mount("passthrough", os.path.join(mnt, "verify"), [big[0]],
+                      extra=(("--verify",) if k == "--verify" else ()))
+            p = os.path.join(m.mnt, rel(big_hex))
+            drop_caches()
+            t0 = time.perf_counter()
+            fd = os.open(p, os.O_RDONLY)
+            t_open = time.perf_counter() - t0
+            os.close(fd)
+            cold_after_open = seq_read(p, "1M", False)  # the pages the hash read, if any
+            t_total_cold = t_open + os.path.getsize(p) / cold_after_open / 1024 ** 3
+            warm = seq_read(p, "1M", False)
+            m.close()
+            rows.append((t_open, t_total_cold, warm))
+        results[k] = [statistics.median(x) for x in zip(*rows)]
+    d, v = results["default"], results["--verify"]
+    size = os.path.getsize(os.path.join(big[0], rel(big_hex))) / 1024 ** 3
+    table(f"11. --verify on a {BIG_MIB} MiB blob, cold caches (medians of {REPS} mounts)",
+          ["case", "first open (s)", "open + read whole, cold (s)", "warm read (GiB/s)"],
+          [["default", fmt(d[0], 4), fmt(d[1], 3), fmt(d[2])],
+           ["--verify", fmt(v[0], 3), fmt(v[1], 3), fmt(v[2])],
+           ["--verify / default", fmt(v[0] / d[0], 0), fmt(v[1] / d[1]), fmt(v[2] / d[2])],
+           ["sha256 GiB/s in the first open", "", fmt(size / v[0]), ""]])
 
 
 def parallel_section(variants, path_of, mnt, par, par_hex):

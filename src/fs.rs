@@ -237,7 +237,8 @@ impl OciFs {
     /// range, which passthrough cannot map: always daemon reads.
     fn open_blob(&self, ino: u64, blob: &Blob, reply: ReplyOpen) {
         // (file, where the blob starts in it, its identity now, whether its
-        // bytes must be hashed before they are served)
+        // bytes must be hashed before they are served: true for a file that
+        // is not the one the snapshot recorded)
         let opened = match &blob.origin {
             // A file replaced or rewritten since the snapshot (a rebuild
             // renames new files over old ones) is served only once its bytes
@@ -260,12 +261,12 @@ impl OciFs {
                 .and_then(|now| checked(now, archive.id).map(|()| now))
                 .map(|now| (archive.file.clone(), *offset, now, self.opts.verify)),
         };
-        let verified = opened.and_then(|(file, base, id, hash)| {
+        let verified = opened.and_then(|(file, base, now, hash)| {
             if hash {
                 self.verifier
-                    .check(&file, base, blob.size, id, &blob.digest)?;
+                    .check(&file, base, blob.size, now, &blob.digest)?;
             }
-            Ok((file, base, id))
+            Ok((file, base, now))
         });
         let (file, base, id) = match verified {
             Ok(opened) => opened,
@@ -315,8 +316,15 @@ impl OciFs {
                 };
                 let fh = self.handles.insert(handle);
                 // A name's bytes never change under an inode (a swap that
-                // changes them invalidates the inode): keep the page cache.
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                // changes them invalidates the inode): keep the page cache,
+                // unless this is not the file the snapshot recorded (replaced
+                // and not yet rebuilt): then the kernel drops what it cached.
+                let flags = if blob.origin.file_id() == id {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), flags);
             }
         }
     }

@@ -445,3 +445,45 @@ fn fifos_and_self_reference_never_wedge_a_mount() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A swap that changes where a name's bytes come from invalidates what the
+/// kernel cached for it: a layer served wrong (layers are not hashed without
+/// --verify) and then fixed by its source is read fresh, not from the pages
+/// kept from before (daemon read path, which keeps the page cache).
+#[test]
+fn a_fixed_blob_is_read_fresh_not_from_the_kernels_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let right = b"the right bytes".to_vec();
+    let (b, layers) = source(tmp.path().join("s"), "amd64", &[&right]);
+    let src = b.blob_path(&layers[0]);
+    let wrong = b"WRONG wrong byt".to_vec();
+    assert_eq!(wrong.len(), right.len());
+    fs::write(&src, &wrong).unwrap();
+    let log = tmp.path().join("log");
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[
+            b.root.to_str().unwrap(),
+            "--no-passthrough",
+            "-v",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+    );
+    let name = m.path(&format!("blobs/sha256/{}", hex(&layers[0])));
+    assert_eq!(
+        read(&name).unwrap(),
+        wrong,
+        "served as claimed, and now cached"
+    );
+    let fixed = src.with_extension("new");
+    fs::write(&fixed, &right).unwrap();
+    fs::rename(&fixed, &src).unwrap();
+    // Nothing opens the name until the new snapshot is in (an open before
+    // would see a replaced file and drop the cache itself), and no
+    // drop_caches: the swap must tell the kernel.
+    wait_for("the rebuild", Duration::from_secs(3), || {
+        fs::read_to_string(&log).is_ok_and(|t| t.contains("sources changed"))
+    });
+    assert_eq!(read(&name).unwrap(), right);
+}
