@@ -167,20 +167,7 @@ fn an_unprivileged_user_mounts_and_unmounts_through_fusermount3() {
     }
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
-    std::os::unix::fs::chown(&mnt, Some(65534), Some(65534)).unwrap();
-    // `program` run as nobody.
-    let nobody = |program: &str| {
-        let mut cmd = Command::new("setpriv");
-        cmd.args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            program,
-        ]);
-        cmd
-    };
+    std::os::unix::fs::chown(&mnt, Some(NOBODY), Some(NOBODY)).unwrap();
     let as_nobody = |args: &[&str]| nobody(bin()).args(args).output().unwrap();
     let out = as_nobody(&["mount", mnt.to_str().unwrap(), s.root.to_str().unwrap()]);
     assert!(

@@ -20,14 +20,6 @@ fn json_of(path: &Path) -> Value {
         .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
 }
 
-fn hex(d: &Value) -> String {
-    d["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_owned()
-}
-
 /// The generated index blob the mount's index.json points at.
 fn index_of(m: &Mount) -> (String, Value) {
     let entry = &json_of(&m.path("index.json"))["manifests"][0];

@@ -204,7 +204,7 @@ fn a_failed_passthrough_registration_falls_back_once() {
     fs::create_dir(&mnt).unwrap();
     std::os::unix::fs::chown(&mnt, Some(NOBODY), Some(NOBODY)).unwrap();
     let log = home.join("log");
-    let out = nobody(bin())
+    run(nobody(bin())
         .args([
             "mount",
             mnt.to_str().unwrap(),
@@ -212,25 +212,11 @@ fn a_failed_passthrough_registration_falls_back_once() {
             "-v",
         ])
         .arg("--log-file")
-        .arg(&log)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let hashed = nobody("sh")
+        .arg(&log));
+    let hashed = run(nobody("sh")
         .args(["-c", "cd \"$1\"/blobs/sha256 && sha256sum *", "sh"])
-        .arg(&mnt)
-        .output()
-        .unwrap();
+        .arg(&mnt));
     let text = String::from_utf8_lossy(&hashed.stdout).into_owned();
-    assert!(
-        hashed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&hashed.stderr)
-    );
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines.len(),
@@ -241,15 +227,7 @@ fn a_failed_passthrough_registration_falls_back_once() {
         let (sum, name) = line.split_once("  ").unwrap();
         assert_eq!(sum, name, "{line}");
     }
-    let out = nobody(bin())
-        .args(["umount", mnt.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run(nobody(bin()).args(["umount", mnt.to_str().unwrap()]));
     let text = fs::read_to_string(&log).unwrap();
     assert_eq!(
         text.matches("passthrough registration failed").count(),

@@ -17,14 +17,6 @@ use ocimux::document::OCI_MANIFEST;
 use ocimux::testutil::LayoutBuilder;
 use serde_json::{Value, json};
 
-fn hex(d: &Value) -> String {
-    d["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_owned()
-}
-
 fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }

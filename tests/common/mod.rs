@@ -151,6 +151,15 @@ pub fn served_index(dir: &Path) -> Vec<u8> {
     fs::read(dir.join(digest.blob_path())).expect("read the index blob")
 }
 
+/// The hex part of a descriptor's sha256 digest.
+pub fn hex(d: &serde_json::Value) -> String {
+    d["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("sha256:")
+        .to_owned()
+}
+
 /// sha256 of a file.
 pub fn sha256_file(path: &Path) -> Digest {
     Digest::sha256_of(&fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())))
