@@ -466,9 +466,7 @@ fn refuse_ocimux_mount(fd: BorrowedFd<'_>, meta: &std::fs::Metadata) -> Result<(
         nix::sys::stat::major(meta.dev()),
         nix::sys::stat::minor(meta.dev())
     );
-    let text = std::fs::read("/proc/self/mountinfo")?;
-    let entries = crate::mountinfo::parse(&String::from_utf8_lossy(&text));
-    match entries.iter().find(|e| e.dev == dev) {
+    match crate::mountinfo::all()?.iter().find(|e| e.dev == dev) {
         Some(e) if e.ocimux_pid().is_some() => Err(OpenError::OcimuxMount(e.source.clone())),
         _ => Ok(()),
     }

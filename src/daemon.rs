@@ -6,9 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
@@ -18,6 +16,7 @@ use crate::fs::{FsOptions, OciFs};
 use crate::generations::{Generations, Invalidation};
 use crate::index::Composition;
 use crate::mountinfo;
+use crate::mountpoint::{Mountpoint, unmount_ours};
 use crate::plan::Plan;
 
 /// Why mounting or unmounting failed.
@@ -84,7 +83,7 @@ fn io_err(what: &str) -> impl FnOnce(io::Error) -> MountError + '_ {
 /// How to mount.
 #[derive(Debug, Clone)]
 pub struct MountConfig {
-    /// Canonical mountpoint (see [`check_mountpoint`]).
+    /// Canonical mountpoint (see [`crate::mountpoint::claim`]).
     pub mountpoint: PathBuf,
     /// Stay in the foreground.
     pub foreground: bool,
@@ -195,23 +194,6 @@ impl MountOptions {
     }
 }
 
-/// Checks that `path` is an existing, empty directory and returns its canonical form.
-pub fn check_mountpoint(path: &Path) -> Result<PathBuf, MountError> {
-    let refuse = |why: String| MountError::Mountpoint {
-        path: path.to_owned(),
-        why,
-    };
-    let canonical = fs::canonicalize(path).map_err(|e| refuse(e.to_string()))?;
-    if !canonical.is_dir() {
-        return Err(refuse("not a directory".into()));
-    }
-    let mut entries = fs::read_dir(&canonical).map_err(|e| refuse(e.to_string()))?;
-    if entries.next().is_some() {
-        return Err(refuse("not empty".into()));
-    }
-    Ok(canonical)
-}
-
 /// What to serve: the plan, and the composition already made from it (which
 /// validated every source before anything was mounted).
 #[derive(Debug)]
@@ -226,15 +208,21 @@ pub struct Served {
 ///
 /// Detached (the default), this returns in the parent once the daemon reports
 /// the mount live, or with the daemon's error; the daemon itself never returns.
-pub fn mount(served: Served, cfg: &MountConfig) -> Result<(), MountError> {
+///
+/// `claimed` (the mountpoint's lock) is held until the mount is live, in
+/// every process that has it.
+pub fn mount(served: Served, cfg: &MountConfig, claimed: Mountpoint) -> Result<(), MountError> {
     if cfg.foreground {
         let session = start(served, cfg)?;
-        return serve(session);
+        drop(claimed);
+        return serve(session, &cfg.mountpoint);
     }
     // Opened here, before anything is mounted, so a bad path is bad input.
     let log = cfg.log_file.as_deref().map(open_log).transpose()?;
-    let (read_end, write_end) =
-        nix::unistd::pipe().map_err(|e| io_err("creating a pipe")(e.into()))?;
+    // Close-on-exec: fusermount3, which stays alive as the auto_unmount
+    // monitor, must not hold the write end (the parent would wait forever).
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io_err("creating a pipe")(e.into()))?;
     // SAFETY: no other thread exists yet (sources are read single-threaded and
     // the FUSE threads start in the child), so the child may run normal code.
     #[allow(unsafe_code)]
@@ -243,11 +231,13 @@ pub fn mount(served: Served, cfg: &MountConfig) -> Result<(), MountError> {
     match forked {
         ForkResult::Parent { child } => {
             drop(write_end);
-            wait_ready(read_end, child)
+            let ready = wait_ready(read_end, child);
+            drop(claimed);
+            ready
         }
         ForkResult::Child => {
             drop(read_end);
-            let code = daemon_child(served, cfg, log, write_end);
+            let code = daemon_child(served, cfg, log, write_end, claimed);
             std::process::exit(code);
         }
     }
@@ -272,7 +262,13 @@ fn wait_ready(read_end: OwnedFd, child: Pid) -> Result<(), MountError> {
     }
 }
 
-fn daemon_child(served: Served, cfg: &MountConfig, log: Option<File>, ready: OwnedFd) -> i32 {
+fn daemon_child(
+    served: Served,
+    cfg: &MountConfig,
+    log: Option<File>,
+    ready: OwnedFd,
+    claimed: Mountpoint,
+) -> i32 {
     let mut ready = File::from(ready);
     if let Err(e) = detach(log) {
         let _ = write!(ready, "{e}");
@@ -280,10 +276,11 @@ fn daemon_child(served: Served, cfg: &MountConfig, log: Option<File>, ready: Own
     }
     match start(served, cfg) {
         Ok(session) => {
+            drop(claimed);
             // The parent may be gone already (killed); serving goes on regardless.
             let _ = ready.write_all(b"OK");
             drop(ready);
-            match serve(session) {
+            match serve(session, &cfg.mountpoint) {
                 Ok(()) => 0,
                 Err(e) => {
                     log::error!("{e}");
@@ -348,6 +345,11 @@ fn start(served: Served, cfg: &MountConfig) -> Result<Session<OciFs>, MountError
     stop_signals()
         .thread_block()
         .map_err(|e| io_err("blocking signals")(e.into()))?;
+    // Forked while this process has one thread; the pipe end lives as long
+    // as the process (closed by the kernel however it ends).
+    let alive = crate::mountpoint::watchdog(&cfg.mountpoint)
+        .map_err(io_err("starting the unmount watchdog"))?;
+    std::mem::forget(alive);
     let snapshots = Arc::new(Generations::new(&served.first));
     let fs = OciFs::new(
         snapshots.clone(),
@@ -359,11 +361,19 @@ fn start(served: Served, cfg: &MountConfig) -> Result<Session<OciFs>, MountError
         },
     );
     let fsname = format!("ocimux:{}", std::process::id());
-    let config = cfg.options.fuser_config(fsname, cfg.threads);
-    let session = Session::new(fs, &cfg.mountpoint, &config).map_err(|err| MountError::Mount {
+    let config = cfg.options.fuser_config(fsname.clone(), cfg.threads);
+    let mount_err = |err| MountError::Mount {
         path: cfg.mountpoint.clone(),
         err,
-    })?;
+    };
+    // Root mounts directly; others (and auto_unmount) through fusermount3,
+    // which checks itself what it unmounts.
+    let session = if nix::unistd::geteuid().is_root() && !cfg.options.auto_unmount {
+        let fd = mount_direct(&cfg.mountpoint, &cfg.options, &fsname).map_err(mount_err)?;
+        Session::from_fd(fs, fd, config.acl, config).map_err(mount_err)?
+    } else {
+        Session::new(fs, &cfg.mountpoint, &config).map_err(mount_err)?
+    };
     log::info!(
         "mounted {} ({} threads)",
         cfg.mountpoint.display(),
@@ -420,94 +430,70 @@ fn stop_signals() -> SigSet {
     set
 }
 
-/// Serves until the filesystem is unmounted, by a signal or from outside.
-fn serve(mut session: Session<OciFs>) -> Result<(), MountError> {
-    let mut unmounter = session.unmount_callable();
+/// Mounts with mount(2) directly (root): `/dev/fuse` opened here, the
+/// session built on its fd. fuser's own mount would unmount its path once
+/// more when the session ends, even after the mount was unmounted from
+/// outside (its liveness check takes POLLERR for "still mounted"), and so
+/// unmounted whatever was beneath it (a tmpfs under the mountpoint). A
+/// session built on an fd owns no mount: only [`unmount_ours`] unmounts.
+fn mount_direct(mountpoint: &Path, o: &MountOptions, fsname: &str) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let rootmode = fs::metadata(mountpoint)?.mode();
+    let dev = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")?;
+    let mut data = format!(
+        "fd={},rootmode={rootmode:o},user_id={},group_id={}",
+        dev.as_raw_fd(),
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    if o.default_permissions {
+        data.push_str(",default_permissions");
+    }
+    // allow_root is allow_other in the kernel, narrowed by the session's ACL.
+    if o.allow_other || o.allow_root {
+        data.push_str(",allow_other");
+    }
+    use nix::mount::MsFlags;
+    let mut flags =
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME;
+    if o.noexec {
+        flags |= MsFlags::MS_NOEXEC;
+    }
+    nix::mount::mount(
+        Some(fsname),
+        mountpoint,
+        Some("fuse.ocimux"),
+        flags,
+        Some(data.as_str()),
+    )?;
+    Ok(dev.into())
+}
+
+/// Serves until the filesystem is unmounted, by a signal or from outside. A
+/// stop signal unmounts the mount only if it is still the top mount at the
+/// mountpoint (lazily if busy: a signal means stop).
+fn serve(session: Session<OciFs>, mountpoint: &Path) -> Result<(), MountError> {
+    let mountpoint = mountpoint.to_owned();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if let Ok(sig) = stop_signals().wait() {
                 log::info!("{sig}: unmounting");
-                if let Err(e) = unmounter.unmount() {
+                let me = std::process::id() as i32;
+                let done = unmount_ours(&mountpoint, me, false)
+                    .or_else(|_| unmount_ours(&mountpoint, me, true));
+                if let Err(e) = done {
                     log::error!("unmount after {sig}: {e}");
                 }
             }
         })
         .map_err(io_err("starting the signal thread"))?;
     session.run().map_err(io_err("serving"))
-}
-
-/// Unmounts the ocimux mount at `path` and waits up to `timeout` for its daemon
-/// to exit. A lazy unmount detaches at once and does not wait: the daemon keeps
-/// serving open files until they are closed, then exits.
-pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountError> {
-    let canonical = fs::canonicalize(path).map_err(|e| MountError::Unmount {
-        path: path.to_owned(),
-        why: e.to_string(),
-    })?;
-    let entry = mountinfo::find(&canonical).map_err(io_err("reading /proc/self/mountinfo"))?;
-    let Some(pid) = entry.as_ref().and_then(mountinfo::MountEntry::ocimux_pid) else {
-        return Err(MountError::NotOurs(path.to_owned()));
-    };
-    let flags = if lazy {
-        nix::mount::MntFlags::MNT_DETACH
-    } else {
-        nix::mount::MntFlags::empty()
-    };
-    match nix::mount::umount2(&canonical, flags) {
-        Ok(()) => {}
-        Err(nix::errno::Errno::EPERM) => fusermount_u(&canonical, lazy)?,
-        Err(e) => {
-            return Err(MountError::Unmount {
-                path: path.to_owned(),
-                why: e.desc().to_owned(),
-            });
-        }
-    }
-    let deadline = Instant::now() + timeout;
-    while !lazy && process_alive(pid) {
-        if Instant::now() > deadline {
-            return Err(MountError::Unmount {
-                path: path.to_owned(),
-                why: format!("unmounted, but daemon {pid} still runs after {timeout:?}"),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
-}
-
-/// Unprivileged unmount goes through the setuid helper, as for any FUSE mount.
-fn fusermount_u(path: &Path, lazy: bool) -> Result<(), MountError> {
-    let mut last = String::from("neither fusermount3 nor fusermount found");
-    for helper in ["fusermount3", "fusermount"] {
-        let mut cmd = Command::new(helper);
-        cmd.arg("-u");
-        if lazy {
-            cmd.arg("-z");
-        }
-        match cmd.arg(path).output() {
-            Ok(out) if out.status.success() => return Ok(()),
-            Ok(out) => last = String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(MountError::Unmount {
-        path: path.to_owned(),
-        why: last,
-    })
-}
-
-/// Whether `pid` still runs (a zombie has finished: it only awaits its parent).
-pub fn process_alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 #[cfg(test)]
@@ -547,28 +533,5 @@ mod tests {
                 (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
             }
         }
-    }
-
-    #[test]
-    fn mountpoint_checks() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(check_mountpoint(dir.path()).is_ok());
-        fs::write(dir.path().join("f"), b"x").unwrap();
-        let err = check_mountpoint(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("not empty"), "{err}");
-        let err = check_mountpoint(&dir.path().join("f"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not a directory"), "{err}");
-        let err = check_mountpoint(&dir.path().join("missing"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("No such file"), "{err}");
-    }
-
-    #[test]
-    fn process_liveness() {
-        assert!(process_alive(std::process::id() as i32));
-        assert!(!process_alive(i32::MAX));
     }
 }

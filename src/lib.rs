@@ -14,7 +14,8 @@
 //! - [`tar`]: indexing uncompressed tar archives, served in place;
 //! - [`verify`]: `--verify`, hashing each blob version once before serving it;
 //! - [`fs`]: the thin `fuser` adapter that answers kernel requests from a snapshot;
-//! - [`daemon`]: mounting, detaching, signals and unmounting.
+//! - [`daemon`]: mounting, detaching and signals; [`mountpoint`]: claiming,
+//!   unmounting only our own mount, the watchdog that outlives a killed daemon.
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 
 pub mod confine;
@@ -28,6 +29,7 @@ pub mod hex;
 pub mod index;
 pub mod layout;
 pub mod mountinfo;
+pub mod mountpoint;
 pub mod plan;
 pub mod platform;
 pub mod readat;

@@ -57,6 +57,10 @@ enum Command {
         /// Detach now, clean up when no longer busy (umount -l).
         #[arg(short, long)]
         lazy: bool,
+        /// Seconds to wait for the daemon to exit before aborting its FUSE
+        /// connection (an error).
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        timeout: u64,
     },
     /// Show what a mount of the sources would serve, without mounting.
     Inspect {
@@ -176,9 +180,15 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Mount(args) => mount(args),
-        Command::Umount { mountpoint, lazy } => {
-            Ok(daemon::umount(&mountpoint, lazy, Duration::from_secs(30))?)
-        }
+        Command::Umount {
+            mountpoint,
+            lazy,
+            timeout,
+        } => Ok(ocimux::mountpoint::umount(
+            &mountpoint,
+            lazy,
+            Duration::from_secs(timeout),
+        )?),
         Command::Inspect { compose: args, raw } => {
             let comp = plan(&args)?.compose()?;
             let mut out = std::io::stdout().lock();
@@ -243,7 +253,7 @@ fn print_table(out: &mut impl Write, comp: &Composition) -> std::io::Result<()> 
 
 fn mount(args: MountArgs) -> anyhow::Result<()> {
     let options = MountOptions::parse(args.options.iter().map(String::as_str))?;
-    let mountpoint = daemon::check_mountpoint(&args.mountpoint)?;
+    let claimed = ocimux::mountpoint::claim(&args.mountpoint)?;
     let plan = plan(&args.compose)?;
     let comp = plan.compose()?;
     let log_file = match &args.log_file {
@@ -262,7 +272,7 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         comp.index_digest
     );
     let cfg = MountConfig {
-        mountpoint,
+        mountpoint: claimed.path.clone(),
         foreground: args.foreground,
         log_file,
         options,
@@ -272,5 +282,5 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         live: !args.static_sources,
         verify: args.verify,
     };
-    Ok(daemon::mount(Served { plan, first: comp }, &cfg)?)
+    Ok(daemon::mount(Served { plan, first: comp }, &cfg, claimed)?)
 }

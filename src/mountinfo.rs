@@ -4,7 +4,8 @@
 //! `fuse.ocimux`, so `mount(8)` shows which process serves a mount and
 //! `ocimux umount` can wait for exactly that process to exit.
 
-use std::path::Path;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 
 /// The filesystem types an ocimux mount shows: `fuse` when mounted directly by
 /// root (fuser's mount(2) path sets no subtype), `fuse.ocimux` through fusermount.
@@ -13,10 +14,12 @@ pub const FSTYPES: [&str; 2] = ["fuse", "fuse.ocimux"];
 /// One mount, as far as ocimux cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The mount's id (first field), unique while it is mounted.
+    pub id: u64,
     /// The device, `major:minor`.
     pub dev: String,
-    /// The mount point (unescaped).
-    pub mountpoint: String,
+    /// The mount point (unescaped; any bytes, not necessarily UTF-8).
+    pub mountpoint: PathBuf,
     /// The filesystem type.
     pub fstype: String,
     /// The source field.
@@ -31,33 +34,43 @@ impl MountEntry {
         }
         self.source.strip_prefix("ocimux:")?.parse().ok()
     }
+
+    /// The FUSE connection number (`/sys/fs/fuse/connections/N`): the minor
+    /// of the device.
+    pub fn fuse_connection(&self) -> Option<u32> {
+        self.dev.split_once(':')?.1.parse().ok()
+    }
 }
 
-/// Parses mountinfo text; lines that do not parse are skipped.
-pub fn parse(text: &str) -> Vec<MountEntry> {
-    text.lines().filter_map(parse_line).collect()
+/// Parses mountinfo bytes; lines that do not parse are skipped. Mount points
+/// are bytes: one mount anywhere with a non-UTF-8 path must not hide the rest.
+pub fn parse(text: &[u8]) -> Vec<MountEntry> {
+    text.split(|b| *b == b'\n').filter_map(parse_line).collect()
 }
 
-fn parse_line(line: &str) -> Option<MountEntry> {
+fn parse_line(line: &[u8]) -> Option<MountEntry> {
     // id parent maj:min root mountpoint options [optional...] - fstype source superopts
-    let (left, right) = line.split_once(" - ")?;
-    let mut left = left.split(' ');
-    let dev = left.nth(2)?;
+    let sep = line.windows(3).position(|w| w == b" - ")?;
+    let (left, right) = (line.get(..sep)?, line.get(sep + 3..)?);
+    let mut left = left.split(|b| *b == b' ');
+    let id = std::str::from_utf8(left.next()?).ok()?.parse().ok()?;
+    let dev = left.nth(1)?;
     let mountpoint = left.nth(1)?;
-    let mut right = right.split(' ');
+    let mut right = right.split(|b| *b == b' ');
     let fstype = right.next()?;
     let source = right.next()?;
+    let text = |b: &[u8]| String::from_utf8_lossy(&unescape(b)).into_owned();
     Some(MountEntry {
-        dev: dev.to_owned(),
-        mountpoint: unescape(mountpoint),
-        fstype: unescape(fstype),
-        source: unescape(source),
+        id,
+        dev: text(dev),
+        mountpoint: PathBuf::from(std::ffi::OsString::from_vec(unescape(mountpoint))),
+        fstype: text(fstype),
+        source: text(source),
     })
 }
 
 /// Undoes the kernel's octal escapes (`\040` for a space …).
-fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
+fn unescape(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
@@ -76,17 +89,20 @@ fn unescape(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
+}
+
+/// Every mount in this process's view, in mount order.
+pub fn all() -> std::io::Result<Vec<MountEntry>> {
+    Ok(parse(&std::fs::read("/proc/self/mountinfo")?))
 }
 
 /// The last (topmost) mount at `mountpoint`, read from this process's view.
 pub fn find(mountpoint: &Path) -> std::io::Result<Option<MountEntry>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let want = mountpoint.to_string_lossy();
-    Ok(parse(&text)
+    Ok(all()?
         .into_iter()
         .rev()
-        .find(|m| m.mountpoint == want))
+        .find(|m| m.mountpoint == mountpoint))
 }
 
 #[cfg(test)]
@@ -103,17 +119,28 @@ mod tests {
 53 23 0:55 / /tmp/e ro - fuse sshfs#x ro
 garbage line
 ";
-        let got = parse(text);
+        let got = parse(text.as_bytes());
         assert_eq!(got.len(), 5);
-        assert_eq!(got[0].mountpoint, "/mnt/parent");
+        assert_eq!(got[0].mountpoint, Path::new("/mnt/parent"));
+        assert_eq!((got[0].id, got[1].fuse_connection()), (36, Some(52)));
         assert_eq!(got[0].dev, "98:0");
         assert_eq!(got[1].dev, "0:52");
         assert_eq!(got[0].ocimux_pid(), None);
-        assert_eq!(got[1].mountpoint, "/tmp/a b");
+        assert_eq!(got[1].mountpoint, Path::new("/tmp/a b"));
         assert_eq!(got[1].ocimux_pid(), Some(4242));
         assert_eq!(got[2].ocimux_pid(), None, "another fs type is never ours");
         assert_eq!(got[3].ocimux_pid(), Some(77));
         assert_eq!(got[4].ocimux_pid(), None);
+        // A mount point that is not UTF-8 hides nothing after it.
+        let mut bytes = b"60 23 0:60 / /tmp/\xff\xfe ro - tmpfs none rw\n".to_vec();
+        bytes.extend_from_slice(text.as_bytes());
+        let got = parse(&bytes);
+        assert_eq!(got.len(), 6);
+        assert_eq!(
+            got[0].mountpoint.as_os_str().as_encoded_bytes(),
+            b"/tmp/\xff\xfe"
+        );
+        assert_eq!(got[2].ocimux_pid(), Some(4242));
     }
 
     #[test]
@@ -125,7 +152,7 @@ garbage line
             ("\\04", "\\04"),
             ("x\\", "x\\"),
         ] {
-            assert_eq!(unescape(input), want, "{input}");
+            assert_eq!(unescape(input.as_bytes()), want.as_bytes(), "{input}");
         }
     }
 }

@@ -11,7 +11,7 @@ use common::*;
 use ocimux::testutil::LayoutBuilder;
 
 fn alive(pid: i32) -> bool {
-    ocimux::daemon::process_alive(pid)
+    ocimux::mountpoint::process_alive(pid)
 }
 
 /// A one-image layout mounted, and its daemon's pid.

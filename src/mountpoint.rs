@@ -1,0 +1,333 @@
+//! The mountpoint: claimed before mounting, unmounted only where the top
+//! mount is ours, and never left dead.
+//!
+//! - [`claim`] locks the directory (`flock`) from the emptiness check until
+//!   the mount is live, so two `ocimux mount`s on one directory cannot both
+//!   pass the check and stack; a dead ocimux mount found there (its daemon
+//!   gone) is cleaned first.
+//! - [`unmount_ours`] unmounts a path only if its topmost mount is the ocimux
+//!   mount of the given daemon: a tmpfs or bind mount under it is never
+//!   touched, whoever asks.
+//! - [`watchdog`] forks a process that outlives a killed daemon and unmounts
+//!   its mount, so a SIGKILL, an OOM kill or a crash leaves no "Transport
+//!   endpoint is not connected" directory behind.
+//! - [`umount`] is `ocimux umount`: it waits for the daemon to exit and, if
+//!   it does not, aborts the FUSE connection and says so.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::daemon::MountError;
+use crate::mountinfo::{self, MountEntry};
+
+/// An empty directory, locked until the mount on it is live.
+#[derive(Debug)]
+pub struct Mountpoint {
+    /// Canonical path.
+    pub path: PathBuf,
+    /// The lock; dropped (in every process holding it) once mounted.
+    pub lock: Flock<File>,
+}
+
+/// How long [`claim`] waits for another `ocimux mount` of the same directory.
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
+
+/// Checks that `path` is an existing, empty directory that nothing else is
+/// mounting, and locks it. A dead ocimux mount there is unmounted first.
+pub fn claim(path: &Path) -> Result<Mountpoint, MountError> {
+    claim_within(path, CLAIM_WAIT)
+}
+
+/// [`claim`], waiting at most `wait` for another claim of the directory.
+fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountError> {
+    let refuse = |why: String| MountError::Mountpoint {
+        path: path.to_owned(),
+        why,
+    };
+    let canonical = match fs::canonicalize(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            let abs = std::path::absolute(path).map_err(|e| refuse(e.to_string()))?;
+            clean_dead(&abs).map_err(refuse)?;
+            fs::canonicalize(path).map_err(|e| refuse(e.to_string()))?
+        }
+        other => other.map_err(|e| refuse(e.to_string()))?,
+    };
+    if !canonical.is_dir() {
+        return Err(refuse("not a directory".into()));
+    }
+    let dir = File::open(&canonical).map_err(|e| refuse(e.to_string()))?;
+    let deadline = Instant::now() + wait;
+    let mut dir = dir;
+    let lock = loop {
+        match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => break lock,
+            Err((d, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                dir = d;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err((_, e)) => {
+                return Err(refuse(format!(
+                    "another ocimux mount of this directory is in progress ({e})"
+                )));
+            }
+        }
+    };
+    // Checked through the path, under the lock: a mount that won the race
+    // shows here (not through the directory fd, which is beneath it).
+    let mut entries = fs::read_dir(&canonical).map_err(|e| refuse(e.to_string()))?;
+    if entries.next().is_some() {
+        return Err(refuse("not empty".into()));
+    }
+    Ok(Mountpoint {
+        path: canonical,
+        lock,
+    })
+}
+
+/// Unmounts a dead ocimux mount at `path` (its daemon no longer runs).
+fn clean_dead(path: &Path) -> Result<(), String> {
+    let entry = mountinfo::find(path).map_err(|e| format!("reading mountinfo: {e}"))?;
+    match entry.as_ref().and_then(MountEntry::ocimux_pid) {
+        Some(pid) if !process_alive(pid) => {
+            log::warn!(
+                "{}: removing a dead ocimux mount (daemon {pid} is gone)",
+                path.display()
+            );
+            detach(path).map_err(|e| format!("removing a dead ocimux mount: {e}"))
+        }
+        _ => Err("Transport endpoint is not connected (not a dead ocimux mount)".into()),
+    }
+}
+
+/// Lazily unmounts `path` (`umount -l`), through fusermount3 when not root.
+fn detach(path: &Path) -> Result<(), String> {
+    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EPERM) => fusermount_u(path, true),
+        Err(e) => Err(e.desc().to_owned()),
+    }
+}
+
+/// The topmost mount at `path` if it is the ocimux mount served by `pid`.
+fn ours(path: &Path, pid: i32) -> io::Result<Option<MountEntry>> {
+    Ok(mountinfo::find(path)?.filter(|e| e.ocimux_pid() == Some(pid)))
+}
+
+/// Unmounts `path` if, and only if, its topmost mount is the ocimux mount of
+/// daemon `pid`; `Ok(false)` when it is not (already unmounted, or something
+/// else is on top). Lazy detaches a busy mount.
+pub fn unmount_ours(path: &Path, pid: i32, lazy: bool) -> Result<bool, String> {
+    if ours(path, pid).map_err(|e| e.to_string())?.is_none() {
+        return Ok(false);
+    }
+    let flags = if lazy {
+        nix::mount::MntFlags::MNT_DETACH
+    } else {
+        nix::mount::MntFlags::empty()
+    };
+    match nix::mount::umount2(path, flags) {
+        Ok(()) => Ok(true),
+        Err(nix::errno::Errno::EPERM) => fusermount_u(path, lazy).map(|()| true),
+        Err(e) => Err(e.desc().to_owned()),
+    }
+}
+
+/// Unprivileged unmount goes through the setuid helper, as for any FUSE
+/// mount (it checks itself that the mount is the user's FUSE mount).
+fn fusermount_u(path: &Path, lazy: bool) -> Result<(), String> {
+    let mut last = String::from("neither fusermount3 nor fusermount found");
+    for helper in ["fusermount3", "fusermount"] {
+        let mut cmd = Command::new(helper);
+        cmd.arg("-u");
+        if lazy {
+            cmd.arg("-z");
+        }
+        match cmd.arg("--").arg(path).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => last = String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// `ocimux umount`: unmounts the ocimux mount at `path` and waits up to
+/// `timeout` for its daemon to exit. A daemon that does not exit (hung,
+/// stopped) has its FUSE connection aborted, and that is an error. A lazy
+/// unmount detaches at once and does not wait: the daemon keeps serving
+/// open files until they are closed, then exits. A dead mount (its daemon
+/// gone) is removed.
+pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountError> {
+    let fail = |why: String| MountError::Unmount {
+        path: path.to_owned(),
+        why,
+    };
+    let canonical = match fs::canonicalize(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            let abs = std::path::absolute(path).map_err(|e| fail(e.to_string()))?;
+            return clean_dead(&abs).map_err(fail);
+        }
+        other => other.map_err(|e| fail(e.to_string()))?,
+    };
+    let entry = mountinfo::find(&canonical).map_err(|e| fail(format!("reading mountinfo: {e}")))?;
+    let Some((entry, pid)) = entry.and_then(|e| e.ocimux_pid().map(|p| (e, p))) else {
+        return Err(MountError::NotOurs(path.to_owned()));
+    };
+    if !process_alive(pid) {
+        return detach(&canonical).map_err(fail);
+    }
+    if !unmount_ours(&canonical, pid, lazy).map_err(&fail)? {
+        return Err(MountError::NotOurs(path.to_owned()));
+    }
+    let deadline = Instant::now() + timeout;
+    while !lazy && process_alive(pid) {
+        if Instant::now() > deadline {
+            let aborted = abort_connection(&entry);
+            return Err(fail(format!(
+                "unmounted, but daemon {pid} did not exit within {timeout:?}; {aborted}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Aborts a FUSE connection (`/sys/fs/fuse/connections/N/abort`): every
+/// request waiting on the daemon fails with ENOTCONN; says what happened.
+fn abort_connection(entry: &MountEntry) -> String {
+    let Some(n) = entry.fuse_connection() else {
+        return "its FUSE connection is unknown".into();
+    };
+    let path = format!("/sys/fs/fuse/connections/{n}/abort");
+    match fs::write(&path, "1") {
+        Ok(()) => format!("aborted its FUSE connection ({path})"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            format!("its FUSE connection {n} is already gone")
+        }
+        Err(e) => format!("could not abort its FUSE connection ({path}: {e})"),
+    }
+}
+
+/// Whether `pid` still runs (a zombie has finished: it only awaits its parent).
+pub fn process_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Closes every fd above stderr but `keep`: the watchdog must hold nothing
+/// of the daemon's (the readiness pipe, the mountpoint's lock, sources).
+fn close_all_but(keep: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let keep = u32::try_from(keep.as_raw_fd()).unwrap_or(u32::MAX);
+    // SAFETY: close_range only closes descriptors; `keep` stays open and no
+    // other object of this freshly forked process uses the others afterwards.
+    #[allow(unsafe_code)]
+    unsafe {
+        if keep > 3 {
+            libc::close_range(3, keep - 1, 0);
+        }
+        libc::close_range(keep.saturating_add(1), u32::MAX, 0);
+    }
+}
+
+/// Forks a watchdog that waits for this process (the daemon) to end, however
+/// it ends, then unmounts `mountpoint` if the top mount there is still this
+/// daemon's. Returns the end of the pipe the daemon keeps open (close-on-exec,
+/// so fusermount3 does not inherit it): its closing, by exit or kill, is what
+/// the watchdog waits for.
+///
+/// Must be called while the process has a single thread.
+pub fn watchdog(mountpoint: &Path) -> io::Result<OwnedFd> {
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let daemon = nix::unistd::getpid().as_raw();
+    // SAFETY: single-threaded here (see above), so the child may run normal code.
+    #[allow(unsafe_code)]
+    let forked = unsafe { nix::unistd::fork() }?;
+    match forked {
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(read_end);
+            Ok(write_end)
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(write_end);
+            close_all_but(&read_end);
+            // Stop signals are for the daemon; the watchdog ends with it.
+            for sig in [
+                nix::sys::signal::Signal::SIGINT,
+                nix::sys::signal::Signal::SIGTERM,
+                nix::sys::signal::Signal::SIGHUP,
+            ] {
+                // SAFETY: SIG_IGN installs no handler code.
+                #[allow(unsafe_code)]
+                let _ =
+                    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
+            }
+            let _ = std::env::set_current_dir("/");
+            let mut pipe = File::from(read_end);
+            let mut byte = [0u8; 1];
+            // Returns at EOF: every copy of the write end is closed.
+            while matches!(pipe.read(&mut byte), Err(ref e) if e.kind() == io::ErrorKind::Interrupted)
+            {
+            }
+            let code = match unmount_ours(mountpoint, daemon, true) {
+                Ok(true) => {
+                    log::warn!(
+                        "watchdog: daemon {daemon} ended without unmounting {}; unmounted it",
+                        mountpoint.display()
+                    );
+                    0
+                }
+                Ok(false) => 0,
+                Err(e) => {
+                    log::error!("watchdog: unmounting {}: {e}", mountpoint.display());
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = claim(dir.path()).unwrap();
+        // A second claim while the first holds the lock waits, then gives up.
+        let started = Instant::now();
+        let wait = Duration::from_millis(200);
+        let err = claim_within(dir.path(), wait).unwrap_err().to_string();
+        assert!(err.contains("in progress"), "{err}");
+        assert!(started.elapsed() >= wait);
+        drop(m);
+        assert!(claim(dir.path()).is_ok());
+        fs::write(dir.path().join("f"), b"x").unwrap();
+        let err = claim(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not empty"), "{err}");
+        let err = claim(&dir.path().join("f")).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+        let err = claim(&dir.path().join("missing")).unwrap_err().to_string();
+        assert!(err.contains("No such file"), "{err}");
+    }
+
+    #[test]
+    fn process_liveness() {
+        assert!(process_alive(std::process::id() as i32));
+        assert!(!process_alive(i32::MAX));
+    }
+}
