@@ -50,14 +50,20 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountError> {
         path: path.to_owned(),
         why,
     };
-    let canonical = match fs::canonicalize(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            let abs = std::path::absolute(path).map_err(|e| refuse(e.to_string()))?;
-            clean_dead(&abs).map_err(refuse)?;
-            fs::canonicalize(path).map_err(|e| refuse(e.to_string()))?
+    // A dead ocimux mount here (its daemon gone) is removed first; found
+    // from mountinfo, without touching the mount.
+    if let Ok(located) = locate(path) {
+        if let Some(pid) = mountinfo::find(&located)
+            .ok()
+            .flatten()
+            .and_then(|e| e.ocimux_pid())
+        {
+            if !process_alive(pid) {
+                clean_dead(&located).map_err(refuse)?;
+            }
         }
-        other => other.map_err(|e| refuse(e.to_string()))?,
-    };
+    }
+    let canonical = fs::canonicalize(path).map_err(|e| refuse(e.to_string()))?;
     if !canonical.is_dir() {
         return Err(refuse("not a directory".into()));
     }
@@ -88,6 +94,16 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountError> {
         path: canonical,
         lock,
     })
+}
+
+/// `path` made canonical without touching its last component, which may be
+/// a mount whose daemon is dead or hung: only its parent is resolved.
+fn locate(path: &Path) -> io::Result<PathBuf> {
+    let abs = std::path::absolute(path)?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => Ok(fs::canonicalize(parent)?.join(name)),
+        _ => fs::canonicalize(&abs),
+    }
 }
 
 /// Unmounts a dead ocimux mount at `path` (its daemon no longer runs).
@@ -169,13 +185,8 @@ pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountErr
         path: path.to_owned(),
         why,
     };
-    let canonical = match fs::canonicalize(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            let abs = std::path::absolute(path).map_err(|e| fail(e.to_string()))?;
-            return clean_dead(&abs).map_err(fail);
-        }
-        other => other.map_err(|e| fail(e.to_string()))?,
-    };
+    // Nothing here touches the mount itself: its daemon may be dead or hung.
+    let canonical = locate(path).map_err(|e| fail(e.to_string()))?;
     let entry = mountinfo::find(&canonical).map_err(|e| fail(format!("reading mountinfo: {e}")))?;
     let Some((entry, pid)) = entry.and_then(|e| e.ocimux_pid().map(|p| (e, p))) else {
         return Err(MountError::NotOurs(path.to_owned()));
@@ -183,8 +194,24 @@ pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountErr
     if !process_alive(pid) {
         return detach(&canonical).map_err(fail);
     }
-    if !unmount_ours(&canonical, pid, lazy).map_err(&fail)? {
-        return Err(MountError::NotOurs(path.to_owned()));
+    match unmount_ours(&canonical, pid, lazy) {
+        Ok(true) => {}
+        Ok(false) => return Err(MountError::NotOurs(path.to_owned())),
+        // Busy: in use, or a client is stuck on a hung daemon. Ask the
+        // daemon something; if it does not answer in time, it is hung.
+        Err(e) if !answers(&canonical, timeout) => {
+            let aborted = abort_connection(&entry);
+            let detached = detach(&canonical).err().unwrap_or_default();
+            return Err(fail(format!(
+                "{e}, and daemon {pid} did not answer within {timeout:?}; {aborted}{}",
+                if detached.is_empty() {
+                    "; detached the mount".to_owned()
+                } else {
+                    format!("; detaching: {detached}")
+                }
+            )));
+        }
+        Err(e) => return Err(fail(e)),
     }
     let deadline = Instant::now() + timeout;
     while !lazy && process_alive(pid) {
@@ -199,13 +226,41 @@ pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountErr
     Ok(())
 }
 
+/// Whether the mount at `path` answers a lookup within `timeout` (asked
+/// from a thread, which a hung daemon keeps until its connection is aborted).
+fn answers(path: &Path, timeout: Duration) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let probe = path.join("oci-layout");
+    let spawned = std::thread::Builder::new()
+        .name("probe".into())
+        .spawn(move || {
+            let _ = tx.send(fs::symlink_metadata(probe).is_ok());
+        });
+    spawned.is_ok() && rx.recv_timeout(timeout).is_ok()
+}
+
 /// Aborts a FUSE connection (`/sys/fs/fuse/connections/N/abort`): every
 /// request waiting on the daemon fails with ENOTCONN; says what happened.
 fn abort_connection(entry: &MountEntry) -> String {
     let Some(n) = entry.fuse_connection() else {
         return "its FUSE connection is unknown".into();
     };
-    let path = format!("/sys/fs/fuse/connections/{n}/abort");
+    let dir = Path::new("/sys/fs/fuse/connections");
+    let path = dir.join(n.to_string()).join("abort");
+    // fusectl is not always mounted (containers): mount it where it belongs.
+    if !path.exists() && fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()) {
+        let mounted = nix::mount::mount(
+            Some("fusectl"),
+            dir,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+        if let Err(e) = mounted {
+            log::info!("mounting fusectl on {}: {e}", dir.display());
+        }
+    }
+    let path = path.display().to_string();
     match fs::write(&path, "1") {
         Ok(()) => format!("aborted its FUSE connection ({path})"),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -201,3 +201,250 @@ fn an_unprivileged_user_mounts_and_unmounts_through_fusermount3() {
     assert!(!is_mounted(&mnt));
     assert!(!alive(pid));
 }
+
+/// The ocimux mounts at `dir`, from this process's view of mountinfo.
+fn ocimux_mounts_at(dir: &Path) -> usize {
+    let dir = fs::canonicalize(dir).unwrap();
+    ocimux::mountinfo::all()
+        .unwrap()
+        .iter()
+        .filter(|e| e.mountpoint == dir && e.ocimux_pid().is_some())
+        .count()
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: plain kill(2).
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+/// Issue 9, case 1: `ocimux umount`, and a stop signal, unmount the ocimux
+/// mount and nothing beneath it (a tmpfs under the mountpoint).
+#[test]
+fn unmounting_never_touches_the_mount_beneath() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "beneath"])
+        .arg(&mnt));
+    let tmpfs_mounted = || {
+        ocimux::mountinfo::find(&fs::canonicalize(&mnt).unwrap())
+            .unwrap()
+            .is_some_and(|e| e.source == "beneath")
+    };
+    for how in ["umount", "SIGTERM"] {
+        let m = Mount::new(&mnt, &[s.root.to_str().unwrap()]);
+        let pid = daemon_pid(&m.dir);
+        match how {
+            "umount" => drop(m),
+            _ => {
+                signal(pid, libc::SIGTERM);
+                std::mem::forget(m);
+            }
+        }
+        wait_for("the daemon to exit", Duration::from_secs(10), || {
+            !alive(pid)
+        });
+        assert!(tmpfs_mounted(), "{how} took the tmpfs beneath with it");
+        assert_eq!(ocimux_mounts_at(&mnt), 0, "{how}");
+    }
+    run(Command::new("umount").arg(&mnt));
+}
+
+/// Case 1: two `ocimux mount`s of one empty directory at once: one mounts,
+/// the other fails cleanly (exit 3), nothing stacks.
+#[test]
+fn concurrent_mounts_of_one_directory_do_not_stack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    for _ in 0..5 {
+        let spawn = || {
+            Command::new(bin())
+                .arg("mount")
+                .arg(&mnt)
+                .arg(&s.root)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+        let codes: Vec<Option<i32>> = outs.iter().map(|o| o.status.code()).collect();
+        assert!(
+            codes.contains(&Some(0)) && codes.contains(&Some(3)),
+            "{codes:?}: {}",
+            outs.iter()
+                .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .collect::<String>()
+        );
+        assert_eq!(ocimux_mounts_at(&mnt), 1);
+        assert!(ocimux(&["umount", mnt.to_str().unwrap()]).status.success());
+    }
+}
+
+/// Case 2: `-o allow_other,auto_unmount` returns (fusermount3, which stays as
+/// the unmount monitor, must not hold the readiness pipe) and unmounts.
+#[test]
+fn auto_unmount_mounts_return() {
+    require_tool("fusermount3");
+    let tmp = tempfile::tempdir().unwrap();
+    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
+    for opts in ["allow_other,auto_unmount", "allow_root,auto_unmount"] {
+        let mnt = tmp.path().join(opts.replace(',', "-"));
+        fs::create_dir(&mnt).unwrap();
+        let out = Command::new("timeout")
+            .arg("20")
+            .arg(bin())
+            .arg("mount")
+            .arg(&mnt)
+            .arg(&s.root)
+            .args(["-o", opts])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{opts} (124: it hung): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(fs::read(mnt.join("index.json")).is_ok());
+        let pid = daemon_pid(&mnt);
+        assert!(ocimux(&["umount", mnt.to_str().unwrap()]).status.success());
+        assert!(!is_mounted(&mnt) && !alive(pid));
+    }
+}
+
+/// Case 3: a mount whose path is not UTF-8 (anyone can make one) breaks
+/// neither `ocimux umount` nor `--readahead-kb`.
+#[test]
+fn a_non_utf8_mount_elsewhere_breaks_nothing() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let odd = tmp
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"odd-\xff\xfe"));
+    fs::create_dir(&odd).unwrap();
+    run(Command::new("mount").args(["-t", "tmpfs", "odd"]).arg(&odd));
+    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
+    let log = tmp.path().join("log");
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[
+            s.root.to_str().unwrap(),
+            "-v",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+    );
+    let pid = daemon_pid(&m.dir);
+    drop(m); // asserts that umount succeeds
+    assert!(!alive(pid));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("read_ahead_kb = 4096"), "{text}");
+    run(Command::new("umount").arg(&odd));
+}
+
+/// The daemon's unmount watchdog: the child process of `pid` that is not a
+/// thread.
+fn watchdog_of(pid: i32) -> i32 {
+    let out = run(Command::new("pgrep").args(["-P", &pid.to_string()])).stdout;
+    String::from_utf8_lossy(&out).trim().parse().unwrap()
+}
+
+/// Case 4: SIGKILL of the daemon leaves no dead mount (its watchdog unmounts
+/// it); a dead mount left anyway (watchdog killed too, as with an older
+/// version) is cleaned by a new mount and by `ocimux umount`.
+#[test]
+fn a_killed_daemon_leaves_no_dead_mount() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
+    let mnt = tmp.path().join("mnt");
+    let m = Mount::new(&mnt, &[s.root.to_str().unwrap()]);
+    let pid = daemon_pid(&m.dir);
+    std::mem::forget(m);
+    signal(pid, libc::SIGKILL);
+    wait_for("the watchdog's unmount", Duration::from_secs(5), || {
+        !is_mounted(&mnt)
+    });
+    assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0, "ls works, empty");
+
+    for cleaner in ["mount", "umount"] {
+        let m = Mount::new(&mnt, &[s.root.to_str().unwrap()]);
+        let pid = daemon_pid(&m.dir);
+        std::mem::forget(m);
+        signal(watchdog_of(pid), libc::SIGKILL);
+        signal(pid, libc::SIGKILL);
+        wait_for("the daemon to die", Duration::from_secs(5), || !alive(pid));
+        let err = fs::read_dir(&mnt).unwrap_err();
+        assert!(
+            matches!(
+                err.raw_os_error(),
+                Some(libc::ENOTCONN | libc::ECONNABORTED)
+            ),
+            "a dead mount: {err}"
+        );
+        if cleaner == "mount" {
+            let out = ocimux(&["mount", mnt.to_str().unwrap(), s.root.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(ocimux_mounts_at(&mnt), 1);
+            assert!(fs::read(mnt.join("index.json")).is_ok());
+            assert!(ocimux(&["umount", mnt.to_str().unwrap()]).status.success());
+        } else {
+            let out = ocimux(&["umount", mnt.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(!is_mounted(&mnt), "{cleaner}");
+        assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0);
+    }
+}
+
+/// Case 4: a hung (stopped) daemon with a client stuck on it: `ocimux
+/// umount` finds the mount busy, asks the daemon, gets no answer within its
+/// timeout, aborts the FUSE connection, says so and fails; the client and
+/// the mount are released.
+#[test]
+fn umount_of_a_hung_daemon_aborts_its_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, pid) = mounted(tmp.path());
+    let mnt = m.dir.clone();
+    std::mem::forget(m);
+    signal(pid, libc::SIGSTOP);
+    let mut stuck = Command::new("cat")
+        .arg(mnt.join("index.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(stuck.try_wait().unwrap().is_none(), "the client is stuck");
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg(bin())
+        .args(["umount", "--timeout", "1", mnt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("aborted its FUSE connection"), "{stderr}");
+    assert!(!is_mounted(&mnt));
+    let status = stuck.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the stuck client was released with an error"
+    );
+    signal(pid, libc::SIGCONT);
+    wait_for("the daemon to exit", Duration::from_secs(10), || {
+        !alive(pid)
+    });
+}
