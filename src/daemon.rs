@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
@@ -128,7 +129,9 @@ impl MountOptions {
             .filter(|s| !s.is_empty())
         {
             match opt {
-                "ro" | "nodev" | "nosuid" | "exec" => {} // always ro, nodev, nosuid
+                "ro" | "nodev" | "nosuid" => {} // always ro, nodev, nosuid
+                // The last of noexec and exec wins, as with mount(8).
+                "exec" => o.noexec = false,
                 "allow_other" => o.allow_other = true,
                 "allow_root" => o.allow_root = true,
                 "default_permissions" => o.default_permissions = true,
@@ -277,13 +280,31 @@ fn daemon_child(
     match start(served, cfg) {
         Ok(session) => {
             drop(claimed);
-            // The parent may be gone already (killed); serving goes on regardless.
-            let _ = ready.write_all(b"OK");
-            drop(ready);
-            match serve(session, &cfg.mountpoint) {
+            // Success is said only once every request thread runs; an error
+            // of the session before that is said instead.
+            let ready = Arc::new(std::sync::Mutex::new(Some(ready)));
+            let said = ready.clone();
+            let threads = cfg.threads;
+            let announcer = std::thread::Builder::new()
+                .name("ready".into())
+                .spawn(move || {
+                    if wait_for_threads(threads, Duration::from_secs(10)) {
+                        say(&said, "OK");
+                    }
+                });
+            if let Err(e) = announcer {
+                say(&ready, &format!("starting a thread: {e}"));
+            }
+            let served = serve(session, &cfg.mountpoint);
+            match &served {
+                Ok(()) => say(&ready, "the mount ended before it was ready"),
+                Err(e) => say(&ready, &e.to_string()),
+            }
+            match served {
                 Ok(()) => 0,
                 Err(e) => {
                     log::error!("{e}");
+                    // The watchdog unmounts once this process is gone.
                     1
                 }
             }
@@ -293,6 +314,41 @@ fn daemon_child(
             3
         }
     }
+}
+
+/// Writes `msg` to the readiness pipe, once: later calls find it gone. The
+/// parent may be gone already (killed); serving goes on regardless.
+fn say(ready: &std::sync::Mutex<Option<File>>, msg: &str) {
+    let taken = ready
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(mut f) = taken {
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+/// Waits until `n` FUSE request threads (named `fuser-N` by fuser) run.
+fn wait_for_threads(n: usize, deadline: Duration) -> bool {
+    let end = std::time::Instant::now() + deadline;
+    while std::time::Instant::now() < end {
+        let running = fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(Result::ok)
+                    .filter(|t| {
+                        fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.starts_with("fuser-"))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if running >= n {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
 }
 
 /// Opens the daemon's log file for appending: created if missing, never
@@ -522,6 +578,14 @@ mod tests {
                 }),
             ),
             (&["auto_unmount"], Err("needs allow_other")),
+            (&["noexec,exec"], Ok(MountOptions::default())),
+            (
+                &["exec", "noexec"],
+                Ok(MountOptions {
+                    noexec: true,
+                    ..Default::default()
+                }),
+            ),
             (&["allow_other,allow_root"], Err("exclude")),
             (&["rw"], Err("read-only")),
             (&["bogus"], Err("not supported")),

@@ -145,19 +145,45 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// Validates a tag (`--tag`) as an OCI ref name: non-empty printable ASCII
-/// without spaces, at most 128 characters.
+/// Validates a tag (`--tag`) against the image-spec's ref name grammar,
+/// at most 128 characters:
+/// `component ("/" component)*`, `component ::= alphanum (separator alphanum)*`,
+/// `alphanum ::= [A-Za-z0-9]+`, `separator ::= [-._:@+] | "--"`.
 pub fn check_tag(tag: &str) -> Result<(), Error> {
-    let ok = !tag.is_empty() && tag.len() <= 128 && tag.bytes().all(|b| b.is_ascii_graphic());
-    if ok {
+    if tag.len() <= 128 && tag.split('/').all(is_ref_component) {
         Ok(())
     } else {
         Err(Error::Argument {
             what: "tag",
             value: tag.to_owned(),
-            why: "must be 1 to 128 printable ASCII characters without spaces".into(),
+            why: "not an OCI ref name: 1 to 128 characters, components of letters and \
+                  digits joined by one of - . _ : @ + (or --), separated by /"
+                .into(),
         })
     }
+}
+
+fn is_ref_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    let mut i = 0;
+    let mut need_alnum = true;
+    while let Some(&ch) = b.get(i) {
+        if ch.is_ascii_alphanumeric() {
+            need_alnum = false;
+            i += 1;
+        } else if need_alnum {
+            return false;
+        } else if b.get(i..i + 2) == Some(b"--") {
+            need_alnum = true;
+            i += 2;
+        } else if matches!(ch, b'-' | b'.' | b'_' | b':' | b'@' | b'+') {
+            need_alnum = true;
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    !need_alnum
 }
 
 /// Longest annotation key and value accepted.
@@ -289,6 +315,25 @@ mod tests {
         assert!(parse_annotation("=v").is_err());
         assert!(parse_annotation("kv").is_err());
         assert!(parse_annotation("k=\u{1b}]0;title\u{7}").is_err());
+        for (tag, ok) in [
+            ("latest", true),
+            ("v1.2.3", true),
+            ("release/2026-11", true),
+            ("a--b", true),
+            ("a__b", false),
+            ("a---b", false),
+            ("../../etc", false),
+            ("a//b", false),
+            ("$(id)", false),
+            ("", false),
+            ("-a", false),
+            ("a-", false),
+            ("a b", false),
+            ("sha256:abc", true),
+        ] {
+            assert_eq!(check_tag(tag).is_ok(), ok, "{tag:?}");
+        }
+        assert!(check_tag(&"a".repeat(129)).is_err());
         assert!(parse_annotation("k y=v").is_err());
         assert!(parse_annotation(&format!("{}=v", "k".repeat(257))).is_err());
         assert!(parse_annotation(&format!("k={}", "v".repeat(4097))).is_err());

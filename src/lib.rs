@@ -24,6 +24,8 @@ pub mod digest;
 pub mod document;
 pub mod error;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generations;
 pub mod hex;
 pub mod index;

@@ -106,9 +106,9 @@ struct MountArgs {
     /// Where the detached daemon writes its log.
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
-    /// FUSE request threads (default: CPUs, at most 8).
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
+    /// FUSE request threads, 1 to 64 (default: CPUs, at most 8).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: Option<u16>,
     /// Do not follow source changes (by default a rebuilt source shows up in the mount).
     #[arg(long = "static")]
     static_sources: bool,
@@ -119,8 +119,9 @@ struct MountArgs {
     /// fail the open if the bytes do not match the blob's digest.
     #[arg(long)]
     verify: bool,
-    /// Readahead of the mount, in KiB (0 leaves the kernel's default).
-    #[arg(long, value_name = "KIB", default_value_t = 4096)]
+    /// Readahead of the mount, in KiB, 0 to 65536 (0 leaves the kernel's default).
+    #[arg(long, value_name = "KIB", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(0..=65536))]
     readahead_kb: u32,
 }
 
@@ -153,7 +154,7 @@ fn init_logging(verbose: u8, quiet: u8) {
     } else {
         level.min(log::LevelFilter::Error)
     };
-    env_logger::Builder::new()
+    let logger = env_logger::Builder::new()
         .filter_level(level)
         .filter_module("fuser", fuser_level)
         .parse_env("OCIMUX_LOG")
@@ -162,7 +163,46 @@ fn init_logging(verbose: u8, quiet: u8) {
             let msg = record.args().to_string();
             writeln!(buf, "ocimux: {level}: {}", printable(&msg))
         })
-        .init();
+        .build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(Quiet(logger))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// The logger, less one expected race logged as an error by fuser: a reply
+/// to a request the client interrupted meanwhile (Go clients do) finds the
+/// request gone (ENOENT). Shown at debug level only.
+struct Quiet(env_logger::Logger);
+
+impl log::Log for Quiet {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let interrupted = record.target().starts_with("fuser")
+            && record.level() == log::Level::Error
+            && record
+                .args()
+                .to_string()
+                .starts_with("Failed to send FUSE reply: No such file or directory");
+        if !interrupted {
+            self.0.log(record);
+        } else if log::max_level() >= log::LevelFilter::Debug {
+            self.0.log(
+                &log::Record::builder()
+                    .args(format_args!("reply to an interrupted request dropped"))
+                    .level(log::Level::Debug)
+                    .target("ocimux")
+                    .build(),
+            );
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {
@@ -263,9 +303,10 @@ fn mount(args: MountArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().min(8)));
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
+        usize::from,
+    );
     log::info!(
         "serving {} blobs, index {}",
         comp.blobs.len() + 1,

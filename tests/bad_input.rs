@@ -668,21 +668,32 @@ fn bad_mount_options_are_bad_input() {
     let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
-    for opt in ["rw", "bogus", "auto_unmount"] {
-        let out = ocimux(&[
-            "mount",
-            mnt.to_str().unwrap(),
-            s.root.to_str().unwrap(),
-            "-o",
-            opt,
-        ]);
+    let unwritable = tmp.path().join("no-such-dir/log");
+    let cases: &[&[&str]] = &[
+        &["-o", "rw"],
+        &["-o", "bogus"],
+        &["-o", "auto_unmount"],
+        // Issue 9, case 5 and 10: bounds and refused values.
+        &["--threads", "100000"],
+        &["--threads", "0"],
+        &["--readahead-kb", "4294967295"],
+        &["--readahead-kb", "65537"],
+        &["--tag", "../../etc"],
+        &["--tag", "a//b"],
+        &["--tag", "$(id)"],
+        &["--log-file", unwritable.to_str().unwrap()],
+    ];
+    for extra in cases {
+        let mut args = vec!["mount", mnt.to_str().unwrap(), s.root.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = ocimux(&args);
         assert_eq!(
             out.status.code(),
             Some(2),
-            "{opt}: {}",
+            "{extra:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(!is_mounted(&mnt));
+        assert!(!is_mounted(&mnt), "{extra:?}");
     }
 }
 
@@ -715,4 +726,28 @@ fn yocto_names_are_normalised_with_warnings() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Replays every fuzz corpus input (fuzz/corpus/TARGET/*, kept in the repo)
+/// through the same entry points the fuzz targets use: a crash found by
+/// `cargo fuzz` stays fixed. Counts what it replayed, so an empty corpus fails.
+#[test]
+fn fuzz_corpora_replay_without_panics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    for (target, run) in ocimux::fuzzing::TARGETS {
+        let dir = root.join(target);
+        let mut inputs: Vec<_> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        inputs.sort();
+        assert!(
+            inputs.len() >= 5,
+            "{target}: only {} corpus inputs",
+            inputs.len()
+        );
+        for input in inputs {
+            run(&fs::read(&input).unwrap());
+        }
+    }
 }

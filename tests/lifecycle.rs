@@ -448,3 +448,85 @@ fn umount_of_a_hung_daemon_aborts_its_connection() {
         !alive(pid)
     });
 }
+
+/// Case 5: `mount` returns only once every request thread runs (64, the
+/// most `--threads` allows).
+#[test]
+fn mount_returns_once_every_request_thread_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[s.root.to_str().unwrap(), "--threads", "64"],
+    );
+    let pid = daemon_pid(&m.dir);
+    let fuser_threads = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|t| {
+            fs::read_to_string(t.as_ref().unwrap().path().join("comm"))
+                .is_ok_and(|c| c.starts_with("fuser-"))
+        })
+        .count();
+    assert_eq!(fuser_threads, 64);
+    assert!(fs::read(m.path("index.json")).is_ok());
+}
+
+/// Case 9: a client killed while its request is being served (here an open
+/// that --verify makes slow) makes the reply fail with ENOENT: expected, not
+/// logged as an error.
+#[test]
+fn an_interrupted_request_is_not_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = LayoutBuilder::new(tmp.path().join("s"));
+    // A sparse 256 MiB layer: hashing it at open takes a while.
+    let big = tmp.path().join("big");
+    let f = fs::File::create(&big).unwrap();
+    f.set_len(1 << 28).unwrap();
+    drop(f);
+    let digest = {
+        let out = run(Command::new("sha256sum").arg(&big)).stdout;
+        String::from_utf8_lossy(&out)[..64].to_owned()
+    };
+    fs::rename(&big, b.root.join("blobs/sha256").join(&digest)).unwrap();
+    let layer = serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+        "digest": format!("sha256:{digest}"), "size": 1u64 << 28});
+    let config = b.json_blob(
+        "application/vnd.oci.image.config.v1+json",
+        &serde_json::json!({"os": "linux", "architecture": "amd64"}),
+    );
+    let m = b.json_blob(
+        ocimux::document::OCI_MANIFEST,
+        &serde_json::json!({"schemaVersion": 2, "config": config, "layers": [layer]}),
+    );
+    b.index(&[(m, None)]);
+    let log = tmp.path().join("log");
+    let mnt = Mount::new(
+        &tmp.path().join("mnt"),
+        &[
+            b.root.to_str().unwrap(),
+            "--verify",
+            "-vv",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+    );
+    for _ in 0..3 {
+        let mut cat = Command::new("cat")
+            .arg(mnt.path(&format!("blobs/sha256/{digest}")))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        cat.kill().unwrap();
+        cat.wait().unwrap();
+    }
+    // The open finishes hashing; its reply finds the request gone.
+    wait_for("the dropped reply", Duration::from_secs(20), || {
+        fs::read_to_string(&log)
+            .is_ok_and(|t| t.contains("reply to an interrupted request dropped"))
+    });
+    drop(mnt);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("Failed to send FUSE reply"), "{text}");
+    assert!(!text.contains(": error:"), "{text}");
+}
