@@ -406,6 +406,12 @@ fn start(served: Served, cfg: &MountConfig) -> Result<Session<OciFs>, MountError
     let alive = crate::mountpoint::watchdog(&cfg.mountpoint)
         .map_err(io_err("starting the unmount watchdog"))?;
     std::mem::forget(alive);
+    // Open source files are shared per file version (see fs.rs), so fds grow
+    // with the files in use; let them reach the hard limit.
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
     let snapshots = Arc::new(Generations::new(&served.first));
     let fs = OciFs::new(
         snapshots.clone(),

@@ -122,15 +122,34 @@ enum ReadFrom {
     },
 }
 
-/// Open handles, and the live backing id of each inode opened with passthrough.
+/// Open handles, the live backing id of each inode opened with passthrough,
+/// and the open source files the daemon read path shares.
 #[derive(Debug, Default)]
 struct Handles {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Handle>>,
     backing: Mutex<HashMap<u64, Weak<BackingId>>>,
+    /// One fd per source file version, however many opens read it: the
+    /// daemon's fds grow with the files in use, not with clients' opens.
+    files: Mutex<HashMap<FileId, Weak<File>>>,
 }
 
 impl Handles {
+    /// The shared fd of file version `id` if one is open, else `file` (now shared).
+    fn share(&self, id: FileId, file: Arc<File>) -> Arc<File> {
+        let Ok(mut files) = self.files.lock() else {
+            return file;
+        };
+        if let Some(live) = files.get(&id).and_then(Weak::upgrade) {
+            return live; // `file` is closed when the caller drops it
+        }
+        if files.len() >= 64 && files.len().is_power_of_two() {
+            files.retain(|_, w| w.strong_count() > 0);
+        }
+        files.insert(id, Arc::downgrade(&file));
+        file
+    }
+
     fn insert(&self, handle: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         if let Ok(mut open) = self.open.lock() {
@@ -309,7 +328,7 @@ impl OciFs {
             None => {
                 self.stats.daemon_opens.fetch_add(1, Ordering::Relaxed);
                 let handle = Handle::Read {
-                    file,
+                    file: self.handles.share(id, file),
                     base,
                     len: blob.size,
                     id,

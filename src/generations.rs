@@ -19,6 +19,26 @@ use crate::source::{Blob, Origin};
 /// How long replaced snapshots stay reachable by name.
 pub const KEEP: Duration = Duration::from_secs(600);
 
+/// Bounds on the snapshots kept after being replaced: each is dropped
+/// (closing the files it held) when it is older than `keep`, or to keep at
+/// most `max_count` of them and `max_bytes` of their estimated memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Age limit.
+    pub keep: Duration,
+    /// Most snapshots kept.
+    pub max_count: usize,
+    /// Most estimated bytes kept ([`Layout::approx_bytes`]).
+    pub max_bytes: u64,
+}
+
+/// The mount's retention: 10 minutes, 16 snapshots, 256 MiB.
+pub const RETENTION: Retention = Retention {
+    keep: KEEP,
+    max_count: 16,
+    max_bytes: 256 << 20,
+};
+
 /// What the kernel must forget after a swap, because a name's bytes now come
 /// from elsewhere. The daemon sends these (FUSE notifications) from the
 /// watcher's thread, never from a request handler.
@@ -47,6 +67,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct Generations {
     inner: RwLock<Inner>,
+    retention: Retention,
     /// Blob inode numbers for the mount's life; used only while building.
     inodes: Mutex<Inodes>,
     /// Set while the sources do not compose (one vanished, or is mid-rewrite):
@@ -61,9 +82,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Generations {
     /// Starts with the snapshot of `comp`.
     pub fn new(comp: &Composition) -> Self {
+        Self::with_retention(comp, RETENTION)
+    }
+
+    /// Starts with the snapshot of `comp`, keeping replaced ones within `retention`.
+    pub fn with_retention(comp: &Composition, retention: Retention) -> Self {
         let mut inodes = Inodes::default();
         let layout = Layout::new(comp, &mut inodes);
         Generations {
+            retention,
             inner: RwLock::new(Inner {
                 current: Arc::new(layout),
                 retired: Vec::new(),
@@ -82,39 +109,79 @@ impl Generations {
     }
 
     /// Builds the snapshot of `comp` and makes it current; the old one stays
-    /// reachable by name for [`KEEP`]. Returns what the kernel must forget:
-    /// inodes whose bytes now come from elsewhere, and names no live
+    /// reachable by name within the retention. Returns what the kernel must
+    /// forget: inodes whose bytes now come from elsewhere, and names no live
     /// snapshot serves (their numbers are forgotten too, never reused).
     pub fn swap(&self, comp: &Composition) -> Vec<Invalidation> {
-        let mut inodes = lock(&self.inodes);
-        let layout = Arc::new(Layout::new(comp, &mut inodes));
-        let (old, live) = {
-            let mut inner = match self.inner.write() {
-                Ok(inner) => inner,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+        let layout = Arc::new(Layout::new(comp, &mut lock(&self.inodes)));
+        let old = {
+            let mut inner = self.write();
             let old = std::mem::replace(&mut inner.current, layout.clone());
-            let now = Instant::now();
-            inner.retired.insert(0, (now, old.clone()));
-            inner
-                .retired
-                .retain(|(when, _)| now.duration_since(*when) < KEEP);
-            let live: Vec<Arc<Layout>> = std::iter::once(inner.current.clone())
-                .chain(inner.retired.iter().map(|(_, l)| l.clone()))
-                .collect();
-            (old, live)
+            inner.retired.insert(0, (Instant::now(), old.clone()));
+            old
         };
         let mut out: Vec<Invalidation> = layout
             .blobs()
             .filter(|(n, blob)| matches!(old.content(*n), Ok(Content::Blob(was)) if was != *blob))
             .map(|(n, _)| Invalidation::Inode(n))
             .collect();
-        let forgotten = inodes.forget_unless(|d| live.iter().any(|l| l.has_blob(d)));
-        out.extend(forgotten.into_iter().map(|(d, _)| Invalidation::Entry {
-            parent: ino::dir_of(d.algorithm()),
-            name: d.encoded().to_owned(),
-        }));
+        drop(old);
+        out.extend(self.prune());
         out
+    }
+
+    /// Drops retired snapshots past the retention (closing what they held)
+    /// and forgets the names none of the rest serves; returns those names'
+    /// invalidations. Called at every swap and on the watcher's timer.
+    pub fn prune(&self) -> Vec<Invalidation> {
+        let r = self.retention;
+        let (dropped, live) = {
+            let mut inner = self.write();
+            let now = Instant::now();
+            let mut kept = Vec::new();
+            let mut dropped = Vec::new();
+            let mut bytes = 0u64;
+            for (when, l) in std::mem::take(&mut inner.retired) {
+                bytes = bytes.saturating_add(l.approx_bytes());
+                let fits = now.duration_since(when) < r.keep
+                    && kept.len() < r.max_count
+                    && bytes <= r.max_bytes;
+                if fits {
+                    kept.push((when, l));
+                } else {
+                    dropped.push(l);
+                }
+            }
+            inner.retired = kept;
+            let live: Vec<Arc<Layout>> = std::iter::once(inner.current.clone())
+                .chain(inner.retired.iter().map(|(_, l)| l.clone()))
+                .collect();
+            (dropped, live)
+        };
+        // Dropped here, outside the lock: closing files is I/O.
+        drop(dropped);
+        let forgotten = lock(&self.inodes).forget_unless(|d| live.iter().any(|l| l.has_blob(d)));
+        forgotten
+            .into_iter()
+            .map(|(d, _)| Invalidation::Entry {
+                parent: ino::dir_of(d.algorithm()),
+                name: d.encoded().to_owned(),
+            })
+            .collect()
+    }
+
+    /// How many replaced snapshots are kept.
+    pub fn retired_count(&self) -> usize {
+        match self.inner.read() {
+            Ok(inner) => inner.retired.len(),
+            Err(poisoned) => poisoned.into_inner().retired.len(),
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records whether the sources currently fail to compose (see `degraded`).
@@ -122,7 +189,7 @@ impl Generations {
         self.degraded.store(degraded, Ordering::Relaxed);
     }
 
-    /// The retired snapshots still within [`KEEP`], newest first.
+    /// The retired snapshots still within the retention's age, newest first.
     fn retired(&self) -> Vec<Arc<Layout>> {
         let inner = match self.inner.read() {
             Ok(inner) => inner,
@@ -132,7 +199,7 @@ impl Generations {
         inner
             .retired
             .iter()
-            .filter(|(when, _)| now.duration_since(*when) < KEEP)
+            .filter(|(when, _)| now.duration_since(*when) < self.retention.keep)
             .map(|(_, l)| l.clone())
             .collect()
     }
@@ -259,5 +326,84 @@ mod tests {
             g.lookup(ino::SHA256, OsStr::new("nope")),
             Err(FsError::NotFound)
         ));
+    }
+
+    #[test]
+    fn retired_snapshots_are_bounded_and_their_names_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let comps: Vec<(Composition, Digest)> = (0..6)
+            .map(|i| layout(dir.path(), &format!("gen{i}")))
+            .collect();
+        let r = Retention {
+            keep: Duration::from_secs(600),
+            max_count: 2,
+            max_bytes: u64::MAX,
+        };
+        let g = Generations::with_retention(&comps[0].0, r);
+        let mut forgotten = Vec::new();
+        for (c, _) in &comps[1..] {
+            forgotten.extend(g.swap(c));
+            assert!(g.retired_count() <= 2);
+        }
+        // gen0..gen2 are out of the count: their manifests and indexes are
+        // forgotten, and the kernel told to forget the names.
+        for seed in ["gen0", "gen1", "gen2"] {
+            let d = Digest::sha256_of(seed.as_bytes());
+            assert!(
+                forgotten.contains(&Invalidation::Entry {
+                    parent: ino::SHA256,
+                    name: d.encoded().to_owned()
+                }),
+                "{seed}"
+            );
+            assert!(g.lookup(ino::SHA256, OsStr::new(d.encoded())).is_err());
+        }
+        for seed in ["gen3", "gen4", "gen5"] {
+            let d = Digest::sha256_of(seed.as_bytes());
+            assert!(
+                g.lookup(ino::SHA256, OsStr::new(d.encoded())).is_ok(),
+                "{seed}"
+            );
+        }
+        // By age: with keep = 0 a prune drops every retired snapshot.
+        let g = Generations::with_retention(
+            &comps[0].0,
+            Retention {
+                keep: Duration::ZERO,
+                ..r
+            },
+        );
+        g.swap(&comps[1].0);
+        assert_eq!(g.retired_count(), 0);
+        // By bytes: a cap below one snapshot keeps none.
+        let g = Generations::with_retention(&comps[0].0, Retention { max_bytes: 1, ..r });
+        g.swap(&comps[1].0);
+        assert_eq!(g.retired_count(), 0);
+    }
+
+    #[test]
+    fn a_swap_invalidates_inodes_whose_bytes_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = layout(dir.path(), "same");
+        let g = Generations::new(&first);
+        // The same composition again: nothing moved.
+        assert!(
+            g.swap(&first)
+                .iter()
+                .all(|i| !matches!(i, Invalidation::Inode(_)))
+        );
+        // The manifest's file is another one now (other identity).
+        let mut moved = first.clone();
+        if let Some(b) = moved.blobs.first_mut() {
+            if let Origin::File { id, .. } = &mut b.origin {
+                id.ino += 1;
+            }
+        }
+        let n = g
+            .current()
+            .lookup(ino::SHA256, OsStr::new(moved.blobs[0].digest.encoded()))
+            .unwrap()
+            .ino;
+        assert!(g.swap(&moved).contains(&Invalidation::Inode(n)));
     }
 }

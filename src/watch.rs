@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,12 @@ pub const SETTLE: Duration = Duration::from_millis(100);
 pub const MAX_DELAY: Duration = Duration::from_millis(500);
 /// Retry interval while the sources do not compose.
 pub const RETRY: Duration = Duration::from_millis(500);
+/// How often retired snapshots are pruned while there are any.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// A rebuild starts at least this long after the last one ended, and at
+/// least 4 times as long as that one took: a source rewritten in a tight
+/// loop costs at most a fifth of one CPU.
+pub const MIN_GAP: Duration = Duration::from_millis(200);
 
 /// Tells the kernel what a swap made stale (see [`Invalidation`]).
 pub type Notify = Box<dyn Fn(&[Invalidation]) + Send>;
@@ -52,6 +58,7 @@ pub fn spawn(
         names: HashMap::new(),
         last: Fingerprint::of(first),
         last_error: None,
+        next_allowed: Instant::now(),
     };
     watcher.arm();
     std::thread::Builder::new()
@@ -86,10 +93,13 @@ struct Watcher {
     snapshots: Arc<Generations>,
     notify: Notify,
     inotify: Inotify,
-    /// Per watch: `Some(name)` when only events for that entry matter.
-    names: HashMap<WatchDescriptor, Option<OsString>>,
+    /// Per watch: its directory, and `Some(name)` when only events for that
+    /// entry matter. Only directories the current sources use are watched.
+    names: HashMap<WatchDescriptor, (PathBuf, Option<OsString>)>,
     last: Fingerprint,
     last_error: Option<String>,
+    /// No rebuild starts before this (see [`MIN_GAP`]).
+    next_allowed: Instant,
 }
 
 const DIR_EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE
@@ -101,39 +111,49 @@ const DIR_EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE
     .union(AddWatchFlags::IN_ATTRIB);
 
 impl Watcher {
-    /// (Re)adds the watches; paths may have moved (a re-pointed symlink).
+    /// Watches exactly the directories the sources use now, and no others:
+    /// a re-pointed symlink's old target (Yocto's previous build directory)
+    /// loses its watches, so they do not pile up and its activity is ignored.
     fn arm(&mut self) {
-        let mut wanted: Vec<(PathBuf, Option<OsString>)> = Vec::new();
+        let mut wanted: HashMap<PathBuf, Option<OsString>> = HashMap::new();
+        let mut want = |dir: PathBuf, name: Option<OsString>| {
+            let entry = wanted.entry(dir).or_insert(name.clone());
+            // One directory may be watched for a name and for all.
+            if *entry != name {
+                *entry = None;
+            }
+        };
         for spec in &self.plan.specs {
             let Ok(given) = std::path::absolute(&spec.path) else {
                 continue;
             };
             if let (Some(parent), Some(name)) = (given.parent(), given.file_name()) {
-                wanted.push((parent.to_owned(), Some(name.to_owned())));
+                want(parent.to_owned(), Some(name.to_owned()));
             }
             if let Ok(target) = std::fs::canonicalize(&given) {
                 if target.is_dir() {
-                    wanted.push((target.join("blobs/sha256"), None));
-                    wanted.push((target, None));
+                    want(target.join("blobs/sha256"), None);
+                    want(target, None);
                 }
             }
         }
+        let mut names = HashMap::new();
         for (dir, name) in wanted {
-            self.watch(&dir, name);
+            match self.inotify.add_watch(&dir, DIR_EVENTS) {
+                Ok(wd) => {
+                    names.insert(wd, (dir, name));
+                }
+                Err(e) => log::debug!("watch {}: {e}", dir.display()),
+            }
         }
-    }
-
-    fn watch(&mut self, dir: &Path, name: Option<OsString>) {
-        match self.inotify.add_watch(dir, DIR_EVENTS) {
-            Ok(wd) => {
-                // One directory may be watched for several names and for all.
-                let entry = self.names.entry(wd).or_insert(name.clone());
-                if entry.is_some() && *entry != name {
-                    *entry = None;
+        for (wd, (dir, _)) in &self.names {
+            if !names.contains_key(wd) {
+                if let Err(e) = self.inotify.rm_watch(*wd) {
+                    log::debug!("unwatch {}: {e}", dir.display());
                 }
             }
-            Err(e) => log::debug!("watch {}: {e}", dir.display()),
         }
+        self.names = names;
     }
 
     /// Whether any pending event concerns a source.
@@ -145,8 +165,8 @@ impl Watcher {
             }
             for ev in events {
                 relevant |= match self.names.get(&ev.wd) {
-                    Some(Some(name)) => ev.name.as_ref() == Some(name),
-                    Some(None) => true,
+                    Some((_, Some(name))) => ev.name.as_ref() == Some(name),
+                    Some((_, None)) => true,
                     None => false,
                 } || ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW);
             }
@@ -176,15 +196,28 @@ impl Watcher {
 
     fn run(mut self) {
         // A rebuild is due after SETTLE of quiet, or MAX_DELAY after the first
-        // event of a burst; while sources do not compose, every RETRY.
+        // event of a burst; while sources do not compose, every RETRY; never
+        // before `next_allowed`. Retired snapshots are pruned every
+        // PRUNE_EVERY while there are any.
         let mut burst: Option<(Instant, Instant)> = None; // (quiet until, first event)
         let mut retry_at: Option<Instant> =
             self.last_error.as_ref().map(|_| Instant::now() + RETRY);
+        let mut prune_at = Instant::now() + PRUNE_EVERY;
         loop {
-            let due = burst.map(|(quiet, first)| quiet.min(first + MAX_DELAY));
-            let until = match (due, retry_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            let due = [
+                burst.map(|(quiet, first)| quiet.min(first + MAX_DELAY)),
+                retry_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.max(self.next_allowed));
+            let pruning = self.snapshots.retired_count() > 0;
+            let until = match (due, pruning) {
+                (Some(d), true) => Some(d.min(prune_at)),
+                (Some(d), false) => Some(d),
+                (None, true) => Some(prune_at),
+                (None, false) => None,
             };
             if self.wait(until) && self.drain() {
                 let now = Instant::now();
@@ -192,12 +225,20 @@ impl Watcher {
                 burst = Some((now + SETTLE, first));
             }
             let now = Instant::now();
+            if pruning && now >= prune_at {
+                let stale = self.snapshots.prune();
+                (self.notify)(&stale);
+                prune_at = now + PRUNE_EVERY;
+            }
             let burst_over =
                 burst.is_some_and(|(quiet, first)| now >= quiet || now >= first + MAX_DELAY);
             let retry_now = retry_at.is_some_and(|t| now >= t);
-            if burst_over || retry_now {
+            if (burst_over || retry_now) && now >= self.next_allowed {
                 burst = None;
+                let started = Instant::now();
                 self.rebuild();
+                let took = started.elapsed();
+                self.next_allowed = Instant::now() + MIN_GAP.max(took * 4);
                 retry_at = self.last_error.as_ref().map(|_| Instant::now() + RETRY);
             }
         }
