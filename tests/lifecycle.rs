@@ -478,10 +478,10 @@ fn mount_returns_once_every_request_thread_runs() {
 fn an_interrupted_request_is_not_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let b = LayoutBuilder::new(tmp.path().join("s"));
-    // A sparse 256 MiB layer: hashing it at open takes a while.
+    // A sparse 512 MiB layer: hashing it at its first open takes a while.
     let big = tmp.path().join("big");
     let f = fs::File::create(&big).unwrap();
-    f.set_len(1 << 28).unwrap();
+    f.set_len(1 << 29).unwrap();
     drop(f);
     let digest = {
         let out = run(Command::new("sha256sum").arg(&big)).stdout;
@@ -489,7 +489,7 @@ fn an_interrupted_request_is_not_an_error() {
     };
     fs::rename(&big, b.root.join("blobs/sha256").join(&digest)).unwrap();
     let layer = serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar",
-        "digest": format!("sha256:{digest}"), "size": 1u64 << 28});
+        "digest": format!("sha256:{digest}"), "size": 1u64 << 29});
     let config = b.json_blob(
         "application/vnd.oci.image.config.v1+json",
         &serde_json::json!({"os": "linux", "architecture": "amd64"}),
@@ -516,7 +516,7 @@ fn an_interrupted_request_is_not_an_error() {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(30));
         cat.kill().unwrap();
         cat.wait().unwrap();
     }
