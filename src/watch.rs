@@ -4,12 +4,16 @@
 //!
 //! inotify watches, per source: the directory holding the path as given (for
 //! the symlink or archive itself, filtered by name), and for a layout
-//! directory the directory and its `blobs/sha256`. Idle, this costs nothing.
-//! After an event the watcher waits for [`SETTLE`] of quiet (a writer is
-//! usually mid-way), then rebuilds. A source caught mid-rewrite (truncated
-//! JSON, a manifest whose blobs are not there yet) fails to compose: the last
-//! good snapshot keeps being served, the failure is logged once, and the
-//! rebuild is retried every [`RETRY`] until it succeeds.
+//! directory the directory and its `blobs/sha256` — those of the current
+//! sources only: watches on a re-pointed symlink's old target are removed.
+//! Idle, this costs nothing (but a prune of replaced snapshots every
+//! [`PRUNE_EVERY`] while any are kept). After an event the watcher waits for
+//! [`SETTLE`] of quiet (a writer is usually mid-way), then rebuilds, never
+//! sooner than [`MIN_GAP`] (or 4× the last rebuild) after the last one. A
+//! source caught mid-rewrite (truncated JSON, a manifest whose blobs are not
+//! there yet) fails to compose: the last good snapshot keeps being served,
+//! the failure is logged once, and the rebuild is retried every [`RETRY`]
+//! until it succeeds. A swap's invalidations are sent from this thread.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
