@@ -273,6 +273,12 @@ impl SourceDir {
     /// returned, with its identity. This is the request path: one openat2 and
     /// one fstat.
     pub fn open(&self, rel: &str) -> Result<(File, FileId), OpenError> {
+        let (file, meta) = self.open_regular(rel)?;
+        Ok((file, FileId::from_meta(&meta)))
+    }
+
+    /// The confined open and its one `fstat`.
+    fn open_regular(&self, rel: &str) -> Result<(File, std::fs::Metadata), OpenError> {
         let file = if NO_OPENAT2.load(Ordering::Relaxed) {
             self.open_walk(rel)?
         } else {
@@ -298,14 +304,14 @@ impl SourceDir {
         if !meta.is_file() {
             return Err(OpenError::NotRegular(type_name(meta.mode())));
         }
-        Ok((file, FileId::from_meta(&meta)))
+        Ok((file, meta))
     }
 
     /// Opens `rel` as [`SourceDir::open`] does, and also works out who may
     /// read it (for building a snapshot, not for the request path).
     pub fn open_with_access(&self, rel: &str) -> Result<(File, FileInfo), OpenError> {
-        let (file, id) = self.open(rel)?;
-        let meta = file.metadata()?;
+        let (file, meta) = self.open_regular(rel)?;
+        let id = FileId::from_meta(&meta);
         let dirs = self.dirs_to(rel);
         let access = Access {
             uid: meta.uid(),
