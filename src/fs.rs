@@ -384,6 +384,19 @@ fn checked(now: FileId, recorded: FileId) -> Result<(), FsError> {
     }
 }
 
+/// Writes `Filesystem` methods that refuse with EROFS, logged as one failed
+/// operation each: `name(first, ArgType…) -> ReplyType;`, where `first` is
+/// the inode argument named in the log (`ino` or `parent`).
+macro_rules! refuse_writes {
+    ($($op:ident($first:ident $(, $arg:ty)* $(,)?) -> $reply:ty;)*) => {
+        $(
+            fn $op(&self, _req: &Request, $first: INodeNo, $(_: $arg,)* reply: $reply) {
+                reply.error(failed(stringify!($op), $first.0, &FsError::ReadOnly));
+            }
+        )*
+    };
+}
+
 fn kind(k: Kind) -> FileType {
     match k {
         Kind::Dir => FileType::Directory,
@@ -635,151 +648,22 @@ impl Filesystem for OciFs {
 
     // Every write is refused. The mount is also `ro`, so the kernel answers
     // EROFS before most of these are reached; they stay as a second fence.
-
-    fn setattr(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
-        reply.error(failed("setattr", ino.0, &FsError::ReadOnly));
-    }
-
-    fn mknod(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        reply.error(failed("mknod", parent.0, &FsError::ReadOnly));
-    }
-
-    fn mkdir(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        reply: ReplyEntry,
-    ) {
-        reply.error(failed("mkdir", parent.0, &FsError::ReadOnly));
-    }
-
-    fn unlink(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(failed("unlink", parent.0, &FsError::ReadOnly));
-    }
-
-    fn rmdir(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(failed("rmdir", parent.0, &FsError::ReadOnly));
-    }
-
-    fn symlink(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        _name: &OsStr,
-        _target: &Path,
-        reply: ReplyEntry,
-    ) {
-        reply.error(failed("symlink", parent.0, &FsError::ReadOnly));
-    }
-
-    fn rename(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: fuser::RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(failed("rename", parent.0, &FsError::ReadOnly));
-    }
-
-    fn link(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        reply.error(failed("link", ino.0, &FsError::ReadOnly));
-    }
-
-    fn write(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
-        _write_flags: fuser::WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        reply.error(failed("write", ino.0, &FsError::ReadOnly));
-    }
-
-    fn create(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _flags: i32,
-        reply: ReplyCreate,
-    ) {
-        reply.error(failed("create", parent.0, &FsError::ReadOnly));
-    }
-
-    fn setxattr(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
-        _position: u32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(failed("setxattr", ino.0, &FsError::ReadOnly));
-    }
-
-    fn removexattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(failed("removexattr", ino.0, &FsError::ReadOnly));
-    }
-
-    fn fallocate(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(failed("fallocate", ino.0, &FsError::ReadOnly));
+    refuse_writes! {
+        setattr(ino, Option<u32>, Option<u32>, Option<u32>, Option<u64>, Option<TimeOrNow>,
+            Option<TimeOrNow>, Option<SystemTime>, Option<FileHandle>, Option<SystemTime>,
+            Option<SystemTime>, Option<SystemTime>, Option<fuser::BsdFileFlags>) -> ReplyAttr;
+        mknod(parent, &OsStr, u32, u32, u32) -> ReplyEntry;
+        mkdir(parent, &OsStr, u32, u32) -> ReplyEntry;
+        unlink(parent, &OsStr) -> ReplyEmpty;
+        rmdir(parent, &OsStr) -> ReplyEmpty;
+        symlink(parent, &OsStr, &Path) -> ReplyEntry;
+        rename(parent, &OsStr, INodeNo, &OsStr, fuser::RenameFlags) -> ReplyEmpty;
+        link(ino, INodeNo, &OsStr) -> ReplyEntry;
+        write(ino, FileHandle, u64, &[u8], fuser::WriteFlags, OpenFlags, Option<LockOwner>)
+            -> ReplyWrite;
+        create(parent, &OsStr, u32, u32, i32) -> ReplyCreate;
+        setxattr(ino, &OsStr, &[u8], i32, u32) -> ReplyEmpty;
+        removexattr(ino, &OsStr) -> ReplyEmpty;
+        fallocate(ino, FileHandle, u64, u64, i32) -> ReplyEmpty;
     }
 }
