@@ -186,8 +186,21 @@ pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountErr
         why,
     };
     // Nothing here touches the mount itself: its daemon may be dead or hung.
-    let canonical = locate(path).map_err(|e| fail(e.to_string()))?;
-    let entry = mountinfo::find(&canonical).map_err(|e| fail(format!("reading mountinfo: {e}")))?;
+    let located = locate(path).map_err(|e| fail(e.to_string()))?;
+    let found = |p: &Path| mountinfo::find(p).map_err(|e| fail(format!("reading mountinfo: {e}")));
+    let (canonical, entry) = match found(&located)? {
+        Some(e) => (located, Some(e)),
+        // Nothing mounted at that exact path: it may name the mountpoint
+        // through a symlink. Resolving it touches the mount, which is then
+        // not one found dead or hung above.
+        None => match fs::canonicalize(path) {
+            Ok(c) if c != located => {
+                let e = found(&c)?;
+                (c, e)
+            }
+            _ => (located, None),
+        },
+    };
     let Some((entry, pid)) = entry.and_then(|e| e.ocimux_pid().map(|p| (e, p))) else {
         return Err(MountError::NotOurs(path.to_owned()));
     };

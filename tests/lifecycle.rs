@@ -53,6 +53,21 @@ fn foreground_daemon_unmounts_and_exits_0_on_sigterm_and_sigint() {
 }
 
 #[test]
+fn umount_through_a_symlink_to_the_mountpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, pid) = mounted(tmp.path());
+    let link = tmp.path().join("link-to-mnt");
+    std::os::unix::fs::symlink(&m.dir, &link).unwrap();
+    let out = ocimux(&["umount", link.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&m.dir) && !alive(pid));
+}
+
+#[test]
 fn detached_daemon_unmounts_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let (m, pid) = mounted(tmp.path());
