@@ -1,10 +1,13 @@
 //! The library's error types: every refusal names the source and the file.
 //!
 //! [`Error`] is what building a snapshot can fail with; all of its variants are
-//! bad input (the CLI maps them to exit code 2). Errors of the mounted filesystem
-//! live in [`crate::layout::FsError`], with their one errno mapping in the adapter.
+//! bad input (the CLI maps them to exit code 2). [`FsError`] is what a request
+//! to the mounted filesystem can fail with, and [`FsError::errno`] its one
+//! mapping to errno.
 
 use std::io;
+
+use crate::confine::OpenError;
 
 /// A refusal to build the virtual layout from the given inputs.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +192,69 @@ impl Error {
     }
 }
 
+/// Errors of the mounted filesystem; the adapter maps each to one errno.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// No such inode or name.
+    #[error("not found")]
+    NotFound,
+    /// A directory operation on a file.
+    #[error("not a directory")]
+    NotDir,
+    /// A file operation on a directory.
+    #[error("is a directory")]
+    IsDir,
+    /// Any write.
+    #[error("read-only file system")]
+    ReadOnly,
+    /// The source file no longer has the identity recorded in the snapshot
+    /// (rewritten in place, truncated, replaced): its bytes are not served.
+    #[error("the source file changed since the snapshot was built")]
+    Changed,
+    /// With `--verify`: the bytes do not hash to the blob's name.
+    #[error("content hashes to {actual}, not to its name")]
+    Corrupt {
+        /// What the bytes hash to.
+        actual: crate::digest::Digest,
+    },
+    /// The source file cannot be opened confined to its source any more.
+    #[error("{0}")]
+    Refused(#[from] OpenError),
+    /// Reading a source file failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl FsError {
+    /// The errno a request that failed with this gets. A failure that means
+    /// the bytes may not be the name's is EIO: the call fails, nothing is served.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound | FsError::Refused(OpenError::Missing) => libc::ENOENT,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::Changed
+            | FsError::Corrupt { .. }
+            | FsError::Refused(
+                OpenError::Escapes | OpenError::NotRegular(_) | OpenError::OcimuxMount(_),
+            ) => libc::EIO,
+            FsError::Refused(OpenError::Io(io)) | FsError::Io(io) => {
+                io.raw_os_error().unwrap_or(libc::EIO)
+            }
+        }
+    }
+
+    /// Whether this is a normal answer rather than a failure worth a warning
+    /// (lookups of absent names, refused writes).
+    pub fn is_routine(&self) -> bool {
+        matches!(
+            self,
+            FsError::NotFound | FsError::ReadOnly | FsError::Refused(OpenError::Missing)
+        )
+    }
+}
+
 /// `s` with control characters escaped (`\u{1b}`), so that text taken from a
 /// source (a ref name, a path) cannot drive the terminal it is printed on.
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
@@ -208,6 +274,32 @@ pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_table() {
+        let io = |code| io::Error::from_raw_os_error(code);
+        let cases: Vec<(FsError, i32, bool)> = vec![
+            (FsError::NotFound, libc::ENOENT, true),
+            (FsError::Refused(OpenError::Missing), libc::ENOENT, true),
+            (FsError::NotDir, libc::ENOTDIR, false),
+            (FsError::IsDir, libc::EISDIR, false),
+            (FsError::ReadOnly, libc::EROFS, true),
+            (FsError::Changed, libc::EIO, false),
+            (FsError::Refused(OpenError::Escapes), libc::EIO, false),
+            (
+                FsError::Refused(OpenError::Io(io(libc::EACCES))),
+                libc::EACCES,
+                false,
+            ),
+            (FsError::Io(io(libc::EMFILE)), libc::EMFILE, false),
+            (FsError::Io(io::Error::other("no code")), libc::EIO, false),
+        ];
+        for (e, errno, routine) in cases {
+            assert_eq!((e.errno(), e.is_routine()), (errno, routine), "{e:?}");
+        }
+    }
+
     #[test]
     fn printable_table() {
         let cases = [

@@ -11,12 +11,11 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io;
-
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::digest::{Algorithm, Digest};
+pub use crate::error::FsError;
 use crate::index::Composition;
 use crate::source::Blob;
 
@@ -114,39 +113,6 @@ impl Inodes {
     }
 }
 
-/// Errors of the mounted filesystem; the adapter maps each to one errno.
-#[derive(Debug, thiserror::Error)]
-pub enum FsError {
-    /// No such inode or name.
-    #[error("not found")]
-    NotFound,
-    /// A directory operation on a file.
-    #[error("not a directory")]
-    NotDir,
-    /// A file operation on a directory.
-    #[error("is a directory")]
-    IsDir,
-    /// Any write.
-    #[error("read-only file system")]
-    ReadOnly,
-    /// The source file no longer has the identity recorded in the snapshot
-    /// (rewritten in place, truncated, replaced): its bytes are not served.
-    #[error("the source file changed since the snapshot was built")]
-    Changed,
-    /// With `--verify`: the bytes do not hash to the blob's name.
-    #[error("content hashes to {actual}, not to its name")]
-    Corrupt {
-        /// What the bytes hash to.
-        actual: Digest,
-    },
-    /// The source file cannot be opened confined to its source any more.
-    #[error("{0}")]
-    Refused(#[from] crate::confine::OpenError),
-    /// Reading a source file failed.
-    #[error("{0}")]
-    Io(#[from] io::Error),
-}
-
 /// File or directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -168,6 +134,16 @@ pub enum Owner {
         /// Group.
         gid: u32,
     },
+}
+
+impl Owner {
+    /// (uid, gid) as shown, given the mount owner's.
+    pub fn ids(self, mount_uid: u32, mount_gid: u32) -> (u32, u32) {
+        match self {
+            Owner::Mount => (mount_uid, mount_gid),
+            Owner::Source { uid, gid } => (uid, gid),
+        }
+    }
 }
 
 /// Attributes of a node.

@@ -27,6 +27,7 @@ pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod generations;
+pub(crate) mod handles;
 pub mod hex;
 pub mod index;
 pub mod layout;

@@ -65,6 +65,31 @@ pub fn blob(seed: &str) -> Blob {
     }
 }
 
+/// A blob whose bytes are a real file `blobs/sha256/<hex>` under `root`,
+/// recorded with the identity it has now.
+pub fn file_blob(root: &Path, bytes: &[u8]) -> Blob {
+    let digest = Digest::sha256_of(bytes);
+    let rel = digest.blob_path();
+    let path = root.join(&rel);
+    fs::create_dir_all(path.parent().expect("blob path has a parent")).expect("mkdir");
+    fs::write(&path, bytes).expect("write blob");
+    let dir = match crate::confine::resolve(root) {
+        Ok(Resolved::Dir(d)) => Arc::new(d),
+        other => panic!("resolving {}: {other:?}", root.display()),
+    };
+    let (_, id) = dir.open(&rel).expect("open blob");
+    Blob {
+        digest,
+        size: bytes.len() as u64,
+        origin: Origin::File { dir, rel, id },
+        access: Access {
+            uid: 0,
+            gid: 0,
+            mode: 0o444,
+        },
+    }
+}
+
 /// Composes contributions with the default tag, for tests of what comes after.
 pub fn composed(sources: &[Contribution]) -> crate::index::Composition {
     let opts = crate::index::IndexOptions {
