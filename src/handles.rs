@@ -107,7 +107,7 @@ impl FileRange {
         let bytes = read_at(
             &self.file,
             self.base.saturating_add(offset),
-            size,
+            u64::from(size),
             self.base.saturating_add(self.len),
         )?;
         if bytes.len() as u64 == want && self.id.holds(&FileId::of(&self.file)?) {

@@ -5,7 +5,8 @@
 //! - [`digest`], [`platform`], [`document`]: the OCI vocabulary, parsed strictly;
 //! - [`confine`]: opens a source's files confined beneath its root, never blocking;
 //! - [`source`]: reads one source layout and computes what it contributes
-//!   (a platform manifest and every blob reachable from it), validating as it goes;
+//!   (a platform manifest and every blob reachable from it), validating as it
+//!   goes; [`readat`]: the one positional-read loop;
 //! - [`index`]: generates the image index and `index.json` bytes;
 //! - [`layout`]: the immutable snapshot of the virtual tree (inodes, directories,
 //!   where each file's bytes come from), with no FUSE types; [`generations`]:
@@ -13,6 +14,7 @@
 //! - [`plan`] and [`watch`]: what to compose, and rebuilding when sources change;
 //! - [`tar`]: indexing uncompressed tar archives, served in place;
 //! - [`verify`]: `--verify`, hashing each blob version once before serving it;
+//! - `handles`: what open files hold and how their bytes are read (no FUSE types);
 //! - [`fs`]: the thin `fuser` adapter that answers kernel requests from a snapshot;
 //! - [`daemon`]: mounting, detaching and signals; [`mountpoint`]: claiming,
 //!   unmounting only our own mount, the watchdog that outlives a killed daemon.

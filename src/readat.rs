@@ -5,21 +5,27 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-/// Reads up to `size` bytes at `offset`, stopping at `limit` (the blob's size)
-/// and looping over short reads; fewer bytes only at end of file.
-pub fn read_at(file: &File, offset: u64, size: u32, limit: u64) -> io::Result<Vec<u8>> {
-    let want = limit.saturating_sub(offset).min(u64::from(size));
-    let want = usize::try_from(want).unwrap_or(usize::MAX);
-    let mut buf = vec![0u8; want];
+/// Fills `buf` from `offset`, looping over short reads and EINTR; fewer
+/// bytes only at end of file. The one positional-read loop of the crate.
+pub fn fill_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0usize;
     while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
-        match file.read_at(rest, offset + filled as u64) {
+        match file.read_at(rest, offset.saturating_add(filled as u64)) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
     }
+    Ok(filled)
+}
+
+/// Reads up to `size` bytes at `offset`, stopping at `limit` (the end of the
+/// blob or member); fewer bytes only at end of file. Callers bound `size`.
+pub fn read_at(file: &File, offset: u64, size: u64, limit: u64) -> io::Result<Vec<u8>> {
+    let want = limit.saturating_sub(offset).min(size);
+    let mut buf = vec![0u8; usize::try_from(want).unwrap_or(usize::MAX)];
+    let filled = fill_at(file, offset, &mut buf)?;
     buf.truncate(filled);
     Ok(buf)
 }
@@ -34,7 +40,7 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"0123456789").unwrap();
         // offset, size, limit, want
-        let cases: &[(u64, u32, u64, &[u8])] = &[
+        let cases: &[(u64, u64, u64, &[u8])] = &[
             (0, 10, 10, b"0123456789"),
             (0, 100, 10, b"0123456789"),
             (3, 4, 10, b"3456"),
@@ -43,7 +49,7 @@ mod tests {
             (11, 4, 10, b""),
             (0, 10, 4, b"0123"),   // limit wins over a longer file
             (5, 10, 20, b"56789"), // file shorter than limit: stop at EOF
-            (u64::MAX, u32::MAX, u64::MAX, b""),
+            (u64::MAX, u64::MAX, u64::MAX, b""),
         ];
         for (off, size, limit, want) in cases {
             assert_eq!(
@@ -52,5 +58,7 @@ mod tests {
                 "{off} {size} {limit}"
             );
         }
+        // An offset the kernel cannot seek to is an error, not a panic.
+        assert!(read_at(&f, u64::MAX - 1, 4, u64::MAX).is_err());
     }
 }

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 
 /// One block of a tar archive.
@@ -104,7 +104,7 @@ pub fn looks_like_tar(head: &[u8]) -> bool {
 pub fn index(file: &File) -> Result<TarIndex, TarError> {
     let len = file.metadata()?.len();
     let mut head = [0u8; 6];
-    let n = file.read_at(&mut head, 0)?;
+    let n = crate::readat::fill_at(file, 0, &mut head)?;
     if let Some((name, hint)) = compression(head.get(..n).unwrap_or_default()) {
         return Err(TarError::Compressed(name, hint));
     }
@@ -329,31 +329,6 @@ fn normalize(name: &str) -> Result<String, TarError> {
         }
     }
     Ok(parts.join("/"))
-}
-
-/// Reads a whole small member into memory.
-pub fn read_member(file: &File, m: &Member) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut take = ReadAt {
-        file,
-        pos: m.offset,
-    }
-    .take(m.size);
-    take.read_to_end(&mut buf)?;
-    Ok(buf)
-}
-
-struct ReadAt<'a> {
-    file: &'a File,
-    pos: u64,
-}
-
-impl Read for ReadAt<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

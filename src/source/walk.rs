@@ -1,193 +1,13 @@
-//! Reading one source layout: which manifest it contributes, on which platform,
-//! and every blob reachable from it.
-//!
-//! Everything that can be checked cheaply is checked here, before anything is
-//! mounted: the layout marker, JSON size caps and syntax, every digest's grammar
-//! (before it becomes a path), that every referenced blob exists with its
-//! descriptor's size, and that manifests and configs hash to their digests.
-//! Layers are stat'ed, never read, so this costs the same for 1 MiB or 10 GiB.
+//! The OCI walk of one source: `index.json` → the chosen entry → image
+//! index (if any) → manifests → config and layers, checking every descriptor
+//! against the file it names.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use crate::confine::{self, Access, FileId, FileInfo, OpenError, Resolved, SourceDir};
+use super::root::{Found, Root};
+use super::{Blob, Contribution, Image, SourceSpec};
 use crate::digest::Digest;
 use crate::document::{self, Document, Kind, RawDescriptor, RawPlatform};
 use crate::error::{Error, Problem};
 use crate::platform::Platform;
-use crate::tar;
-
-/// One `[PLATFORM=]PATH` argument.
-#[derive(Debug, Clone)]
-pub struct SourceSpec {
-    /// The argument as given, used in every message about this source.
-    pub name: String,
-    /// The path as given, made absolute (symlinks not resolved).
-    pub path: PathBuf,
-    /// The platform given on the command line, already normalised.
-    pub platform: Option<Platform>,
-}
-
-impl SourceSpec {
-    /// Parses `[PLATFORM=]PATH`.
-    ///
-    /// The part before the first `=` is taken as a platform when it looks like
-    /// one (`os/arch[/variant]`, starting with a letter); otherwise the whole
-    /// argument is a path, so `./dir=x` stays a path.
-    pub fn parse(arg: &str) -> Result<Self, Error> {
-        let platform_part = arg.split_once('=').filter(|(p, _)| looks_like_platform(p));
-        let Some((platform, path)) = platform_part else {
-            return Ok(SourceSpec {
-                name: arg.to_owned(),
-                path: absolute(arg),
-                platform: None,
-            });
-        };
-        let normalized = Platform::parse(platform).map_err(|why| Error::Argument {
-            what: "platform",
-            value: platform.to_owned(),
-            why,
-        })?;
-        for w in &normalized.warnings {
-            log::warn!("source {arg}: {w}");
-        }
-        if path.is_empty() {
-            return Err(Error::Argument {
-                what: "source",
-                value: arg.to_owned(),
-                why: "no PATH after PLATFORM=".into(),
-            });
-        }
-        Ok(SourceSpec {
-            name: path.to_owned(),
-            path: absolute(path),
-            platform: Some(normalized.platform),
-        })
-    }
-}
-
-/// The path made absolute against the current directory, symlinks kept (a
-/// re-pointed `…-latest-oci` link must be followed anew on every rebuild,
-/// and the daemon runs from `/`).
-fn absolute(path: &str) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path))
-}
-
-fn looks_like_platform(p: &str) -> bool {
-    let parts: Vec<&str> = p.split('/').collect();
-    (2..=3).contains(&parts.len())
-        && p.starts_with(|c: char| c.is_ascii_alphabetic())
-        && parts.iter().all(|s| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        })
-}
-
-/// A blob in a source, with the file its bytes come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Blob {
-    /// Its digest (validated).
-    pub digest: Digest,
-    /// Its size, equal to the file's and to every descriptor's.
-    pub size: u64,
-    /// Where its bytes are.
-    pub origin: Origin,
-    /// Who may read it through the mount: what the source grants.
-    pub access: Access,
-}
-
-/// Where a blob's bytes are on disk, and the identity they had when the
-/// snapshot was built: bytes are served only while that identity holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// A whole file of a layout directory, opened beneath the source's root.
-    File {
-        /// The source's root, held open.
-        dir: Arc<SourceDir>,
-        /// The file under it (`blobs/<alg>/<hex>`).
-        rel: String,
-        /// Its identity when found.
-        id: FileId,
-    },
-    /// A byte range of a tar archive (a member's data).
-    Range {
-        /// The archive, as opened when it was indexed.
-        archive: Arc<Archive>,
-        /// Where the member's data starts.
-        offset: u64,
-    },
-}
-
-impl Origin {
-    /// A short description for logs: the source file or archive member.
-    pub fn describe(&self) -> String {
-        match self {
-            Origin::File { dir, rel, .. } => dir.path().join(rel).display().to_string(),
-            Origin::Range { archive, offset } => {
-                format!("{} at offset {offset}", archive.path.display())
-            }
-        }
-    }
-
-    /// The identity of the file the bytes are read from.
-    pub fn file_id(&self) -> FileId {
-        match self {
-            Origin::File { id, .. } => *id,
-            Origin::Range { archive, .. } => archive.id,
-        }
-    }
-}
-
-/// An indexed tar archive, kept open. An archive's path is not
-/// content-addressed: a rebuild replaces it with other offsets, or rewrites it
-/// in place. Reading the file that was indexed (not whatever now has its
-/// path), and only while it keeps the identity it had, keeps the offsets of
-/// every snapshot true.
-#[derive(Debug)]
-pub struct Archive {
-    /// Where it was found.
-    pub path: PathBuf,
-    /// The file that was indexed, shared by every open of its members.
-    pub file: Arc<File>,
-    /// Its identity when indexed.
-    pub id: FileId,
-}
-
-impl PartialEq for Archive {
-    fn eq(&self, other: &Self) -> bool {
-        self.id == other.id && self.path == other.path
-    }
-}
-
-impl Eq for Archive {}
-
-/// One platform manifest a source contributes to the image index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Image {
-    /// The manifest's media type (from its descriptor).
-    pub media_type: String,
-    /// The manifest's digest.
-    pub digest: Digest,
-    /// The manifest's size.
-    pub size: u64,
-    /// Its platform.
-    pub platform: Platform,
-}
-
-/// What one source contributes.
-#[derive(Debug, Clone)]
-pub struct Contribution {
-    /// The source's name as given.
-    pub name: String,
-    /// Its platform manifests, in its own order.
-    pub images: Vec<Image>,
-    /// Every blob reachable from those manifests (manifests, configs, layers),
-    /// each once.
-    pub blobs: Vec<Blob>,
-}
 
 /// Reads `spec`, choosing the `index.json` entry named `want_ref`.
 pub fn read(spec: &SourceSpec, want_ref: Option<&str>) -> Result<Contribution, Error> {
@@ -260,119 +80,6 @@ fn is_attestation(d: &RawDescriptor) -> bool {
         })
 }
 
-/// Indexes a tar archive source and finds its layout: at the root (members
-/// `oci-layout` or `./oci-layout`) or under exactly one top directory.
-fn open_archive(path: &Path, file: File, info: FileInfo) -> Result<Root, Problem> {
-    let mut head = [0u8; 512];
-    let n = read_head(&file, &mut head).map_err(Problem::Io)?;
-    let head = head.get(..n).unwrap_or_default();
-    if tar::compression(head).is_none() && !tar::looks_like_tar(head) {
-        return Err(Problem::NotLayout(
-            "neither a directory nor a tar archive".into(),
-        ));
-    }
-    let index = tar::index(&file).map_err(Problem::Archive)?;
-    let prefix = if index.members.contains_key("oci-layout") {
-        String::new()
-    } else {
-        let tops: std::collections::BTreeSet<&str> = index
-            .members
-            .keys()
-            .map(|k| k.split('/').next().unwrap_or_default())
-            .collect();
-        match tops.into_iter().collect::<Vec<_>>().as_slice() {
-            [top] if index.members.contains_key(&format!("{top}/oci-layout")) => format!("{top}/"),
-            _ => {
-                return Err(Problem::NotLayout(
-                    "archive has no oci-layout at its root or under one top directory".into(),
-                ));
-            }
-        }
-    };
-    // Indexed from this very file: if it changed meanwhile, the offsets are
-    // of no version in particular.
-    if !info.id.holds(&FileId::of(&file).map_err(Problem::Io)?) {
-        return Err(Problem::Io(io::Error::other(
-            "the archive changed while it was being indexed",
-        )));
-    }
-    let archive = Arc::new(Archive {
-        path: path.to_owned(),
-        file: Arc::new(file),
-        id: info.id,
-    });
-    Ok(Root::Tar {
-        archive,
-        access: info.access,
-        index,
-        prefix,
-    })
-}
-
-fn read_head(file: &File, buf: &mut [u8]) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(buf.get_mut(n..).unwrap_or_default(), n as u64)? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// Where a source's files are: a layout directory, or a tar archive of one.
-enum Root {
-    Dir(Arc<SourceDir>),
-    Tar {
-        archive: Arc<Archive>,
-        /// Who may read the archive, and so its members.
-        access: Access,
-        index: tar::TarIndex,
-        /// `""` for a layout at the archive's root, `"top/"` for one under a top directory.
-        prefix: String,
-    },
-}
-
-/// A file of the layout as found: its size, where its bytes are, who may
-/// read it, and (for a directory source) the file, already open.
-struct Found {
-    size: u64,
-    origin: Origin,
-    access: Access,
-    file: Option<File>,
-}
-
-impl Found {
-    /// Reads the whole file into memory; it is at most `cap` bytes (checked by the caller).
-    fn read_all(&self, cap: u64) -> io::Result<Vec<u8>> {
-        match (&self.file, &self.origin) {
-            (Some(file), _) => {
-                let mut bytes = Vec::new();
-                file.take(cap + 1).read_to_end(&mut bytes).map(|_| bytes)
-            }
-            (None, Origin::Range { archive, offset }) => tar::read_member(
-                &archive.file,
-                &tar::Member {
-                    offset: *offset,
-                    size: self.size,
-                    kind: tar::MemberKind::File,
-                },
-            ),
-            (None, Origin::File { .. }) => Err(io::Error::other("file not open")),
-        }
-    }
-}
-
-/// A confinement refusal, as a problem of a source's file.
-fn problem(e: OpenError) -> Problem {
-    match e {
-        OpenError::Missing => Problem::Missing,
-        OpenError::Io(e) => Problem::Io(e),
-        e => Problem::Open(e),
-    }
-}
-
 struct Reader<'a> {
     name: &'a str,
     root: Root,
@@ -381,15 +88,9 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn open(spec: &'a SourceSpec) -> Result<Self, Error> {
         let name = spec.name.as_str();
-        let root = match confine::resolve(&spec.path) {
-            Ok(Resolved::Dir(dir)) => Root::Dir(Arc::new(dir)),
-            Ok(Resolved::File(file, info)) => {
-                open_archive(&spec.path, file, info).map_err(|p| Error::source(name, ".", p))?
-            }
-            Err(e) => return Err(Error::source(name, ".", problem(e))),
-        };
+        let root = Root::open(&spec.path).map_err(|p| Error::source(name, ".", p))?;
         let reader = Reader { name, root };
-        let marker = reader.read_small("oci-layout", document::MAX_JSON, "no oci-layout file")?;
+        let marker = reader.read_small("oci-layout", "no oci-layout file")?;
         let layout: document::OciLayout =
             document::parse(&marker).map_err(|e| reader.err("oci-layout", Problem::Json(e)))?;
         if layout.image_layout_version != "1.0.0" {
@@ -405,8 +106,15 @@ impl<'a> Reader<'a> {
         Error::source(self.name, file, problem)
     }
 
+    /// Reads a JSON file of the layout that is not a blob.
+    fn read_small(&self, rel: &str, missing: &str) -> Result<Vec<u8>, Error> {
+        self.root
+            .read_small(rel, document::MAX_JSON, missing)
+            .map_err(|p| self.err(rel, p))
+    }
+
     fn read_index_json(&self) -> Result<Vec<RawDescriptor>, Error> {
-        let bytes = self.read_small("index.json", document::MAX_JSON, "no index.json")?;
+        let bytes = self.read_small("index.json", "no index.json")?;
         let doc: Document =
             document::parse(&bytes).map_err(|e| self.err("index.json", Problem::Json(e)))?;
         doc.check(Kind::Index, Some(document::OCI_INDEX))
@@ -416,88 +124,6 @@ impl<'a> Reader<'a> {
             return Err(self.err("index.json", Problem::EmptyIndex));
         }
         Ok(manifests)
-    }
-
-    /// Finds a regular file of the layout; `Ok(None)` when it does not exist.
-    /// A directory source's file is opened confined to the source.
-    fn find(&self, rel: &str) -> Result<Option<Found>, Problem> {
-        match &self.root {
-            Root::Dir(dir) => {
-                let (file, info) = match dir.open_with_access(rel) {
-                    Ok(opened) => opened,
-                    Err(OpenError::Missing) => return Ok(None),
-                    Err(e) => return Err(problem(e)),
-                };
-                Ok(Some(Found {
-                    size: info.id.size,
-                    origin: Origin::File {
-                        dir: dir.clone(),
-                        rel: rel.to_owned(),
-                        id: info.id,
-                    },
-                    access: info.access,
-                    file: Some(file),
-                }))
-            }
-            Root::Tar {
-                archive,
-                access,
-                index,
-                prefix,
-            } => {
-                let Some(m) = index.members.get(&format!("{prefix}{rel}")) else {
-                    return Ok(None);
-                };
-                match m.kind {
-                    tar::MemberKind::File => Ok(Some(Found {
-                        size: m.size,
-                        origin: Origin::Range {
-                            archive: archive.clone(),
-                            offset: m.offset,
-                        },
-                        access: *access,
-                        file: None,
-                    })),
-                    tar::MemberKind::Link => Err(Problem::Link),
-                    _ => Err(Problem::NotRegular),
-                }
-            }
-        }
-    }
-
-    /// Reads a small file of the layout, refusing anything over `cap` bytes
-    /// without reading it; `missing` says what a missing file means.
-    fn read_small(&self, rel: &str, cap: u64, missing: &str) -> Result<Vec<u8>, Error> {
-        let found = self
-            .find(rel)
-            .map_err(|p| self.err(rel, p))?
-            .ok_or_else(|| self.err(rel, Problem::NotLayout(missing.into())))?;
-        self.read_found(rel, &found, cap)
-    }
-
-    fn read_found(&self, rel: &str, found: &Found, cap: u64) -> Result<Vec<u8>, Error> {
-        if found.size > cap {
-            return Err(self.err(
-                rel,
-                Problem::TooLarge {
-                    size: found.size,
-                    cap,
-                },
-            ));
-        }
-        let bytes = found
-            .read_all(cap)
-            .map_err(|e| self.err(rel, Problem::Io(e)))?;
-        if bytes.len() as u64 > cap {
-            return Err(self.err(
-                rel,
-                Problem::TooLarge {
-                    size: bytes.len() as u64,
-                    cap,
-                },
-            ));
-        }
-        Ok(bytes)
     }
 
     /// Validates a descriptor's digest (blamed on `holder`, the file that
@@ -515,6 +141,7 @@ impl<'a> Reader<'a> {
         })?;
         let rel = digest.blob_path();
         let found = self
+            .root
             .find(&rel)
             .map_err(|p| self.err(&rel, p))?
             .ok_or_else(|| self.err(&rel, Problem::MissingBlob))?;
@@ -540,7 +167,9 @@ impl<'a> Reader<'a> {
     fn json_blob(&self, desc: &RawDescriptor, holder: &str) -> Result<(Blob, Vec<u8>), Error> {
         let (blob, found) = self.blob(desc, holder)?;
         let rel = blob.digest.blob_path();
-        let bytes = self.read_found(&rel, &found, document::MAX_JSON)?;
+        let bytes = found
+            .read(document::MAX_JSON)
+            .map_err(|p| self.err(&rel, p))?;
         if bytes.len() as u64 != blob.size {
             // The file changed between stat and read.
             return Err(self.err(
@@ -686,6 +315,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::document::{DOCKER_LIST, DOCKER_MANIFEST};
+    use crate::source::Origin;
     use crate::testutil::LayoutBuilder;
     use serde_json::{Value, json};
 
@@ -901,36 +531,5 @@ mod tests {
         let c = read(&spec(&b.root, None), None).unwrap();
         assert_eq!(c.images[0].media_type, DOCKER_MANIFEST);
         assert_eq!(c.blobs.len(), 3);
-    }
-
-    #[test]
-    fn spec_parse_table() {
-        // arg, Ok((name, path, platform)) or Err
-        let cases: &[(&str, Result<(&str, Option<&str>), &str>)] = &[
-            ("deploy/a-oci", Ok(("deploy/a-oci", None))),
-            (
-                "linux/arm64=deploy/a-oci",
-                Ok(("deploy/a-oci", Some("linux/arm64"))),
-            ),
-            ("linux/arm/v7=/abs/x", Ok(("/abs/x", Some("linux/arm/v7")))),
-            ("linux/aarch64=x", Ok(("x", Some("linux/arm64")))),
-            ("./dir=x", Ok(("./dir=x", None))),
-            ("dir=x", Ok(("dir=x", None))),
-            ("linux/arm64=", Err("no PATH")),
-        ];
-        for (arg, want) in cases {
-            match (SourceSpec::parse(arg), want) {
-                (Ok(s), Ok((path, platform))) => {
-                    assert_eq!(s.path, std::path::absolute(path).unwrap(), "{arg}");
-                    assert_eq!(
-                        s.platform.map(|p| p.to_string()).as_deref(),
-                        *platform,
-                        "{arg}"
-                    );
-                }
-                (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{arg}: {e}"),
-                (got, want) => panic!("{arg}: got {got:?}, want {want:?}"),
-            }
-        }
     }
 }

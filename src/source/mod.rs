@@ -1,0 +1,128 @@
+//! Reading one source layout: which manifest it contributes, on which platform,
+//! and every blob reachable from it. Split by concern: [`spec`] parses the
+//! argument, [`root`] finds a source's files (directory or archive), `walk`
+//! follows the OCI documents from `index.json` to every blob.
+//!
+//! Everything that can be checked cheaply is checked here, before anything is
+//! mounted: the layout marker, JSON size caps and syntax, every digest's grammar
+//! (before it becomes a path), that every referenced blob exists with its
+//! descriptor's size, and that manifests and configs hash to their digests.
+//! Layers are stat'ed, never read, so this costs the same for 1 MiB or 10 GiB.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::confine::{Access, FileId, SourceDir};
+use crate::digest::Digest;
+use crate::platform::Platform;
+
+mod root;
+mod spec;
+mod walk;
+
+pub use spec::SourceSpec;
+pub use walk::read;
+
+/// A blob in a source, with the file its bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    /// Its digest (validated).
+    pub digest: Digest,
+    /// Its size, equal to the file's and to every descriptor's.
+    pub size: u64,
+    /// Where its bytes are.
+    pub origin: Origin,
+    /// Who may read it through the mount: what the source grants.
+    pub access: Access,
+}
+
+/// Where a blob's bytes are on disk, and the identity they had when the
+/// snapshot was built: bytes are served only while that identity holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A whole file of a layout directory, opened beneath the source's root.
+    File {
+        /// The source's root, held open.
+        dir: Arc<SourceDir>,
+        /// The file under it (`blobs/<alg>/<hex>`).
+        rel: String,
+        /// Its identity when found.
+        id: FileId,
+    },
+    /// A byte range of a tar archive (a member's data).
+    Range {
+        /// The archive, as opened when it was indexed.
+        archive: Arc<Archive>,
+        /// Where the member's data starts.
+        offset: u64,
+    },
+}
+
+impl Origin {
+    /// A short description for logs: the source file or archive member.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::File { dir, rel, .. } => dir.path().join(rel).display().to_string(),
+            Origin::Range { archive, offset } => {
+                format!("{} at offset {offset}", archive.path.display())
+            }
+        }
+    }
+
+    /// The identity of the file the bytes are read from.
+    pub fn file_id(&self) -> FileId {
+        match self {
+            Origin::File { id, .. } => *id,
+            Origin::Range { archive, .. } => archive.id,
+        }
+    }
+}
+
+/// An indexed tar archive, kept open. An archive's path is not
+/// content-addressed: a rebuild replaces it with other offsets, or rewrites it
+/// in place. Reading the file that was indexed (not whatever now has its
+/// path), and only while it keeps the identity it had, keeps the offsets of
+/// every snapshot true.
+#[derive(Debug)]
+pub struct Archive {
+    /// Where it was found.
+    pub path: PathBuf,
+    /// The file that was indexed, shared by every open of its members.
+    pub file: Arc<File>,
+    /// Its identity when indexed.
+    pub id: FileId,
+}
+
+impl PartialEq for Archive {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.path == other.path
+    }
+}
+
+impl Eq for Archive {}
+
+/// One platform manifest a source contributes to the image index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// The manifest's media type (from its descriptor).
+    pub media_type: String,
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The manifest's size.
+    pub size: u64,
+    /// Its platform.
+    pub platform: Platform,
+}
+
+/// What one source contributes.
+#[derive(Debug, Clone)]
+pub struct Contribution {
+    /// The source's name as given.
+    pub name: String,
+    /// Its platform manifests, in its own order.
+    pub images: Vec<Image>,
+    /// Every blob reachable from those manifests (manifests, configs, layers),
+    /// each once.
+    pub blobs: Vec<Blob>,
+}
