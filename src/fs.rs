@@ -10,7 +10,7 @@
 //! which then serves read, splice and mmap itself; else daemon reads. The
 //! first failed registration switches passthrough off for good (logged once).
 //! What open files hold, and the checks that keep a name from serving bytes
-//! that are not its own, are in [`crate::handles`].
+//! that are not its own, are in `crate::handles`.
 //!
 //! Caching: blobs are content-addressed, so their entries, attributes and
 //! pages are cached long; when a swap changes what a blob's bytes come from,

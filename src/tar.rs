@@ -100,96 +100,141 @@ pub fn looks_like_tar(head: &[u8]) -> bool {
     head.get(257..262) == Some(b"ustar") || head.len() >= 512 && checksum_ok(head)
 }
 
-/// Indexes `file`.
+/// Indexes `file`: reads each header in turn, folds extension headers (pax,
+/// GNU long names) into the member that follows, and records each member.
 pub fn index(file: &File) -> Result<TarIndex, TarError> {
     let len = file.metadata()?.len();
+    refuse_compressed(file)?;
+    let mut out = TarIndex::default();
+    let mut pending = Pending::default();
+    let mut pos = 0u64;
+    while let Some(hdr) = read_header(file, pos, len)? {
+        let extent = Extent::of(&hdr, pos, len, &pending)?;
+        match hdr[156] {
+            typeflag @ (b'x' | b'g' | b'L') => pending.read(file, typeflag, &extent)?,
+            _ => {
+                let (name, member) = pending.take_member(&hdr, &extent)?;
+                // Links and directories carry no data; "." (the root) may appear once.
+                if !name.is_empty() && out.members.insert(name.clone(), member).is_some() {
+                    return Err(TarError::Duplicate(name));
+                }
+            }
+        }
+        pos = extent.next;
+    }
+    Ok(out)
+}
+
+/// Refuses a compressed archive, naming its compression.
+fn refuse_compressed(file: &File) -> Result<(), TarError> {
     let mut head = [0u8; 6];
     let n = crate::readat::fill_at(file, 0, &mut head)?;
-    if let Some((name, hint)) = compression(head.get(..n).unwrap_or_default()) {
-        return Err(TarError::Compressed(name, hint));
+    match compression(head.get(..n).unwrap_or_default()) {
+        Some((name, hint)) => Err(TarError::Compressed(name, hint)),
+        None => Ok(()),
     }
-    let mut out = TarIndex::default();
-    let mut pos = 0u64;
-    let mut long_name: Option<String> = None;
-    let mut pax: HashMap<String, String> = HashMap::new();
-    loop {
-        let mut hdr = [0u8; 512];
-        read_block(file, pos, len, &mut hdr, "in a header")?;
-        if hdr.iter().all(|&b| b == 0) {
-            // End of archive: a second zero block must follow (GNU tar writes it).
-            let mut second = [0u8; 512];
-            read_block(
-                file,
-                pos + BLOCK,
-                len,
-                &mut second,
-                "in the end-of-archive marker",
-            )?;
-            return Ok(out);
-        }
-        if !checksum_ok(&hdr) {
-            return Err(TarError::BadHeader(pos));
-        }
-        let typeflag = hdr[156];
-        let mut size = parse_size(&hdr[124..136]).ok_or(TarError::Malformed {
-            what: "size field",
-            offset: pos,
-        })?;
-        if let Some(s) = pax.get("size") {
-            size = s.parse().map_err(|_| TarError::Malformed {
-                what: "pax size",
-                offset: pos,
-            })?;
+}
+
+/// The header block at `pos`, checksum checked; `None` at the end-of-archive
+/// marker (two zero blocks; GNU tar writes both, and both must be there).
+fn read_header(file: &File, pos: u64, len: u64) -> Result<Option<[u8; 512]>, TarError> {
+    let mut hdr = [0u8; 512];
+    read_block(file, pos, len, &mut hdr, "in a header")?;
+    if hdr.iter().all(|&b| b == 0) {
+        let mut second = [0u8; 512];
+        let what = "in the end-of-archive marker";
+        read_block(file, pos + BLOCK, len, &mut second, what)?;
+        return Ok(None);
+    }
+    if !checksum_ok(&hdr) {
+        return Err(TarError::BadHeader(pos));
+    }
+    Ok(Some(hdr))
+}
+
+/// Where a header's member data is, checked to lie within the file.
+struct Extent {
+    /// The header's offset.
+    pos: u64,
+    /// The data's offset and size.
+    data: u64,
+    size: u64,
+    /// The next header's offset (data padded to whole blocks).
+    next: u64,
+}
+
+impl Extent {
+    /// The extent of the member whose header `hdr` is at `pos`; a pax `size`
+    /// record pending for it wins over the header's field.
+    fn of(hdr: &[u8; 512], pos: u64, len: u64, pending: &Pending) -> Result<Self, TarError> {
+        let malformed = |what| TarError::Malformed { what, offset: pos };
+        let mut size = parse_size(&hdr[124..136]).ok_or(malformed("size field"))?;
+        if let Some(s) = pending.pax.get("size") {
+            size = s.parse().map_err(|_| malformed("pax size"))?;
         }
         let data = pos + BLOCK;
-        let padded = size
-            .div_ceil(BLOCK)
-            .checked_mul(BLOCK)
-            .ok_or(TarError::Malformed {
-                what: "size field",
-                offset: pos,
-            })?;
-        let next = data.checked_add(padded).ok_or(TarError::Malformed {
-            what: "size field",
-            offset: pos,
-        })?;
+        let padded = size.div_ceil(BLOCK).checked_mul(BLOCK);
+        let next = padded
+            .and_then(|p| data.checked_add(p))
+            .ok_or(malformed("size field"))?;
         if data.checked_add(size).is_none_or(|end| end > len) {
             return Err(TarError::Truncated(format!(
                 "member at offset {pos} needs {size} bytes, the file ends first"
             )));
         }
-        match typeflag {
-            b'x' | b'g' | b'L' => {
-                if size > MAX_META {
-                    return Err(TarError::Malformed {
-                        what: "oversized extended header",
-                        offset: pos,
-                    });
-                }
-                let mut buf = vec![0u8; size as usize];
-                file.read_exact_at(&mut buf, data)?;
-                match typeflag {
-                    b'x' => {
-                        pax = parse_pax(&buf).ok_or(TarError::Malformed {
-                            what: "pax header",
-                            offset: pos,
-                        })?
-                    }
-                    b'L' => long_name = Some(cstr(&buf)),
-                    _ => {} // global pax headers carry nothing we serve
-                }
-                pos = next;
-                continue;
-            }
-            _ => {}
+        Ok(Extent {
+            pos,
+            data,
+            size,
+            next,
+        })
+    }
+}
+
+/// What extension headers say about the next member.
+#[derive(Default)]
+struct Pending {
+    /// Pax `x` records.
+    pax: HashMap<String, String>,
+    /// A GNU `L` long name.
+    long_name: Option<String>,
+}
+
+impl Pending {
+    /// Reads an extension header's data (capped: it is held in memory).
+    fn read(&mut self, file: &File, typeflag: u8, extent: &Extent) -> Result<(), TarError> {
+        let malformed = |what| TarError::Malformed {
+            what,
+            offset: extent.pos,
+        };
+        if extent.size > MAX_META {
+            return Err(malformed("oversized extended header"));
         }
-        let raw_name = pax
+        let mut buf = vec![0u8; extent.size as usize];
+        file.read_exact_at(&mut buf, extent.data)?;
+        match typeflag {
+            b'x' => self.pax = parse_pax(&buf).ok_or(malformed("pax header"))?,
+            b'L' => self.long_name = Some(cstr(&buf)),
+            _ => {} // global pax headers carry nothing we serve
+        }
+        Ok(())
+    }
+
+    /// The member of header `hdr`, named by what is pending (pax `path`, then
+    /// a long name, then the header's own), which is then cleared.
+    fn take_member(
+        &mut self,
+        hdr: &[u8; 512],
+        extent: &Extent,
+    ) -> Result<(String, Member), TarError> {
+        let raw_name = self
+            .pax
             .remove("path")
-            .or_else(|| long_name.take())
-            .unwrap_or_else(|| ustar_name(&hdr));
-        let is_sparse = typeflag == b'S' || pax.keys().any(|k| k.starts_with("GNU.sparse."));
-        pax.clear();
-        long_name = None;
+            .or_else(|| self.long_name.take())
+            .unwrap_or_else(|| ustar_name(hdr));
+        let typeflag = hdr[156];
+        let is_sparse = typeflag == b'S' || self.pax.keys().any(|k| k.starts_with("GNU.sparse."));
+        *self = Pending::default();
         if is_sparse {
             return Err(TarError::Sparse(raw_name));
         }
@@ -199,17 +244,16 @@ pub fn index(file: &File) -> Result<TarIndex, TarError> {
             b'1' | b'2' => MemberKind::Link,
             _ => MemberKind::Other,
         };
-        let name = normalize(&raw_name)?;
         let member = Member {
-            offset: data,
-            size: if kind == MemberKind::File { size } else { 0 },
+            offset: extent.data,
+            size: if kind == MemberKind::File {
+                extent.size
+            } else {
+                0
+            },
             kind,
         };
-        // Links and directories carry no data; "." (the root) may appear once.
-        if !name.is_empty() && out.members.insert(name.clone(), member).is_some() {
-            return Err(TarError::Duplicate(name));
-        }
-        pos = next;
+        Ok((normalize(&raw_name)?, member))
     }
 }
 

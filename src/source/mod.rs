@@ -1,6 +1,6 @@
 //! Reading one source layout: which manifest it contributes, on which platform,
-//! and every blob reachable from it. Split by concern: [`spec`] parses the
-//! argument, [`root`] finds a source's files (directory or archive), `walk`
+//! and every blob reachable from it. Split by concern: `spec` parses the
+//! argument, `root` finds a source's files (directory or archive), `walk`
 //! follows the OCI documents from `index.json` to every blob.
 //!
 //! Everything that can be checked cheaply is checked here, before anything is
