@@ -11,7 +11,8 @@
 //! - [`layout`]: the immutable snapshot of the virtual tree (inodes, directories,
 //!   where each file's bytes come from), with no FUSE types; [`generations`]:
 //!   the current snapshot and the recent ones it replaced;
-//! - [`plan`] and [`watch`]: what to compose, and rebuilding when sources change;
+//! - [`plan`] and [`watch`]: what to compose, and rebuilding when sources change
+//!   (`schedule`: when, as a pure state machine);
 //! - [`tar`]: indexing uncompressed tar archives, served in place;
 //! - [`verify`]: `--verify`, hashing each blob version once before serving it;
 //! - `handles`: what open files hold and how their bytes are read (no FUSE types);
@@ -38,6 +39,7 @@ pub mod mountpoint;
 pub mod plan;
 pub mod platform;
 pub mod readat;
+pub(crate) mod schedule;
 pub mod source;
 pub mod tar;
 #[doc(hidden)]

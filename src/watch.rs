@@ -7,20 +7,21 @@
 //! directory the directory and its `blobs/sha256` — those of the current
 //! sources only: watches on a re-pointed symlink's old target are removed.
 //! Idle, this costs nothing (but a prune of replaced snapshots every
-//! [`PRUNE_EVERY`] while any are kept). After an event the watcher waits for
-//! [`SETTLE`] of quiet (a writer is usually mid-way), then rebuilds, never
-//! sooner than [`MIN_GAP`] (or 4× the last rebuild) after the last one. A
+//! `PRUNE_EVERY` while any are kept). After an event the watcher waits for
+//! `SETTLE` of quiet (a writer is usually mid-way), then rebuilds, never
+//! sooner than `MIN_GAP` (or 4× the last rebuild) after the last one. A
 //! source caught mid-rewrite (truncated JSON, a manifest whose blobs are not
 //! there yet) fails to compose: the last good snapshot keeps being served,
-//! the failure is logged once, and the rebuild is retried every [`RETRY`]
-//! until it succeeds. A swap's invalidations are sent from this thread.
+//! the failure is logged once, and the rebuild is retried every `RETRY`
+//! until it succeeds (the timing is the pure state machine in `schedule`). A
+//! swap's invalidations are sent from this thread.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
@@ -28,19 +29,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use crate::generations::{Generations, Invalidation};
 use crate::index::Composition;
 use crate::plan::Plan;
-
-/// Quiet time after the last event before rebuilding.
-pub const SETTLE: Duration = Duration::from_millis(100);
-/// Rebuild at least this often while events keep coming.
-pub const MAX_DELAY: Duration = Duration::from_millis(500);
-/// Retry interval while the sources do not compose.
-pub const RETRY: Duration = Duration::from_millis(500);
-/// How often retired snapshots are pruned while there are any.
-pub const PRUNE_EVERY: Duration = Duration::from_secs(30);
-/// A rebuild starts at least this long after the last one ended, and at
-/// least 4 times as long as that one took: a source rewritten in a tight
-/// loop costs at most a fifth of one CPU.
-pub const MIN_GAP: Duration = Duration::from_millis(200);
+use crate::schedule::{RETRY, Schedule};
 
 /// Tells the kernel what a swap made stale (see [`Invalidation`]).
 pub type Notify = Box<dyn Fn(&[Invalidation]) + Send>;
@@ -62,7 +51,6 @@ pub fn spawn(
         names: HashMap::new(),
         last: Fingerprint::of(first),
         last_error: None,
-        next_allowed: Instant::now(),
     };
     watcher.arm();
     std::thread::Builder::new()
@@ -102,8 +90,6 @@ struct Watcher {
     names: HashMap<WatchDescriptor, (PathBuf, Option<OsString>)>,
     last: Fingerprint,
     last_error: Option<String>,
-    /// No rebuild starts before this (see [`MIN_GAP`]).
-    next_allowed: Instant,
 }
 
 const DIR_EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE
@@ -199,51 +185,23 @@ impl Watcher {
     }
 
     fn run(mut self) {
-        // A rebuild is due after SETTLE of quiet, or MAX_DELAY after the first
-        // event of a burst; while sources do not compose, every RETRY; never
-        // before `next_allowed`. Retired snapshots are pruned every
-        // PRUNE_EVERY while there are any.
-        let mut burst: Option<(Instant, Instant)> = None; // (quiet until, first event)
-        let mut retry_at: Option<Instant> =
-            self.last_error.as_ref().map(|_| Instant::now() + RETRY);
-        let mut prune_at = Instant::now() + PRUNE_EVERY;
+        let mut schedule = Schedule::new(Instant::now(), self.last_error.is_some());
         loop {
-            let due = [
-                burst.map(|(quiet, first)| quiet.min(first + MAX_DELAY)),
-                retry_at,
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|t| t.max(self.next_allowed));
             let pruning = self.snapshots.retired_count() > 0;
-            let until = match (due, pruning) {
-                (Some(d), true) => Some(d.min(prune_at)),
-                (Some(d), false) => Some(d),
-                (None, true) => Some(prune_at),
-                (None, false) => None,
-            };
-            if self.wait(until) && self.drain() {
-                let now = Instant::now();
-                let first = burst.map_or(now, |(_, first)| first);
-                burst = Some((now + SETTLE, first));
+            if self.wait(schedule.wake_at(pruning)) && self.drain() {
+                schedule.event(Instant::now());
             }
             let now = Instant::now();
-            if pruning && now >= prune_at {
+            let due = schedule.due(now, pruning);
+            if due.prune {
                 let stale = self.snapshots.prune();
                 (self.notify)(&stale);
-                prune_at = now + PRUNE_EVERY;
+                schedule.pruned(now);
             }
-            let burst_over =
-                burst.is_some_and(|(quiet, first)| now >= quiet || now >= first + MAX_DELAY);
-            let retry_now = retry_at.is_some_and(|t| now >= t);
-            if (burst_over || retry_now) && now >= self.next_allowed {
-                burst = None;
+            if due.rebuild {
                 let started = Instant::now();
                 self.rebuild();
-                let took = started.elapsed();
-                self.next_allowed = Instant::now() + MIN_GAP.max(took * 4);
-                retry_at = self.last_error.as_ref().map(|_| Instant::now() + RETRY);
+                schedule.rebuilt(started, Instant::now(), self.last_error.is_some());
             }
         }
     }
