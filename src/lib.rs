@@ -39,6 +39,8 @@ pub mod mountpoint;
 pub mod plan;
 pub mod platform;
 pub mod readat;
+#[cfg(test)]
+mod reference;
 pub(crate) mod schedule;
 pub mod source;
 pub mod tar;
