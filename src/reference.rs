@@ -514,7 +514,7 @@ proptest! {
         }
         // Every event is followed by a rebuild within MAX_DELAY (or the gap).
         for &e in &run.delivered {
-            let last_before = r.iter().filter(|x| x.1 <= e).next_back().copied();
+            let last_before = r.iter().rfind(|x| x.1 <= e).copied();
             let bound = last_before.map_or(e + MAX_DELAY, |p| (e + MAX_DELAY).max(p.1 + gap(p)));
             prop_assert!(
                 r.iter().any(|x| x.0 >= e && x.0 <= bound),
