@@ -119,34 +119,70 @@ pub struct Document {
 /// An image config; only the platform fields are read.
 pub type Config = RawPlatform;
 
+/// A JSON document that does not parse or does not fit the schema: serde's
+/// message, one line, with line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct JsonError(pub String);
+
+/// A document that contradicts its descriptor or itself (CVE-2021-41190).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocError {
+    /// `schemaVersion` is missing or not 2.
+    #[error("schemaVersion is {0:?}, expected 2")]
+    SchemaVersion(Option<u32>),
+    /// Both an index's `manifests` and a manifest's `config`/`layers`.
+    #[error("carries both manifests and layers/config")]
+    Mixed,
+    /// Its own `mediaType` differs from its descriptor's.
+    #[error("mediaType {own:?} disagrees with its descriptor's {descriptor:?}")]
+    MediaType {
+        /// The document's.
+        own: String,
+        /// The descriptor's.
+        descriptor: String,
+    },
+    /// An image index without `manifests`.
+    #[error("image index without manifests")]
+    NoManifests,
+    /// An image manifest without `config`.
+    #[error("image manifest without config")]
+    NoConfig,
+    /// An image manifest without `layers`.
+    #[error("image manifest without layers")]
+    NoLayers,
+}
+
 /// Parses JSON, mapping errors to one line.
-pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+pub fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, JsonError> {
+    serde_json::from_slice(bytes).map_err(|e| JsonError(e.to_string()))
 }
 
 impl Document {
     /// Checks the document against what its descriptor (or position) says it is.
-    pub fn check(&self, expected: Kind, descriptor_media_type: Option<&str>) -> Result<(), String> {
+    pub fn check(
+        &self,
+        expected: Kind,
+        descriptor_media_type: Option<&str>,
+    ) -> Result<(), DocError> {
         if self.schema_version != Some(2) {
-            return Err(format!(
-                "schemaVersion is {:?}, expected 2",
-                self.schema_version
-            ));
+            return Err(DocError::SchemaVersion(self.schema_version));
         }
         if self.manifests.is_some() && (self.layers.is_some() || self.config.is_some()) {
-            return Err("carries both manifests and layers/config".into());
+            return Err(DocError::Mixed);
         }
         if let (Some(own), Some(desc)) = (&self.media_type, descriptor_media_type) {
             if own != desc {
-                return Err(format!(
-                    "mediaType {own:?} disagrees with its descriptor's {desc:?}"
-                ));
+                return Err(DocError::MediaType {
+                    own: own.clone(),
+                    descriptor: desc.to_owned(),
+                });
             }
         }
         match expected {
-            Kind::Index if self.manifests.is_none() => Err("image index without manifests".into()),
-            Kind::Manifest if self.config.is_none() => Err("image manifest without config".into()),
-            Kind::Manifest if self.layers.is_none() => Err("image manifest without layers".into()),
+            Kind::Index if self.manifests.is_none() => Err(DocError::NoManifests),
+            Kind::Manifest if self.config.is_none() => Err(DocError::NoConfig),
+            Kind::Manifest if self.layers.is_none() => Err(DocError::NoLayers),
             _ => Ok(()),
         }
     }
@@ -159,7 +195,7 @@ mod tests {
     #[test]
     fn check_table() {
         let d = r#"{"mediaType":"x","digest":"sha256:0","size":1}"#;
-        let cases: &[(String, Kind, Option<&str>, Result<(), &str>)] = &[
+        let cases: &[(String, Kind, Option<&str>, Result<(), DocError>)] = &[
             (
                 format!(r#"{{"schemaVersion":2,"config":{d},"layers":[]}}"#),
                 Kind::Manifest,
@@ -186,44 +222,47 @@ mod tests {
                 ),
                 Kind::Manifest,
                 Some(OCI_MANIFEST),
-                Err("disagrees"),
+                Err(DocError::MediaType {
+                    own: OCI_INDEX.into(),
+                    descriptor: OCI_MANIFEST.into(),
+                }),
             ),
             (
                 format!(r#"{{"schemaVersion":2,"manifests":[],"config":{d},"layers":[]}}"#),
                 Kind::Manifest,
                 None,
-                Err("both manifests and layers"),
+                Err(DocError::Mixed),
             ),
             (
                 format!(r#"{{"schemaVersion":1,"config":{d},"layers":[]}}"#),
                 Kind::Manifest,
                 None,
-                Err("schemaVersion"),
+                Err(DocError::SchemaVersion(Some(1))),
             ),
             (
                 r#"{"schemaVersion":2,"layers":[]}"#.to_string(),
                 Kind::Manifest,
                 None,
-                Err("without config"),
+                Err(DocError::NoConfig),
             ),
             (
                 format!(r#"{{"schemaVersion":2,"config":{d}}}"#),
                 Kind::Manifest,
                 None,
-                Err("without layers"),
+                Err(DocError::NoLayers),
             ),
             (
                 r#"{"schemaVersion":2}"#.into(),
                 Kind::Index,
                 None,
-                Err("without manifests"),
+                Err(DocError::NoManifests),
             ),
         ];
         for (json, kind, media, want) in cases {
             let doc: Document = parse(json.as_bytes()).unwrap();
             match (doc.check(*kind, *media), want) {
                 (Ok(()), Ok(())) => {}
-                (Err(e), Err(frag)) => assert!(e.contains(frag), "{json}: {e}"),
+                (Err(e), Err(want)) => assert_eq!(&e, want, "{json}"),
                 (got, want) => panic!("{json}: got {got:?}, want {want:?}"),
             }
         }
@@ -251,7 +290,7 @@ mod tests {
             } else {
                 parse::<RawDescriptor>(json.as_bytes()).unwrap_err()
             };
-            assert!(err.contains(frag), "{json}: {err}");
+            assert!(err.0.contains(frag), "{json}: {err}");
         }
     }
 

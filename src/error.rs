@@ -82,7 +82,7 @@ pub enum Problem {
     LayoutVersion(String),
     /// A JSON document does not parse or does not fit the schema.
     #[error("malformed JSON: {0}")]
-    Json(String),
+    Json(#[source] crate::document::JsonError),
     /// A JSON document is larger than the cap.
     #[error("{size} bytes is larger than the {cap}-byte limit for JSON documents")]
     TooLarge {
@@ -163,13 +163,13 @@ pub enum Problem {
     MediaType(String),
     /// A document contradicts its descriptor or itself (CVE-2021-41190).
     #[error("ambiguous document: {0}")]
-    Ambiguous(String),
+    Ambiguous(#[source] crate::document::DocError),
     /// The image config names no platform and none was given.
     #[error("config has no {0}; give the platform as PLATFORM=PATH (e.g. linux/arm64=PATH)")]
     NoPlatform(&'static str),
     /// A platform value read from the config is unusable.
     #[error("{0}")]
-    BadPlatform(String),
+    BadPlatform(#[source] crate::platform::PlatformError),
     /// An image index nested inside an image index.
     #[error("an image index inside an image index is not supported")]
     NestedIndex,

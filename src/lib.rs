@@ -2,7 +2,8 @@
 //! layout over FUSE, without copying a single blob.
 //!
 //! The crate is split the way the data flows:
-//! - [`digest`], [`platform`], [`document`]: the OCI vocabulary, parsed strictly;
+//! - [`digest`], [`platform`], [`document`], [`tag`]: the OCI vocabulary, parsed
+//!   strictly, each with its own error type;
 //! - [`confine`]: opens a source's files confined beneath its root, never blocking;
 //! - [`source`]: reads one source layout and computes what it contributes
 //!   (a platform manifest and every blob reachable from it), validating as it
@@ -43,6 +44,7 @@ pub mod readat;
 mod reference;
 pub(crate) mod schedule;
 pub mod source;
+pub mod tag;
 pub mod tar;
 #[doc(hidden)]
 pub mod testutil;

@@ -11,11 +11,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+use ocimux::Error;
 use ocimux::daemon::{self, MountConfig, MountError, MountOptions, Served};
 use ocimux::error::printable;
-use ocimux::index::{self, Composition, IndexOptions};
+use ocimux::index::{self, Composition, IndexOptions, Row};
 use ocimux::plan::Plan;
 use ocimux::source::SourceSpec;
+use ocimux::tag::Tag;
 
 /// Exit codes (documented in README.md).
 mod exit {
@@ -244,7 +246,11 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 /// Validates the arguments into a plan.
 fn plan(args: &ComposeArgs) -> anyhow::Result<Plan> {
-    index::check_tag(&args.tag)?;
+    let tag = Tag::parse(&args.tag).map_err(|why| Error::Argument {
+        what: "tag",
+        value: args.tag.clone(),
+        why: why.to_string(),
+    })?;
     let annotations: BTreeMap<String, String> = args
         .annotations
         .iter()
@@ -258,10 +264,7 @@ fn plan(args: &ComposeArgs) -> anyhow::Result<Plan> {
     Ok(Plan {
         specs,
         ref_name: args.ref_name.clone(),
-        opts: IndexOptions {
-            tag: args.tag.clone(),
-            annotations,
-        },
+        opts: IndexOptions { tag, annotations },
     })
 }
 
@@ -271,14 +274,14 @@ fn print_table(out: &mut impl Write, comp: &Composition) -> std::io::Result<()> 
         "{:<16} {:<71} {:>8}  SOURCE",
         "PLATFORM", "MANIFEST DIGEST", "SIZE"
     )?;
-    for (name, image) in &comp.rows {
+    for Row { source, image } in &comp.rows {
         writeln!(
             out,
             "{:<16} {:<71} {:>8}  {}",
             printable(&image.platform.to_string()),
             image.digest.to_string(),
             image.size,
-            printable(name)
+            printable(source)
         )?;
     }
     let bytes: u64 = comp.blobs.iter().map(|b| b.size).sum();

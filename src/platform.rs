@@ -23,6 +23,45 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
+/// Why a platform value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlatformError {
+    /// Not `os/arch` or `os/arch/variant`.
+    #[error("expected os/arch or os/arch/variant")]
+    Shape,
+    /// A component is empty.
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    /// A component is longer than [`MAX_COMPONENT`].
+    #[error("{what} is {len} bytes long, more than {MAX_COMPONENT}")]
+    TooLong {
+        /// `os`, `architecture` or `variant`.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// A component has other characters than `[A-Za-z0-9._-]`.
+    #[error("{what} {value:?} has characters other than letters, digits, '.', '_', '-'")]
+    Characters {
+        /// `os`, `architecture` or `variant`.
+        what: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// `os.version` is empty, too long or has other characters than `[A-Za-z0-9._+-]`.
+    #[error("os.version {0:?} is not 1 to {MAX_OS_VERSION} of letters, digits, '.', '_', '+', '-'")]
+    OsVersion(String),
+    /// `os.features` has more than [`MAX_OS_FEATURES`] entries.
+    #[error("os.features lists {0} entries, more than {max}", max = MAX_OS_FEATURES.0)]
+    TooManyFeatures(usize),
+    /// An `os.features` entry is empty, too long or has other characters.
+    #[error(
+        "os.features entry {0:?} is not 1 to {max} of letters, digits, '.', '_', '+', '-'",
+        max = MAX_OS_FEATURES.1
+    )]
+    Feature(String),
+}
+
 /// A platform after normalisation, with what was changed or is worth a warning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Normalized {
@@ -34,12 +73,12 @@ pub struct Normalized {
 
 impl Platform {
     /// Parses `os/arch[/variant]` as given on the command line, then normalises it.
-    pub fn parse(s: &str) -> Result<Normalized, String> {
+    pub fn parse(s: &str) -> Result<Normalized, PlatformError> {
         let parts: Vec<&str> = s.split('/').collect();
         let (os, arch, variant) = match parts.as_slice() {
             [os, arch] => (*os, *arch, None),
             [os, arch, variant] => (*os, *arch, Some(*variant)),
-            _ => return Err("expected os/arch or os/arch/variant".into()),
+            _ => return Err(PlatformError::Shape),
         };
         Self::normalize(os, arch, variant)
     }
@@ -48,7 +87,11 @@ impl Platform {
     ///
     /// Refuses empty or odd components; renames Yocto/uname architectures with a
     /// warning; warns when 32-bit ARM comes without a variant.
-    pub fn normalize(os: &str, arch: &str, variant: Option<&str>) -> Result<Normalized, String> {
+    pub fn normalize(
+        os: &str,
+        arch: &str,
+        variant: Option<&str>,
+    ) -> Result<Normalized, PlatformError> {
         for (what, value) in [
             ("os", Some(os)),
             ("architecture", Some(arch)),
@@ -113,23 +156,19 @@ pub const MAX_OS_VERSION: usize = 64;
 /// Most `os.features` entries accepted, and the longest one.
 pub const MAX_OS_FEATURES: (usize, usize) = (16, 64);
 
-fn check_component(what: &str, v: &str) -> Result<(), String> {
+fn check_component(what: &'static str, v: &str) -> Result<(), PlatformError> {
     if v.is_empty() {
-        return Err(format!("{what} is empty"));
+        return Err(PlatformError::Empty(what));
     }
     if v.len() > MAX_COMPONENT {
-        return Err(format!(
-            "{what} is {} bytes long, more than {MAX_COMPONENT}",
-            v.len()
-        ));
+        return Err(PlatformError::TooLong { what, len: v.len() });
     }
     if !v
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
-        return Err(format!(
-            "{what} {v:?} has characters other than letters, digits, '.', '_', '-'"
-        ));
+        let value = v.to_owned();
+        return Err(PlatformError::Characters { what, value });
     }
     Ok(())
 }
@@ -137,32 +176,22 @@ fn check_component(what: &str, v: &str) -> Result<(), String> {
 /// Checks `os.version` and `os.features` taken from a source: they reach
 /// the generated index and terminals, so each is short and made of
 /// `[A-Za-z0-9._+-]` only (no spaces, no control characters).
-pub fn check_os_fields(version: Option<&str>, features: &[String]) -> Result<(), String> {
-    let plain = |v: &str| {
-        v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
+pub fn check_os_fields(version: Option<&str>, features: &[String]) -> Result<(), PlatformError> {
+    let plain = |v: &str, max: usize| {
+        !v.is_empty()
+            && v.len() <= max
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
     };
-    if let Some(v) = version {
-        if v.is_empty() || v.len() > MAX_OS_VERSION || !plain(v) {
-            return Err(format!(
-                "os.version {v:?} is not 1 to {MAX_OS_VERSION} of letters, digits, '.', '_', '+', '-'"
-            ));
-        }
+    if let Some(v) = version.filter(|v| !plain(v, MAX_OS_VERSION)) {
+        return Err(PlatformError::OsVersion(v.to_owned()));
     }
     let (most, longest) = MAX_OS_FEATURES;
     if features.len() > most {
-        return Err(format!(
-            "os.features lists {} entries, more than {most}",
-            features.len()
-        ));
+        return Err(PlatformError::TooManyFeatures(features.len()));
     }
-    if let Some(f) = features
-        .iter()
-        .find(|f| f.is_empty() || f.len() > longest || !plain(f))
-    {
-        return Err(format!(
-            "os.features entry {f:?} is not 1 to {longest} of letters, digits, '.', '_', '+', '-'"
-        ));
+    if let Some(f) = features.iter().find(|f| !plain(f, longest)) {
+        return Err(PlatformError::Feature(f.clone()));
     }
     Ok(())
 }
@@ -205,8 +234,8 @@ mod tests {
 
     #[test]
     fn parse_and_normalise_table() {
-        // input, Ok(display, warnings) or Err(fragment)
-        let cases: &[(&str, Result<(&str, usize), &str>)] = &[
+        // input, Ok(display, warnings) or Err(error)
+        let cases: &[(&str, Result<(&str, usize), PlatformError>)] = &[
             ("linux/amd64", Ok(("linux/amd64", 0))),
             ("linux/arm64", Ok(("linux/arm64", 0))),
             ("linux/arm/v7", Ok(("linux/arm/v7", 0))),
@@ -220,12 +249,18 @@ mod tests {
             ("linux/mips64el", Ok(("linux/mips64le", 1))),
             ("Linux/AMD64", Ok(("linux/amd64", 2))),
             ("linux/arm", Ok(("linux/arm", 1))),
-            ("linux", Err("expected os/arch")),
-            ("linux/arm/v7/x", Err("expected os/arch")),
-            ("linux/", Err("architecture is empty")),
-            ("/amd64", Err("os is empty")),
-            ("linux/am d64", Err("characters")),
-            ("linux/arm/", Err("variant is empty")),
+            ("linux", Err(PlatformError::Shape)),
+            ("linux/arm/v7/x", Err(PlatformError::Shape)),
+            ("linux/", Err(PlatformError::Empty("architecture"))),
+            ("/amd64", Err(PlatformError::Empty("os"))),
+            (
+                "linux/am d64",
+                Err(PlatformError::Characters {
+                    what: "architecture",
+                    value: "am d64".into(),
+                }),
+            ),
+            ("linux/arm/", Err(PlatformError::Empty("variant"))),
         ];
         for (input, want) in cases {
             match (Platform::parse(input), want) {
@@ -233,7 +268,7 @@ mod tests {
                     assert_eq!(n.platform.to_string(), *display, "{input}");
                     assert_eq!(n.warnings.len(), *warnings, "{input}: {:?}", n.warnings);
                 }
-                (Err(e), Err(frag)) => assert!(e.contains(frag), "{input}: {e}"),
+                (Err(e), Err(want)) => assert_eq!(&e, want, "{input}"),
                 (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
             }
         }
@@ -264,7 +299,13 @@ mod tests {
                 "{version:?} {features:?}"
             );
         }
-        assert!(Platform::parse(&format!("linux/{}", "a".repeat(33))).is_err());
+        assert_eq!(
+            Platform::parse(&format!("linux/{}", "a".repeat(33))),
+            Err(PlatformError::TooLong {
+                what: "architecture",
+                len: 33
+            })
+        );
         assert!(Platform::parse(&format!("linux/{}", "a".repeat(32))).is_ok());
     }
 

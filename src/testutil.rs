@@ -93,7 +93,6 @@ pub fn file_blob(root: &Path, bytes: &[u8]) -> Blob {
 /// Composes contributions with the default tag, for tests of what comes after.
 pub fn composed(sources: &[Contribution]) -> crate::index::Composition {
     let opts = crate::index::IndexOptions {
-        tag: "latest".into(),
         ..Default::default()
     };
     crate::index::compose(sources, &opts).expect("compose")

@@ -35,7 +35,7 @@ impl SourceSpec {
         let normalized = Platform::parse(platform).map_err(|why| Error::Argument {
             what: "platform",
             value: platform.to_owned(),
-            why,
+            why: why.to_string(),
         })?;
         for w in &normalized.warnings {
             log::warn!("source {arg}: {w}");

@@ -249,10 +249,7 @@ impl<'a> Reader<'a> {
         doc.check(Kind::Manifest, Some(&desc.media_type))
             .map_err(|e| self.err(&rel, Problem::Ambiguous(e)))?;
         let (Some(config), Some(layers)) = (&doc.config, &doc.layers) else {
-            return Err(self.err(
-                &rel,
-                Problem::Ambiguous("image manifest without config or layers".into()),
-            ));
+            return Err(self.err(&rel, Problem::Ambiguous(document::DocError::NoConfig)));
         };
         let (config_blob, config_bytes) = self.json_blob(config, &rel)?;
         let config_rel = config_blob.digest.blob_path();
