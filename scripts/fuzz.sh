@@ -3,7 +3,7 @@
 # 600), JOBS at a time (default 1), on the corpora kept in fuzz/corpus, then
 # minimises each corpus in place. Prints, per target, the executions and any
 # crash. Needs the nightly toolchain and cargo-fuzz (installed when missing).
-# The corpora are replayed by `cargo test` (tests/bad_input.rs).
+# The corpora are replayed by `cargo test` (tests/it/bad_input.rs).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECONDS_EACH=${1:-600}

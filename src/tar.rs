@@ -439,25 +439,16 @@ mod tests {
     /// every one indexes or is refused, none panics.
     #[test]
     fn corrupted_archives_never_panic() {
+        use crate::testutil::tarw;
         let mut good = Vec::new();
         for (name, data) in [
             ("./oci-layout", &b"{}"[..]),
             ("./index.json", b"{\"a\":1}"),
             ("./blobs/sha256/x", &[7u8; 700]),
         ] {
-            let mut h = [0u8; 512];
-            h[..name.len()].copy_from_slice(name.as_bytes());
-            h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
-            h[156] = b'0';
-            h[257..263].copy_from_slice(b"ustar\0");
-            h[148..156].copy_from_slice(b"        ");
-            let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-            h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-            good.extend_from_slice(&h);
-            good.extend_from_slice(data);
-            good.resize(good.len().div_ceil(512) * 512, 0);
+            tarw::member(&mut good, name, data, b'0');
         }
-        good.extend_from_slice(&[0u8; 1024]);
+        tarw::finish(&mut good);
         let write = |bytes: &[u8]| {
             use std::io::Write;
             let mut f = tempfile::tempfile().unwrap();
@@ -488,10 +479,7 @@ mod tests {
                     let hdr = 512 * ((next() as usize) % 3).min(1);
                     let field: Vec<u8> = (0..12).map(|_| next() as u8).collect();
                     bad[hdr + 124..hdr + 136].copy_from_slice(&field);
-                    bad[hdr + 148..hdr + 156].copy_from_slice(b"        ");
-                    let sum: u32 = bad[hdr..hdr + 512].iter().map(|&b| u32::from(b)).sum();
-                    bad[hdr + 148..hdr + 155]
-                        .copy_from_slice(format!("{:06o}\0", sum % 0o1000000).as_bytes());
+                    tarw::set_checksum(&mut bad[hdr..hdr + 512]);
                 }
             }
             if index(&write(&bad)).is_err() {
@@ -505,9 +493,7 @@ mod tests {
         huge[124..136].copy_from_slice(&[
             0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00,
         ]);
-        huge[148..156].copy_from_slice(b"        ");
-        let sum: u32 = huge[..512].iter().map(|&b| u32::from(b)).sum();
-        huge[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        tarw::set_checksum(&mut huge[..512]);
         assert!(matches!(
             index(&write(&huge)),
             Err(TarError::Truncated(_) | TarError::Malformed { .. })

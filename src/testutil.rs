@@ -240,3 +240,74 @@ impl LayoutBuilder {
             .join(Path::new("blobs").join(digest.replacen(':', "/", 1)))
     }
 }
+
+/// A minimal tar writer for hostile and huge archives that GNU tar will not
+/// make, and the one place a tar checksum is computed for tests.
+pub mod tarw {
+    /// A ustar header; `size` in octal, or base-256 when it does not fit.
+    pub fn header(name: &str, size: u64, typeflag: u8) -> [u8; 512] {
+        header_with_link(name, size, typeflag, "")
+    }
+
+    /// A ustar header naming a link target.
+    pub fn header_with_link(name: &str, size: u64, typeflag: u8, link: &str) -> [u8; 512] {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[108..115].copy_from_slice(b"0000000");
+        h[116..123].copy_from_slice(b"0000000");
+        if size < 0o77777777777 {
+            h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
+        } else {
+            h[124] = 0x80;
+            h[128..136].copy_from_slice(&size.to_be_bytes());
+        }
+        h[136..147].copy_from_slice(b"00000000000");
+        h[156] = typeflag;
+        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        set_checksum(&mut h);
+        h
+    }
+
+    /// Writes the checksum of a 512-byte header (after any edit of it).
+    pub fn set_checksum(h: &mut [u8]) {
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().take(512).map(|&b| u32::from(b)).sum();
+        h[148..155].copy_from_slice(format!("{:06o}\0", sum % 0o1000000).as_bytes());
+    }
+
+    /// One pax record `"%d key=value\n"`.
+    pub fn pax_record(key: &str, value: &str) -> String {
+        let body = format!(" {key}={value}\n");
+        let mut len = body.len() + 1;
+        while format!("{len}{body}").len() != len {
+            len += 1;
+        }
+        format!("{len}{body}")
+    }
+
+    /// Appends a member (header and padded data) to `out`.
+    pub fn member(out: &mut Vec<u8>, name: &str, data: &[u8], typeflag: u8) {
+        out.extend_from_slice(&header(name, data.len() as u64, typeflag));
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+
+    /// Appends a symbolic link member.
+    pub fn symlink(out: &mut Vec<u8>, name: &str, target: &str) {
+        out.extend_from_slice(&header_with_link(name, 0, b'2', target));
+    }
+
+    /// Appends a pax extended header applying `records` to the next member.
+    pub fn pax(out: &mut Vec<u8>, records: &[(&str, &str)]) {
+        let body: String = records.iter().map(|(k, v)| pax_record(k, v)).collect();
+        member(out, "PaxHeaders/x", body.as_bytes(), b'x');
+    }
+
+    /// The end-of-archive marker.
+    pub fn finish(out: &mut Vec<u8>) {
+        out.extend_from_slice(&[0u8; 1024]);
+    }
+}

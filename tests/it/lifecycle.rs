@@ -1,13 +1,11 @@
 //! Mount lifecycle: detaching, signals, `ocimux umount`, the log file.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ocimux::testutil::LayoutBuilder;
 
 fn alive(pid: i32) -> bool {

@@ -3,14 +3,12 @@
 //! reads past EOF, reads after the source file was replaced; the daemon's own
 //! counters (logged at unmount) prove which path served the bytes.
 
-mod common;
-
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use ocimux::digest::Digest;
 use ocimux::testutil::LayoutBuilder;
 use serde_json::json;

@@ -2,8 +2,6 @@
 //! sources, never a byte that fails its name, and no source can wedge it.
 //! (Refusals at mount time are in bad_input.rs.)
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -11,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ocimux::digest::Digest;
 use ocimux::document::OCI_MANIFEST;
 use ocimux::testutil::LayoutBuilder;
@@ -280,8 +278,7 @@ fn a_truncated_blob_is_refused_then_served_whole_again() {
 fn a_forged_digest_cannot_take_over_another_sources_name() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, _) = source(tmp.path().join("a"), "amd64", &[b"a layer"]);
-    let a_index: Value =
-        serde_json::from_slice(&fs::read(a.root.join("index.json")).unwrap()).unwrap();
+    let a_index: Value = json_file(&a.root.join("index.json"));
     let victim = hex(&a_index["manifests"][0]);
     let manifest_bytes = fs::read(a.root.join("blobs/sha256").join(&victim)).unwrap();
     // Source b claims a layer named like the victim but for the last digit.

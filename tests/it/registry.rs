@@ -1,14 +1,12 @@
 //! The distributed path: push the mount to a real registry (Debian's
 //! docker-registry on 127.0.0.1) with `skopeo copy --all`, read it back.
 
-mod common;
-
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// A docker-registry on a free loopback port, storage in a temp dir; killed on drop.
@@ -69,8 +67,7 @@ fn skopeo_pushes_the_mount_to_a_registry_unchanged() {
     require_tool("skopeo");
     let tmp = tempfile::tempdir().unwrap();
     let (_, _, m) = two_arch_mount(tmp.path(), "r1");
-    let index_json: Value =
-        serde_json::from_slice(&fs::read(m.path("index.json")).unwrap()).unwrap();
+    let index_json: Value = json_file(&m.path("index.json"));
     let index_digest = index_json["manifests"][0]["digest"]
         .as_str()
         .unwrap()

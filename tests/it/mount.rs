@@ -1,25 +1,19 @@
 //! Real mounts of the built binary over umoci-made layouts: what is listed,
 //! stat'ed, read and refused, and what skopeo makes of it.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&fs::read(path).expect("read json")).expect("parse json")
-}
 
 /// The blobs a source really references, computed independently of ocimux:
 /// manifest, config and layers of the only index.json entry.
 fn reachable(layout: &Path) -> BTreeSet<String> {
-    let index = json(&layout.join("index.json"));
+    let index = json_file(&layout.join("index.json"));
     let mut out = BTreeSet::new();
     for m in index["manifests"].as_array().expect("manifests") {
         let hex = |d: &Value| {
@@ -30,7 +24,7 @@ fn reachable(layout: &Path) -> BTreeSet<String> {
                 .to_owned()
         };
         out.insert(hex(m));
-        let manifest = json(&layout.join("blobs/sha256").join(hex(m)));
+        let manifest = json_file(&layout.join("blobs/sha256").join(hex(m)));
         out.insert(hex(&manifest["config"]));
         for l in manifest["layers"].as_array().expect("layers") {
             out.insert(hex(l));
@@ -90,7 +84,7 @@ fn serves_every_reachable_blob_byte_for_byte_and_nothing_else() {
         fs::read(m.path("oci-layout")).unwrap(),
         br#"{"imageLayoutVersion":"1.0.0"}"#
     );
-    let index_json = json(&m.path("index.json"));
+    let index_json = json_file(&m.path("index.json"));
     let entries = index_json["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{index_json}");
     assert_eq!(
@@ -114,7 +108,7 @@ fn serves_every_reachable_blob_byte_for_byte_and_nothing_else() {
     );
 
     // The index lists each source's manifest, in command-line order, with its platform.
-    let index = json(&index_path);
+    let index = json_file(&index_path);
     let platforms: Vec<String> = index["manifests"]
         .as_array()
         .unwrap()

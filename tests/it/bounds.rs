@@ -1,13 +1,11 @@
 //! Issue 9, cases 6 to 8, with real mounts: what clients and sources can
 //! grow in the daemon stays bounded: fds, retired snapshots, inotify watches.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use ocimux::testutil::LayoutBuilder;
 use serde_json::json;
 
@@ -68,13 +66,6 @@ fn daemon_fds_do_not_grow_with_client_opens() {
         .arg(&tar)
         .arg(".")
         .current_dir(&b.root));
-    // This process may hold the opens.
-    let limit = libc::rlimit {
-        rlim_cur: 8192,
-        rlim_max: 8192,
-    };
-    // SAFETY: setrlimit with a valid struct.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
     for (name, src) in [("dir", b.root.clone()), ("archive", tar)] {
         let m = Mount::new(
             &tmp.path().join(format!("mnt-{name}")),
@@ -83,12 +74,34 @@ fn daemon_fds_do_not_grow_with_client_opens() {
         let pid = daemon_pid(&m.dir);
         let before = fd_count(pid);
         let path = m.path(&format!("blobs/sha256/{}", hex(&layer)));
-        let held: Vec<fs::File> = (0..6000).map(|_| fs::File::open(&path).unwrap()).collect();
+        // The opens are held by a child shell, not by this process: the tests
+        // share this process, and every child another test forks would
+        // inherit (until exec) 6,000 fds on this mount.
+        let mut holder = std::process::Command::new("bash")
+            .args([
+                "-c",
+                r#"ulimit -n 8192 && for i in $(seq 6000); do exec {fd}<"$1" || exit 1; done
+                   head -c 6 <&$fd && echo && { read -r _ || true; }"#,
+                "hold",
+            ])
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(
+            line, "shared\n",
+            "{name}: the last of 6,000 opens reads the blob"
+        );
         let during = fd_count(pid);
-        let mut buf = [0u8; 6];
-        std::os::unix::fs::FileExt::read_at(&held[5999], &mut buf, 0).unwrap();
-        assert_eq!(&buf, b"shared");
-        drop(held);
+        drop(holder.stdin.take());
+        assert!(holder.wait().unwrap().success());
         eprintln!("{name}: daemon fds {before} before, {during} with 6,000 opens held");
         assert!(during <= before + 2, "{name}: {before} -> {during} fds");
     }

@@ -1,8 +1,6 @@
 //! Live sources: a rebuilt per-arch image shows up in the mount, and readers
 //! never see a half state.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -10,21 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ocimux::digest::Digest;
 use ocimux::testutil::LayoutBuilder;
 use serde_json::{Value, json};
 
-fn json_of(path: &Path) -> Value {
-    serde_json::from_slice(&fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
-}
-
 /// The generated index blob the mount's index.json points at.
 fn index_of(m: &Mount) -> (String, Value) {
-    let entry = &json_of(&m.path("index.json"))["manifests"][0];
+    let entry = &json_file(&m.path("index.json"))["manifests"][0];
     let h = hex(entry);
-    let index = json_of(&m.path(&format!("blobs/sha256/{h}")));
+    let index = json_file(&m.path(&format!("blobs/sha256/{h}")));
     (h, index)
 }
 
@@ -54,7 +47,7 @@ fn a_rebuilt_source_shows_up_and_old_readers_keep_their_bytes() {
 
     rebuild(&amd64, "v2");
     let changed = Instant::now();
-    let new_amd64 = json_of(&amd64.join("index.json"))["manifests"][0]["digest"]
+    let new_amd64 = json_file(&amd64.join("index.json"))["manifests"][0]["digest"]
         .as_str()
         .unwrap()
         .trim_start_matches("sha256:")
@@ -144,7 +137,7 @@ fn a_non_atomic_rewrite_of_index_json_never_shows_a_half_state() {
         // Everything it names exists and hashes right.
         let mf = m.path(&format!("blobs/sha256/{}", hex(manifest)));
         assert_eq!(sha256_file(&mf).encoded(), hex(manifest));
-        let doc = json_of(&mf);
+        let doc = json_file(&mf);
         for d in doc["layers"]
             .as_array()
             .unwrap()
@@ -188,27 +181,8 @@ fn skopeo_copies_complete_while_the_source_is_rebuilt_10_times() {
     let mut indexes = std::collections::BTreeSet::new();
     while !done.load(Ordering::Relaxed) || copies < 3 {
         let out = tmp.path().join(format!("copy{copies}"));
-        let res = Command::new("skopeo")
-            .args([
-                "copy",
-                "--all",
-                "-q",
-                &format!("oci:{}", m.dir.display()),
-                &format!("oci:{}:latest", out.display()),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            res.status.success(),
-            "copy {copies} failed: {}",
-            String::from_utf8_lossy(&res.stderr)
-        );
-        let raw = run(Command::new("skopeo").args([
-            "inspect",
-            "--raw",
-            &format!("oci:{}:latest", out.display()),
-        ]))
-        .stdout;
+        let raw = try_skopeo_copy_all(&m.dir, &out, "latest")
+            .unwrap_or_else(|e| panic!("copy {copies} failed: {e}"));
         indexes.insert(Digest::sha256_of(&raw));
         fs::remove_dir_all(&out).unwrap();
         copies += 1;
@@ -237,7 +211,7 @@ fn a_vanished_source_keeps_the_last_snapshot_and_static_ignores_changes() {
     );
     let (before, index) = index_of(&m);
     let (static_before, _) = index_of(&s);
-    let manifest = json_of(&m.path(&format!("blobs/sha256/{}", hex(&index["manifests"][0]))));
+    let manifest = json_file(&m.path(&format!("blobs/sha256/{}", hex(&index["manifests"][0]))));
     let layer = m.path(&format!("blobs/sha256/{}", hex(&manifest["layers"][0])));
     let config = manifest["config"].clone();
     // The source vanishes: the last snapshot is still served; opening a blob
@@ -304,7 +278,7 @@ fn a_replaced_archive_is_reindexed() {
     let next = tmp.path().join("app.tar.new");
     pack(&next);
     fs::rename(&next, &archive).unwrap();
-    let want = hex(&json_of(&layout.join("index.json"))["manifests"][0]);
+    let want = hex(&json_file(&layout.join("index.json"))["manifests"][0]);
     assert_ne!(want, before);
     wait_for("the re-indexed archive", Duration::from_secs(2), || {
         hex(&index_of(&m).1["manifests"][0]) == want
@@ -340,7 +314,7 @@ fn a_re_pointed_latest_symlink_is_followed() {
     let link = tmp.path().join("app-amd64-latest-oci");
     std::os::unix::fs::symlink("app-amd64-1.rootfs-oci", &link).unwrap();
     let m = Mount::new(&tmp.path().join("mnt"), &[link.to_str().unwrap()]);
-    let want = |b: &LayoutBuilder| hex(&json_of(&b.root.join("index.json"))["manifests"][0]);
+    let want = |b: &LayoutBuilder| hex(&json_file(&b.root.join("index.json"))["manifests"][0]);
     assert_eq!(hex(&index_of(&m).1["manifests"][0]), want(&v1));
     // What `ln -sfn` does: a new link, renamed over the old one.
     let tmp_link = tmp.path().join(".latest.tmp");

@@ -1,6 +1,5 @@
 //! Shared helpers for the integration tests: the built binary, real mounts
 //! with deadlines, umoci-made fixtures, tool checks that fail loudly.
-#![allow(dead_code)] // each test binary uses its own subset
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -127,23 +126,40 @@ pub fn two_arch_mount(dir: &Path, seed: &str) -> (PathBuf, PathBuf, Mount) {
 /// `skopeo copy --all oci:FROM oci:TO:TAG` (skopeo verifies every digest), then
 /// the raw index the copy holds.
 pub fn skopeo_copy_all(from: &Path, to: &Path, tag: &str) -> Vec<u8> {
+    try_skopeo_copy_all(from, to, tag).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`skopeo_copy_all`], returning skopeo's complaint when the copy fails.
+pub fn try_skopeo_copy_all(from: &Path, to: &Path, tag: &str) -> Result<Vec<u8>, String> {
     require_tool("skopeo");
     let dest = format!("oci:{}:{tag}", to.display());
-    run(Command::new("skopeo").args([
-        "copy",
-        "--all",
-        "-q",
-        &format!("oci:{}", from.display()),
-        &dest,
-    ]));
-    run(Command::new("skopeo").args(["inspect", "--raw", &dest])).stdout
+    let copy = Command::new("skopeo")
+        .args([
+            "copy",
+            "--all",
+            "-q",
+            &format!("oci:{}", from.display()),
+            &dest,
+        ])
+        .output()
+        .map_err(|e| format!("running skopeo: {e}"))?;
+    if !copy.status.success() {
+        let why = String::from_utf8_lossy(&copy.stderr);
+        return Err(format!("skopeo copy --all {}: {why}", from.display()));
+    }
+    Ok(run(Command::new("skopeo").args(["inspect", "--raw", &dest])).stdout)
+}
+
+/// A JSON file, parsed; panics naming the file.
+pub fn json_file(path: &Path) -> serde_json::Value {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
 }
 
 /// The bytes of the image index a mounted layout's index.json points at.
 pub fn served_index(dir: &Path) -> Vec<u8> {
-    let index_json: serde_json::Value =
-        serde_json::from_slice(&fs::read(dir.join("index.json")).expect("read index.json"))
-            .expect("parse index.json");
+    let index_json = json_file(&dir.join("index.json"));
     let digest = index_json["manifests"][0]["digest"]
         .as_str()
         .expect("digest");
@@ -307,70 +323,7 @@ pub fn rehash_blobs(root: &Path) -> Vec<(String, Digest)> {
     out
 }
 
-/// A minimal tar writer for hostile and huge archives that GNU tar will not make.
-pub mod tarw {
-    /// A ustar header; `size` in octal, or base-256 when it does not fit.
-    pub fn header(name: &str, size: u64, typeflag: u8) -> [u8; 512] {
-        header_with_link(name, size, typeflag, "")
-    }
-
-    /// A ustar header naming a link target.
-    pub fn header_with_link(name: &str, size: u64, typeflag: u8, link: &str) -> [u8; 512] {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[100..107].copy_from_slice(b"0000644");
-        h[108..115].copy_from_slice(b"0000000");
-        h[116..123].copy_from_slice(b"0000000");
-        if size < 0o77777777777 {
-            h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
-        } else {
-            h[124] = 0x80;
-            h[128..136].copy_from_slice(&size.to_be_bytes());
-        }
-        h[136..147].copy_from_slice(b"00000000000");
-        h[156] = typeflag;
-        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-        h
-    }
-
-    /// One pax record `"%d key=value\n"`.
-    pub fn pax_record(key: &str, value: &str) -> String {
-        let body = format!(" {key}={value}\n");
-        let mut len = body.len() + 1;
-        while format!("{len}{body}").len() != len {
-            len += 1;
-        }
-        format!("{len}{body}")
-    }
-
-    /// Appends a member (header and padded data) to `out`.
-    pub fn member(out: &mut Vec<u8>, name: &str, data: &[u8], typeflag: u8) {
-        out.extend_from_slice(&header(name, data.len() as u64, typeflag));
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-
-    /// Appends a symbolic link member.
-    pub fn symlink(out: &mut Vec<u8>, name: &str, target: &str) {
-        out.extend_from_slice(&header_with_link(name, 0, b'2', target));
-    }
-
-    /// Appends a pax extended header applying `records` to the next member.
-    pub fn pax(out: &mut Vec<u8>, records: &[(&str, &str)]) {
-        let body: String = records.iter().map(|(k, v)| pax_record(k, v)).collect();
-        member(out, "PaxHeaders/x", body.as_bytes(), b'x');
-    }
-
-    /// The end-of-archive marker.
-    pub fn finish(out: &mut Vec<u8>) {
-        out.extend_from_slice(&[0u8; 1024]);
-    }
-}
+pub use ocimux::testutil::tarw;
 
 /// Every file of a layout directory as tar members (`./`-prefixed, as
 /// `tar -cf NAME.tar .` writes them), for building hostile variants.

@@ -1,12 +1,10 @@
 //! Bad input is refused before anything is mounted: exit code 2, one line
 //! naming the source and the file, no panic, nothing mounted, sources untouched.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use ocimux::digest::Digest;
 use ocimux::document::{OCI_INDEX, OCI_MANIFEST};
 use ocimux::testutil::LayoutBuilder;

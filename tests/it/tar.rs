@@ -2,15 +2,13 @@
 //! tar, mixed with a directory; huge members in sparse archives; hostile
 //! archives refused by name.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use ocimux::digest::Digest;
 use ocimux::testutil::LayoutBuilder;
 use serde_json::json;

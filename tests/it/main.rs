@@ -1,0 +1,15 @@
+//! The integration tests, one binary: real mounts of the built `ocimux`
+//! binary, checked from outside with read(2), mmap(2), skopeo, umoci and a
+//! registry. Shared helpers are in `common`; each module is one concern.
+
+mod common;
+
+mod bad_input;
+mod bounds;
+mod lifecycle;
+mod live;
+mod mount;
+mod readpath;
+mod registry;
+mod tar;
+mod trust;
