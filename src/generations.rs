@@ -245,6 +245,7 @@ impl Generations {
     }
 
     /// Where the bytes of `ino` come from.
+    #[cfg(test)]
     pub fn content(&self, ino: u64) -> Result<Content, FsError> {
         self.ask(|l, _| l.content(ino).cloned())
     }

@@ -101,16 +101,6 @@ impl Inodes {
         });
         gone
     }
-
-    /// How many digests have numbers.
-    pub fn len(&self) -> usize {
-        self.by_digest.len()
-    }
-
-    /// Whether no digest has a number.
-    pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
-    }
 }
 
 /// File or directory.

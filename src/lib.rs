@@ -4,51 +4,55 @@
 //! The crate is split the way the data flows:
 //! - [`digest`], [`platform`], [`document`], [`tag`]: the OCI vocabulary, parsed
 //!   strictly, each with its own error type;
-//! - [`confine`]: opens a source's files confined beneath its root, never blocking;
+//! - `confine`: opens a source's files confined beneath its root, never blocking;
 //! - [`source`]: reads one source layout and computes what it contributes
 //!   (a platform manifest and every blob reachable from it), validating as it
-//!   goes; [`readat`]: the one positional-read loop;
+//!   goes; `readat`: the one positional-read loop;
 //! - [`index`]: generates the image index and `index.json` bytes;
-//! - [`layout`]: the immutable snapshot of the virtual tree (inodes, directories,
-//!   where each file's bytes come from), with no FUSE types; [`generations`]:
+//! - `layout`: the immutable snapshot of the virtual tree (inodes, directories,
+//!   where each file's bytes come from), with no FUSE types; `generations`:
 //!   the current snapshot and the recent ones it replaced;
-//! - [`plan`] and [`watch`]: what to compose, and rebuilding when sources change
+//! - [`plan`] and `watch`: what to compose, and rebuilding when sources change
 //!   (`schedule`: when, as a pure state machine);
-//! - [`tar`]: indexing uncompressed tar archives, served in place;
-//! - [`verify`]: `--verify`, hashing each blob version once before serving it;
+//! - `tar`: indexing uncompressed tar archives, served in place;
+//! - `verify`: `--verify`, hashing each blob version once before serving it;
 //! - `handles`: what open files hold and how their bytes are read (no FUSE types);
-//! - [`fs`]: the thin `fuser` adapter that answers kernel requests from a snapshot;
+//! - `fs`: the thin `fuser` adapter that answers kernel requests from a snapshot;
 //! - [`daemon`]: mounting, detaching and signals; [`mountpoint`]: claiming,
 //!   unmounting only our own mount, the watchdog that outlives a killed daemon.
+//!
+//! Modules in code spans are `pub(crate)`: only the CLI's needs (and the
+//! vocabulary the tests build inputs with) are public, so the compiler
+//! reports what nothing uses.
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 
-pub mod confine;
+pub(crate) mod confine;
 pub mod daemon;
 pub mod digest;
 pub mod document;
 pub mod error;
-pub mod fs;
+pub(crate) mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod generations;
+pub(crate) mod generations;
 pub(crate) mod handles;
-pub mod hex;
+pub(crate) mod hex;
 pub mod index;
-pub mod layout;
+pub(crate) mod layout;
 pub mod mountinfo;
 pub mod mountpoint;
 pub mod plan;
 pub mod platform;
-pub mod readat;
+pub(crate) mod readat;
 #[cfg(test)]
 mod reference;
 pub(crate) mod schedule;
 pub mod source;
 pub mod tag;
-pub mod tar;
+pub(crate) mod tar;
 #[doc(hidden)]
 pub mod testutil;
-pub mod verify;
-pub mod watch;
+pub(crate) mod verify;
+pub(crate) mod watch;
 
 pub use error::{Error, Problem};

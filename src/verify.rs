@@ -93,13 +93,9 @@ impl Verifier {
     }
 
     /// How many results are kept.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.results.lock().map_or(0, |r| r.len())
-    }
-
-    /// Whether no result is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
