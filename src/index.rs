@@ -76,6 +76,33 @@ struct DescriptorOut<'a> {
 /// Refuses two manifests with the same platform, naming both sources. A blob
 /// present in several sources is served from the first one.
 pub fn compose(sources: &[Contribution], opts: &IndexOptions) -> Result<Composition, Error> {
+    let rows = rows(sources)?;
+    let index = image_index(&rows, &opts.annotations);
+    // What registries and containers/image accept: refuse here, not at push.
+    if index.len() as u64 > MAX_JSON {
+        let mut names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+        names.dedup();
+        return Err(Error::IndexTooLarge {
+            size: index.len() as u64,
+            cap: MAX_JSON,
+            manifests: rows.len(),
+            sources: names.join(", "),
+        });
+    }
+    let index_digest = Digest::sha256_of(&index);
+    let index_json = index_json(&index_digest, index.len() as u64, &opts.tag);
+    Ok(Composition {
+        index,
+        index_digest,
+        index_json,
+        blobs: first_of_each(sources),
+        rows,
+    })
+}
+
+/// One row per platform manifest, sources in order; refuses a platform two
+/// sources provide.
+fn rows(sources: &[Contribution]) -> Result<Vec<Row>, Error> {
     let mut rows: Vec<Row> = Vec::new();
     // Platform → the source that gave it first (a set, not a scan: an index
     // source can bring thousands of manifests).
@@ -98,7 +125,12 @@ pub fn compose(sources: &[Contribution], opts: &IndexOptions) -> Result<Composit
     if rows.is_empty() {
         return Err(Error::NoSources);
     }
-    let doc = IndexDoc {
+    Ok(rows)
+}
+
+/// The generated image index's bytes.
+fn image_index(rows: &[Row], annotations: &BTreeMap<String, String>) -> Vec<u8> {
+    to_json(&IndexDoc {
         schema_version: 2,
         media_type: OCI_INDEX,
         manifests: rows
@@ -111,46 +143,35 @@ pub fn compose(sources: &[Contribution], opts: &IndexOptions) -> Result<Composit
                 annotations: None,
             })
             .collect(),
-        annotations: &opts.annotations,
-    };
-    let index = to_json(&doc);
-    // What registries and containers/image accept: refuse here, not at push.
-    if index.len() as u64 > MAX_JSON {
-        let mut names: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
-        names.dedup();
-        return Err(Error::IndexTooLarge {
-            size: index.len() as u64,
-            cap: MAX_JSON,
-            manifests: rows.len(),
-            sources: names.join(", "),
-        });
-    }
-    let index_digest = Digest::sha256_of(&index);
-    let index_json = to_json(&IndexDoc {
+        annotations,
+    })
+}
+
+/// `index.json`'s bytes: one entry, the image index, tagged.
+fn index_json(index_digest: &Digest, size: u64, tag: &Tag) -> Vec<u8> {
+    to_json(&IndexDoc {
         schema_version: 2,
         media_type: OCI_INDEX,
         manifests: vec![DescriptorOut {
             media_type: OCI_INDEX,
             digest: index_digest.to_string(),
-            size: index.len() as u64,
+            size,
             platform: None,
-            annotations: Some(BTreeMap::from([(REF_NAME, opts.tag.as_str())])),
+            annotations: Some(BTreeMap::from([(REF_NAME, tag.as_str())])),
         }],
         annotations: &BTreeMap::new(),
-    });
+    })
+}
+
+/// Every blob once, from the first source that has it, sorted by digest.
+fn first_of_each(sources: &[Contribution]) -> Vec<Blob> {
     let mut blobs: BTreeMap<Digest, Blob> = BTreeMap::new();
     for blob in sources.iter().flat_map(|s| &s.blobs) {
         blobs
             .entry(blob.digest.clone())
             .or_insert_with(|| blob.clone());
     }
-    Ok(Composition {
-        index,
-        index_digest,
-        index_json,
-        blobs: blobs.into_values().collect(),
-        rows,
-    })
+    blobs.into_values().collect()
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
