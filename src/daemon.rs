@@ -438,12 +438,7 @@ fn start(served: Served, cfg: &MountConfig) -> Result<Session<OciFs>, MountError
     let alive = crate::mountpoint::watchdog(&cfg.mountpoint)
         .map_err(io_err("starting the unmount watchdog"))?;
     std::mem::forget(alive);
-    // Open source files are shared per file version (see fs.rs), so fds grow
-    // with the files in use; let them reach the hard limit.
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
+    raise_fd_limit();
     let snapshots = Arc::new(Generations::new(&served.first));
     let fs = OciFs::new(
         snapshots.clone(),
@@ -477,27 +472,40 @@ fn start(served: Served, cfg: &MountConfig) -> Result<Session<OciFs>, MountError
         raise_readahead(&cfg.mountpoint, cfg.readahead_kb);
     }
     if cfg.live {
-        let notifier = session.notifier();
-        let notify = Box::new(move |stale: &[Invalidation]| {
-            for inv in stale {
-                let sent = match inv {
-                    Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-                    Invalidation::Entry { parent, name } => {
-                        notifier.inval_entry(INodeNo(*parent), std::ffi::OsStr::new(name))
-                    }
-                };
-                // ENOENT: the kernel holds nothing for it, which is fine.
-                if let Err(e) = sent {
-                    log::debug!("invalidating {inv:?}: {e}");
-                }
-            }
-        });
+        let notify = kernel_notifier(session.notifier());
         crate::watch::spawn(served.plan, &served.first, snapshots, notify)
             .map_err(io_err("starting the source watcher"))?;
     } else {
         log::info!("--static: sources are not watched");
     }
     Ok(session)
+}
+
+/// Open source files are shared per file version (see `handles`), so fds
+/// grow with the files in use; let them reach the hard limit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// Sends a swap's invalidations to the kernel (from the watcher's thread).
+fn kernel_notifier(notifier: fuser::Notifier) -> crate::watch::Notify {
+    Box::new(move |stale: &[Invalidation]| {
+        for inv in stale {
+            let sent = match inv {
+                Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                Invalidation::Entry { parent, name } => {
+                    notifier.inval_entry(INodeNo(*parent), std::ffi::OsStr::new(name))
+                }
+            };
+            // ENOENT: the kernel holds nothing for it, which is fine.
+            if let Err(e) = sent {
+                log::debug!("invalidating {inv:?}: {e}");
+            }
+        }
+    })
 }
 
 /// Raises the readahead of the mount's bdi (`/sys/class/bdi/MAJ:MIN`), which
