@@ -30,6 +30,29 @@ pub fn read_at(file: &File, offset: u64, size: u64, limit: u64) -> io::Result<Ve
     Ok(buf)
 }
 
+/// Reads from `offset` to the end of the file, but at most `max` bytes,
+/// in chunks growing from `hint` (the size the caller expects): a small file
+/// costs one buffer of its size, not one of `max`.
+pub fn read_up_to(file: &File, offset: u64, max: u64, hint: u64) -> io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = hint.clamp(1, max.max(1));
+    loop {
+        let start = buf.len();
+        let room = max.saturating_sub(start as u64).min(chunk);
+        if room == 0 {
+            return Ok(buf);
+        }
+        buf.resize(start + usize::try_from(room).unwrap_or(usize::MAX), 0);
+        let dest = buf.get_mut(start..).unwrap_or_default();
+        let n = fill_at(file, offset.saturating_add(start as u64), dest)?;
+        buf.truncate(start + n);
+        if (n as u64) < room {
+            return Ok(buf);
+        }
+        chunk = (buf.len() as u64).max(4096);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +79,24 @@ mod tests {
                 read_at(&f, *off, *size, *limit).unwrap(),
                 *want,
                 "{off} {size} {limit}"
+            );
+        }
+        // offset, max, hint: the rest of the file, at most max bytes.
+        let up_to: &[(u64, u64, u64, &[u8])] = &[
+            (0, 100, 10, b"0123456789"),
+            (0, 100, 1, b"0123456789"),
+            (0, 100, 0, b"0123456789"),
+            (0, 4, 10, b"0123"),
+            (3, 100, 2, b"3456789"),
+            (0, 0, 10, b""),
+            (10, 100, 10, b""),
+            (0, 11, 10, b"0123456789"), // one past the expected size: not grown
+        ];
+        for (off, max, hint, want) in up_to {
+            assert_eq!(
+                read_up_to(&f, *off, *max, *hint).unwrap(),
+                *want,
+                "{off} {max} {hint}"
             );
         }
         // An offset the kernel cannot seek to is an error, not a panic.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::{Archive, Origin};
 use crate::confine::{self, Access, FileId, FileInfo, OpenError, Resolved, SourceDir};
 use crate::error::Problem;
-use crate::readat::{fill_at, read_at};
+use crate::readat::{fill_at, read_at, read_up_to};
 use crate::tar;
 
 /// Where a source's files are: a layout directory, or a tar archive of one.
@@ -44,15 +44,19 @@ impl Found {
         if self.size > cap {
             return Err(too_large(self.size));
         }
-        // One byte past the cap shows a file that grew past it.
-        let (file, base, len) = match (&self.file, &self.origin) {
-            (Some(file), _) => (file, 0, cap + 1),
-            (None, Origin::Range { archive, offset }) => (&*archive.file, *offset, self.size),
-            (None, Origin::File { .. }) => {
-                return Err(Problem::Io(io::Error::other("file not open")));
-            }
-        };
-        let bytes = read_at(file, base, len, base.saturating_add(len)).map_err(Problem::Io)?;
+        let bytes = match (&self.file, &self.origin) {
+            // The whole file as it is now; one byte past the cap shows a
+            // file that grew past it since it was stat'ed.
+            (Some(file), _) => read_up_to(file, 0, cap.saturating_add(1), self.size + 1),
+            (None, Origin::Range { archive, offset }) => read_at(
+                &archive.file,
+                *offset,
+                self.size,
+                offset.saturating_add(self.size),
+            ),
+            (None, Origin::File { .. }) => Err(io::Error::other("file not open")),
+        }
+        .map_err(Problem::Io)?;
         if bytes.len() as u64 > cap {
             return Err(too_large(bytes.len() as u64));
         }
