@@ -226,11 +226,23 @@ const READ_FLAGS: OFlag = OFlag::O_RDONLY
 /// directory is held open as a [`SourceDir`], a regular file is opened for
 /// reading; anything else, or anything inside an ocimux mount, is refused.
 pub fn resolve(path: &Path) -> Result<Resolved, OpenError> {
+    resolve_checked(path, true)
+}
+
+/// [`resolve`], but a path on an ocimux mount is accepted: for reading a
+/// mount from another process (`ocimux verify`), never for serving.
+pub fn resolve_on_any_mount(path: &Path) -> Result<Resolved, OpenError> {
+    resolve_checked(path, false)
+}
+
+fn resolve_checked(path: &Path, refuse_ocimux: bool) -> Result<Resolved, OpenError> {
     let opath = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| not_found_or(io::Error::from(e)))?;
     let probe = File::from(opath);
     let meta = probe.metadata()?;
-    refuse_ocimux_mount(probe.as_fd(), &meta)?;
+    if refuse_ocimux {
+        refuse_ocimux_mount(probe.as_fd(), &meta)?;
+    }
     let display = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     if meta.is_dir() {
         let above = ancestors(&display)?;

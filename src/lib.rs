@@ -19,25 +19,32 @@
 //! - `handles`: what open files hold and how their bytes are read (no FUSE types);
 //! - `fs`: the thin `fuser` adapter that answers kernel requests from a snapshot;
 //! - [`daemon`]: mounting, detaching and signals; [`mountpoint`]: claiming,
-//!   unmounting only our own mount, the watchdog that outlives a killed daemon.
+//!   unmounting only our own mount, the watchdog that outlives a killed daemon;
+//!   [`scoped`]: `mount … -- CMD`; [`fstab`]: the mount(8) command line;
+//! - [`export`], [`check`], [`inspect`]: writing the layout out, hashing
+//!   every blob, and describing it, for machines and scripts without FUSE.
 //!
 //! Modules in code spans are `pub(crate)`: only the CLI's needs (and the
 //! vocabulary the tests build inputs with) are public, so the compiler
 //! reports what nothing uses.
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 
+pub mod check;
 pub(crate) mod confine;
 pub mod daemon;
 pub mod digest;
 pub mod document;
 pub mod error;
+pub mod export;
 pub(crate) mod fs;
+pub mod fstab;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod generations;
 pub(crate) mod handles;
 pub(crate) mod hex;
 pub mod index;
+pub mod inspect;
 pub(crate) mod layout;
 pub mod mountinfo;
 pub mod mountpoint;
@@ -47,6 +54,7 @@ pub(crate) mod readat;
 #[cfg(test)]
 mod reference;
 pub(crate) mod schedule;
+pub mod scoped;
 pub mod source;
 pub mod tag;
 pub(crate) mod tar;

@@ -3,21 +3,24 @@
 //! distinct exit code.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use ocimux::Error;
 use ocimux::daemon::{self, MountConfig, MountError, MountOptions, Served};
 use ocimux::error::printable;
-use ocimux::index::{self, Composition, IndexOptions, Row};
+use ocimux::export::{ExportOptions, Format, LinkMode};
+use ocimux::index::{self, Composition, IndexOptions};
 use ocimux::plan::Plan;
 use ocimux::source::SourceSpec;
 use ocimux::tag::Tag;
+use ocimux::{check, fstab, inspect};
 
 /// Exit codes (documented in README.md).
 mod exit {
@@ -51,8 +54,19 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Mount the sources as one multi-arch OCI image layout at MOUNTPOINT.
+    ///
+    /// Example: ocimux mount /mnt/app linux/arm/v7=deploy/arm-oci deploy/amd64-oci
+    ///
+    /// With `-- CMD [ARGS...]`, runs CMD with the mount in place ($OCIMUX_MNT),
+    /// unmounts afterwards and exits with CMD's status:
+    /// ocimux mount --tmp deploy/*-oci -- skopeo copy --all oci:\$OCIMUX_MNT docker://reg/app
+    ///
+    /// mount(8) and fstab use the form `ocimux SOURCE[:SOURCE...] MOUNTPOINT -o OPTIONS`
+    /// (see README.md).
     Mount(MountArgs),
     /// Unmount an ocimux mount and wait for its daemon to exit.
+    ///
+    /// Example: ocimux umount /mnt/app
     Umount {
         /// The mountpoint.
         mountpoint: PathBuf,
@@ -65,21 +79,62 @@ enum Command {
         timeout: u64,
     },
     /// Show what a mount of the sources would serve, without mounting.
+    ///
+    /// Example: ocimux inspect --json deploy/arm64-oci deploy/amd64-oci
     Inspect {
+        /// Sources: [PLATFORM=]PATH, PATH an OCI image layout directory or an
+        /// uncompressed tar of one, PLATFORM os/arch[/variant] (overrides the
+        /// image config).
+        #[arg(required = true, value_name = "SOURCE")]
+        sources: Vec<String>,
         #[command(flatten)]
-        compose: ComposeArgs,
+        index: IndexArgs,
         /// Print exactly the image index bytes the mount would serve.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json")]
         raw: bool,
+        /// Print every file of the virtual layout as JSON: its source, file,
+        /// size and media type.
+        #[arg(long)]
+        json: bool,
     },
+    /// Write the layout a mount would serve to OUT, for machines without FUSE.
+    ///
+    /// Example: ocimux export --format oci-archive app.tar deploy/arm64-oci deploy/amd64-oci
+    Export(ExportArgs),
+    /// Hash every blob reachable from the sources (or from a mounted layout)
+    /// and check it against its digest and descriptor size; exit 1 naming
+    /// each bad blob.
+    ///
+    /// Example: ocimux verify deploy/arm64-oci deploy/amd64-oci
+    Verify {
+        /// Sources as for mount, or one mountpoint (or any OCI image layout).
+        #[arg(required = true, value_name = "SOURCE|MOUNTPOINT")]
+        sources: Vec<String>,
+        #[command(flatten)]
+        index: IndexArgs,
+        /// Hashing threads (default: CPUs).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+        threads: Option<u16>,
+        /// Print the result of every blob as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script.
+    ///
+    /// Example: ocimux completions bash > /etc/bash_completion.d/ocimux
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff).
+    ///
+    /// Example: ocimux man > /usr/local/share/man/man1/ocimux.1
+    Man,
 }
 
+/// Options of the generated documents, shared by every command that composes.
 #[derive(Args, Debug)]
-struct ComposeArgs {
-    /// Sources: [PLATFORM=]PATH, PATH an OCI image layout directory, PLATFORM
-    /// os/arch[/variant] (overrides the image config).
-    #[arg(required = true, value_name = "SOURCE")]
-    sources: Vec<String>,
+struct IndexArgs {
     /// The ref name (tag) of the single index.json entry.
     #[arg(long, default_value = "latest")]
     tag: String,
@@ -94,12 +149,20 @@ struct ComposeArgs {
 
 #[derive(Args, Debug)]
 struct MountArgs {
-    /// Where to mount: an empty directory.
-    mountpoint: PathBuf,
+    /// Where to mount (an empty directory), then the sources: [PLATFORM=]PATH,
+    /// PATH an OCI image layout directory or an uncompressed tar of one,
+    /// PLATFORM os/arch[/variant] (overrides the image config). With --tmp,
+    /// sources only.
+    #[arg(required = true, value_name = "MOUNTPOINT SOURCE")]
+    paths: Vec<String>,
     #[command(flatten)]
-    compose: ComposeArgs,
+    index: IndexArgs,
+    /// Mount on a fresh temporary directory (needs a command after --; its
+    /// path is in $OCIMUX_MNT), removed afterwards.
+    #[arg(long)]
+    tmp: bool,
     /// Stay in the foreground (log to stderr).
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "command")]
     foreground: bool,
     /// Mount options, comma separated (allow_other, allow_root,
     /// default_permissions, auto_unmount, noexec).
@@ -125,19 +188,100 @@ struct MountArgs {
     #[arg(long, value_name = "KIB", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(0..=65536))]
     readahead_kb: u32,
+    /// A command to run with the mount in place, after --; the mount is
+    /// unmounted when it exits, and ocimux exits with its status.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Where to write: a directory (--format dir) or a file (oci-archive);
+    /// it must not exist, or be an empty directory, unless --force.
+    out: PathBuf,
+    /// Sources, as for mount.
+    #[arg(required = true, value_name = "SOURCE")]
+    sources: Vec<String>,
+    #[command(flatten)]
+    index: IndexArgs,
+    /// An OCI image layout directory, or one uncompressed tar of it (what
+    /// `skopeo copy oci-archive:` reads).
+    #[arg(long, value_enum, default_value_t = ExportFormat::Dir)]
+    format: ExportFormat,
+    /// How blobs reach a directory: reflink where the filesystem can, else
+    /// hard link, else copy (auto); or only one of them.
+    #[arg(long, value_enum, default_value_t = LinkArg::Auto)]
+    link: LinkArg,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Hash every blob while exporting and fail on a mismatch.
+    #[arg(long)]
+    verify: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ExportFormat {
+    /// A directory.
+    Dir,
+    /// One uncompressed tar.
+    OciArchive,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LinkArg {
+    /// reflink, else hardlink, else copy, per blob.
+    Auto,
+    /// Copy-on-write clones only.
+    Reflink,
+    /// Hard links only.
+    Hardlink,
+    /// Copies only.
+    Copy,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cli = match mount_helper_form(&argv) {
+        Some(Ok(translated)) => Cli::parse_from(translated),
+        Some(Err(e)) => {
+            eprintln!("ocimux: {}", printable(&e.to_string()));
+            return ExitCode::from(exit::BAD_INPUT);
+        }
+        None => Cli::parse_from(argv),
+    };
     init_logging(cli.verbose, cli.quiet);
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             // One line, whatever a source put in the names it contributed.
             eprintln!("ocimux: {}", printable(&format!("{err:#}")));
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// `ocimux SOURCES MNT -o OPTS`, as mount.fuse3 runs it, as the equivalent
+/// `ocimux mount …` command line; `None` for any other command line.
+fn mount_helper_form(argv: &[OsString]) -> Option<Result<Vec<OsString>, Error>> {
+    let args: Vec<String> = argv
+        .get(1..)?
+        .iter()
+        .map(|a| a.to_str().map(str::to_owned))
+        .collect::<Option<_>>()?;
+    let cli = Cli::command();
+    let mut subcommands: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+    subcommands.push("help");
+    if !fstab::is_helper_form(&args, &subcommands) {
+        return None;
+    }
+    Some(fstab::mount_args(&args).map(|rest| {
+        ["ocimux", "mount"]
+            .into_iter()
+            .map(OsString::from)
+            .chain(rest.into_iter().map(OsString::from))
+            .collect()
+    }))
 }
 
 fn init_logging(verbose: u8, quiet: u8) {
@@ -219,33 +363,56 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+fn run(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Mount(args) => mount(args),
         Command::Umount {
             mountpoint,
             lazy,
             timeout,
-        } => Ok(ocimux::mountpoint::umount(
-            &mountpoint,
-            lazy,
-            Duration::from_secs(timeout),
-        )?),
-        Command::Inspect { compose: args, raw } => {
-            let comp = plan(&args)?.compose()?;
+        } => {
+            ocimux::mountpoint::umount(&mountpoint, lazy, Duration::from_secs(timeout))?;
+            Ok(0)
+        }
+        Command::Inspect {
+            sources,
+            index,
+            raw,
+            json,
+        } => {
+            let comp = plan(&sources, &index)?.compose()?;
             let mut out = std::io::stdout().lock();
             if raw {
                 out.write_all(&comp.index)?;
+            } else if json {
+                serde_json::to_writer_pretty(&mut out, &inspect::files(&comp))?;
+                writeln!(out)?;
             } else {
-                print_table(&mut out, &comp)?;
+                inspect::table(&mut out, &comp)?;
             }
-            Ok(out.flush()?)
+            out.flush()?;
+            Ok(0)
+        }
+        Command::Export(args) => export(args),
+        Command::Verify {
+            sources,
+            index,
+            threads,
+            json,
+        } => verify(&sources, &index, threads, json),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ocimux", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(0)
         }
     }
 }
 
 /// Validates the arguments into a plan.
-fn plan(args: &ComposeArgs) -> anyhow::Result<Plan> {
+fn plan(sources: &[String], args: &IndexArgs) -> anyhow::Result<Plan> {
     let tag = Tag::parse(&args.tag).map_err(|why| Error::Argument {
         what: "tag",
         value: args.tag.clone(),
@@ -256,8 +423,7 @@ fn plan(args: &ComposeArgs) -> anyhow::Result<Plan> {
         .iter()
         .map(|a| index::parse_annotation(a))
         .collect::<Result<_, _>>()?;
-    let specs: Vec<SourceSpec> = args
-        .sources
+    let specs: Vec<SourceSpec> = sources
         .iter()
         .map(|s| SourceSpec::parse(s))
         .collect::<Result<_, _>>()?;
@@ -268,37 +434,147 @@ fn plan(args: &ComposeArgs) -> anyhow::Result<Plan> {
     })
 }
 
-fn print_table(out: &mut impl Write, comp: &Composition) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<16} {:<71} {:>8}  SOURCE",
-        "PLATFORM", "MANIFEST DIGEST", "SIZE"
-    )?;
-    for Row { source, image } in &comp.rows {
-        writeln!(
-            out,
-            "{:<16} {:<71} {:>8}  {}",
-            printable(&image.platform.to_string()),
-            image.digest.to_string(),
-            image.size,
-            printable(source)
-        )?;
-    }
-    let bytes: u64 = comp.blobs.iter().map(|b| b.size).sum();
-    writeln!(
-        out,
-        "index {} ({} bytes); {} blobs, {bytes} bytes served from sources",
-        comp.index_digest,
-        comp.index.len(),
-        comp.blobs.len()
-    )
+fn export(args: ExportArgs) -> anyhow::Result<u8> {
+    let comp = plan(&args.sources, &args.index)?.compose()?;
+    let opts = ExportOptions {
+        format: match args.format {
+            ExportFormat::Dir => Format::Dir,
+            ExportFormat::OciArchive => Format::OciArchive,
+        },
+        link: match args.link {
+            LinkArg::Auto => LinkMode::Auto,
+            LinkArg::Reflink => LinkMode::Reflink,
+            LinkArg::Hardlink => LinkMode::Hardlink,
+            LinkArg::Copy => LinkMode::Copy,
+        },
+        force: args.force,
+        verify: args.verify,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let report = ocimux::export::export(&comp, &args.out, &opts)?;
+    log::info!("{report}");
+    Ok(0)
 }
 
-fn mount(args: MountArgs) -> anyhow::Result<()> {
-    let options = MountOptions::parse(args.options.iter().map(String::as_str))?;
-    let claimed = ocimux::mountpoint::claim(&args.mountpoint)?;
-    let plan = plan(&args.compose)?;
+fn verify(
+    sources: &[String],
+    index: &IndexArgs,
+    threads: Option<u16>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let mut plan = plan(sources, index)?;
+    // A mountpoint is read like any layout (this process does not serve it).
+    for spec in &mut plan.specs {
+        spec.allow_ocimux_mount = true;
+    }
     let comp = plan.compose()?;
+    let threads = threads.map_or_else(
+        || std::thread::available_parallelism().map_or(2, |n| n.get()),
+        usize::from,
+    );
+    let results = check::verify(&comp, threads, std::io::stderr().is_terminal());
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &results)?;
+        writeln!(out)?;
+    }
+    let bad: Vec<&check::BlobResult> = results.iter().filter(|r| r.error.is_some()).collect();
+    for r in &bad {
+        eprintln!(
+            "ocimux: bad blob {} from source {} ({}): {}",
+            r.digest,
+            printable(&r.source),
+            printable(&r.file),
+            r.error.as_deref().unwrap_or_default()
+        );
+    }
+    let bytes: u64 = results.iter().map(|r| r.size).sum();
+    if !json {
+        writeln!(
+            out,
+            "{} blobs, {} checked: {} bad",
+            results.len(),
+            inspect::human(bytes),
+            bad.len()
+        )?;
+    }
+    Ok(if bad.is_empty() { 0 } else { exit::OTHER })
+}
+
+fn mount(args: MountArgs) -> anyhow::Result<u8> {
+    let options = MountOptions::parse(args.options.iter().map(String::as_str))?;
+    if args.tmp && args.command.is_empty() {
+        return Err(Error::Argument {
+            what: "--tmp",
+            value: String::new(),
+            why: "a temporary mountpoint needs a command after -- to use it".into(),
+        }
+        .into());
+    }
+    let (mountpoint, sources) = match (args.tmp, args.paths.split_first()) {
+        (true, _) => (None, args.paths.as_slice()),
+        (false, Some((mnt, sources))) if !sources.is_empty() => (Some(mnt), sources),
+        (false, _) => {
+            return Err(Error::Argument {
+                what: "mount arguments",
+                value: args.paths.join(" "),
+                why: "expected MOUNTPOINT SOURCE... (or --tmp SOURCE... -- COMMAND)".into(),
+            }
+            .into());
+        }
+    };
+    let plan = plan(sources, &args.index)?;
+    let comp = plan.compose()?;
+    let tmp = match mountpoint {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("ocimux-")
+                .tempdir()
+                .context("creating a temporary mountpoint")?
+                .keep(),
+        ),
+    };
+    let mountpoint = tmp
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(mountpoint.map(String::as_str).unwrap_or_default()));
+    let mounted = mount_at(&mountpoint, &args, options, plan, comp);
+    let result = match mounted {
+        Ok(()) if args.command.is_empty() => Ok(0),
+        Ok(()) => {
+            let outcome = ocimux::scoped::run(&args.command, &mountpoint);
+            unmount_after(&mountpoint).map(|()| outcome.code)
+        }
+        Err(e) => Err(e),
+    };
+    if let Some(dir) = tmp {
+        if let Err(e) = std::fs::remove_dir(&dir) {
+            log::warn!("removing {}: {e}", dir.display());
+        }
+    }
+    result
+}
+
+/// Unmounts a scoped mount; a busy one (CMD left something running in it)
+/// is detached lazily.
+fn unmount_after(mountpoint: &std::path::Path) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(30);
+    ocimux::mountpoint::umount(mountpoint, false, timeout)
+        .or_else(|e| {
+            log::warn!("{e}; detaching lazily");
+            ocimux::mountpoint::umount(mountpoint, true, timeout)
+        })
+        .map_err(Into::into)
+}
+
+fn mount_at(
+    mountpoint: &std::path::Path,
+    args: &MountArgs,
+    options: MountOptions,
+    plan: Plan,
+    comp: Composition,
+) -> anyhow::Result<()> {
+    let claimed = ocimux::mountpoint::claim(mountpoint)?;
     let log_file = match &args.log_file {
         // The daemon moves to `/`: make the path absolute first.
         Some(p) => {

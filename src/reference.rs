@@ -94,6 +94,8 @@ fn fake_blob(digest: Digest) -> Blob {
             gid: 2,
             mode: 0o444,
         },
+        media_type: crate::document::OCI_LAYER.into(),
+        source: "src".into(),
     }
 }
 

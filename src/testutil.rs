@@ -62,6 +62,8 @@ pub fn blob(seed: &str) -> Blob {
             gid: 8,
             mode: 0o440,
         },
+        media_type: crate::document::OCI_LAYER.into(),
+        source: "src".into(),
     }
 }
 
@@ -87,6 +89,8 @@ pub fn file_blob(root: &Path, bytes: &[u8]) -> Blob {
             gid: 0,
             mode: 0o444,
         },
+        media_type: crate::document::OCI_LAYER.into(),
+        source: "src".into(),
     }
 }
 
@@ -115,6 +119,8 @@ pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
                 gid: 0,
                 mode: 0o444,
             },
+            media_type: crate::document::OCI_LAYER.into(),
+            source: "src".into(),
         })
         .collect();
     Contribution {

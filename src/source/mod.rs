@@ -35,6 +35,10 @@ pub struct Blob {
     pub origin: Origin,
     /// Who may read it through the mount: what the source grants.
     pub access: Access,
+    /// The media type of the first descriptor that named it.
+    pub media_type: String,
+    /// The source it is served from (its name as given).
+    pub source: Arc<str>,
 }
 
 /// Where a blob's bytes are on disk, and the identity they had when the

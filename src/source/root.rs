@@ -123,9 +123,14 @@ pub(super) fn problem(e: OpenError) -> Problem {
 }
 
 impl Root {
-    /// Opens the root at `path`: a directory, or an archive to index.
-    pub(super) fn open(path: &Path) -> Result<Root, Problem> {
-        match confine::resolve(path).map_err(problem)? {
+    /// Opens the root at `path`: a directory, or an archive to index (on an
+    /// ocimux mount only if `allow_ocimux_mount`).
+    pub(super) fn open(path: &Path, allow_ocimux_mount: bool) -> Result<Root, Problem> {
+        let resolved = match allow_ocimux_mount {
+            true => confine::resolve_on_any_mount(path),
+            false => confine::resolve(path),
+        };
+        match resolved.map_err(problem)? {
             Resolved::Dir(dir) => Ok(Root::Dir(Arc::new(dir))),
             Resolved::File(file, info) => open_archive(path, file, info),
         }

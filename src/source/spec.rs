@@ -15,6 +15,10 @@ pub struct SourceSpec {
     pub path: PathBuf,
     /// The platform given on the command line, already normalised.
     pub platform: Option<Platform>,
+    /// Whether the path may be on an ocimux mount: never for what a mount
+    /// serves (a mount served from itself deadlocks), but `ocimux verify`
+    /// reads a mount like any layout.
+    pub allow_ocimux_mount: bool,
 }
 
 impl SourceSpec {
@@ -30,6 +34,7 @@ impl SourceSpec {
                 name: arg.to_owned(),
                 path: absolute(arg),
                 platform: None,
+                allow_ocimux_mount: false,
             });
         };
         let normalized = Platform::parse(platform).map_err(|why| Error::Argument {
@@ -51,6 +56,7 @@ impl SourceSpec {
             name: path.to_owned(),
             path: absolute(path),
             platform: Some(normalized.platform),
+            allow_ocimux_mount: false,
         })
     }
 }

@@ -82,14 +82,21 @@ fn is_attestation(d: &RawDescriptor) -> bool {
 
 struct Reader<'a> {
     name: &'a str,
+    /// The name again, shared by every blob found.
+    source: std::sync::Arc<str>,
     root: Root,
 }
 
 impl<'a> Reader<'a> {
     fn open(spec: &'a SourceSpec) -> Result<Self, Error> {
         let name = spec.name.as_str();
-        let root = Root::open(&spec.path).map_err(|p| Error::source(name, ".", p))?;
-        let reader = Reader { name, root };
+        let root = Root::open(&spec.path, spec.allow_ocimux_mount)
+            .map_err(|p| Error::source(name, ".", p))?;
+        let reader = Reader {
+            name,
+            source: name.into(),
+            root,
+        };
         let marker = reader.read_small("oci-layout", "no oci-layout file")?;
         let layout: document::OciLayout =
             document::parse(&marker).map_err(|e| reader.err("oci-layout", Problem::Json(e)))?;
@@ -159,6 +166,8 @@ impl<'a> Reader<'a> {
             size: desc.size,
             origin: found.origin.clone(),
             access: found.access,
+            media_type: desc.media_type.clone(),
+            source: self.source.clone(),
         };
         Ok((blob, found))
     }
@@ -372,6 +381,7 @@ mod tests {
             name: path.display().to_string(),
             path: path.to_owned(),
             platform: platform.map(|p| Platform::parse(p).unwrap().platform),
+            allow_ocimux_mount: false,
         }
     }
 

@@ -1,0 +1,591 @@
+//! `ocimux export`: writes the very layout a mount would serve, for machines
+//! and build tasks without FUSE.
+//!
+//! - `dir`: an OCI image layout directory. Each blob is a reflink of its
+//!   source file where the filesystem can clone, else a hard link, else a
+//!   copy (`copy_file_range`, which the kernel may turn into a server-side
+//!   copy); `--link` picks one mode only. Archive members are byte ranges:
+//!   always copied.
+//! - `oci-archive`: one uncompressed tar of that layout, streamed from the
+//!   sources with positional reads, never staged.
+//!
+//! Either is built in a temporary sibling of OUT (`.NAME.ocimux-export-PID`)
+//! and renamed into place at the end, so a failure leaves nothing and a kill
+//! leaves only that sibling, which the next export next to it removes. An
+//! existing OUT is refused unless it is an empty directory or `force`.
+//!
+//! Sources are read as the mount reads them: confined opens, identity
+//! checked before and after each blob (a file rewritten meanwhile fails the
+//! export); with `verify`, every blob is hashed.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::confine::FileId;
+use crate::digest::{Digest, Hasher};
+use crate::handles::FileRange;
+use crate::index::Composition;
+use crate::layout::OCI_LAYOUT;
+use crate::readat::fill_at;
+use crate::source::{Blob, Origin};
+use crate::verify::Verifier;
+
+/// What to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// An OCI image layout directory.
+    Dir,
+    /// One uncompressed tar of it.
+    OciArchive,
+}
+
+/// How a directory export places blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkMode {
+    /// Reflink, else hard link, else copy, per blob.
+    Auto,
+    /// Copy-on-write clones only.
+    Reflink,
+    /// Hard links only.
+    Hardlink,
+    /// Copies only.
+    Copy,
+}
+
+/// Export options.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportOptions {
+    /// Directory or archive.
+    pub format: Format,
+    /// How blobs reach a directory.
+    pub link: LinkMode,
+    /// Replace an existing OUT.
+    pub force: bool,
+    /// Hash every blob.
+    pub verify: bool,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Why an export failed (nothing was left at OUT).
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// OUT exists and is not an empty directory.
+    #[error("{0} exists; give --force to replace it")]
+    Exists(PathBuf),
+    /// A blob could not be placed with the mode asked.
+    #[error("blob {digest} from source {source_name} ({file}): {why}")]
+    Blob {
+        /// The blob.
+        digest: Digest,
+        /// Its source.
+        source_name: String,
+        /// Its file.
+        file: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// Writing failed.
+    #[error("{what} {}: {err}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        err: io::Error,
+    },
+}
+
+/// What an export did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Where.
+    pub out: PathBuf,
+    /// Files written (blobs and generated files).
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Blobs cloned.
+    pub reflinked: usize,
+    /// Blobs hard-linked.
+    pub hardlinked: usize,
+    /// Blobs copied.
+    pub copied: usize,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exported {} files ({} bytes) to {}: {} reflinked, {} hard-linked, {} copied",
+            self.files,
+            self.bytes,
+            self.out.display(),
+            self.reflinked,
+            self.hardlinked,
+            self.copied
+        )
+    }
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ExportError + 'a {
+    move |err| ExportError::Io {
+        what,
+        path: path.to_owned(),
+        err,
+    }
+}
+
+/// Writes the layout `comp` describes to `out`.
+pub fn export(comp: &Composition, out: &Path, opts: &ExportOptions) -> Result<Report, ExportError> {
+    let out = std::path::absolute(out).map_err(io_err("resolving", out))?;
+    let (parent, name) = match (out.parent(), out.file_name()) {
+        (Some(p), Some(n)) => (p.to_owned(), n.to_string_lossy().into_owned()),
+        _ => return Err(ExportError::Exists(out)),
+    };
+    let replaces = check_out(&out, opts.force)?;
+    remove_stale_siblings(&parent, &name);
+    let temp = parent.join(format!(".{name}.ocimux-export-{}", std::process::id()));
+    let progress = progress_bar(opts.progress, comp);
+    let written = match opts.format {
+        Format::Dir => write_dir(comp, &temp, opts, &progress),
+        Format::OciArchive => write_archive(comp, &temp, opts, &progress),
+    };
+    progress.finish_and_clear();
+    let mut report = match written {
+        Ok(report) => report,
+        Err(e) => {
+            remove_any(&temp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = put_in_place(&temp, &out, replaces) {
+        remove_any(&temp);
+        return Err(e);
+    }
+    report.out = out;
+    Ok(report)
+}
+
+/// Whether OUT exists and will be replaced; refuses one that may not be.
+fn check_out(out: &Path, force: bool) -> Result<bool, ExportError> {
+    match fs::symlink_metadata(out) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("checking", out)(e)),
+        Ok(m) if force => Ok(m.is_dir() || m.is_file() || m.file_type().is_symlink()),
+        Ok(m) if m.is_dir() => match fs::read_dir(out).map(|mut d| d.next().is_none()) {
+            Ok(true) => Ok(true),
+            Ok(false) => Err(ExportError::Exists(out.to_owned())),
+            Err(e) => Err(io_err("reading", out)(e)),
+        },
+        Ok(_) => Err(ExportError::Exists(out.to_owned())),
+    }
+}
+
+/// Removes what killed exports next to OUT left (their process is gone).
+fn remove_stale_siblings(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.ocimux-export-");
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !crate::mountpoint::process_alive(pid) {
+            log::info!("removing {} (left by a killed export)", e.path().display());
+            remove_any(&e.path());
+        }
+    }
+}
+
+fn remove_any(path: &Path) {
+    let removed = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => Ok(()),
+    };
+    if let Err(e) = removed {
+        log::warn!("removing {}: {e}", path.display());
+    }
+}
+
+/// Renames the finished `temp` to `out`: exchanged with an existing OUT in
+/// one step (then the old one is removed), else renamed without replacing.
+fn put_in_place(temp: &Path, out: &Path, replaces: bool) -> Result<(), ExportError> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    let flags = match replaces {
+        true => RenameFlags::RENAME_EXCHANGE,
+        false => RenameFlags::RENAME_NOREPLACE,
+    };
+    renameat2(AT_FDCWD, temp, AT_FDCWD, out, flags)
+        .map_err(|e| io_err("renaming into place", out)(e.into()))?;
+    if replaces {
+        remove_any(temp); // now the old OUT
+    }
+    Ok(())
+}
+
+fn progress_bar(show: bool, comp: &Composition) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let total: u64 = comp.blobs.iter().map(|b| b.size).sum();
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message("export");
+    bar
+}
+
+/// A source blob opened for export: identity-checked, hashed with `verify`.
+fn open_blob(blob: &Blob, verify: bool) -> Result<FileRange, ExportError> {
+    FileRange::open(blob, verify, &Verifier::default())
+        .map(|opened| opened.range)
+        .map_err(|e| blob_err(blob, e.to_string()))
+}
+
+fn blob_err(blob: &Blob, why: String) -> ExportError {
+    ExportError::Blob {
+        digest: blob.digest.clone(),
+        source_name: blob.source.to_string(),
+        file: crate::error::printable(&blob.origin.describe()).into_owned(),
+        why,
+    }
+}
+
+/// Fails when the file changed while it was being exported.
+fn still_same(blob: &Blob, range: &FileRange) -> Result<(), ExportError> {
+    match FileId::of(&range.file) {
+        Ok(now) if range.id.holds(&now) => Ok(()),
+        Ok(_) => Err(blob_err(
+            blob,
+            "the file changed while it was exported".into(),
+        )),
+        Err(e) => Err(blob_err(blob, e.to_string())),
+    }
+}
+
+fn write_dir(
+    comp: &Composition,
+    temp: &Path,
+    opts: &ExportOptions,
+    progress: &ProgressBar,
+) -> Result<Report, ExportError> {
+    let mut report = Report::default();
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(temp)
+        .map_err(io_err("creating", temp))?;
+    let new_file = |rel: &str, bytes: &[u8]| -> Result<(), ExportError> {
+        let path = temp.join(rel);
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .recursive(true)
+                .create(dir)
+                .map_err(io_err("creating", dir))?;
+        }
+        fs::write(&path, bytes).map_err(io_err("writing", &path))
+    };
+    new_file("oci-layout", OCI_LAYOUT)?;
+    new_file("index.json", &comp.index_json)?;
+    new_file(&comp.index_digest.blob_path(), &comp.index)?;
+    report.files = 3;
+    report.bytes = (OCI_LAYOUT.len() + comp.index_json.len() + comp.index.len()) as u64;
+    for blob in &comp.blobs {
+        let dest = temp.join(blob.digest.blob_path());
+        if let Some(dir) = dest.parent() {
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .recursive(true)
+                .create(dir)
+                .map_err(io_err("creating", dir))?;
+        }
+        let range = open_blob(blob, opts.verify)?;
+        let how = place(blob, &range, &dest, opts.link)?;
+        still_same(blob, &range)?;
+        match how {
+            LinkMode::Reflink => report.reflinked += 1,
+            LinkMode::Hardlink => report.hardlinked += 1,
+            _ => report.copied += 1,
+        }
+        report.files += 1;
+        report.bytes += blob.size;
+        progress.inc(blob.size);
+    }
+    // One flush of the filesystem before the rename makes the result visible.
+    if let Ok(dir) = File::open(temp) {
+        if let Err(e) = nix::unistd::syncfs(dir.as_fd()) {
+            log::warn!("syncfs {}: {e}", temp.display());
+        }
+    }
+    Ok(report)
+}
+
+/// Places one blob at `dest` with `mode` (Auto: the first that works);
+/// returns the mode used.
+fn place(
+    blob: &Blob,
+    range: &FileRange,
+    dest: &Path,
+    mode: LinkMode,
+) -> Result<LinkMode, ExportError> {
+    let whole_file = matches!(blob.origin, Origin::File { .. });
+    let tries: &[LinkMode] = match (mode, whole_file) {
+        (LinkMode::Auto, true) => &[LinkMode::Reflink, LinkMode::Hardlink, LinkMode::Copy],
+        (LinkMode::Auto, false) | (LinkMode::Copy, _) => &[LinkMode::Copy],
+        (LinkMode::Reflink | LinkMode::Hardlink, false) => {
+            return Err(blob_err(
+                blob,
+                "an archive member can only be copied (--link copy or auto)".into(),
+            ));
+        }
+        (one, true) => std::slice::from_ref(match one {
+            LinkMode::Reflink => &LinkMode::Reflink,
+            _ => &LinkMode::Hardlink,
+        }),
+    };
+    let mut last = None;
+    for &how in tries {
+        let done = match how {
+            LinkMode::Reflink => reflink(range, dest),
+            LinkMode::Hardlink => hardlink(range, dest),
+            _ => copy(range, dest),
+        };
+        match done {
+            Ok(()) => return Ok(how),
+            Err(e) => {
+                log::debug!("{how:?} {}: {e}", blob.digest);
+                let _ = fs::remove_file(dest);
+                last = Some(e);
+            }
+        }
+    }
+    let why = last.map_or_else(|| "no way to place it".into(), |e| e.to_string());
+    Err(blob_err(blob, format!("{mode:?}: {why}")))
+}
+
+fn create(dest: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(dest)
+}
+
+/// A copy-on-write clone of the whole file (`FICLONE`).
+fn reflink(range: &FileRange, dest: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let out = create(dest)?;
+    // SAFETY: FICLONE takes the source fd as its argument; both fds are
+    // open for the duration of the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::ioctl(out.as_raw_fd(), libc::FICLONE, range.file.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A hard link to the very file that was opened (not to whatever its path
+/// names now): through `/proc/self/fd`, which needs no capability.
+fn hardlink(range: &FileRange, dest: &Path) -> io::Result<()> {
+    use nix::fcntl::{AT_FDCWD, AtFlags};
+    use nix::unistd::linkat;
+    use std::os::fd::AsRawFd;
+    let proc_path = format!("/proc/self/fd/{}", range.file.as_raw_fd());
+    linkat(
+        AT_FDCWD,
+        proc_path.as_str(),
+        AT_FDCWD,
+        dest,
+        AtFlags::AT_SYMLINK_FOLLOW,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Copies the range with `copy_file_range` (the kernel may clone or copy
+/// server-side), else with positional reads.
+fn copy(range: &FileRange, dest: &Path) -> io::Result<()> {
+    let out = create(dest)?;
+    let mut off_in = i64::try_from(range.base).map_err(io::Error::other)?;
+    let mut left = range.len;
+    while left > 0 {
+        let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+        match nix::fcntl::copy_file_range(
+            range.file.as_fd(),
+            Some(&mut off_in),
+            out.as_fd(),
+            None,
+            chunk,
+        ) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => left -= n as u64,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(
+                nix::errno::Errno::EXDEV
+                | nix::errno::Errno::ENOSYS
+                | nix::errno::Errno::EOPNOTSUPP
+                | nix::errno::Errno::EINVAL,
+            ) if left == range.len => {
+                return copy_by_reading(range, out);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn copy_by_reading(range: &FileRange, mut out: File) -> io::Result<()> {
+    let mut reader = RangeReader::new(range);
+    io::copy(&mut reader, &mut out).and_then(|n| {
+        if n == range.len {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::UnexpectedEof.into())
+        }
+    })
+}
+
+/// Reads a blob's range front to back with positional reads.
+struct RangeReader<'a> {
+    range: &'a FileRange,
+    pos: u64,
+}
+
+impl<'a> RangeReader<'a> {
+    fn new(range: &'a FileRange) -> Self {
+        RangeReader { range, pos: 0 }
+    }
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.range.len.saturating_sub(self.pos);
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        let dest = buf.get_mut(..n).unwrap_or_default();
+        let got = fill_at(&self.range.file, self.range.base + self.pos, dest)?;
+        if got < n {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file is shorter than the blob",
+            ));
+        }
+        self.pos += got as u64;
+        Ok(got)
+    }
+}
+
+/// Hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Option<Hasher>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(buf.get(..n).unwrap_or_default());
+        }
+        Ok(n)
+    }
+}
+
+fn write_archive(
+    comp: &Composition,
+    temp: &Path,
+    opts: &ExportOptions,
+    progress: &ProgressBar,
+) -> Result<Report, ExportError> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(temp)
+        .map_err(io_err("creating", temp))?;
+    let mut tar = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, file));
+    let write_err = io_err("writing", temp);
+    let header = |size: u64, kind: tar::EntryType| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_entry_type(kind);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    };
+    let mut dirs = vec!["blobs/".to_owned()];
+    let algs: std::collections::BTreeSet<&str> = std::iter::once(&comp.index_digest)
+        .chain(comp.blobs.iter().map(|b| &b.digest))
+        .map(|d| d.algorithm().name())
+        .collect();
+    dirs.extend(algs.iter().map(|a| format!("blobs/{a}/")));
+    let mut report = Report::default();
+    let result = (|| -> io::Result<()> {
+        for d in &dirs {
+            tar.append_data(&mut header(0, tar::EntryType::Directory), d, io::empty())?;
+        }
+        for (path, bytes) in [
+            ("oci-layout".to_owned(), OCI_LAYOUT),
+            ("index.json".to_owned(), comp.index_json.as_slice()),
+            (comp.index_digest.blob_path(), comp.index.as_slice()),
+        ] {
+            let mut h = header(bytes.len() as u64, tar::EntryType::Regular);
+            tar.append_data(&mut h, path, bytes)?;
+            report.files += 1;
+            report.bytes += bytes.len() as u64;
+        }
+        Ok(())
+    })();
+    result.map_err(io_err("writing", temp))?;
+    for blob in &comp.blobs {
+        let range = open_blob(blob, false)?;
+        let mut reader = Hashing {
+            inner: RangeReader::new(&range),
+            hasher: opts.verify.then(|| Hasher::new(blob.digest.algorithm())),
+        };
+        let mut h = header(blob.size, tar::EntryType::Regular);
+        tar.append_data(&mut h, blob.digest.blob_path(), &mut reader)
+            .map_err(|e| blob_err(blob, e.to_string()))?;
+        if let Some(hasher) = reader.hasher.take() {
+            let actual = hasher.finish();
+            if actual != blob.digest {
+                return Err(blob_err(blob, format!("content hashes to {actual}")));
+            }
+        }
+        still_same(blob, &range)?;
+        report.copied += 1;
+        report.files += 1;
+        report.bytes += blob.size;
+        progress.inc(blob.size);
+    }
+    let mut buffered = tar.into_inner().map_err(io_err("writing", temp))?;
+    buffered.flush().map_err(io_err("writing", temp))?;
+    let file = buffered
+        .into_inner()
+        .map_err(|e| write_err(e.into_error()))?;
+    file.sync_all().map_err(io_err("syncing", temp))?;
+    Ok(report)
+}

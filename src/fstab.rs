@@ -1,0 +1,313 @@
+//! The mount(8) form: `mount -t fuse.ocimux SOURCES MNT -o OPTS` (and an
+//! fstab line) makes mount.fuse3 run `ocimux SOURCES MNT -o OPTS`. This
+//! module turns that form into the `ocimux mount` command line.
+//!
+//! - `SOURCES` is a `:`-separated list of `[PLATFORM=]PATH` (overlayfs'
+//!   lowerdir syntax: `\:` is a colon inside a path, `\\` a backslash);
+//! - ocimux's own options go in `-o` as `tag=`, `ref=`, `annotation=K=V`,
+//!   `static`, `no_passthrough`, `verify`, `threads=`, `readahead_kb=`,
+//!   `log_file=`; FUSE options (`allow_other`, `allow_root`,
+//!   `default_permissions`, `auto_unmount`, `noexec`, `exec`) pass through;
+//! - what mount(8) and fstab add are accepted and ignored: `rw` (the mount
+//!   is read-only whatever is asked, like a write-protected device), `ro`,
+//!   `suid`/`nosuid`, `dev`/`nodev` (always nosuid, nodev), access-time
+//!   words, and fstab-only words (`defaults`, `auto`, `noauto`, `user`,
+//!   `users`, `nouser`, `owner`, `group`, `_netdev`, `nofail`, `x-*`,
+//!   `comment=`), in case a helper passes them on.
+//!
+//! Anything else is refused, as `ocimux mount -o` refuses it.
+
+use crate::error::Error;
+
+/// Whether `args` (without the program name) is the mount(8) form: two
+/// positional arguments, SOURCES and MNT, then only `-o OPTS` (or `-oOPTS`).
+pub fn is_helper_form(args: &[String], subcommands: &[&str]) -> bool {
+    let Some(first) = args.first() else {
+        return false;
+    };
+    if first.starts_with('-') || subcommands.contains(&first.as_str()) {
+        return false;
+    }
+    let rest = args.get(2..).unwrap_or_default();
+    args.len() >= 2 && options_only(rest)
+}
+
+fn options_only(rest: &[String]) -> bool {
+    let mut i = 0;
+    while let Some(a) = rest.get(i) {
+        match a.as_str() {
+            "-o" if rest.get(i + 1).is_some() => i += 2,
+            // mount.fuse3 may pass these through; they are harmless.
+            "-n" | "-s" | "-f" | "-v" => i += 1,
+            o if o.starts_with("-o") && o.len() > 2 => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Splits `SOURCES` at unescaped `:`; `\:` is a colon, `\\` a backslash.
+pub fn split_sources(sources: &str) -> Result<Vec<String>, Error> {
+    let refuse = |why: &str| Error::Argument {
+        what: "sources",
+        value: sources.to_owned(),
+        why: why.to_owned(),
+    };
+    let mut out = vec![String::new()];
+    let mut chars = sources.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e @ (':' | '\\')) => out.last_mut().into_iter().for_each(|s| s.push(e)),
+                _ => return Err(refuse("a backslash must escape ':' or '\\'")),
+            },
+            ':' => out.push(String::new()),
+            c => out.last_mut().into_iter().for_each(|s| s.push(c)),
+        }
+    }
+    if out.iter().any(String::is_empty) {
+        return Err(refuse(
+            "an empty source (check for '::' or a ':' at either end)",
+        ));
+    }
+    Ok(out)
+}
+
+/// The `ocimux mount` arguments (after the subcommand) for the mount(8)
+/// form `SOURCES MNT [-o OPTS]...`.
+pub fn mount_args(args: &[String]) -> Result<Vec<String>, Error> {
+    let (Some(sources), Some(mountpoint)) = (args.first(), args.get(1)) else {
+        return Err(Error::Argument {
+            what: "mount(8) arguments",
+            value: args.join(" "),
+            why: "expected SOURCES MOUNTPOINT [-o OPTIONS]".into(),
+        });
+    };
+    let mut out = vec![mountpoint.clone()];
+    out.extend(split_sources(sources)?);
+    let mut fuse_options = Vec::new();
+    let mut rest = args.get(2..).unwrap_or_default().iter();
+    while let Some(a) = rest.next() {
+        let opts = match a.as_str() {
+            "-o" => rest.next().map(String::as_str).unwrap_or_default(),
+            o => match o.strip_prefix("-o") {
+                Some(opts) => opts,
+                None => continue, // -n, -s, -f, -v: nothing for us
+            },
+        };
+        for opt in opts.split(',').filter(|o| !o.is_empty()) {
+            option(opt, &mut out, &mut fuse_options)?;
+        }
+    }
+    if !fuse_options.is_empty() {
+        out.push("-o".into());
+        out.push(fuse_options.join(","));
+    }
+    Ok(out)
+}
+
+/// Words mount(8) or fstab add that mean nothing to ocimux.
+fn ignored(opt: &str) -> bool {
+    matches!(
+        opt,
+        "rw" | "ro"
+            | "suid"
+            | "nosuid"
+            | "dev"
+            | "nodev"
+            | "atime"
+            | "noatime"
+            | "relatime"
+            | "norelatime"
+            | "strictatime"
+            | "nostrictatime"
+            | "lazytime"
+            | "nolazytime"
+            | "diratime"
+            | "nodiratime"
+            | "defaults"
+            | "auto"
+            | "noauto"
+            | "user"
+            | "users"
+            | "nouser"
+            | "owner"
+            | "group"
+            | "_netdev"
+            | "nofail"
+            | "async"
+            | "sync"
+    ) || opt.starts_with("x-")
+        || opt.starts_with("comment=")
+}
+
+/// Translates one `-o` word.
+fn option(opt: &str, out: &mut Vec<String>, fuse: &mut Vec<String>) -> Result<(), Error> {
+    let flag = |name: &str| format!("--{name}");
+    match opt.split_once('=') {
+        None if ignored(opt) => {}
+        None => match opt {
+            "static" => out.push(flag("static")),
+            "no_passthrough" => out.push(flag("no-passthrough")),
+            "verify" => out.push(flag("verify")),
+            "allow_other"
+            | "allow_root"
+            | "default_permissions"
+            | "auto_unmount"
+            | "noexec"
+            | "exec" => fuse.push(opt.to_owned()),
+            _ => return Err(unknown(opt)),
+        },
+        Some(_) if ignored(opt) => {}
+        Some((key, value)) => {
+            let name = match key {
+                "tag" => "tag",
+                "ref" => "ref",
+                "annotation" => "annotation",
+                "threads" => "threads",
+                "readahead_kb" => "readahead-kb",
+                "log_file" => "log-file",
+                _ => return Err(unknown(opt)),
+            };
+            out.push(format!("{}={value}", flag(name)));
+        }
+    }
+    Ok(())
+}
+
+fn unknown(opt: &str) -> Error {
+    Error::Argument {
+        what: "mount option",
+        value: opt.to_owned(),
+        why: "not an ocimux option (tag=, ref=, annotation=K=V, static, no_passthrough, \
+              verify, threads=, readahead_kb=, log_file=) nor a FUSE one (allow_other, \
+              allow_root, default_permissions, auto_unmount, noexec, exec)"
+            .into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn helper_form_table() {
+        let subs = ["mount", "inspect"];
+        let cases: &[(&[&str], bool)] = &[
+            (&["a:b", "/mnt", "-o", "rw,noexec"], true),
+            (&["a", "/mnt"], true),
+            (&["a", "/mnt", "-orw"], true),
+            (&["a", "/mnt", "-n", "-o", "ro"], true),
+            (&["mount", "/mnt", "a"], false),
+            (&["inspect", "a"], false),
+            (&["--help"], false),
+            (&["a"], false),
+            (&["a", "/mnt", "b"], false),
+            (&["a", "/mnt", "-o"], false),
+            (&[], false),
+        ];
+        for (args, want) in cases {
+            assert_eq!(is_helper_form(&strings(args), &subs), *want, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn sources_table() {
+        let cases: &[(&str, Result<&[&str], &str>)] = &[
+            ("a", Ok(&["a"])),
+            ("a:b", Ok(&["a", "b"])),
+            (
+                "linux/arm64=/d/arm:/d/amd",
+                Ok(&["linux/arm64=/d/arm", "/d/amd"]),
+            ),
+            (r"a\:b:c", Ok(&["a:b", "c"])),
+            (r"a\\:b", Ok(&[r"a\", "b"])),
+            ("a::b", Err("empty source")),
+            (":a", Err("empty source")),
+            ("a:", Err("empty source")),
+            (r"a\b", Err("backslash")),
+            ("", Err("empty source")),
+        ];
+        for (input, want) in cases {
+            match (split_sources(input), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, strings(want), "{input}"),
+                (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{input}: {e}"),
+                (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn mount_args_table() {
+        let cases: &[(&[&str], Result<&[&str], &str>)] = &[
+            (&["a:b", "/m"], Ok(&["/m", "a", "b"])),
+            (
+                // What mount(8) and mount.fuse3 pass for an fstab line.
+                &[
+                    "a",
+                    "/m",
+                    "-o",
+                    "rw,noexec,nosuid,nodev,tag=v1,annotation=k=v=w,allow_other",
+                ],
+                Ok(&[
+                    "/m",
+                    "a",
+                    "--tag=v1",
+                    "--annotation=k=v=w",
+                    "-o",
+                    "noexec,allow_other",
+                ]),
+            ),
+            (
+                &[
+                    "a",
+                    "/m",
+                    "-o",
+                    "defaults,noauto,user,_netdev,x-systemd.automount,nofail",
+                ],
+                Ok(&["/m", "a"]),
+            ),
+            (
+                &[
+                    "a",
+                    "/m",
+                    "-ostatic,no_passthrough,verify",
+                    "-o",
+                    "threads=4,ref=v2",
+                ],
+                Ok(&[
+                    "/m",
+                    "a",
+                    "--static",
+                    "--no-passthrough",
+                    "--verify",
+                    "--threads=4",
+                    "--ref=v2",
+                ]),
+            ),
+            (
+                &[
+                    "a",
+                    "/m",
+                    "-o",
+                    "readahead_kb=0,log_file=/var/log/o.log,comment=x",
+                ],
+                Ok(&["/m", "a", "--readahead-kb=0", "--log-file=/var/log/o.log"]),
+            ),
+            (&["a", "/m", "-o", "bogus"], Err("not an ocimux option")),
+            (&["a", "/m", "-o", "size=3"], Err("not an ocimux option")),
+            (&["a::b", "/m"], Err("empty source")),
+        ];
+        for (input, want) in cases {
+            match (mount_args(&strings(input)), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, strings(want), "{input:?}"),
+                (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{input:?}: {e}"),
+                (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+}

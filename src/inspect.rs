@@ -1,0 +1,156 @@
+//! `ocimux inspect`: what a mount of the sources would serve, as a table for
+//! people or as JSON for scripts (every file of the virtual layout with its
+//! source, file, size and media type).
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::document::OCI_INDEX;
+use crate::error::printable;
+use crate::index::{Composition, Row};
+use crate::layout::OCI_LAYOUT;
+
+/// One file of the virtual layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileEntry {
+    /// Its path in the layout (`blobs/sha256/<hex>`, `index.json` …).
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The media type of the descriptor that names it (`null` for
+    /// `oci-layout` and `index.json`).
+    #[serde(rename = "mediaType")]
+    pub media_type: Option<String>,
+    /// The source it is served from, as given; `null` for generated files.
+    pub source: Option<String>,
+    /// Where its bytes are (a file, or an archive and an offset); `null`
+    /// for generated files.
+    pub file: Option<String>,
+}
+
+/// Every file of the layout a mount of `comp` serves, generated ones first.
+pub fn files(comp: &Composition) -> Vec<FileEntry> {
+    let generated = |path: String, size: usize, media_type: Option<&str>| FileEntry {
+        path,
+        size: size as u64,
+        media_type: media_type.map(str::to_owned),
+        source: None,
+        file: None,
+    };
+    let mut out = vec![
+        generated("oci-layout".into(), OCI_LAYOUT.len(), None),
+        generated("index.json".into(), comp.index_json.len(), None),
+        generated(
+            comp.index_digest.blob_path(),
+            comp.index.len(),
+            Some(OCI_INDEX),
+        ),
+    ];
+    out.extend(comp.blobs.iter().map(|b| FileEntry {
+        path: b.digest.blob_path(),
+        size: b.size,
+        media_type: Some(b.media_type.clone()),
+        source: Some(b.source.to_string()),
+        file: Some(b.origin.describe()),
+    }));
+    out
+}
+
+/// `bytes` for people: `512 B`, `1.5 KiB`, `3.0 GiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS.get(unit).unwrap_or(&"PiB"))
+}
+
+/// The table `ocimux inspect` prints: one row per platform manifest, then
+/// what the layout holds.
+pub fn table(out: &mut impl Write, comp: &Composition) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:<16} {:<71} {:>8} {:>10}  SOURCE",
+        "PLATFORM", "MANIFEST DIGEST", "SIZE", "HUMAN"
+    )?;
+    for Row { source, image } in &comp.rows {
+        writeln!(
+            out,
+            "{:<16} {:<71} {:>8} {:>10}  {}",
+            printable(&image.platform.to_string()),
+            image.digest.to_string(),
+            image.size,
+            human(image.size),
+            printable(source)
+        )?;
+    }
+    let bytes: u64 = comp.blobs.iter().map(|b| b.size).sum();
+    writeln!(
+        out,
+        "index {} ({} bytes); {} blobs, {bytes} bytes ({}) served from sources",
+        comp.index_digest,
+        comp.index.len(),
+        comp.blobs.len(),
+        human(bytes)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{blob, composed, contribution, image};
+
+    #[test]
+    fn human_table() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (10 << 20, "10.0 MiB"),
+            (3 << 30, "3.0 GiB"),
+            (u64::MAX, "16384.0 PiB"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(human(bytes), want, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn every_file_once_with_its_source() {
+        let mut c = contribution("src", vec![image("linux/amd64", "manifest")]);
+        c.blobs.push(blob("layer"));
+        let comp = composed(&[c]);
+        let files = files(&comp);
+        assert_eq!(files.len(), 3 + comp.blobs.len());
+        let paths: std::collections::BTreeSet<&str> =
+            files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths.len(), files.len(), "each path once");
+        let layer = files
+            .iter()
+            .find(|f| {
+                f.path
+                    .ends_with(crate::digest::Digest::sha256_of(b"layer").encoded())
+            })
+            .unwrap();
+        assert_eq!(layer.source.as_deref(), Some("src"));
+        assert_eq!(layer.file.as_deref(), Some("/src/layer"));
+        let json = serde_json::to_value(&files).unwrap();
+        assert_eq!(json[1]["path"], "index.json");
+        assert_eq!(json[2]["mediaType"], OCI_INDEX);
+        let mut out = Vec::new();
+        table(&mut out, &comp).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("linux/amd64") && text.contains("HUMAN"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! Scoped mounts for scripts: `ocimux mount … -- CMD [ARGS…]` runs CMD with
+//! the mount in place (its path in `$OCIMUX_MNT`), then unmounts, whatever
+//! CMD did, and exits with CMD's status.
+//!
+//! SIGINT, SIGTERM and SIGHUP sent to ocimux are passed on to CMD (a
+//! terminal's Ctrl-C reaches both); ocimux waits for CMD either way, then
+//! unmounts. CMD starts with an empty signal mask (the standard library
+//! resets it), so blocking the signals here never leaks into CMD.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::unistd::Pid;
+
+/// The environment variable that names the mountpoint for CMD.
+pub const MOUNT_ENV: &str = "OCIMUX_MNT";
+
+/// Exit code when CMD cannot be found (as POSIX shells use).
+pub const NOT_FOUND: u8 = 127;
+/// Exit code when CMD cannot be run (as POSIX shells use).
+pub const NOT_RUNNABLE: u8 = 126;
+
+/// What running CMD came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The exit code to pass on: CMD's, 128 + N when signal N killed it,
+    /// [`NOT_FOUND`] or [`NOT_RUNNABLE`] when it never ran.
+    pub code: u8,
+}
+
+/// The exit code a shell would report for `status`.
+pub fn code_of(status: ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => u8::try_from(c & 0xff).unwrap_or(1),
+        (None, Some(sig)) => u8::try_from(128 + (sig & 0x7f)).unwrap_or(1),
+        (None, None) => 1,
+    }
+}
+
+/// Runs `command` with `$OCIMUX_MNT` set to `mountpoint`, passing stop
+/// signals on to it, and returns once it has exited.
+pub fn run(command: &[OsString], mountpoint: &Path) -> Outcome {
+    let Some((program, args)) = command.split_first() else {
+        return Outcome { code: 0 };
+    };
+    let signals = stop_signals();
+    // Blocked before CMD exists, so none is lost in between; the thread
+    // below takes them. CMD itself starts unblocked.
+    if let Err(e) = signals.thread_block() {
+        log::warn!("blocking signals: {e}");
+    }
+    let spawned = Command::new(program)
+        .args(args)
+        .env(MOUNT_ENV, mountpoint)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let name = program.to_string_lossy();
+            log::error!("{}: {e}", crate::error::printable(&name));
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => NOT_FOUND,
+                _ => NOT_RUNNABLE,
+            };
+            return Outcome { code };
+        }
+    };
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+    let reaped = Arc::new(AtomicBool::new(false));
+    let forward = reaped.clone();
+    let _ = std::thread::Builder::new()
+        .name("forward".into())
+        .spawn(move || {
+            while let Ok(sig) = signals.wait() {
+                if forward.load(Ordering::SeqCst) {
+                    return;
+                }
+                log::info!("{sig}: passed on to the command");
+                let _ = kill(pid, sig);
+            }
+        });
+    let status = loop {
+        match child.wait() {
+            Ok(status) => break status,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::error!("waiting for the command: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    reaped.store(true, Ordering::SeqCst);
+    Outcome {
+        code: code_of(status),
+    }
+}
+
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_what_a_shell_reports() {
+        let status = |script: &str| {
+            Command::new("sh")
+                .args(["-c", script])
+                .status()
+                .expect("sh runs")
+        };
+        let cases = [
+            ("exit 0", 0),
+            ("exit 3", 3),
+            ("exit 255", 255),
+            ("kill -TERM $$", 128 + 15),
+            ("kill -KILL $$", 128 + 9),
+        ];
+        for (script, want) in cases {
+            assert_eq!(code_of(status(script)), want, "{script}");
+        }
+    }
+}
