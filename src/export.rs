@@ -268,10 +268,19 @@ fn blob_err(blob: &Blob, why: String) -> ExportError {
     }
 }
 
-/// Fails when the file changed while it was being exported.
-fn still_same(blob: &Blob, range: &FileRange) -> Result<(), ExportError> {
+/// Fails when the file changed while it was being exported. A hard link
+/// changes the file's ctime (its link count), nothing else: after one,
+/// ctime is not compared.
+fn still_same(blob: &Blob, range: &FileRange, linked: bool) -> Result<(), ExportError> {
+    let unchanged = |now: FileId| match linked {
+        true => range.id.holds(&FileId {
+            ctime_ns: range.id.ctime_ns,
+            ..now
+        }),
+        false => range.id.holds(&now),
+    };
     match FileId::of(&range.file) {
-        Ok(now) if range.id.holds(&now) => Ok(()),
+        Ok(now) if unchanged(now) => Ok(()),
         Ok(_) => Err(blob_err(
             blob,
             "the file changed while it was exported".into(),
@@ -318,7 +327,7 @@ fn write_dir(
         }
         let range = open_blob(blob, opts.verify)?;
         let how = place(blob, &range, &dest, opts.link)?;
-        still_same(blob, &range)?;
+        still_same(blob, &range, how == LinkMode::Hardlink)?;
         match how {
             LinkMode::Reflink => report.reflinked += 1,
             LinkMode::Hardlink => report.hardlinked += 1,
@@ -575,7 +584,7 @@ fn write_archive(
                 return Err(blob_err(blob, format!("content hashes to {actual}")));
             }
         }
-        still_same(blob, &range)?;
+        still_same(blob, &range, false)?;
         report.copied += 1;
         report.files += 1;
         report.bytes += blob.size;

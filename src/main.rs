@@ -355,6 +355,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<ocimux::Error>().is_some() {
         return exit::BAD_INPUT;
     }
+    if let Some(ocimux::export::ExportError::Exists(_)) = err.downcast_ref() {
+        return exit::BAD_INPUT;
+    }
     match err.downcast_ref::<MountError>() {
         Some(MountError::Option(_) | MountError::LogFile { .. }) => exit::BAD_INPUT,
         Some(MountError::NotOurs(_) | MountError::Unmount { .. }) => exit::UMOUNT,

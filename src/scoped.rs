@@ -4,8 +4,9 @@
 //!
 //! SIGINT, SIGTERM and SIGHUP sent to ocimux are passed on to CMD (a
 //! terminal's Ctrl-C reaches both); ocimux waits for CMD either way, then
-//! unmounts. CMD starts with an empty signal mask (the standard library
-//! resets it), so blocking the signals here never leaks into CMD.
+//! unmounts. The signals are blocked here (a thread takes them) and
+//! unblocked in CMD between fork and exec, so CMD starts as it would from a
+//! shell.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -55,10 +56,25 @@ pub fn run(command: &[OsString], mountpoint: &Path) -> Outcome {
     if let Err(e) = signals.thread_block() {
         log::warn!("blocking signals: {e}");
     }
-    let spawned = Command::new(program)
-        .args(args)
-        .env(MOUNT_ENV, mountpoint)
-        .spawn();
+    let mut cmd = Command::new(program);
+    cmd.args(args).env(MOUNT_ENV, mountpoint);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: runs in the child between fork and exec, and only calls
+        // sigprocmask, which is async-signal-safe.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || {
+                nix::sys::signal::sigprocmask(
+                    nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
+                    Some(&signals),
+                    None,
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+    }
+    let spawned = cmd.spawn();
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {

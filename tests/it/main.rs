@@ -9,6 +9,7 @@ mod bounds;
 mod lifecycle;
 mod live;
 mod mount;
+mod reach;
 mod readpath;
 mod registry;
 mod tar;

@@ -1,0 +1,519 @@
+//! Issue 11, for real: mount(8) and fstab, scoped mounts, export in each
+//! link mode (same filesystem, tmpfs, a reflink-capable XFS), verify,
+//! inspect --json, completions and the man page.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+use ocimux::testutil::LayoutBuilder;
+
+/// Two small sources: an umoci one (amd64) and a LayoutBuilder one (arm64,
+/// one 4 MiB layer).
+fn sources(dir: &Path) -> (PathBuf, PathBuf) {
+    let amd64 = umoci_layout(dir, "amd64", "reach");
+    let layer: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let b = LayoutBuilder::new(dir.join("arm64-oci"));
+    let m = b.image(
+        serde_json::json!({"os": "linux", "architecture": "arm64"}),
+        &[&layer],
+    );
+    b.index(&[(m, None)]);
+    (amd64, b.root)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Installs the built binary as /usr/local/bin/ocimux for mount(8), which
+/// runs helpers with a fixed PATH; removed on drop (never replaces a real one).
+struct OnPath(PathBuf);
+
+impl OnPath {
+    fn install() -> OnPath {
+        let link = PathBuf::from("/usr/local/bin/ocimux");
+        match fs::read_link(&link) {
+            Ok(target) if target == Path::new(bin()) => {}
+            _ if fs::symlink_metadata(&link).is_err() => {
+                std::os::unix::fs::symlink(bin(), &link).expect("symlink into /usr/local/bin");
+            }
+            _ => panic!("/usr/local/bin/ocimux exists and is not this build: remove it"),
+        }
+        OnPath(link)
+    }
+}
+
+impl Drop for OnPath {
+    fn drop(&mut self) {
+        if fs::read_link(&self.0).is_ok_and(|t| t == Path::new(bin())) {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+}
+
+fn index_tag(mnt: &Path) -> String {
+    json_file(&mnt.join("index.json"))["manifests"][0]["annotations"]
+        ["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// mount -t fuse.ocimux and an fstab line (with fstab-only words), then
+/// umount(8).
+#[test]
+fn mount_8_and_fstab_lines_mount_and_umount_8_unmounts() {
+    require_tool("mount");
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = sources(tmp.path());
+    let _on_path = OnPath::install();
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let sources = format!("{}:{}", s(&amd64), s(&arm64));
+    run(Command::new("mount")
+        .args(["-t", "fuse.ocimux", &sources])
+        .arg(&mnt)
+        .args(["-o", "tag=v1,noauto,_netdev,x-systemd.automount,nofail"]));
+    assert!(is_mounted(&mnt));
+    assert_eq!(index_tag(&mnt), "v1");
+    let index: serde_json::Value = serde_json::from_slice(&served_index(&mnt)).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    let pid = daemon_pid(&mnt);
+    run(Command::new("umount").arg(&mnt));
+    assert!(!is_mounted(&mnt));
+    wait_for("the daemon to exit", Duration::from_secs(10), || {
+        !ocimux::mountpoint::process_alive(pid)
+    });
+    // The same through an fstab file (mount --fstab), as systemd would.
+    let fstab = tmp.path().join("fstab");
+    fs::write(
+        &fstab,
+        format!(
+            "{} {} fuse.ocimux defaults,noauto,user,tag=v2,allow_other 0 0\n",
+            sources.replace(' ', "\\040"),
+            s(&mnt)
+        ),
+    )
+    .unwrap();
+    run(Command::new("mount").arg("--fstab").arg(&fstab).arg(&mnt));
+    assert_eq!(index_tag(&mnt), "v2");
+    run(Command::new("umount").arg(&mnt));
+    assert!(!is_mounted(&mnt));
+    // A bad option is refused before anything is mounted.
+    let out = Command::new("mount")
+        .args(["-t", "fuse.ocimux", &sources])
+        .arg(&mnt)
+        .args(["-o", "size=1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!is_mounted(&mnt));
+}
+
+/// `-- CMD`: output and status passed through, unmounted afterwards; --tmp.
+#[test]
+fn scoped_mounts_pass_output_and_status_and_always_unmount() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = sources(tmp.path());
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    for (script, code) in [("exit 0", 0), ("exit 3", 3), ("kill -TERM $$", 143)] {
+        let out = ocimux(&[
+            "mount",
+            s(&mnt),
+            s(&amd64),
+            s(&arm64),
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                r#"test "$OCIMUX_MNT" = "{}" && cat "$OCIMUX_MNT/oci-layout"; {script}"#,
+                s(&mnt)
+            ),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, br#"{"imageLayoutVersion":"1.0.0"}"#, "{script}");
+        assert!(!is_mounted(&mnt), "{script}: still mounted");
+    }
+    // --tmp: a fresh directory, removed afterwards.
+    let out = ocimux(&[
+        "mount",
+        "--tmp",
+        s(&amd64),
+        "--",
+        "sh",
+        "-c",
+        r#"test -f "$OCIMUX_MNT/index.json" && echo "$OCIMUX_MNT""#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let used = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(used.is_absolute() && !used.exists(), "{}", used.display());
+    // A command that does not exist: 127, and nothing left mounted.
+    let out = ocimux(&["mount", s(&mnt), s(&amd64), "--", "/nonexistent/cmd"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(!is_mounted(&mnt));
+    // --tmp without a command is bad input.
+    assert_eq!(
+        ocimux(&["mount", "--tmp", s(&amd64)]).status.code(),
+        Some(2)
+    );
+}
+
+/// SIGTERM to ocimux reaches the command; the mount is gone afterwards.
+#[test]
+fn a_terminated_scoped_mount_unmounts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, _) = sources(tmp.path());
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mut child = Command::new(bin())
+        .args(["mount", s(&mnt), s(&amd64), "--", "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the scoped mount", Duration::from_secs(20), || {
+        is_mounted(&mnt)
+    });
+    // SAFETY: kill with a valid pid and signal.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "sleep was terminated, its status passed on"
+    );
+    assert!(!is_mounted(&mnt));
+}
+
+/// Free bytes of the filesystem holding `p`.
+fn free_bytes(p: &Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(p).unwrap();
+    st.blocks_available() as u64 * st.fragment_size() as u64
+}
+
+fn export(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["export", "-v"];
+    all.extend_from_slice(args);
+    ocimux(&all)
+}
+
+/// A scratch filesystem mounted at `dir` (tmpfs or an XFS image), unmounted on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn tmpfs(dir: &Path) -> Scratch {
+        fs::create_dir_all(dir).unwrap();
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256m", "tmpfs"])
+            .arg(dir));
+        Scratch(dir.to_owned())
+    }
+
+    fn xfs(dir: &Path, image: &Path) -> Scratch {
+        require_tool("mkfs.xfs");
+        fs::create_dir_all(dir).unwrap();
+        let f = fs::File::create(image).unwrap();
+        f.set_len(512 << 20).unwrap();
+        run(Command::new("mkfs.xfs")
+            .args(["-q", "-m", "reflink=1"])
+            .arg(image));
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(image)
+            .arg(dir));
+        Scratch(dir.to_owned())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The export equals the mount (diff -r), and each link mode does what it
+/// says: no data blocks added on the source's filesystem (hard links) or on
+/// XFS (reflinks), copies on tmpfs.
+#[test]
+fn export_matches_the_mount_in_every_link_mode() {
+    require_tool("diff");
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = sources(tmp.path());
+    let mnt = Mount::new(&tmp.path().join("mnt"), &[s(&amd64), s(&arm64)]);
+    let same = |out: &Path| {
+        run(Command::new("diff").arg("-r").arg(&mnt.dir).arg(out));
+    };
+    // Same filesystem, auto: hard links (ext4/overlay have no reflink).
+    let out = tmp.path().join("out-auto");
+    let before = free_bytes(tmp.path());
+    let r = export(&[s(&out), s(&amd64), s(&arm64)]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let log = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        log.contains("hard-linked") || log.contains("reflinked"),
+        "{log}"
+    );
+    assert!(
+        before.saturating_sub(free_bytes(tmp.path())) < 1 << 20,
+        "data blocks were added"
+    );
+    same(&out);
+    // To a tmpfs: copied, every byte.
+    let t = Scratch::tmpfs(&tmp.path().join("tmpfs"));
+    let out = t.0.join("out");
+    let r = export(&[s(&out), s(&amd64), s(&arm64)]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let log = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        log.contains("0 reflinked, 0 hard-linked, 6 copied"),
+        "{log}"
+    );
+    same(&out);
+    assert!(free_bytes(&t.0) < 256 << 20);
+    // --link hardlink across filesystems is refused, and leaves nothing.
+    let out2 = t.0.join("out2");
+    let r = export(&["--link", "hardlink", s(&out2), s(&amd64)]);
+    assert_eq!(
+        r.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(!out2.exists() && fs::read_dir(&t.0).unwrap().count() == 1);
+    // On XFS with reflink: clones, no data blocks added.
+    let x = Scratch::xfs(&tmp.path().join("xfs"), &tmp.path().join("xfs.img"));
+    let src = x.0.join("src");
+    run(Command::new("cp").arg("-r").arg(&arm64).arg(&src));
+    let before = free_bytes(&x.0);
+    let out = x.0.join("out");
+    let r = export(&["--link", "reflink", s(&out), s(&src)]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("3 reflinked"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(
+        before.saturating_sub(free_bytes(&x.0)) < 1 << 20,
+        "reflinks added data blocks"
+    );
+    // Existing OUT: refused, kept; replaced with --force.
+    fs::write(out.join("marker"), b"x").unwrap();
+    let r = export(&[s(&out), s(&src)]);
+    assert_eq!(
+        r.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(out.join("marker").exists());
+    let r = export(&["--force", s(&out), s(&src)]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(!out.join("marker").exists() && out.join("index.json").exists());
+}
+
+/// An oci-archive export is what skopeo reads, byte for byte the mount's index.
+#[test]
+fn an_oci_archive_export_is_read_by_skopeo() {
+    require_tool("skopeo");
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = sources(tmp.path());
+    let archive = tmp.path().join("app.tar");
+    let r = export(&[
+        "--format",
+        "oci-archive",
+        "--verify",
+        s(&archive),
+        s(&amd64),
+        s(&arm64),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let mnt = Mount::new(&tmp.path().join("mnt"), &[s(&amd64), s(&arm64)]);
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}", s(&archive)),
+    ]))
+    .stdout;
+    assert_eq!(raw, served_index(&mnt.dir));
+    let copy = tmp.path().join("copy");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "-q",
+        &format!("oci-archive:{}", s(&archive)),
+        &format!("oci:{}:latest", s(&copy)),
+    ]));
+}
+
+/// A killed export leaves no OUT; the next one removes what it left.
+#[test]
+fn a_killed_export_leaves_nothing_at_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..(192u32 << 20)).map(|i| (i >> 12) as u8).collect();
+    let (b, _) = LayoutBuilder::one_layer(tmp.path().join("src"), &big);
+    let t = Scratch::tmpfs(&tmp.path().join("tmpfs"));
+    let out = t.0.join("out");
+    let mut child = Command::new(bin())
+        .args(["export", "--format", "oci-archive", s(&out), s(&b.root)])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let partial = t.0.join(format!(".out.ocimux-export-{pid}"));
+    wait_for(
+        "the export to start writing",
+        Duration::from_secs(20),
+        || fs::metadata(&partial).is_ok_and(|m| m.len() > 1 << 20),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists(), "a killed export left OUT");
+    let r = export(&["--format", "oci-archive", s(&out), s(&b.root)]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        !partial.exists(),
+        "the killed export's file was not removed"
+    );
+    assert_eq!(fs::metadata(&out).unwrap().size() % 512, 0);
+}
+
+/// verify: a flipped byte is named with its source (exit 1), a truncated
+/// blob is refused naming its file (exit 2: the layout itself is broken),
+/// a mount verifies clean; --json for scripts.
+#[test]
+fn verify_names_bad_blobs_and_passes_a_mount() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = sources(tmp.path());
+    let ok = ocimux(&["verify", s(&amd64), s(&arm64)]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    {
+        let mnt = Mount::new(&tmp.path().join("mnt"), &[s(&amd64), s(&arm64)]);
+        let out = ocimux(&["verify", "--json", s(&mnt.dir)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(results.as_array().unwrap().len() >= 6);
+    }
+    // Flip one byte of the 4 MiB layer, in place.
+    let index = json_file(&arm64.join("index.json"));
+    let manifest = json_file(&arm64.join(format!("blobs/sha256/{}", hex(&index["manifests"][0]))));
+    let layer = arm64.join(format!("blobs/sha256/{}", hex(&manifest["layers"][0])));
+    let mut bytes = fs::read(&layer).unwrap();
+    bytes[1 << 20] ^= 1;
+    fs::write(&layer, &bytes).unwrap();
+    let bad = ocimux(&["verify", s(&amd64), s(&arm64)]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&hex(&manifest["layers"][0])) && err.contains(s(&arm64)),
+        "{err}"
+    );
+    let json = ocimux(&["verify", "--json", s(&amd64), s(&arm64)]);
+    let results: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let bad_ones: Vec<_> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["error"].is_null())
+        .collect();
+    assert_eq!(bad_ones.len(), 1);
+    // Truncated.
+    fs::write(&layer, &bytes[..1000]).unwrap();
+    let short = ocimux(&["verify", s(&amd64), s(&arm64)]);
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert_eq!(short.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&hex(&manifest["layers"][0])) && err.contains("size 1000"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_json_lists_every_file_with_its_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = sources(tmp.path());
+    let out = ocimux(&["inspect", "--json", s(&amd64), s(&arm64)]);
+    assert!(out.status.success());
+    let files: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mnt = Mount::new(&tmp.path().join("mnt"), &[s(&amd64), s(&arm64)]);
+    let mut served: Vec<String> = rehash_blobs(&mnt.dir)
+        .into_iter()
+        .map(|(n, _)| format!("blobs/sha256/{n}"))
+        .collect();
+    served.extend(["oci-layout".into(), "index.json".into()]);
+    served.sort();
+    let mut listed: Vec<String> = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, served);
+    for f in files.as_array().unwrap() {
+        let size = fs::metadata(mnt.dir.join(f["path"].as_str().unwrap()))
+            .unwrap()
+            .len();
+        assert_eq!(f["size"].as_u64(), Some(size));
+    }
+    let table = ocimux(&["inspect", s(&amd64), s(&arm64)]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("HUMAN") && text.contains(" MiB)"), "{text}");
+}
+
+#[test]
+fn completions_and_man_page_generate() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ocimux(&["completions", shell]);
+        assert!(out.status.success() && out.stdout.len() > 1000, "{shell}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("export"),
+            "{shell}"
+        );
+    }
+    let man = ocimux(&["man"]);
+    assert!(man.status.success());
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        text.starts_with(".ie") || text.contains(".TH ocimux"),
+        "{}",
+        &text[..200.min(text.len())]
+    );
+    for sub in [
+        "mount",
+        "umount",
+        "inspect",
+        "export",
+        "verify",
+        "completions",
+        "man",
+    ] {
+        let help = ocimux(&[sub, "--help"]);
+        assert!(
+            String::from_utf8_lossy(&help.stdout).contains("Example"),
+            "{sub} --help has no example"
+        );
+    }
+}
