@@ -10,14 +10,14 @@ use crate::common::*;
 use serde_json::Value;
 
 /// A docker-registry on a free loopback port, storage in a temp dir; killed on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
-    fn start() -> Registry {
+    pub(crate) fn start() -> Registry {
         require_tool("docker-registry");
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
