@@ -8,7 +8,7 @@ only ratios measured in the same run mean anything). Run through
 scripts/bench.sh, which builds the release binary and installs the tools.
 
 Environment: REPS (default 5), BENCH_DIR (default /var/tmp/ocimux-bench),
-BIG_MIB (default 1024), MANY (default 20000), SECTIONS (default all: "1,2,...,12"),
+BIG_MIB (default 1024), MANY (default 20000), SECTIONS (default all: "1,2,...,13"),
 OLD_OCIMUX (an earlier build to compare with in sections 10 and 12; optional).
 """
 
@@ -29,7 +29,7 @@ WORK = os.environ.get("BENCH_DIR", "/var/tmp/ocimux-bench")
 BIG_MIB = int(os.environ.get("BIG_MIB", "1024"))
 MANY = int(os.environ.get("MANY", "20000"))
 MIB = 1024 * 1024
-SECTIONS = {int(x) for x in os.environ.get("SECTIONS", "1,2,3,4,5,6,7,8,9,10,11,12").split(",")}
+SECTIONS = {int(x) for x in os.environ.get("SECTIONS", "1,2,3,4,5,6,7,8,9,10,11,12,13").split(",")}
 OLD_OCIMUX = os.environ.get("OLD_OCIMUX")
 
 
@@ -354,6 +354,8 @@ def main():
         verify_section(mnt, big, rel, big_hex)
     if want(12) and OLD_OCIMUX:
         recheck_section(mnt, big, rel, big_hex)
+    if want(13):
+        export_section(big)
 
 
 def recheck_section(mnt, big, rel, big_hex):
@@ -382,6 +384,63 @@ def recheck_section(mnt, big, rel, big_hex):
         m.close()
     table("12. Daemon read path: identity re-checked after every read (this build) vs not (previous)",
           ["case", *kinds, "this/previous"], rows)
+
+
+def export_section(big):
+    # 13. ocimux export and verify against the tools a script would use
+    # instead, on the same two sources (2 x BIG_MIB), warm caches, outputs on
+    # the sources' filesystem, removed between runs.
+    out = os.path.join(WORK, "export-out")
+    blob_files = [os.path.join(b, "blobs", "sha256", h)
+                  for b in big for h in os.listdir(os.path.join(b, "blobs", "sha256"))]
+    total = sum(os.path.getsize(f) for f in blob_files)
+    gib = total / (1024 ** 3)
+
+    def fresh():
+        sh("rm", "-rf", out, out + ".tar")
+        os.sync()
+
+    def run(cmd):
+        fresh()
+        t = timed(*cmd)
+        return gib / t
+
+    cases = {
+        "cp -r (copy)": ["cp", "-r", *big, out + "/"],
+        "cp -r; sync -f (durable, as export)": ["sh", "-c", "cp -r \"$@\" \"$0\" && sync -f \"$0\"", out + "/", *big],
+        "ocimux export --link copy": [OCIMUX, "export", "-q", "--link", "copy", out, *big],
+        "cp -al (hard links)": ["cp", "-al", *big, out + "/"],
+        "ocimux export (auto: hard links here)": [OCIMUX, "export", "-q", out, *big],
+        "tar -cf": ["tar", "-cf", out + ".tar", *big],
+        "tar -cf; sync FILE (durable, as export)": ["sh", "-c", "tar -cf \"$0\" \"$@\" && sync \"$0\"", out + ".tar", *big],
+        "ocimux export --format oci-archive": [OCIMUX, "export", "-q", "--format", "oci-archive", out + ".tar", *big],
+        "sha256sum (one process)": ["sha256sum", *blob_files],
+        "sha256sum, xargs -P2": ["sh", "-c", "printf '%s\\n' \"$@\" | xargs -P2 -n1 sha256sum >/dev/null", "sh", *blob_files],
+        "ocimux verify (2 threads)": [OCIMUX, "verify", "-q", *big],
+    }
+    def case(name):
+        cmd = cases[name]
+        if cmd[0] == "cp" or "cp -r" in " ".join(cmd):
+            fresh()
+            os.makedirs(out)
+            t = timed(*cmd)
+            return gib / t
+        return run(cmd)
+    for name in cases:  # warm the page cache
+        case(name)
+    names = list(cases)
+    r = interleaved(names, case, rotate=True)
+    fresh()
+    pairs = [("cp -r (copy)", "ocimux export --link copy"),
+             ("cp -r; sync -f (durable, as export)", "ocimux export --link copy"),
+             ("cp -al (hard links)", "ocimux export (auto: hard links here)"),
+             ("tar -cf", "ocimux export --format oci-archive"),
+             ("tar -cf; sync FILE (durable, as export)", "ocimux export --format oci-archive"),
+             ("sha256sum (one process)", "ocimux verify (2 threads)"),
+             ("sha256sum, xargs -P2", "ocimux verify (2 threads)")]
+    rows = [[a, fmt(r[a]), b, fmt(r[b]), fmt(r[b] / r[a])] for a, b in pairs]
+    table(f"13. export and verify of 2 sources ({total / MIB:.0f} MiB), warm (GiB/s)",
+          ["tool", "GiB/s", "ocimux", "GiB/s", "ocimux/tool"], rows)
 
 
 def open_read_close(paths):

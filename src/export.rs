@@ -429,10 +429,17 @@ fn hardlink(range: &FileRange, dest: &Path) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
-/// Copies the range with `copy_file_range` (the kernel may clone or copy
-/// server-side), else with positional reads.
+/// Copies the range into a new file `dest`.
 fn copy(range: &FileRange, dest: &Path) -> io::Result<()> {
-    let out = create(dest)?;
+    let mut out = create(dest)?;
+    copy_range_to(range, &mut out)
+}
+
+/// Appends the range to `out` at its position with `copy_file_range` (the
+/// kernel copies, or clones, without the bytes passing through here), else
+/// with positional reads.
+fn copy_range_to(range: &FileRange, out: &mut File) -> io::Result<()> {
+    use nix::errno::Errno;
     let mut off_in = i64::try_from(range.base).map_err(io::Error::other)?;
     let mut left = range.len;
     while left > 0 {
@@ -446,30 +453,21 @@ fn copy(range: &FileRange, dest: &Path) -> io::Result<()> {
         ) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => left -= n as u64,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(
-                nix::errno::Errno::EXDEV
-                | nix::errno::Errno::ENOSYS
-                | nix::errno::Errno::EOPNOTSUPP
-                | nix::errno::Errno::EINVAL,
-            ) if left == range.len => {
-                return copy_by_reading(range, out);
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EXDEV | Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::EINVAL)
+                if left == range.len =>
+            {
+                let mut reader = io::BufReader::with_capacity(1 << 20, RangeReader::new(range));
+                let n = io::copy(&mut reader, out)?;
+                return match n == range.len {
+                    true => Ok(()),
+                    false => Err(io::ErrorKind::UnexpectedEof.into()),
+                };
             }
             Err(e) => return Err(e.into()),
         }
     }
     Ok(())
-}
-
-fn copy_by_reading(range: &FileRange, mut out: File) -> io::Result<()> {
-    let mut reader = RangeReader::new(range);
-    io::copy(&mut reader, &mut out).and_then(|n| {
-        if n == range.len {
-            Ok(())
-        } else {
-            Err(io::ErrorKind::UnexpectedEof.into())
-        }
-    })
 }
 
 /// Reads a blob's range front to back with positional reads.
@@ -517,6 +515,45 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// Appends a blob through the tar crate, hashing it with `verify`.
+fn append_read(
+    tar: &mut tar::Builder<File>,
+    h: &mut tar::Header,
+    path: &str,
+    blob: &Blob,
+    range: &FileRange,
+) -> Result<(), String> {
+    let mut reader = Hashing {
+        inner: io::BufReader::with_capacity(1 << 20, RangeReader::new(range)),
+        hasher: Some(Hasher::new(blob.digest.algorithm())),
+    };
+    tar.append_data(h, path, &mut reader)
+        .map_err(|e| e.to_string())?;
+    match reader.hasher.take().map(Hasher::finish) {
+        Some(actual) if actual != blob.digest => Err(format!("content hashes to {actual}")),
+        _ => Ok(()),
+    }
+}
+
+/// Appends a blob whose name fits the header: the header, then the bytes
+/// copied by the kernel, then the padding to a whole block.
+fn append_copied(
+    out: &mut File,
+    h: &mut tar::Header,
+    path: &str,
+    range: &FileRange,
+) -> Result<(), String> {
+    let write = |out: &mut File, h: &mut tar::Header| -> io::Result<()> {
+        h.set_path(path)?;
+        h.set_cksum();
+        out.write_all(h.as_bytes())?;
+        copy_range_to(range, out)?;
+        let pad = (512 - range.len % 512) % 512;
+        out.write_all(&[0u8; 512][..pad as usize])
+    };
+    write(out, h).map_err(|e| e.to_string())
+}
+
 fn write_archive(
     comp: &Composition,
     temp: &Path,
@@ -529,8 +566,9 @@ fn write_archive(
         .mode(0o644)
         .open(temp)
         .map_err(io_err("creating", temp))?;
-    let mut tar = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, file));
-    let write_err = io_err("writing", temp);
+    // Unbuffered: blob data goes straight from the sources to the file
+    // (copy_file_range), so headers are written where the data follows.
+    let mut tar = tar::Builder::new(file);
     let header = |size: u64, kind: tar::EntryType| {
         let mut h = tar::Header::new_gnu();
         h.set_size(size);
@@ -571,30 +609,22 @@ fn write_archive(
     result.map_err(io_err("writing", temp))?;
     for blob in &comp.blobs {
         let range = open_blob(blob, false)?;
-        let mut reader = Hashing {
-            inner: RangeReader::new(&range),
-            hasher: opts.verify.then(|| Hasher::new(blob.digest.algorithm())),
-        };
+        let path = blob.digest.blob_path();
         let mut h = header(blob.size, tar::EntryType::Regular);
-        tar.append_data(&mut h, blob.digest.blob_path(), &mut reader)
-            .map_err(|e| blob_err(blob, e.to_string()))?;
-        if let Some(hasher) = reader.hasher.take() {
-            let actual = hasher.finish();
-            if actual != blob.digest {
-                return Err(blob_err(blob, format!("content hashes to {actual}")));
-            }
-        }
+        let appended = match opts.verify || path.len() > 100 {
+            // Hashing, or a name that needs a GNU long-name header: through
+            // the tar crate, reading the bytes here.
+            true => append_read(&mut tar, &mut h, &path, blob, &range),
+            false => append_copied(tar.get_mut(), &mut h, &path, &range),
+        };
+        appended.map_err(|e| blob_err(blob, e))?;
         still_same(blob, &range, false)?;
         report.copied += 1;
         report.files += 1;
         report.bytes += blob.size;
         progress.inc(blob.size);
     }
-    let mut buffered = tar.into_inner().map_err(io_err("writing", temp))?;
-    buffered.flush().map_err(io_err("writing", temp))?;
-    let file = buffered
-        .into_inner()
-        .map_err(|e| write_err(e.into_error()))?;
+    let file = tar.into_inner().map_err(io_err("writing", temp))?;
     file.sync_all().map_err(io_err("syncing", temp))?;
     Ok(report)
 }
