@@ -78,6 +78,14 @@ pub enum ExportError {
     /// OUT exists and is not an empty directory.
     #[error("{0} exists; give --force to replace it")]
     Exists(PathBuf),
+    /// OUT is, holds or lies inside a source.
+    #[error("{} would overlap the source {}: export somewhere else", out.display(), source_path.display())]
+    Overlaps {
+        /// OUT, resolved.
+        out: PathBuf,
+        /// The source's path.
+        source_path: PathBuf,
+    },
     /// A blob could not be placed with the mode asked.
     #[error("blob {digest} from source {source_name} ({file}): {why}")]
     Blob {
@@ -149,6 +157,7 @@ pub fn export(comp: &Composition, out: &Path, opts: &ExportOptions) -> Result<Re
         (Some(p), Some(n)) => (p.to_owned(), n.to_string_lossy().into_owned()),
         _ => return Err(ExportError::Exists(out)),
     };
+    refuse_overlap(&out, comp)?;
     let replaces = check_out(&out, opts.force)?;
     remove_stale_siblings(&parent, &name);
     let temp = parent.join(format!(".{name}.ocimux-export-{}", std::process::id()));
@@ -171,6 +180,36 @@ pub fn export(comp: &Composition, out: &Path, opts: &ExportOptions) -> Result<Re
     }
     report.out = out;
     Ok(report)
+}
+
+/// Refuses an OUT that is a source, lies inside one or holds one: writing
+/// there would change a source, and replacing it would delete one.
+fn refuse_overlap(out: &Path, comp: &Composition) -> Result<(), ExportError> {
+    // OUT may not exist yet: compare through its parent, resolved.
+    let canonical = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let out = match (out.parent(), out.file_name()) {
+        (Some(parent), Some(name)) => canonical(parent).join(name),
+        _ => out.to_owned(),
+    };
+    let out = canonical(&out);
+    let roots: std::collections::BTreeSet<PathBuf> = comp
+        .blobs
+        .iter()
+        .map(|b| match &b.origin {
+            Origin::File { dir, .. } => dir.path().to_owned(),
+            Origin::Range { archive, .. } => canonical(&archive.path),
+        })
+        .collect();
+    match roots
+        .iter()
+        .find(|r| out.starts_with(r) || r.starts_with(&out))
+    {
+        Some(root) => Err(ExportError::Overlaps {
+            out,
+            source_path: root.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Whether OUT exists and will be replaced; refuses one that may not be.

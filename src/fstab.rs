@@ -19,17 +19,19 @@
 
 use crate::error::Error;
 
-/// Whether `args` (without the program name) is the mount(8) form: two
-/// positional arguments, SOURCES and MNT, then only `-o OPTS` (or `-oOPTS`).
+/// Whether `args` (without the program name) is the mount(8) form: SOURCES
+/// (paths, so with a `/`), an absolute MNT (mount(8) always passes one),
+/// then only `-o OPTS` (or `-oOPTS`). A mistyped subcommand (`ocimux mout
+/// /mnt`) is not taken for it.
 pub fn is_helper_form(args: &[String], subcommands: &[&str]) -> bool {
-    let Some(first) = args.first() else {
+    let (Some(first), Some(mnt)) = (args.first(), args.get(1)) else {
         return false;
     };
-    if first.starts_with('-') || subcommands.contains(&first.as_str()) {
+    if first.starts_with('-') || subcommands.contains(&first.as_str()) || !first.contains('/') {
         return false;
     }
     let rest = args.get(2..).unwrap_or_default();
-    args.len() >= 2 && options_only(rest)
+    mnt.starts_with('/') && options_only(rest)
 }
 
 fn options_only(rest: &[String]) -> bool {
@@ -198,10 +200,12 @@ mod tests {
     fn helper_form_table() {
         let subs = ["mount", "inspect"];
         let cases: &[(&[&str], bool)] = &[
-            (&["a:b", "/mnt", "-o", "rw,noexec"], true),
-            (&["a", "/mnt"], true),
-            (&["a", "/mnt", "-orw"], true),
-            (&["a", "/mnt", "-n", "-o", "ro"], true),
+            (&["/d/a:/d/b", "/mnt", "-o", "rw,noexec"], true),
+            (&["/d/a", "/mnt"], true),
+            (&["./a", "/mnt", "-orw"], true),
+            (&["linux/arm/v7=/d/a", "/mnt", "-n", "-o", "ro"], true),
+            (&["mout", "/mnt"], false),
+            (&["/d/a", "mnt"], false),
             (&["mount", "/mnt", "a"], false),
             (&["inspect", "a"], false),
             (&["--help"], false),

@@ -355,7 +355,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<ocimux::Error>().is_some() {
         return exit::BAD_INPUT;
     }
-    if let Some(ocimux::export::ExportError::Exists(_)) = err.downcast_ref() {
+    if let Some(
+        ocimux::export::ExportError::Exists(_) | ocimux::export::ExportError::Overlaps { .. },
+    ) = err.downcast_ref()
+    {
         return exit::BAD_INPUT;
     }
     match err.downcast_ref::<MountError>() {

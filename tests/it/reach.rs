@@ -324,6 +324,19 @@ fn export_matches_the_mount_in_every_link_mode() {
     let r = export(&["--force", s(&out), s(&src)]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(!out.join("marker").exists() && out.join("index.json").exists());
+    // OUT as a source, inside one, or holding one: refused, the source untouched.
+    let before = tree_state(&src);
+    for out in [src.clone(), src.join("blobs/out"), x.0.clone()] {
+        let r = export(&["--force", s(&out), s(&src)]);
+        assert_eq!(
+            r.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(String::from_utf8_lossy(&r.stderr).contains("would overlap the source"));
+    }
+    assert_eq!(tree_state(&src), before);
 }
 
 /// An oci-archive export is what skopeo reads, byte for byte the mount's index.
