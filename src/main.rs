@@ -544,6 +544,9 @@ fn mount(args: MountArgs) -> anyhow::Result<u8> {
     let mountpoint = tmp
         .clone()
         .unwrap_or_else(|| PathBuf::from(mountpoint.map(String::as_str).unwrap_or_default()));
+    if !args.command.is_empty() {
+        ocimux::scoped::block_stop_signals();
+    }
     let mounted = mount_at(&mountpoint, &args, options, plan, comp);
     let result = match mounted {
         Ok(()) if args.command.is_empty() => Ok(0),

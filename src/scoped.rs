@@ -44,6 +44,16 @@ pub fn code_of(status: ExitStatus) -> u8 {
     }
 }
 
+/// Blocks the stop signals in this thread (and the threads and processes it
+/// starts), so one that arrives between the mount and the command is not
+/// lost: it is passed on to the command as soon as it runs. Call before
+/// mounting.
+pub fn block_stop_signals() {
+    if let Err(e) = stop_signals().thread_block() {
+        log::warn!("blocking signals: {e}");
+    }
+}
+
 /// Runs `command` with `$OCIMUX_MNT` set to `mountpoint`, passing stop
 /// signals on to it, and returns once it has exited.
 pub fn run(command: &[OsString], mountpoint: &Path) -> Outcome {
@@ -51,11 +61,9 @@ pub fn run(command: &[OsString], mountpoint: &Path) -> Outcome {
         return Outcome { code: 0 };
     };
     let signals = stop_signals();
-    // Blocked before CMD exists, so none is lost in between; the thread
-    // below takes them. CMD itself starts unblocked.
-    if let Err(e) = signals.thread_block() {
-        log::warn!("blocking signals: {e}");
-    }
+    // Blocked (again: see block_stop_signals) before CMD exists, so none is
+    // lost in between; the thread below takes them. CMD starts unblocked.
+    block_stop_signals();
     let mut cmd = Command::new(program);
     cmd.args(args).env(MOUNT_ENV, mountpoint);
     {
