@@ -60,15 +60,29 @@ pub fn verify(comp: &Composition, threads: usize, progress: bool) -> Vec<BlobRes
     let mut results = results
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    results.extend(comp.broken.iter().map(|b| BlobResult {
+        digest: b.digest.clone(),
+        size: b.size,
+        media_type: b.media_type.clone(),
+        source: b.source.clone(),
+        file: format!("blobs/{}", b.digest.replacen(':', "/", 1)),
+        error: Some(b.problem.clone()),
+    }));
     results.sort_by(|a, b| a.digest.cmp(&b.digest));
     results
 }
 
-/// Hashes one blob (a fresh verifier: each version is hashed, none remembered).
+/// Hashes one blob (a fresh verifier: each version is hashed, none
+/// remembered) and checks its descriptor's media type.
 fn check(blob: &Blob) -> BlobResult {
-    let error = FileRange::open(blob, true, &Verifier::default())
-        .err()
-        .map(|e| e.to_string());
+    let error = match FileRange::open(blob, true, &Verifier::default()) {
+        Err(e) => Some(e.to_string()),
+        Ok(_) if !is_media_type(&blob.media_type) => Some(format!(
+            "descriptor media type {:?} is not a media type (RFC 6838)",
+            crate::error::printable(&blob.media_type)
+        )),
+        Ok(_) => None,
+    };
     BlobResult {
         digest: blob.digest.to_string(),
         size: blob.size,
@@ -77,6 +91,18 @@ fn check(blob: &Blob) -> BlobResult {
         file: blob.origin.describe(),
         error,
     }
+}
+
+/// `type/subtype[+suffix]` with RFC 6838's restricted names (parameters,
+/// which OCI media types never carry, are refused too).
+fn is_media_type(s: &str) -> bool {
+    let name = |n: &str| {
+        (1..=127).contains(&n.len())
+            && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    matches!(s.split_once('/'), Some((t, sub)) if name(t) && name(sub))
 }
 
 fn progress_bar(show: bool, comp: &Composition) -> ProgressBar {
@@ -97,6 +123,24 @@ fn progress_bar(show: bool, comp: &Composition) -> ProgressBar {
 mod tests {
     use super::*;
     use crate::testutil::{composed, contribution, file_blob, image};
+
+    #[test]
+    fn media_type_table() {
+        for (mt, ok) in [
+            ("application/vnd.oci.image.layer.v1.tar", true),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", true),
+            ("application/vnd.docker.image.rootfs.diff.tar.gzip", true),
+            ("", false),
+            ("application", false),
+            ("application/", false),
+            ("/tar", false),
+            ("a/b/c", false),
+            ("application/x; charset=utf-8", false),
+            ("text/\u{1b}[31m", false),
+        ] {
+            assert_eq!(is_media_type(mt), ok, "{mt:?}");
+        }
+    }
 
     #[test]
     fn a_flipped_byte_and_a_truncated_blob_are_named() {

@@ -37,6 +37,9 @@ pub struct Composition {
     pub blobs: Vec<Blob>,
     /// One row per platform manifest, in index order.
     pub rows: Vec<Row>,
+    /// Layers the sources name but cannot serve (only when read for
+    /// `ocimux verify`; see [`crate::source::SourceSpec::report_broken_layers`]).
+    pub broken: Vec<crate::source::BrokenBlob>,
 }
 
 /// One platform manifest of the generated index, and the source it came from.
@@ -97,6 +100,7 @@ pub fn compose(sources: &[Contribution], opts: &IndexOptions) -> Result<Composit
         index_json,
         blobs: first_of_each(sources),
         rows,
+        broken: sources.iter().flat_map(|s| s.broken.clone()).collect(),
     })
 }
 

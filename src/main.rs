@@ -470,8 +470,10 @@ fn verify(
 ) -> anyhow::Result<u8> {
     let mut plan = plan(sources, index)?;
     // A mountpoint is read like any layout (this process does not serve it).
+    // Every bad layer is named, not just the first.
     for spec in &mut plan.specs {
         spec.allow_ocimux_mount = true;
+        spec.report_broken_layers = true;
     }
     let comp = plan.compose()?;
     let threads = threads.map_or_else(

@@ -124,6 +124,7 @@ fn contributions(spec: &[Vec<(bool, bool, u8)>]) -> Vec<Contribution> {
                 name: format!("src{i}"),
                 images: vec![image],
                 blobs: all,
+                broken: Vec::new(),
             }
         })
         .collect()
@@ -305,6 +306,7 @@ fn pool(root: &std::path::Path, specs: &[Vec<u8>]) -> Vec<Composition> {
                 name: format!("c{k}"),
                 images: vec![image],
                 blobs,
+                broken: Vec::new(),
             }])
         })
         .collect()

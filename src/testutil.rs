@@ -127,6 +127,7 @@ pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
         name: name.into(),
         images,
         blobs,
+        broken: Vec::new(),
     }
 }
 

@@ -129,4 +129,24 @@ pub struct Contribution {
     /// Every blob reachable from those manifests (manifests, configs, layers),
     /// each once.
     pub blobs: Vec<Blob>,
+    /// Layers that are missing or of the wrong size: only when the source
+    /// was read with [`SourceSpec::report_broken_layers`] (`ocimux verify`);
+    /// otherwise such a layer fails the read.
+    pub broken: Vec<BrokenBlob>,
+}
+
+/// A layer named by a manifest that cannot be served: missing, of another
+/// size than its descriptor's, or not a regular file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenBlob {
+    /// The digest, as the descriptor gives it.
+    pub digest: String,
+    /// The descriptor's size.
+    pub size: u64,
+    /// The descriptor's media type.
+    pub media_type: String,
+    /// The source, as given.
+    pub source: String,
+    /// What is wrong, naming the file.
+    pub problem: String,
 }

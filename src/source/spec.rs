@@ -19,6 +19,10 @@ pub struct SourceSpec {
     /// serves (a mount served from itself deadlocks), but `ocimux verify`
     /// reads a mount like any layout.
     pub allow_ocimux_mount: bool,
+    /// Whether a missing or mis-sized layer is reported in
+    /// [`Contribution::broken`](super::Contribution::broken) rather than
+    /// failing the read (`ocimux verify`, which names every bad blob).
+    pub report_broken_layers: bool,
 }
 
 impl SourceSpec {
@@ -35,6 +39,7 @@ impl SourceSpec {
                 path: absolute(arg),
                 platform: None,
                 allow_ocimux_mount: false,
+                report_broken_layers: false,
             });
         };
         let normalized = Platform::parse(platform).map_err(|why| Error::Argument {
@@ -57,6 +62,7 @@ impl SourceSpec {
             path: absolute(path),
             platform: Some(normalized.platform),
             allow_ocimux_mount: false,
+            report_broken_layers: false,
         })
     }
 }

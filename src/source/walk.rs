@@ -3,7 +3,7 @@
 //! against the file it names.
 
 use super::root::{Found, Root};
-use super::{Blob, Contribution, Image, SourceSpec};
+use super::{Blob, BrokenBlob, Contribution, Image, SourceSpec};
 use crate::digest::Digest;
 use crate::document::{self, Document, Kind, RawDescriptor, RawPlatform};
 use crate::error::{Error, Problem};
@@ -18,6 +18,7 @@ pub fn read(spec: &SourceSpec, want_ref: Option<&str>) -> Result<Contribution, E
         name: spec.name.clone(),
         images: Vec::new(),
         blobs: Vec::new(),
+        broken: Vec::new(),
     };
     match document::kind_of(&entry.media_type) {
         Some(Kind::Manifest) => {
@@ -71,6 +72,23 @@ fn choose_entry<'a>(
     }
 }
 
+/// Whether a layer's failure is the layer's own (missing, mis-sized, not a
+/// regular file), not a bad descriptor.
+fn is_broken_layer(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Source {
+            problem: Problem::MissingBlob
+                | Problem::SizeMismatch { .. }
+                | Problem::Open(_)
+                | Problem::NotRegular
+                | Problem::Link
+                | Problem::Io(_),
+            ..
+        }
+    )
+}
+
 /// Whether an index entry is an attestation or other non-image entry that
 /// BuildKit adds (platform `unknown/unknown`, `vnd.docker.reference.type`).
 fn is_attestation(d: &RawDescriptor) -> bool {
@@ -82,6 +100,8 @@ fn is_attestation(d: &RawDescriptor) -> bool {
 
 struct Reader<'a> {
     name: &'a str,
+    /// See [`SourceSpec::report_broken_layers`].
+    report_broken: bool,
     /// The name again, shared by every blob found.
     source: std::sync::Arc<str>,
     root: Root,
@@ -94,6 +114,7 @@ impl<'a> Reader<'a> {
             .map_err(|p| Error::source(name, ".", p))?;
         let reader = Reader {
             name,
+            report_broken: spec.report_broken_layers,
             source: name.into(),
             root,
         };
@@ -280,7 +301,19 @@ impl<'a> Reader<'a> {
         out.blobs.push(manifest_blob);
         out.blobs.push(config_blob);
         for layer in layers {
-            out.blobs.push(self.blob(layer, &rel)?.0);
+            match self.blob(layer, &rel) {
+                Ok((blob, _)) => out.blobs.push(blob),
+                Err(e) if self.report_broken && is_broken_layer(&e) => {
+                    out.broken.push(BrokenBlob {
+                        digest: layer.digest.clone(),
+                        size: layer.size,
+                        media_type: layer.media_type.clone(),
+                        source: self.name.to_owned(),
+                        problem: e.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -382,6 +415,7 @@ mod tests {
             path: path.to_owned(),
             platform: platform.map(|p| Platform::parse(p).unwrap().platform),
             allow_ocimux_mount: false,
+            report_broken_layers: false,
         }
     }
 

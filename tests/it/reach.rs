@@ -405,9 +405,8 @@ fn a_killed_export_leaves_nothing_at_out() {
     assert_eq!(fs::metadata(&out).unwrap().size() % 512, 0);
 }
 
-/// verify: a flipped byte is named with its source (exit 1), a truncated
-/// blob is refused naming its file (exit 2: the layout itself is broken),
-/// a mount verifies clean; --json for scripts.
+/// verify: a flipped byte, a truncated and a missing layer are each named
+/// with their source (exit 1); a mount verifies clean; --json for scripts.
 #[test]
 fn verify_names_bad_blobs_and_passes_a_mount() {
     let tmp = tempfile::tempdir().unwrap();
@@ -452,14 +451,31 @@ fn verify_names_bad_blobs_and_passes_a_mount() {
         .filter(|r| !r["error"].is_null())
         .collect();
     assert_eq!(bad_ones.len(), 1);
-    // Truncated.
+    // Truncated, and another layer missing: each named, exit 1.
     fs::write(&layer, &bytes[..1000]).unwrap();
+    let amd_index = json_file(&amd64.join("index.json"));
+    let amd_manifest =
+        json_file(&amd64.join(format!("blobs/sha256/{}", hex(&amd_index["manifests"][0]))));
+    let amd_layer = hex(&amd_manifest["layers"][0]);
+    fs::rename(
+        amd64.join(format!("blobs/sha256/{amd_layer}")),
+        tmp.path().join("aside"),
+    )
+    .unwrap();
     let short = ocimux(&["verify", s(&amd64), s(&arm64)]);
     let err = String::from_utf8_lossy(&short.stderr);
-    assert_eq!(short.status.code(), Some(2), "{err}");
+    assert_eq!(short.status.code(), Some(1), "{err}");
     assert!(
         err.contains(&hex(&manifest["layers"][0])) && err.contains("size 1000"),
         "{err}"
+    );
+    assert!(err.contains(&amd_layer) && err.contains("missing"), "{err}");
+    // The mount itself still refuses such sources (bad input).
+    let mnt = tmp.path().join("mnt2");
+    fs::create_dir(&mnt).unwrap();
+    assert_eq!(
+        ocimux(&["mount", s(&mnt), s(&amd64)]).status.code(),
+        Some(2)
     );
 }
 
