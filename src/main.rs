@@ -59,7 +59,7 @@ enum Command {
     ///
     /// With `-- CMD [ARGS...]`, runs CMD with the mount in place ($OCIMUX_MNT),
     /// unmounts afterwards and exits with CMD's status:
-    /// ocimux mount --tmp deploy/*-oci -- skopeo copy --all oci:\$OCIMUX_MNT docker://reg/app
+    /// ocimux mount --tmp deploy/*-oci -- sh -c 'skopeo copy --all oci:"$OCIMUX_MNT" docker://reg/app'
     ///
     /// mount(8) and fstab use the form `ocimux SOURCE[:SOURCE...] MOUNTPOINT -o OPTIONS`
     /// (see README.md).
