@@ -11,7 +11,8 @@ use crate::source::{self, SourceSpec};
 pub struct Plan {
     /// The sources, in command-line order.
     pub specs: Vec<SourceSpec>,
-    /// Which `index.json` entry to take from each source.
+    /// Which `index.json` entry to take from a source that names none
+    /// (`oci:PATH:REF` names one).
     pub ref_name: Option<String>,
     /// Tag and annotations of the generated documents.
     pub opts: IndexOptions,
@@ -23,7 +24,7 @@ impl Plan {
         let contributions = self
             .specs
             .iter()
-            .map(|spec| source::read(spec, self.ref_name.as_deref()))
+            .map(|spec| source::read(spec, spec.ref_name.as_deref().or(self.ref_name.as_deref())))
             .collect::<Result<Vec<_>, _>>()?;
         index::compose(&contributions, &self.opts)
     }

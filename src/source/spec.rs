@@ -1,12 +1,28 @@
-//! One source argument, `[PLATFORM=]PATH`, parsed and checked before
-//! anything is opened.
+//! One source argument, `[PLATFORM=]PATH`, `[PLATFORM=]oci:PATH[:REF]` or
+//! `[PLATFORM=]oci-archive:PATH[:REF]`, parsed and checked before anything
+//! is opened. The transports are split as skopeo splits them: at the first
+//! `:` after the transport name (so such a PATH cannot hold a `:`; a plain
+//! PATH can).
 
 use std::path::PathBuf;
 
 use crate::error::Error;
 use crate::platform::Platform;
+use crate::tag::Tag;
 
-/// One `[PLATFORM=]PATH` argument.
+/// How a source was named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// A plain PATH: a layout directory or a tar archive of one.
+    #[default]
+    Any,
+    /// `oci:PATH`: a layout directory.
+    Layout,
+    /// `oci-archive:PATH`: a tar archive of a layout.
+    Archive,
+}
+
+/// One source argument.
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
     /// The argument as given, used in every message about this source.
@@ -15,6 +31,10 @@ pub struct SourceSpec {
     pub path: PathBuf,
     /// The platform given on the command line, already normalised.
     pub platform: Option<Platform>,
+    /// How it was named (`oci:`, `oci-archive:` or a plain path).
+    pub transport: Transport,
+    /// The `index.json` entry it names (`oci:PATH:REF`); `--ref` otherwise.
+    pub ref_name: Option<String>,
     /// Whether the path may be on an ocimux mount: never for what a mount
     /// serves (a mount served from itself deadlocks), but `ocimux verify`
     /// reads a mount like any layout.
@@ -26,41 +46,71 @@ pub struct SourceSpec {
 }
 
 impl SourceSpec {
-    /// Parses `[PLATFORM=]PATH`.
+    /// Parses one source argument.
     ///
     /// The part before the first `=` is taken as a platform when it looks like
     /// one (`os/arch[/variant]`, starting with a letter); otherwise the whole
-    /// argument is a path, so `./dir=x` stays a path.
+    /// argument is the source, so `./dir=x` stays a path.
     pub fn parse(arg: &str) -> Result<Self, Error> {
-        let platform_part = arg.split_once('=').filter(|(p, _)| looks_like_platform(p));
-        let Some((platform, path)) = platform_part else {
-            return Ok(SourceSpec {
-                name: arg.to_owned(),
-                path: absolute(arg),
-                platform: None,
-                allow_ocimux_mount: false,
-                report_broken_layers: false,
-            });
+        let refuse = |why: &str| Error::Argument {
+            what: "source",
+            value: arg.to_owned(),
+            why: why.to_owned(),
         };
-        let normalized = Platform::parse(platform).map_err(|why| Error::Argument {
-            what: "platform",
-            value: platform.to_owned(),
-            why: why.to_string(),
-        })?;
-        for w in &normalized.warnings {
-            log::warn!("source {arg}: {w}");
+        let (platform, source) = match arg.split_once('=').filter(|(p, _)| looks_like_platform(p)) {
+            Some((platform, source)) => {
+                let normalized = Platform::parse(platform).map_err(|why| Error::Argument {
+                    what: "platform",
+                    value: platform.to_owned(),
+                    why: why.to_string(),
+                })?;
+                for w in &normalized.warnings {
+                    log::warn!("source {arg}: {w}");
+                }
+                (Some(normalized.platform), source)
+            }
+            None => (None, arg),
+        };
+        if source.is_empty() {
+            return Err(refuse("no PATH after PLATFORM="));
         }
-        if path.is_empty() {
-            return Err(Error::Argument {
-                what: "source",
-                value: arg.to_owned(),
-                why: "no PATH after PLATFORM=".into(),
-            });
-        }
+        let (transport, rest) = if let Some(rest) = source.strip_prefix("oci:") {
+            (Transport::Layout, Some(rest))
+        } else if let Some(rest) = source.strip_prefix("oci-archive:") {
+            (Transport::Archive, Some(rest))
+        } else {
+            (Transport::Any, None)
+        };
+        let (path, ref_name) = match rest {
+            None => (source, None),
+            Some(rest) => {
+                let (path, r) = match rest.split_once(':') {
+                    Some((path, r)) => (path, Some(r)),
+                    None => (rest, None),
+                };
+                if path.is_empty() {
+                    return Err(refuse("no PATH after the transport"));
+                }
+                match r {
+                    None => (path, None),
+                    Some("") => return Err(refuse("an empty REF after PATH:")),
+                    Some(r) => {
+                        Tag::parse(r).map_err(|why| Error::Argument {
+                            what: "ref name",
+                            value: r.to_owned(),
+                            why: why.to_string(),
+                        })?;
+                        (path, Some(r.to_owned()))
+                    }
+                }
+            }
+        };
         Ok(SourceSpec {
-            name: path.to_owned(),
+            name: source.to_owned(),
             path: absolute(path),
-            platform: Some(normalized.platform),
+            platform,
+            transport,
+            ref_name,
             allow_ocimux_mount: false,
             report_broken_layers: false,
         })
@@ -91,26 +141,56 @@ mod tests {
 
     #[test]
     fn spec_parse_table() {
-        // arg, Ok((name, path, platform)) or Err
-        let cases: &[(&str, Result<(&str, Option<&str>), &str>)] = &[
-            ("deploy/a-oci", Ok(("deploy/a-oci", None))),
+        use Transport::*;
+        // arg, Ok((path, platform, transport, ref)) or Err
+        type Want<'a> = (&'a str, Option<&'a str>, Transport, Option<&'a str>);
+        let cases: &[(&str, Result<Want, &str>)] = &[
+            ("deploy/a-oci", Ok(("deploy/a-oci", None, Any, None))),
             (
                 "linux/arm64=deploy/a-oci",
-                Ok(("deploy/a-oci", Some("linux/arm64"))),
+                Ok(("deploy/a-oci", Some("linux/arm64"), Any, None)),
             ),
-            ("linux/arm/v7=/abs/x", Ok(("/abs/x", Some("linux/arm/v7")))),
-            ("linux/aarch64=x", Ok(("x", Some("linux/arm64")))),
-            ("./dir=x", Ok(("./dir=x", None))),
-            ("dir=x", Ok(("dir=x", None))),
+            (
+                "linux/arm/v7=/abs/x",
+                Ok(("/abs/x", Some("linux/arm/v7"), Any, None)),
+            ),
+            ("linux/aarch64=x", Ok(("x", Some("linux/arm64"), Any, None))),
+            ("./dir=x", Ok(("./dir=x", None, Any, None))),
+            ("dir=x", Ok(("dir=x", None, Any, None))),
+            ("a:b", Ok(("a:b", None, Any, None))),
+            ("oci:/d/a", Ok(("/d/a", None, Layout, None))),
+            (
+                "oci:/d/a:release",
+                Ok(("/d/a", None, Layout, Some("release"))),
+            ),
+            // Split at the first ':', as skopeo does; ':' may be in a ref.
+            (
+                "oci:/d/a:v1.2:3",
+                Ok(("/d/a", None, Layout, Some("v1.2:3"))),
+            ),
+            (
+                "linux/arm/v7=oci-archive:x.tar:debug",
+                Ok(("x.tar", Some("linux/arm/v7"), Archive, Some("debug"))),
+            ),
+            ("oci-archive:x.tar", Ok(("x.tar", None, Archive, None))),
+            ("oci:", Err("no PATH after the transport")),
+            ("oci::ref", Err("no PATH after the transport")),
+            ("oci:/d/a:", Err("an empty REF")),
+            ("oci:/d/a:bad ref", Err("not an OCI ref name")),
             ("linux/arm64=", Err("no PATH")),
         ];
         for (arg, want) in cases {
             match (SourceSpec::parse(arg), want) {
-                (Ok(s), Ok((path, platform))) => {
+                (Ok(s), Ok((path, platform, transport, ref_name))) => {
                     assert_eq!(s.path, std::path::absolute(path).unwrap(), "{arg}");
                     assert_eq!(
                         s.platform.map(|p| p.to_string()).as_deref(),
                         *platform,
+                        "{arg}"
+                    );
+                    assert_eq!(
+                        (s.transport, s.ref_name.as_deref()),
+                        (*transport, *ref_name),
                         "{arg}"
                     );
                 }

@@ -3,6 +3,7 @@
 //! against the file it names.
 
 use super::root::{Found, Root};
+use super::spec::Transport;
 use super::{Blob, BrokenBlob, Contribution, Image, SourceSpec};
 use crate::digest::Digest;
 use crate::document::{self, Document, Kind, RawDescriptor, RawPlatform};
@@ -51,25 +52,37 @@ fn choose_entry<'a>(
             .collect();
         match hits.as_slice() {
             [] => Ok(None),
-            [one] => Ok(Some(*one)),
-            many => Err(Problem::DuplicateRef {
+            many => one_choice(many).map(Some).ok_or(Problem::DuplicateRef {
                 wanted: wanted.to_owned(),
                 count: many.len(),
             }),
         }
     };
+    let all: Vec<&RawDescriptor> = index.iter().collect();
     match (want_ref, index) {
         (_, []) => Err(Problem::EmptyIndex),
         (Some(wanted), _) => pick(wanted)?.ok_or_else(|| Problem::RefNotFound {
             wanted: wanted.to_owned(),
             found: found(),
         }),
-        (None, [only]) => Ok(only),
-        (None, many) => pick("latest")?.ok_or_else(|| Problem::AmbiguousRef {
-            count: many.len(),
-            found: found(),
-        }),
+        // One manifest under several names (`latest` and a version) is one choice.
+        (None, many) => match one_choice(&all) {
+            Some(only) => Ok(only),
+            None => pick("latest")?.ok_or_else(|| Problem::AmbiguousRef {
+                count: many.len(),
+                found: found(),
+            }),
+        },
     }
+}
+
+/// The entry, when every one of `entries` names the same document (digest
+/// and media type): several ref names for one manifest are not a choice.
+fn one_choice<'a>(entries: &[&'a RawDescriptor]) -> Option<&'a RawDescriptor> {
+    let (first, rest) = entries.split_first()?;
+    rest.iter()
+        .all(|d| d.digest == first.digest && d.media_type == first.media_type)
+        .then_some(*first)
 }
 
 /// Whether a layer's failure is the layer's own (missing, mis-sized, not a
@@ -112,6 +125,18 @@ impl<'a> Reader<'a> {
         let name = spec.name.as_str();
         let root = Root::open(&spec.path, spec.allow_ocimux_mount)
             .map_err(|p| Error::source(name, ".", p))?;
+        let wrong = match (spec.transport, &root) {
+            (Transport::Layout, Root::Tar { .. }) => {
+                Some("oci: names a tar archive here; write oci-archive:PATH")
+            }
+            (Transport::Archive, Root::Dir(_)) => {
+                Some("oci-archive: names a directory here; write oci:PATH")
+            }
+            _ => None,
+        };
+        if let Some(why) = wrong {
+            return Err(Error::source(name, ".", Problem::NotLayout(why.into())));
+        }
         let reader = Reader {
             name,
             report_broken: spec.report_broken_layers,
@@ -358,14 +383,15 @@ mod tests {
     use crate::testutil::LayoutBuilder;
     use serde_json::{Value, json};
 
-    fn desc(tag: Option<&str>) -> RawDescriptor {
+    /// An entry tagged `tag` naming manifest `n`.
+    fn desc(tag: Option<&str>, n: u8) -> RawDescriptor {
         let mut annotations = std::collections::BTreeMap::new();
         if let Some(t) = tag {
             annotations.insert(document::REF_NAME.to_owned(), t.to_owned());
         }
         RawDescriptor {
             media_type: document::OCI_MANIFEST.into(),
-            digest: format!("sha256:{}", "0".repeat(64)),
+            digest: format!("sha256:{}", n.to_string().repeat(64)),
             size: 1,
             platform: None,
             annotations,
@@ -374,33 +400,47 @@ mod tests {
 
     #[test]
     fn choose_entry_table() {
-        // entries' tags, --ref, Ok(index chosen) or Err(fragment)
-        let cases: &[(&[Option<&str>], Option<&str>, Result<usize, &str>)] = &[
-            (&[None], None, Ok(0)),
-            (&[Some("v1")], None, Ok(0)),
-            (&[Some("v1"), Some("latest")], None, Ok(1)),
+        // entries (tag, manifest), --ref, Ok(index chosen) or Err(fragment)
+        type Entries<'a> = &'a [(Option<&'a str>, u8)];
+        let cases: &[(Entries, Option<&str>, Result<usize, &str>)] = &[
+            (&[(None, 1)], None, Ok(0)),
+            (&[(Some("v1"), 1)], None, Ok(0)),
+            (&[(Some("v1"), 1), (Some("latest"), 2)], None, Ok(1)),
             (
-                &[Some("v1"), Some("v2")],
+                &[(Some("v1"), 1), (Some("v2"), 2)],
                 None,
                 Err("choose one with --ref (ref names found: v1, v2)"),
             ),
-            (&[None, None], None, Err("(none), (none)")),
+            (&[(None, 1), (None, 2)], None, Err("(none), (none)")),
             (
-                &[Some("latest"), Some("latest")],
+                &[(Some("latest"), 1), (Some("latest"), 2)],
                 None,
                 Err("2 entries have ref name \"latest\""),
             ),
-            (&[Some("v1"), Some("v2")], Some("v2"), Ok(1)),
+            (&[(Some("v1"), 1), (Some("v2"), 2)], Some("v2"), Ok(1)),
             (
-                &[Some("v1")],
+                &[(Some("v1"), 1)],
                 Some("v3"),
                 Err("no entry has ref name \"v3\" (ref names found: v1)"),
             ),
-            (&[None], Some("latest"), Err("no entry has ref name")),
+            (&[(None, 1)], Some("latest"), Err("no entry has ref name")),
             (&[], None, Err("lists no manifests")),
+            // One manifest under several names: one choice.
+            (&[(Some("1.2.3"), 7), (Some("stable"), 7)], None, Ok(0)),
+            (&[(Some("latest"), 7), (Some("latest"), 7)], None, Ok(0)),
+            (
+                &[(Some("v1"), 7), (Some("v1"), 7), (Some("v2"), 8)],
+                Some("v1"),
+                Ok(0),
+            ),
+            (
+                &[(Some("v1"), 7), (Some("v2"), 7), (Some("v3"), 8)],
+                None,
+                Err("3 entries"),
+            ),
         ];
         for (tags, want_ref, want) in cases {
-            let index: Vec<RawDescriptor> = tags.iter().map(|t| desc(*t)).collect();
+            let index: Vec<RawDescriptor> = tags.iter().map(|(t, n)| desc(*t, *n)).collect();
             match (choose_entry(&index, *want_ref), want) {
                 (Ok(d), Ok(i)) => assert!(std::ptr::eq(d, &index[*i]), "{tags:?} {want_ref:?}"),
                 (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{tags:?}: {e}"),
@@ -414,6 +454,8 @@ mod tests {
             name: path.display().to_string(),
             path: path.to_owned(),
             platform: platform.map(|p| Platform::parse(p).unwrap().platform),
+            transport: Transport::Any,
+            ref_name: None,
             allow_ocimux_mount: false,
             report_broken_layers: false,
         }
