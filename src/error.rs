@@ -170,6 +170,14 @@ pub enum Problem {
     /// A platform value read from the config is unusable.
     #[error("{0}")]
     BadPlatform(#[source] crate::platform::PlatformError),
+    /// The config's platform and the index entry's disagree.
+    #[error("the config says platform {config} but its index entry says {index}")]
+    PlatformConflict {
+        /// From the config (with what the entry filled in).
+        config: String,
+        /// From the index entry.
+        index: String,
+    },
     /// An image index nested inside an image index.
     #[error("an image index inside an image index is not supported")]
     NestedIndex,

@@ -111,14 +111,21 @@ impl Platform {
         if go_arch != arch {
             warnings.push(format!("architecture {arch:?} normalised to {go_arch:?}"));
         }
+        let variant_given = variant;
         let variant = match (variant, implied_variant) {
-            (Some(v), _) => Some(v.to_ascii_lowercase()),
+            (Some(v), _) => normalize_variant(go_arch, &v.to_ascii_lowercase()),
             (None, Some(v)) => {
                 warnings.push(format!("variant {v:?} taken from architecture {arch:?}"));
                 Some(v.to_owned())
             }
             (None, None) => None,
         };
+        if let Some(v) = variant_given.filter(|v| Some(v.to_ascii_lowercase()) != variant) {
+            let now = variant
+                .as_deref()
+                .map_or("none".to_owned(), |n| format!("{n:?}"));
+            warnings.push(format!("variant {v:?} of {go_arch} normalised to {now}"));
+        }
         if go_arch == "arm" && variant.is_none() {
             warnings.push(format!(
                 "{os_lc}/arm has no variant; clients pick arm images by variant: \
@@ -196,6 +203,17 @@ pub fn check_os_fields(version: Option<&str>, features: &[String]) -> Result<(),
     Ok(())
 }
 
+/// A variant as containerd normalises it: arm's `7` is `v7`; arm64's `v8`
+/// (and `8`, `v8.0`) is no variant; amd64's `v1` is none.
+fn normalize_variant(go_arch: &str, v: &str) -> Option<String> {
+    match (go_arch, v) {
+        ("arm64", "8" | "v8" | "v8.0") | ("amd64", "v1") => None,
+        ("arm64", "9" | "9.0" | "v9.0") => Some("v9".into()),
+        ("arm", "5" | "6" | "7" | "8") => Some(format!("v{v}")),
+        (_, v) => Some(v.to_owned()),
+    }
+}
+
 /// Maps an architecture name to Go's, with the ARM variant it implies.
 fn go_arch(arch: &str) -> (&str, Option<&'static str>) {
     match arch {
@@ -204,7 +222,9 @@ fn go_arch(arch: &str) -> (&str, Option<&'static str>) {
         "i386" | "i486" | "i586" | "i686" | "x86" | "386" => ("386", None),
         "armv7l" | "armv7" | "armv7a" | "armv7hf" | "armhf" => ("arm", Some("v7")),
         "armv6l" | "armv6" => ("arm", Some("v6")),
-        "armv5l" | "armv5" | "armv5te" | "armv5tel" | "armel" => ("arm", Some("v5")),
+        "armv5l" | "armv5" | "armv5te" | "armv5tel" => ("arm", Some("v5")),
+        // containerd's choice for Debian's armel.
+        "armel" => ("arm", Some("v6")),
         "powerpc64le" | "ppc64el" | "ppc64le" => ("ppc64le", None),
         "powerpc64" | "ppc64" => ("ppc64", None),
         "powerpc" | "ppc" => ("ppc", None),
@@ -249,6 +269,14 @@ mod tests {
             ("linux/mips64el", Ok(("linux/mips64le", 1))),
             ("Linux/AMD64", Ok(("linux/amd64", 2))),
             ("linux/arm", Ok(("linux/arm", 1))),
+            // containerd's normalisation.
+            ("linux/arm64/v8", Ok(("linux/arm64", 1))),
+            ("linux/aarch64/v8", Ok(("linux/arm64", 2))),
+            ("linux/arm/7", Ok(("linux/arm/v7", 1))),
+            ("linux/armel", Ok(("linux/arm/v6", 2))),
+            ("linux/armhf", Ok(("linux/arm/v7", 2))),
+            ("linux/amd64/v1", Ok(("linux/amd64", 1))),
+            ("linux/amd64/v3", Ok(("linux/amd64/v3", 0))),
             ("linux", Err(PlatformError::Shape)),
             ("linux/arm/v7/x", Err(PlatformError::Shape)),
             ("linux/", Err(PlatformError::Empty("architecture"))),

@@ -349,10 +349,11 @@ impl<'a> Reader<'a> {
         config: &RawPlatform,
         from_index: Option<&RawPlatform>,
     ) -> Result<Platform, Problem> {
+        fn given(s: Option<&String>) -> Option<&String> {
+            s.filter(|s| !s.is_empty())
+        }
         let pick = |f: fn(&RawPlatform) -> Option<&String>| {
-            f(config)
-                .or_else(|| from_index.and_then(f))
-                .filter(|s| !s.is_empty())
+            given(f(config)).or_else(|| from_index.and_then(|p| given(f(p))))
         };
         let arch = pick(|p| p.architecture.as_ref()).ok_or(Problem::NoPlatform("architecture"))?;
         let os = pick(|p| p.os.as_ref()).ok_or(Problem::NoPlatform("os"))?;
@@ -371,6 +372,28 @@ impl<'a> Reader<'a> {
             .unwrap_or_default();
         crate::platform::check_os_fields(platform.os_version.as_deref(), &platform.os_features)
             .map_err(Problem::BadPlatform)?;
+        // The index entry's platform (sloci-image writes the arm variant only
+        // there) fills what the config lacks, and may not contradict it.
+        let entry = from_index.and_then(|p| {
+            let (os, arch) = (given(p.os.as_ref())?, given(p.architecture.as_ref())?);
+            Some(Platform::normalize(
+                os,
+                arch,
+                given(p.variant.as_ref()).map(String::as_str),
+            ))
+        });
+        if let Some(entry) = entry {
+            let entry = entry.map_err(Problem::BadPlatform)?.platform;
+            let differs = entry.os != platform.os
+                || entry.architecture != platform.architecture
+                || matches!((&entry.variant, &platform.variant), (Some(a), Some(b)) if a != b);
+            if differs {
+                return Err(Problem::PlatformConflict {
+                    config: platform.to_string(),
+                    index: entry.to_string(),
+                });
+            }
+        }
         Ok(platform)
     }
 }
@@ -498,6 +521,50 @@ mod tests {
             assert!(path.is_absolute() && path.is_file());
             assert_eq!(blob.size, std::fs::metadata(&path).unwrap().len());
             assert_eq!(blob.size, id.size);
+        }
+    }
+
+    #[test]
+    fn index_entry_platform_fills_in_and_is_cross_checked() {
+        // config platform, index entry platform, Ok(platform) or Err(fragment)
+        let cases: &[(Value, Value, Result<&str, &str>)] = &[
+            (
+                json!({"os": "linux", "architecture": "arm"}),
+                json!({"os": "linux", "architecture": "arm", "variant": "v7"}),
+                Ok("linux/arm/v7"),
+            ),
+            (
+                json!({"os": "linux", "architecture": "arm64"}),
+                json!({"os": "linux", "architecture": "arm64", "variant": "v8"}),
+                Ok("linux/arm64"),
+            ),
+            (
+                json!({"os": "linux", "architecture": "arm64"}),
+                json!({"os": "linux", "architecture": "amd64"}),
+                Err("the config says platform linux/arm64 but its index entry says linux/amd64"),
+            ),
+            (
+                json!({"os": "linux", "architecture": "arm", "variant": "v6"}),
+                json!({"os": "linux", "architecture": "arm", "variant": "v7"}),
+                Err("its index entry says linux/arm/v7"),
+            ),
+            (
+                json!({"os": "windows", "architecture": "amd64", "os.version": "10.0.20348.2340"}),
+                json!({"os": "windows", "architecture": "amd64"}),
+                Ok("windows/amd64 (10.0.20348.2340)"),
+            ),
+        ];
+        for (config, entry_platform, want) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let b = LayoutBuilder::new(tmp.path().join("s"));
+            let mut m = b.image(config.clone(), &[b"l"]);
+            m["platform"] = entry_platform.clone();
+            b.index(&[(m, None)]);
+            match (read(&spec(&b.root, None), None), want) {
+                (Ok(c), Ok(p)) => assert_eq!(c.images[0].platform.to_string(), *p, "{config}"),
+                (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{config}: {e}"),
+                (got, want) => panic!("{config}: got {got:?}, want {want:?}"),
+            }
         }
     }
 
