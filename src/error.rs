@@ -48,6 +48,9 @@ pub enum Error {
     /// No source was given.
     #[error("no SOURCE given")]
     NoSources,
+    /// `--platform` left nothing.
+    #[error("no source has a platform that --platform {0} selects")]
+    NoPlatformMatch(String),
     /// The generated image index would be larger than clients accept.
     #[error(
         "the generated image index would be {size} bytes ({manifests} manifests), more than the \

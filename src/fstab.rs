@@ -6,7 +6,7 @@
 //!   lowerdir syntax: `\:` is a colon inside a path, `\\` a backslash);
 //! - ocimux's own options go in `-o` as `tag=`, `ref=`, `annotation=K=V`,
 //!   `static`, `no_passthrough`, `verify`, `threads=`, `readahead_kb=`,
-//!   `log_file=`; FUSE options (`allow_other`, `allow_root`,
+//!   `log_file=`, `platform=`, `platform_tags`; FUSE options (`allow_other`, `allow_root`,
 //!   `default_permissions`, `auto_unmount`, `noexec`, `exec`) pass through;
 //! - what mount(8) and fstab add are accepted and ignored: `rw` (the mount
 //!   is read-only whatever is asked, like a write-protected device), `ro`,
@@ -152,6 +152,7 @@ fn option(opt: &str, out: &mut Vec<String>, fuse: &mut Vec<String>) -> Result<()
             "static" => out.push(flag("static")),
             "no_passthrough" => out.push(flag("no-passthrough")),
             "verify" => out.push(flag("verify")),
+            "platform_tags" => out.push(flag("platform-tags")),
             "allow_other"
             | "allow_root"
             | "default_permissions"
@@ -169,6 +170,7 @@ fn option(opt: &str, out: &mut Vec<String>, fuse: &mut Vec<String>) -> Result<()
                 "threads" => "threads",
                 "readahead_kb" => "readahead-kb",
                 "log_file" => "log-file",
+                "platform" => "platform",
                 _ => return Err(unknown(opt)),
             };
             out.push(format!("{}={value}", flag(name)));
@@ -182,7 +184,8 @@ fn unknown(opt: &str) -> Error {
         what: "mount option",
         value: opt.to_owned(),
         why: "not an ocimux option (tag=, ref=, annotation=K=V, static, no_passthrough, \
-              verify, threads=, readahead_kb=, log_file=) nor a FUSE one (allow_other, \
+              verify, threads=, readahead_kb=, log_file=, platform=, platform_tags) nor a \
+              FUSE one (allow_other, \
               allow_root, default_permissions, auto_unmount, noexec, exec)"
             .into(),
     }

@@ -22,6 +22,10 @@ pub struct IndexOptions {
     pub tag: Tag,
     /// Annotations on the generated image index.
     pub annotations: BTreeMap<String, String>,
+    /// Also list each platform manifest in `index.json`, tagged
+    /// `<tag>-<os>-<arch>[-<variant>][-<os.version>]` (umoci picks an image
+    /// by tag only).
+    pub platform_tags: bool,
 }
 
 /// The composed image: what the virtual layout serves.
@@ -93,7 +97,11 @@ pub fn compose(sources: &[Contribution], opts: &IndexOptions) -> Result<Composit
         });
     }
     let index_digest = Digest::sha256_of(&index);
-    let index_json = index_json(&index_digest, index.len() as u64, &opts.tag);
+    let platform_tags = match opts.platform_tags {
+        true => platform_tags(&rows, &opts.tag)?,
+        false => Vec::new(),
+    };
+    let index_json = index_json(&index_digest, index.len() as u64, &opts.tag, &platform_tags);
     Ok(Composition {
         index,
         index_digest,
@@ -151,20 +159,65 @@ fn image_index(rows: &[Row], annotations: &BTreeMap<String, String>) -> Vec<u8> 
     })
 }
 
-/// `index.json`'s bytes: one entry, the image index, tagged.
-fn index_json(index_digest: &Digest, size: u64, tag: &Tag) -> Vec<u8> {
+/// `index.json`'s bytes: the image index, tagged; then, with
+/// `--platform-tags`, each platform manifest with its own tag.
+fn index_json(index_digest: &Digest, size: u64, tag: &Tag, platforms: &[(Tag, &Row)]) -> Vec<u8> {
+    let mut manifests = vec![DescriptorOut {
+        media_type: OCI_INDEX,
+        digest: index_digest.to_string(),
+        size,
+        platform: None,
+        annotations: Some(BTreeMap::from([(REF_NAME, tag.as_str())])),
+    }];
+    manifests.extend(
+        platforms
+            .iter()
+            .map(|(tag, Row { image, .. })| DescriptorOut {
+                media_type: &image.media_type,
+                digest: image.digest.to_string(),
+                size: image.size,
+                platform: Some(&image.platform),
+                annotations: Some(BTreeMap::from([(REF_NAME, tag.as_str())])),
+            }),
+    );
     to_json(&IndexDoc {
         schema_version: 2,
         media_type: OCI_INDEX,
-        manifests: vec![DescriptorOut {
-            media_type: OCI_INDEX,
-            digest: index_digest.to_string(),
-            size,
-            platform: None,
-            annotations: Some(BTreeMap::from([(REF_NAME, tag.as_str())])),
-        }],
+        manifests,
         annotations: &BTreeMap::new(),
     })
+}
+
+/// Each row's tag, `<tag>-<os>-<arch>[-<variant>][-<os.version>]`, checked
+/// as a ref name and unique.
+fn platform_tags<'a>(rows: &'a [Row], tag: &Tag) -> Result<Vec<(Tag, &'a Row)>, Error> {
+    let mut seen = std::collections::HashSet::new();
+    rows.iter()
+        .map(|row| {
+            let p = &row.image.platform;
+            let name = [
+                Some(tag.as_str()),
+                Some(&p.os),
+                Some(&p.architecture),
+                p.variant.as_deref(),
+                p.os_version.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("-");
+            let refuse = |why: String| Error::Argument {
+                what: "platform tag",
+                value: name.clone(),
+                why,
+            };
+            let t = Tag::parse(&name).map_err(|e| refuse(e.to_string()))?;
+            if !seen.insert(name.clone()) {
+                return Err(refuse("two platforms would share it".into()));
+            }
+            Ok((t, row))
+        })
+        .collect()
 }
 
 /// Every blob once, from the first source that has it, sorted by digest.
@@ -229,6 +282,7 @@ mod tests {
                 "org.opencontainers.image.version".into(),
                 "1.0".into(),
             )]),
+            platform_tags: false,
         };
         let c = compose(&sources, &opts).unwrap();
         let m1 = Digest::sha256_of(b"m1");
@@ -295,6 +349,42 @@ mod tests {
             matches!(&first.origin, crate::source::Origin::File { rel, .. } if rel.starts_with("a/")),
             "{first:?}"
         );
+    }
+
+    #[test]
+    fn platform_tags_list_each_manifest_after_the_index() {
+        let sources = [
+            contribution("a", vec![image("linux/arm/v7", "m1")]),
+            contribution("b", vec![image("linux/amd64", "m2")]),
+        ];
+        let mut opts = IndexOptions {
+            platform_tags: true,
+            ..Default::default()
+        };
+        let c = compose(&sources, &opts).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&c.index_json).unwrap();
+        let tags: Vec<&str> = doc["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["annotations"][REF_NAME].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            tags,
+            ["latest", "latest-linux-arm-v7", "latest-linux-amd64"]
+        );
+        assert_eq!(
+            doc["manifests"][1]["digest"],
+            Digest::sha256_of(b"m1").to_string()
+        );
+        assert_eq!(doc["manifests"][1]["platform"]["variant"], "v7");
+        // The index itself does not change; a tag too long to extend is refused.
+        opts.platform_tags = false;
+        assert_eq!(compose(&sources, &opts).unwrap().index, c.index);
+        opts.platform_tags = true;
+        opts.tag = Tag::parse(&"t".repeat(120)).unwrap();
+        let err = compose(&sources, &opts).unwrap_err().to_string();
+        assert!(err.contains("invalid platform tag"), "{err}");
     }
 
     #[test]

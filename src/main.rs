@@ -18,6 +18,7 @@ use ocimux::error::printable;
 use ocimux::export::{ExportOptions, Format, LinkMode};
 use ocimux::index::{self, Composition, IndexOptions};
 use ocimux::plan::Plan;
+use ocimux::platform::Platform;
 use ocimux::source::SourceSpec;
 use ocimux::tag::Tag;
 use ocimux::{check, fstab, inspect};
@@ -145,6 +146,14 @@ struct IndexArgs {
     /// An annotation on the generated image index (repeatable).
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     annotations: Vec<String>,
+    /// Keep only this platform, os/arch[/variant] (repeatable; a source's
+    /// other platforms are left out).
+    #[arg(long = "platform", value_name = "PLATFORM")]
+    platforms: Vec<String>,
+    /// Also tag each platform manifest in index.json, as TAG-OS-ARCH[-VARIANT]
+    /// (for umoci); clients must then name oci:MNT:TAG.
+    #[arg(long)]
+    platform_tags: bool,
 }
 
 #[derive(Args, Debug)]
@@ -433,10 +442,28 @@ fn plan(sources: &[String], args: &IndexArgs) -> anyhow::Result<Plan> {
         .iter()
         .map(|s| SourceSpec::parse(s))
         .collect::<Result<_, _>>()?;
+    let platforms = args
+        .platforms
+        .iter()
+        .map(|p| {
+            Platform::parse(p)
+                .map(|n| n.platform)
+                .map_err(|why| Error::Argument {
+                    what: "--platform",
+                    value: p.clone(),
+                    why: why.to_string(),
+                })
+        })
+        .collect::<Result<_, _>>()?;
     Ok(Plan {
         specs,
         ref_name: args.ref_name.clone(),
-        opts: IndexOptions { tag, annotations },
+        opts: IndexOptions {
+            tag,
+            annotations,
+            platform_tags: args.platform_tags,
+        },
+        platforms,
     })
 }
 

@@ -16,6 +16,8 @@ pub struct Plan {
     pub ref_name: Option<String>,
     /// Tag and annotations of the generated documents.
     pub opts: IndexOptions,
+    /// `--platform`: only these platforms are composed (all when empty).
+    pub platforms: Vec<crate::platform::Platform>,
 }
 
 impl Plan {
@@ -24,8 +26,15 @@ impl Plan {
         let contributions = self
             .specs
             .iter()
-            .map(|spec| source::read(spec, spec.ref_name.as_deref().or(self.ref_name.as_deref())))
+            .map(|spec| {
+                let want_ref = spec.ref_name.as_deref().or(self.ref_name.as_deref());
+                source::read(spec, want_ref, &self.platforms)
+            })
             .collect::<Result<Vec<_>, _>>()?;
+        if !self.platforms.is_empty() && contributions.iter().all(|c| c.images.is_empty()) {
+            let wanted: Vec<String> = self.platforms.iter().map(ToString::to_string).collect();
+            return Err(Error::NoPlatformMatch(wanted.join(", ")));
+        }
         index::compose(&contributions, &self.opts)
     }
 }

@@ -144,6 +144,18 @@ impl Platform {
         })
     }
 
+    /// Whether `other` is a platform this one (a `--platform` filter)
+    /// selects: same os and architecture, and the variant and os.version
+    /// when this one names them.
+    pub fn matches(&self, other: &Platform) -> bool {
+        let same =
+            |mine: &Option<String>, theirs: &Option<String>| mine.is_none() || mine == theirs;
+        self.os == other.os
+            && self.architecture == other.architecture
+            && same(&self.variant, &other.variant)
+            && same(&self.os_version, &other.os_version)
+    }
+
     /// What a client tells platforms apart by: two platforms with the same
     /// key are indistinguishable to it.
     pub fn key(&self) -> (&str, &str, Option<&str>, Option<&str>) {
@@ -335,6 +347,22 @@ mod tests {
             })
         );
         assert!(Platform::parse(&format!("linux/{}", "a".repeat(32))).is_ok());
+    }
+
+    #[test]
+    fn filter_matching_table() {
+        let p = |s: &str| Platform::parse(s).unwrap().platform;
+        let cases = [
+            ("linux/arm64", "linux/arm64", true),
+            ("linux/arm", "linux/arm/v7", true),
+            ("linux/arm/v7", "linux/arm/v6", false),
+            ("linux/arm/v7", "linux/arm", false),
+            ("linux/amd64", "linux/arm64", false),
+            ("windows/amd64", "linux/amd64", false),
+        ];
+        for (filter, platform, want) in cases {
+            assert_eq!(p(filter).matches(&p(platform)), want, "{filter} {platform}");
+        }
     }
 
     #[test]

@@ -10,9 +10,14 @@ use crate::document::{self, Document, Kind, RawDescriptor, RawPlatform};
 use crate::error::{Error, Problem};
 use crate::platform::Platform;
 
-/// Reads `spec`, choosing the `index.json` entry named `want_ref`.
-pub fn read(spec: &SourceSpec, want_ref: Option<&str>) -> Result<Contribution, Error> {
-    let reader = Reader::open(spec)?;
+/// Reads `spec`, choosing the `index.json` entry named `want_ref`, keeping
+/// only the platforms `only` matches (all when empty).
+pub fn read(
+    spec: &SourceSpec,
+    want_ref: Option<&str>,
+    only: &[Platform],
+) -> Result<Contribution, Error> {
+    let reader = Reader::open(spec, only)?;
     let index = reader.read_index_json()?;
     let entry = choose_entry(&index, want_ref).map_err(|p| reader.err("index.json", p))?;
     let mut out = Contribution {
@@ -113,6 +118,8 @@ fn is_attestation(d: &RawDescriptor) -> bool {
 
 struct Reader<'a> {
     name: &'a str,
+    /// `--platform`: the platforms kept (all when empty).
+    only: &'a [Platform],
     /// See [`SourceSpec::report_broken_layers`].
     report_broken: bool,
     /// The name again, shared by every blob found.
@@ -121,7 +128,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn open(spec: &'a SourceSpec) -> Result<Self, Error> {
+    fn open(spec: &'a SourceSpec, only: &'a [Platform]) -> Result<Self, Error> {
         let name = spec.name.as_str();
         let root = Root::open(&spec.path, spec.allow_ocimux_mount)
             .map_err(|p| Error::source(name, ".", p))?;
@@ -139,6 +146,7 @@ impl<'a> Reader<'a> {
         }
         let reader = Reader {
             name,
+            only,
             report_broken: spec.report_broken_layers,
             source: name.into(),
             root,
@@ -317,6 +325,10 @@ impl<'a> Reader<'a> {
                     .map_err(|p| self.err(&config_rel, p))?
             }
         };
+        if !self.only.is_empty() && !self.only.iter().any(|p| p.matches(&platform)) {
+            log::info!("source {}: {platform} left out (--platform)", self.name);
+            return Ok(());
+        }
         out.images.push(Image {
             media_type: desc.media_type.clone(),
             digest: manifest_blob.digest.clone(),
@@ -498,7 +510,7 @@ mod tests {
         );
         let leftover = b.blob("application/octet-stream", b"left behind by umoci");
         b.index(&[(m.clone(), Some("latest"))]);
-        let c = read(&spec(&b.root, None), None).unwrap();
+        let c = read(&spec(&b.root, None), None, &[]).unwrap();
         assert_eq!(c.images.len(), 1);
         assert_eq!(c.images[0].platform.to_string(), "linux/arm64");
         assert_eq!(c.images[0].digest.to_string(), m["digest"]);
@@ -560,7 +572,7 @@ mod tests {
             let mut m = b.image(config.clone(), &[b"l"]);
             m["platform"] = entry_platform.clone();
             b.index(&[(m, None)]);
-            match (read(&spec(&b.root, None), None), want) {
+            match (read(&spec(&b.root, None), None, &[]), want) {
                 (Ok(c), Ok(p)) => assert_eq!(c.images[0].platform.to_string(), *p, "{config}"),
                 (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{config}: {e}"),
                 (got, want) => panic!("{config}: got {got:?}, want {want:?}"),
@@ -623,7 +635,7 @@ mod tests {
             let b = LayoutBuilder::new(tmp.path().join("s"));
             let m = b.image(config.clone(), &[b"l"]);
             b.index(&[(m, None)]);
-            match (read(&spec(&b.root, *override_), None), want) {
+            match (read(&spec(&b.root, *override_), None, &[]), want) {
                 (Ok(c), Ok(p)) => assert_eq!(c.images[0].platform.to_string(), *p, "{config}"),
                 (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{config}: {e}"),
                 (got, want) => panic!("{config}: got {got:?}, want {want:?}"),
@@ -648,7 +660,7 @@ mod tests {
             &json!({"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [amd, arm, att]}),
         );
         b.index(&[(list.clone(), Some("latest"))]);
-        let c = read(&spec(&b.root, None), None).unwrap();
+        let c = read(&spec(&b.root, None), None, &[]).unwrap();
         let platforms: Vec<String> = c.images.iter().map(|i| i.platform.to_string()).collect();
         assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
         assert_eq!(
@@ -658,7 +670,7 @@ mod tests {
         );
         assert!(!hexes(&c.blobs).contains(&list["digest"].as_str().unwrap().to_owned()));
         // An override cannot name the platform of two images at once.
-        let err = read(&spec(&b.root, Some("linux/amd64")), None)
+        let err = read(&spec(&b.root, Some("linux/amd64")), None, &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("single-platform source"), "{err}");
@@ -678,7 +690,7 @@ mod tests {
         );
         let m = b.json_blob(DOCKER_MANIFEST, &json!({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": config, "layers": [layer]}));
         b.index(&[(m, None)]);
-        let c = read(&spec(&b.root, None), None).unwrap();
+        let c = read(&spec(&b.root, None), None, &[]).unwrap();
         assert_eq!(c.images[0].media_type, DOCKER_MANIFEST);
         assert_eq!(c.blobs.len(), 3);
     }
