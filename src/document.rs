@@ -16,6 +16,8 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Media type of a Docker image manifest.
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Media type of a Docker image config.
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 /// Media type of an uncompressed OCI layer.
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 /// The annotation that names a tag in `index.json`.

@@ -173,6 +173,9 @@ pub enum Problem {
     /// A platform value read from the config is unusable.
     #[error("{0}")]
     BadPlatform(#[source] crate::platform::PlatformError),
+    /// Media types that a registry would refuse together.
+    #[error("refused: {0}")]
+    MixedMediaTypes(String),
     /// The config's platform and the index entry's disagree.
     #[error("the config says platform {config} but its index entry says {index}")]
     PlatformConflict {

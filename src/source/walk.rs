@@ -314,6 +314,20 @@ impl<'a> Reader<'a> {
         let (Some(config), Some(layers)) = (&doc.config, &doc.layers) else {
             return Err(self.err(&rel, Problem::Ambiguous(document::DocError::NoConfig)));
         };
+        // Docker's registry API takes a Docker manifest only with a Docker
+        // config (an OCI manifest may carry any config type).
+        if desc.media_type == document::DOCKER_MANIFEST
+            && config.media_type != document::DOCKER_CONFIG
+        {
+            return Err(self.err(
+                &rel,
+                Problem::MixedMediaTypes(format!(
+                    "a Docker image manifest whose config is {:?}; registries accept only {:?}",
+                    config.media_type,
+                    document::DOCKER_CONFIG
+                )),
+            ));
+        }
         let (config_blob, config_bytes) = self.json_blob(config, &rel)?;
         let config_rel = config_blob.digest.blob_path();
         let platform = match platform {
@@ -674,6 +688,69 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("single-platform source"), "{err}");
+    }
+
+    #[test]
+    fn a_docker_manifest_list_is_flattened_and_a_mix_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = LayoutBuilder::new(tmp.path().join("s"));
+        let manifest = |arch: &str, config_type: &str| {
+            let config = b.json_blob(config_type, &json!({"os": "linux", "architecture": arch}));
+            let layer = b.blob(
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                arch.as_bytes(),
+            );
+            let mut m = b.json_blob(
+                DOCKER_MANIFEST,
+                &json!({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": config, "layers": [layer]}),
+            );
+            m["platform"] = json!({"os": "linux", "architecture": arch});
+            m
+        };
+        let docker = document::DOCKER_CONFIG;
+        let list = b.json_blob(
+            DOCKER_LIST,
+            &json!({"schemaVersion": 2, "mediaType": DOCKER_LIST,
+                    "manifests": [manifest("amd64", docker), manifest("arm64", docker)]}),
+        );
+        b.index(&[(list, None)]);
+        let c = read(&spec(&b.root, None), None, &[]).unwrap();
+        let got: Vec<(String, &str)> = c
+            .images
+            .iter()
+            .map(|i| (i.platform.to_string(), i.media_type.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("linux/amd64".into(), DOCKER_MANIFEST),
+                ("linux/arm64".into(), DOCKER_MANIFEST)
+            ]
+        );
+        // --platform keeps one of a flattened list's platforms.
+        let only = [Platform::parse("linux/arm64").unwrap().platform];
+        let c = read(&spec(&b.root, None), None, &only).unwrap();
+        assert_eq!(c.images.len(), 1);
+        assert_eq!(
+            c.blobs.len(),
+            3,
+            "the arm64 manifest, config and layer only"
+        );
+        // A Docker manifest with an OCI config: what a registry refuses.
+        let b2 = LayoutBuilder::new(tmp.path().join("mixed"));
+        let config = b2.json_blob(
+            "application/vnd.oci.image.config.v1+json",
+            &json!({"os": "linux", "architecture": "amd64"}),
+        );
+        let m = b2.json_blob(
+            DOCKER_MANIFEST,
+            &json!({"schemaVersion": 2, "mediaType": DOCKER_MANIFEST, "config": config, "layers": []}),
+        );
+        b2.index(&[(m, None)]);
+        let err = read(&spec(&b2.root, None), None, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("registries accept only"), "{err}");
     }
 
     #[test]
