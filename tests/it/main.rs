@@ -6,6 +6,7 @@ mod common;
 
 mod bad_input;
 mod bounds;
+mod clients;
 mod guide;
 mod lifecycle;
 mod live;
