@@ -14,6 +14,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("mountinfo", mountinfo),
     ("mount_options", mount_options),
     ("source_arg", source_arg),
+    ("mount_helper", mount_helper),
 ];
 
 /// A JSON document as a manifest, an index and a config, checked both ways.
@@ -90,7 +91,19 @@ pub fn mount_options(data: &[u8]) {
     }
 }
 
-/// `[PLATFORM=]PATH` source arguments.
+/// The mount(8) command line (`SOURCES MNT -o OPTS`, NUL-separated
+/// arguments), as `ocimux` translates it.
+pub fn mount_helper(data: &[u8]) {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let args: Vec<String> = s.split('\0').map(str::to_owned).collect();
+        if crate::fstab::is_helper_form(&args, &["mount", "inspect"]) {
+            let _ = crate::fstab::mount_args(&args);
+        }
+        let _ = crate::fstab::split_sources(s);
+    }
+}
+
+/// Source arguments: `[PLATFORM=]PATH`, `oci:PATH[:REF]`, `oci-archive:…`.
 pub fn source_arg(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = crate::source::SourceSpec::parse(s);
