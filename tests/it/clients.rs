@@ -241,7 +241,7 @@ fn platform_tags_let_umoci_unpack_one_platform() {
     assert!(!plain.status.success());
     assert!(String::from_utf8_lossy(&plain.stderr).contains("more than one image"));
     let raw = skopeo_copy_all(
-        &Path::new(&format!("{}:latest", s(&m.dir))),
+        Path::new(&format!("{}:latest", s(&m.dir))),
         &tmp.path().join("c2"),
         "latest",
     );
