@@ -186,11 +186,13 @@ const CASES: &[Case] = &[
         want: &["/s: index.json:", "no entry has ref name \"v9\"", "latest"],
     },
     Case {
+        // Two manifests under one ref (one manifest under it twice is one choice).
         name: "--ref matches two entries",
         build: |p| {
             let b = LayoutBuilder::new(p.join("s"));
             let m1 = b.image(amd64(), &[b"1"]);
-            b.index(&[(m1.clone(), Some("v1")), (m1, Some("v1"))]);
+            let m2 = b.image(amd64(), &[b"2"]);
+            b.index(&[(m1, Some("v1")), (m2, Some("v1"))]);
             vec![src(p, "s"), "--ref".into(), "v1".into()]
         },
         want: &["/s: index.json:", "2 entries have ref name \"v1\""],
