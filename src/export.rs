@@ -608,48 +608,11 @@ fn write_archive(
     // Unbuffered: blob data goes straight from the sources to the file
     // (copy_file_range), so headers are written where the data follows.
     let mut tar = tar::Builder::new(file);
-    let header = |size: u64, kind: tar::EntryType| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(size);
-        h.set_entry_type(kind);
-        h.set_mode(if kind == tar::EntryType::Directory {
-            0o755
-        } else {
-            0o644
-        });
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h
-    };
-    let mut dirs = vec!["blobs/".to_owned()];
-    let algs: std::collections::BTreeSet<&str> = std::iter::once(&comp.index_digest)
-        .chain(comp.blobs.iter().map(|b| &b.digest))
-        .map(|d| d.algorithm().name())
-        .collect();
-    dirs.extend(algs.iter().map(|a| format!("blobs/{a}/")));
-    let mut report = Report::default();
-    let result = (|| -> io::Result<()> {
-        for d in &dirs {
-            tar.append_data(&mut header(0, tar::EntryType::Directory), d, io::empty())?;
-        }
-        for (path, bytes) in [
-            ("oci-layout".to_owned(), OCI_LAYOUT),
-            ("index.json".to_owned(), comp.index_json.as_slice()),
-            (comp.index_digest.blob_path(), comp.index.as_slice()),
-        ] {
-            let mut h = header(bytes.len() as u64, tar::EntryType::Regular);
-            tar.append_data(&mut h, path, bytes)?;
-            report.files += 1;
-            report.bytes += bytes.len() as u64;
-        }
-        Ok(())
-    })();
-    result.map_err(io_err("writing", temp))?;
+    let mut report = append_generated(&mut tar, comp).map_err(io_err("writing", temp))?;
     for blob in &comp.blobs {
         let range = open_blob(blob, false)?;
         let path = blob.digest.blob_path();
-        let mut h = header(blob.size, tar::EntryType::Regular);
+        let mut h = tar_header(blob.size, tar::EntryType::Regular);
         let appended = match opts.verify || path.len() > 100 {
             // Hashing, or a name that needs a GNU long-name header: through
             // the tar crate, reading the bytes here.
@@ -665,5 +628,51 @@ fn write_archive(
     }
     let file = tar.into_inner().map_err(io_err("writing", temp))?;
     file.sync_all().map_err(io_err("syncing", temp))?;
+    Ok(report)
+}
+
+/// A header of reproducible metadata: mode 0644 (0755 for directories),
+/// owner 0, time 0.
+fn tar_header(size: u64, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_entry_type(kind);
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+/// The directories, `oci-layout`, `index.json` and the generated index.
+fn append_generated(tar: &mut tar::Builder<File>, comp: &Composition) -> io::Result<Report> {
+    let algs: std::collections::BTreeSet<&str> = std::iter::once(&comp.index_digest)
+        .chain(comp.blobs.iter().map(|b| &b.digest))
+        .map(|d| d.algorithm().name())
+        .collect();
+    let dirs =
+        std::iter::once("blobs/".to_owned()).chain(algs.iter().map(|a| format!("blobs/{a}/")));
+    for d in dirs {
+        tar.append_data(
+            &mut tar_header(0, tar::EntryType::Directory),
+            d,
+            io::empty(),
+        )?;
+    }
+    let mut report = Report::default();
+    for (path, bytes) in [
+        ("oci-layout".to_owned(), OCI_LAYOUT),
+        ("index.json".to_owned(), comp.index_json.as_slice()),
+        (comp.index_digest.blob_path(), comp.index.as_slice()),
+    ] {
+        let mut h = tar_header(bytes.len() as u64, tar::EntryType::Regular);
+        tar.append_data(&mut h, path, bytes)?;
+        report.files += 1;
+        report.bytes += bytes.len() as u64;
+    }
     Ok(report)
 }

@@ -60,10 +60,38 @@ pub fn run(command: &[OsString], mountpoint: &Path) -> Outcome {
     let Some((program, args)) = command.split_first() else {
         return Outcome { code: 0 };
     };
-    let signals = stop_signals();
     // Blocked (again: see block_stop_signals) before CMD exists, so none is
     // lost in between; the thread below takes them. CMD starts unblocked.
     block_stop_signals();
+    let mut child = match spawn(program, args, mountpoint) {
+        Ok(child) => child,
+        Err(code) => return Outcome { code },
+    };
+    let reaped = forward_signals(Pid::from_raw(i32::try_from(child.id()).unwrap_or(0)));
+    let status = loop {
+        match child.wait() {
+            Ok(status) => break status,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::error!("waiting for the command: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    reaped.store(true, Ordering::SeqCst);
+    Outcome {
+        code: code_of(status),
+    }
+}
+
+/// Starts CMD with the stop signals unblocked; the shell's exit code when
+/// it cannot be started.
+fn spawn(
+    program: &OsString,
+    args: &[OsString],
+    mountpoint: &Path,
+) -> Result<std::process::Child, u8> {
+    let signals = stop_signals();
     let mut cmd = Command::new(program);
     cmd.args(args).env(MOUNT_ENV, mountpoint);
     {
@@ -82,47 +110,34 @@ pub fn run(command: &[OsString], mountpoint: &Path) -> Outcome {
             });
         }
     }
-    let spawned = cmd.spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            let name = program.to_string_lossy();
-            log::error!("{}: {e}", crate::error::printable(&name));
-            let code = match e.kind() {
-                std::io::ErrorKind::NotFound => NOT_FOUND,
-                _ => NOT_RUNNABLE,
-            };
-            return Outcome { code };
+    cmd.spawn().map_err(|e| {
+        let name = program.to_string_lossy();
+        log::error!("{}: {e}", crate::error::printable(&name));
+        match e.kind() {
+            std::io::ErrorKind::NotFound => NOT_FOUND,
+            _ => NOT_RUNNABLE,
         }
-    };
-    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
+    })
+}
+
+/// Passes the stop signals this process receives on to `pid`, from a thread,
+/// until the returned flag says CMD was reaped (its pid may then be reused).
+fn forward_signals(pid: Pid) -> Arc<AtomicBool> {
     let reaped = Arc::new(AtomicBool::new(false));
-    let forward = reaped.clone();
+    let done = reaped.clone();
+    let signals = stop_signals();
     let _ = std::thread::Builder::new()
         .name("forward".into())
         .spawn(move || {
             while let Ok(sig) = signals.wait() {
-                if forward.load(Ordering::SeqCst) {
+                if done.load(Ordering::SeqCst) {
                     return;
                 }
                 log::info!("{sig}: passed on to the command");
                 let _ = kill(pid, sig);
             }
         });
-    let status = loop {
-        match child.wait() {
-            Ok(status) => break status,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log::error!("waiting for the command: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    };
-    reaped.store(true, Ordering::SeqCst);
-    Outcome {
-        code: code_of(status),
-    }
+    reaped
 }
 
 fn stop_signals() -> SigSet {

@@ -67,6 +67,13 @@ pub fn blob(seed: &str) -> Blob {
     }
 }
 
+/// Root's, readable by all.
+const PUBLIC: Access = Access {
+    uid: 0,
+    gid: 0,
+    mode: 0o444,
+};
+
 /// A blob whose bytes are a real file `blobs/sha256/<hex>` under `root`,
 /// recorded with the identity it has now.
 pub fn file_blob(root: &Path, bytes: &[u8]) -> Blob {
@@ -84,11 +91,7 @@ pub fn file_blob(root: &Path, bytes: &[u8]) -> Blob {
         digest,
         size: bytes.len() as u64,
         origin: Origin::File { dir, rel, id },
-        access: Access {
-            uid: 0,
-            gid: 0,
-            mode: 0o444,
-        },
+        access: PUBLIC,
         media_type: crate::document::OCI_LAYER.into(),
         source: "src".into(),
     }
@@ -96,10 +99,7 @@ pub fn file_blob(root: &Path, bytes: &[u8]) -> Blob {
 
 /// Composes contributions with the default tag, for tests of what comes after.
 pub fn composed(sources: &[Contribution]) -> crate::index::Composition {
-    let opts = crate::index::IndexOptions {
-        ..Default::default()
-    };
-    crate::index::compose(sources, &opts).expect("compose")
+    crate::index::compose(sources, &crate::index::IndexOptions::default()).expect("compose")
 }
 
 /// What a source named `name` with these images contributes (their manifests as blobs).
@@ -114,11 +114,7 @@ pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
                 &format!("{name}/{}", i.digest.blob_path()),
                 i.size,
             ),
-            access: Access {
-                uid: 0,
-                gid: 0,
-                mode: 0o444,
-            },
+            access: PUBLIC,
             media_type: crate::document::OCI_LAYER.into(),
             source: "src".into(),
         })

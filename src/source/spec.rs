@@ -52,59 +52,11 @@ impl SourceSpec {
     /// one (`os/arch[/variant]`, starting with a letter); otherwise the whole
     /// argument is the source, so `./dir=x` stays a path.
     pub fn parse(arg: &str) -> Result<Self, Error> {
-        let refuse = |why: &str| Error::Argument {
-            what: "source",
-            value: arg.to_owned(),
-            why: why.to_owned(),
-        };
-        let (platform, source) = match arg.split_once('=').filter(|(p, _)| looks_like_platform(p)) {
-            Some((platform, source)) => {
-                let normalized = Platform::parse(platform).map_err(|why| Error::Argument {
-                    what: "platform",
-                    value: platform.to_owned(),
-                    why: why.to_string(),
-                })?;
-                for w in &normalized.warnings {
-                    log::warn!("source {arg}: {w}");
-                }
-                (Some(normalized.platform), source)
-            }
-            None => (None, arg),
-        };
+        let (platform, source) = split_platform(arg)?;
         if source.is_empty() {
-            return Err(refuse("no PATH after PLATFORM="));
+            return Err(refuse(arg, "no PATH after PLATFORM="));
         }
-        let (transport, rest) = if let Some(rest) = source.strip_prefix("oci:") {
-            (Transport::Layout, Some(rest))
-        } else if let Some(rest) = source.strip_prefix("oci-archive:") {
-            (Transport::Archive, Some(rest))
-        } else {
-            (Transport::Any, None)
-        };
-        let (path, ref_name) = match rest {
-            None => (source, None),
-            Some(rest) => {
-                let (path, r) = match rest.split_once(':') {
-                    Some((path, r)) => (path, Some(r)),
-                    None => (rest, None),
-                };
-                if path.is_empty() {
-                    return Err(refuse("no PATH after the transport"));
-                }
-                match r {
-                    None => (path, None),
-                    Some("") => return Err(refuse("an empty REF after PATH:")),
-                    Some(r) => {
-                        Tag::parse(r).map_err(|why| Error::Argument {
-                            what: "ref name",
-                            value: r.to_owned(),
-                            why: why.to_string(),
-                        })?;
-                        (path, Some(r.to_owned()))
-                    }
-                }
-            }
-        };
+        let (transport, path, ref_name) = split_transport(arg, source)?;
         Ok(SourceSpec {
             name: source.to_owned(),
             path: absolute(path),
@@ -115,6 +67,65 @@ impl SourceSpec {
             report_broken_layers: false,
         })
     }
+}
+
+fn refuse(arg: &str, why: &str) -> Error {
+    Error::Argument {
+        what: "source",
+        value: arg.to_owned(),
+        why: why.to_owned(),
+    }
+}
+
+/// `PLATFORM=` (normalised, warnings logged) and the rest.
+fn split_platform(arg: &str) -> Result<(Option<Platform>, &str), Error> {
+    let Some((platform, source)) = arg.split_once('=').filter(|(p, _)| looks_like_platform(p))
+    else {
+        return Ok((None, arg));
+    };
+    let normalized = Platform::parse(platform).map_err(|why| Error::Argument {
+        what: "platform",
+        value: platform.to_owned(),
+        why: why.to_string(),
+    })?;
+    for w in &normalized.warnings {
+        log::warn!("source {arg}: {w}");
+    }
+    Ok((Some(normalized.platform), source))
+}
+
+/// The transport, the path and the ref of `source` (`arg` for messages).
+fn split_transport<'a>(
+    arg: &str,
+    source: &'a str,
+) -> Result<(Transport, &'a str, Option<String>), Error> {
+    let (transport, rest) = if let Some(rest) = source.strip_prefix("oci:") {
+        (Transport::Layout, rest)
+    } else if let Some(rest) = source.strip_prefix("oci-archive:") {
+        (Transport::Archive, rest)
+    } else {
+        return Ok((Transport::Any, source, None));
+    };
+    let (path, r) = match rest.split_once(':') {
+        Some((path, r)) => (path, Some(r)),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(refuse(arg, "no PATH after the transport"));
+    }
+    let ref_name = match r {
+        None => None,
+        Some("") => return Err(refuse(arg, "an empty REF after PATH:")),
+        Some(r) => {
+            Tag::parse(r).map_err(|why| Error::Argument {
+                what: "ref name",
+                value: r.to_owned(),
+                why: why.to_string(),
+            })?;
+            Some(r.to_owned())
+        }
+    };
+    Ok((transport, path, ref_name))
 }
 
 /// The path made absolute against the current directory, symlinks kept (a

@@ -90,6 +90,18 @@ fn one_choice<'a>(entries: &[&'a RawDescriptor]) -> Option<&'a RawDescriptor> {
         .then_some(*first)
 }
 
+/// Docker's registry API takes a Docker manifest only with a Docker config
+/// (an OCI manifest may carry any config type).
+fn check_config_type(manifest_type: &str, config_type: &str) -> Result<(), Problem> {
+    if manifest_type == document::DOCKER_MANIFEST && config_type != document::DOCKER_CONFIG {
+        return Err(Problem::MixedMediaTypes(format!(
+            "a Docker image manifest whose config is {config_type:?}; registries accept only {:?}",
+            document::DOCKER_CONFIG
+        )));
+    }
+    Ok(())
+}
+
 /// Whether a layer's failure is the layer's own (missing, mis-sized, not a
 /// regular file), not a bad descriptor.
 fn is_broken_layer(e: &Error) -> bool {
@@ -314,20 +326,7 @@ impl<'a> Reader<'a> {
         let (Some(config), Some(layers)) = (&doc.config, &doc.layers) else {
             return Err(self.err(&rel, Problem::Ambiguous(document::DocError::NoConfig)));
         };
-        // Docker's registry API takes a Docker manifest only with a Docker
-        // config (an OCI manifest may carry any config type).
-        if desc.media_type == document::DOCKER_MANIFEST
-            && config.media_type != document::DOCKER_CONFIG
-        {
-            return Err(self.err(
-                &rel,
-                Problem::MixedMediaTypes(format!(
-                    "a Docker image manifest whose config is {:?}; registries accept only {:?}",
-                    config.media_type,
-                    document::DOCKER_CONFIG
-                )),
-            ));
-        }
+        check_config_type(&desc.media_type, &config.media_type).map_err(|p| self.err(&rel, p))?;
         let (config_blob, config_bytes) = self.json_blob(config, &rel)?;
         let config_rel = config_blob.digest.blob_path();
         let platform = match platform {
@@ -351,8 +350,19 @@ impl<'a> Reader<'a> {
         });
         out.blobs.push(manifest_blob);
         out.blobs.push(config_blob);
+        self.add_layers(out, layers, &rel)
+    }
+
+    /// Each layer's blob; with `report_broken_layers`, a missing or mis-sized
+    /// one is recorded instead of failing the read.
+    fn add_layers(
+        &self,
+        out: &mut Contribution,
+        layers: &[RawDescriptor],
+        holder: &str,
+    ) -> Result<(), Error> {
         for layer in layers {
-            match self.blob(layer, &rel) {
+            match self.blob(layer, holder) {
                 Ok((blob, _)) => out.blobs.push(blob),
                 Err(e) if self.report_broken && is_broken_layer(&e) => {
                     out.broken.push(BrokenBlob {
