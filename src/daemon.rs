@@ -102,6 +102,9 @@ pub struct MountConfig {
     pub live: bool,
     /// Hash each blob version at its first open (`--verify`).
     pub verify: bool,
+    /// Unmount when the process that mounted exits (a scoped mount, `mount
+    /// … -- CMD`: if ocimux is killed, the mount goes with it).
+    pub with_parent: bool,
 }
 
 /// Who besides the mount's owner may use it (`allow_root`, `allow_other`),
@@ -258,6 +261,15 @@ pub fn mount(served: Served, cfg: &MountConfig, claimed: Mountpoint) -> Result<(
     // monitor, must not hold the write end (the parent would wait forever).
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| io_err("creating a pipe")(e.into()))?;
+    // The parent holds the write end of `lifeline` until it exits (never
+    // passed to a command: close-on-exec); the daemon sees EOF then.
+    let lifeline = match cfg.with_parent {
+        true => Some(
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| io_err("creating a pipe")(e.into()))?,
+        ),
+        false => None,
+    };
     // SAFETY: no other thread exists yet (sources are read single-threaded and
     // the FUSE threads start in the child), so the child may run normal code.
     #[allow(unsafe_code)]
@@ -266,13 +278,21 @@ pub fn mount(served: Served, cfg: &MountConfig, claimed: Mountpoint) -> Result<(
     match forked {
         ForkResult::Parent { child } => {
             drop(write_end);
+            if let Some((parent_gone, held)) = lifeline {
+                drop(parent_gone);
+                std::mem::forget(held); // closed by the kernel when this process ends
+            }
             let ready = wait_ready(read_end, child);
             drop(claimed);
             ready
         }
         ForkResult::Child => {
             drop(read_end);
-            let code = daemon_child(served, cfg, log, write_end, claimed);
+            let parent_gone = lifeline.map(|(parent_gone, held)| {
+                drop(held);
+                parent_gone
+            });
+            let code = daemon_child(served, cfg, log, write_end, claimed, parent_gone);
             std::process::exit(code);
         }
     }
@@ -303,6 +323,7 @@ fn daemon_child(
     log: Option<File>,
     ready: OwnedFd,
     claimed: Mountpoint,
+    parent_gone: Option<OwnedFd>,
 ) -> i32 {
     let mut ready = File::from(ready);
     if let Err(e) = detach(log) {
@@ -326,6 +347,9 @@ fn daemon_child(
                 });
             if let Err(e) = announcer {
                 say(&ready, &format!("starting a thread: {e}"));
+            }
+            if let Some(fd) = parent_gone {
+                unmount_when_closed(fd, &cfg.mountpoint);
             }
             let served = serve(session, &cfg.mountpoint);
             match &served {
@@ -579,6 +603,30 @@ fn mount_direct(mountpoint: &Path, o: &MountOptions, fsname: &str) -> io::Result
 /// Serves until the filesystem is unmounted, by a signal or from outside. A
 /// stop signal unmounts the mount only if it is still the top mount at the
 /// mountpoint (lazily if busy: a signal means stop).
+/// Unmounts (as a stop signal would) once `fd`'s write end is closed: the
+/// process that mounted is gone.
+fn unmount_when_closed(fd: OwnedFd, mountpoint: &Path) {
+    let mountpoint = mountpoint.to_owned();
+    let watcher = std::thread::Builder::new()
+        .name("parent".into())
+        .spawn(move || {
+            let mut buf = [0u8; 1];
+            let mut file = File::from(fd);
+            // Nothing is ever written: read returns at EOF (or on an error).
+            let _ = std::io::Read::read(&mut file, &mut buf);
+            log::warn!("the process that mounted is gone: unmounting");
+            let me = std::process::id() as i32;
+            let done = unmount_ours(&mountpoint, me, false)
+                .or_else(|_| unmount_ours(&mountpoint, me, true));
+            if let Err(e) = done {
+                log::error!("unmount after the parent exited: {e}");
+            }
+        });
+    if let Err(e) = watcher {
+        log::error!("starting the parent watcher: {e}");
+    }
+}
+
 fn serve(session: Session<OciFs>, mountpoint: &Path) -> Result<(), MountError> {
     let mountpoint = mountpoint.to_owned();
     std::thread::Builder::new()

@@ -639,6 +639,7 @@ fn mount_at(
         readahead_kb: args.readahead_kb,
         live: !args.static_sources,
         verify: args.verify,
+        with_parent: !args.command.is_empty(),
     };
     Ok(daemon::mount(Served { plan, first: comp }, &cfg, claimed)?)
 }

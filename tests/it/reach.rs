@@ -199,6 +199,35 @@ fn a_terminated_scoped_mount_unmounts() {
     assert!(!is_mounted(&mnt));
 }
 
+/// A scoped mount whose ocimux is SIGKILLed (a CI job cancelled) does not
+/// outlive it: the daemon sees its parent gone and unmounts.
+#[test]
+fn a_killed_scoped_mount_does_not_outlive_ocimux() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, _) = sources(tmp.path());
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let mut child = Command::new(bin())
+        .args(["mount", s(&mnt), s(&amd64), "--", "sleep", "37.25"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the scoped mount", Duration::from_secs(20), || {
+        is_mounted(&mnt)
+    });
+    let pid = daemon_pid(&mnt);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for("the mount to go", Duration::from_secs(10), || {
+        !is_mounted(&mnt)
+    });
+    wait_for("the daemon to exit", Duration::from_secs(10), || {
+        !ocimux::mountpoint::process_alive(pid)
+    });
+    let _ = Command::new("pkill").args(["-f", "sleep 37.25"]).status();
+}
+
 /// Free bytes of the filesystem holding `p`.
 fn free_bytes(p: &Path) -> u64 {
     let st = nix::sys::statvfs::statvfs(p).unwrap();
