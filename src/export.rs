@@ -588,7 +588,7 @@ fn append_copied(
         out.write_all(h.as_bytes())?;
         copy_range_to(range, out)?;
         let pad = (512 - range.len % 512) % 512;
-        out.write_all(&[0u8; 512][..pad as usize])
+        out.write_all([0u8; 512].get(..pad as usize).unwrap_or_default())
     };
     write(out, h).map_err(|e| e.to_string())
 }
