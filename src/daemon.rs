@@ -105,6 +105,8 @@ pub struct MountConfig {
     /// Unmount when the process that mounted exits (a scoped mount, `mount
     /// … -- CMD`: if ocimux is killed, the mount goes with it).
     pub with_parent: bool,
+    /// Then also remove the (empty) mountpoint: `--tmp` made it.
+    pub remove_mountpoint: bool,
 }
 
 /// Who besides the mount's owner may use it (`allow_root`, `allow_other`),
@@ -349,7 +351,7 @@ fn daemon_child(
                 say(&ready, &format!("starting a thread: {e}"));
             }
             if let Some(fd) = parent_gone {
-                unmount_when_closed(fd, &cfg.mountpoint);
+                unmount_when_closed(fd, &cfg.mountpoint, cfg.remove_mountpoint);
             }
             let served = serve(session, &cfg.mountpoint);
             match &served {
@@ -604,8 +606,9 @@ fn mount_direct(mountpoint: &Path, o: &MountOptions, fsname: &str) -> io::Result
 /// stop signal unmounts the mount only if it is still the top mount at the
 /// mountpoint (lazily if busy: a signal means stop).
 /// Unmounts (as a stop signal would) once `fd`'s write end is closed: the
-/// process that mounted is gone.
-fn unmount_when_closed(fd: OwnedFd, mountpoint: &Path) {
+/// process that mounted is gone; then removes the mountpoint if `remove`
+/// (only an empty directory can be removed).
+fn unmount_when_closed(fd: OwnedFd, mountpoint: &Path, remove: bool) {
     let mountpoint = mountpoint.to_owned();
     let watcher = std::thread::Builder::new()
         .name("parent".into())
@@ -618,8 +621,14 @@ fn unmount_when_closed(fd: OwnedFd, mountpoint: &Path) {
             let me = std::process::id() as i32;
             let done = unmount_ours(&mountpoint, me, false)
                 .or_else(|_| unmount_ours(&mountpoint, me, true));
-            if let Err(e) = done {
-                log::error!("unmount after the parent exited: {e}");
+            match done {
+                Err(e) => log::error!("unmount after the parent exited: {e}"),
+                Ok(_) if remove => {
+                    if let Err(e) = std::fs::remove_dir(&mountpoint) {
+                        log::warn!("removing {}: {e}", mountpoint.display());
+                    }
+                }
+                Ok(_) => {}
             }
         });
     if let Err(e) = watcher {

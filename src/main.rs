@@ -640,6 +640,7 @@ fn mount_at(
         live: !args.static_sources,
         verify: args.verify,
         with_parent: !args.command.is_empty(),
+        remove_mountpoint: args.tmp,
     };
     Ok(daemon::mount(Served { plan, first: comp }, &cfg, claimed)?)
 }

@@ -226,6 +226,37 @@ fn a_killed_scoped_mount_does_not_outlive_ocimux() {
         !ocimux::mountpoint::process_alive(pid)
     });
     let _ = Command::new("pkill").args(["-f", "sleep 37.25"]).status();
+    // With --tmp, the temporary mountpoint goes too.
+    let mut child = Command::new(bin())
+        .args([
+            "mount",
+            "--tmp",
+            s(&amd64),
+            "--",
+            "sh",
+            "-c",
+            "echo \"$OCIMUX_MNT\"; exec sleep 37.5",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let tmp_mnt = PathBuf::from(line.trim());
+    assert!(is_mounted(&tmp_mnt), "{}", tmp_mnt.display());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_for(
+        "the temporary mountpoint to go",
+        Duration::from_secs(10),
+        || !tmp_mnt.exists(),
+    );
+    let _ = Command::new("pkill").args(["-f", "sleep 37.5"]).status();
 }
 
 /// Free bytes of the filesystem holding `p`.
