@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
@@ -350,10 +351,15 @@ fn daemon_child(
             if let Err(e) = announcer {
                 say(&ready, &format!("starting a thread: {e}"));
             }
-            if let Some(fd) = parent_gone {
-                unmount_when_closed(fd, &cfg.mountpoint, cfg.remove_mountpoint);
-            }
+            let orphaned = parent_gone.map(|fd| unmount_when_closed(fd, &cfg.mountpoint));
             let served = serve(session, &cfg.mountpoint);
+            // After the session ended (here, not in the watcher: the process
+            // exits as soon as serve returns).
+            if cfg.remove_mountpoint && orphaned.is_some_and(|o| o.load(Ordering::SeqCst)) {
+                if let Err(e) = std::fs::remove_dir(&cfg.mountpoint) {
+                    log::warn!("removing {}: {e}", cfg.mountpoint.display());
+                }
+            }
             match &served {
                 Ok(()) => say(&ready, "the mount ended before it was ready"),
                 Err(e) => say(&ready, &e.to_string()),
@@ -606,9 +612,10 @@ fn mount_direct(mountpoint: &Path, o: &MountOptions, fsname: &str) -> io::Result
 /// stop signal unmounts the mount only if it is still the top mount at the
 /// mountpoint (lazily if busy: a signal means stop).
 /// Unmounts (as a stop signal would) once `fd`'s write end is closed: the
-/// process that mounted is gone; then removes the mountpoint if `remove`
-/// (only an empty directory can be removed).
-fn unmount_when_closed(fd: OwnedFd, mountpoint: &Path, remove: bool) {
+/// process that mounted is gone. The flag says it happened.
+fn unmount_when_closed(fd: OwnedFd, mountpoint: &Path) -> Arc<AtomicBool> {
+    let orphaned = Arc::new(AtomicBool::new(false));
+    let flag = orphaned.clone();
     let mountpoint = mountpoint.to_owned();
     let watcher = std::thread::Builder::new()
         .name("parent".into())
@@ -618,22 +625,18 @@ fn unmount_when_closed(fd: OwnedFd, mountpoint: &Path, remove: bool) {
             // Nothing is ever written: read returns at EOF (or on an error).
             let _ = std::io::Read::read(&mut file, &mut buf);
             log::warn!("the process that mounted is gone: unmounting");
+            flag.store(true, Ordering::SeqCst);
             let me = std::process::id() as i32;
             let done = unmount_ours(&mountpoint, me, false)
                 .or_else(|_| unmount_ours(&mountpoint, me, true));
-            match done {
-                Err(e) => log::error!("unmount after the parent exited: {e}"),
-                Ok(_) if remove => {
-                    if let Err(e) = std::fs::remove_dir(&mountpoint) {
-                        log::warn!("removing {}: {e}", mountpoint.display());
-                    }
-                }
-                Ok(_) => {}
+            if let Err(e) = done {
+                log::error!("unmount after the parent exited: {e}");
             }
         });
     if let Err(e) = watcher {
         log::error!("starting the parent watcher: {e}");
     }
+    orphaned
 }
 
 fn serve(session: Session<OciFs>, mountpoint: &Path) -> Result<(), MountError> {
