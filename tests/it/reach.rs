@@ -172,22 +172,28 @@ fn scoped_mounts_pass_output_and_status_and_always_unmount() {
     );
 }
 
-/// SIGTERM to ocimux reaches the command; the mount is gone afterwards.
-#[test]
-fn a_terminated_scoped_mount_unmounts() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (amd64, _) = sources(tmp.path());
-    let mnt = tmp.path().join("mnt");
+/// `ocimux mount DIR/mnt SOURCE -- sleep SECS`, running once the mount is up.
+fn scoped_sleep(dir: &Path, secs: &str) -> (PathBuf, std::process::Child) {
+    let (amd64, _) = sources(dir);
+    let mnt = dir.join("mnt");
     fs::create_dir(&mnt).unwrap();
-    let mut child = Command::new(bin())
-        .args(["mount", s(&mnt), s(&amd64), "--", "sleep", "60"])
+    let child = Command::new(bin())
+        .args(["mount", s(&mnt), s(&amd64), "--", "sleep", secs])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     wait_for("the scoped mount", Duration::from_secs(20), || {
         is_mounted(&mnt)
     });
+    (mnt, child)
+}
+
+/// SIGTERM to ocimux reaches the command; the mount is gone afterwards.
+#[test]
+fn a_terminated_scoped_mount_unmounts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mnt, mut child) = scoped_sleep(tmp.path(), "60");
     // SAFETY: kill with a valid pid and signal.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let status = child.wait().unwrap();
@@ -204,18 +210,8 @@ fn a_terminated_scoped_mount_unmounts() {
 #[test]
 fn a_killed_scoped_mount_does_not_outlive_ocimux() {
     let tmp = tempfile::tempdir().unwrap();
-    let (amd64, _) = sources(tmp.path());
-    let mnt = tmp.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let mut child = Command::new(bin())
-        .args(["mount", s(&mnt), s(&amd64), "--", "sleep", "37.25"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the scoped mount", Duration::from_secs(20), || {
-        is_mounted(&mnt)
-    });
+    let (mnt, mut child) = scoped_sleep(tmp.path(), "37.25");
+    let amd64 = tmp.path().join("amd64-oci");
     let pid = daemon_pid(&mnt);
     child.kill().unwrap();
     child.wait().unwrap();
