@@ -10,7 +10,6 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::handles::FileRange;
@@ -40,7 +39,7 @@ pub struct BlobResult {
 pub fn verify(comp: &Composition, threads: usize, progress: bool) -> Vec<BlobResult> {
     let mut order: Vec<&Blob> = comp.blobs.iter().collect();
     order.sort_by_key(|b| std::cmp::Reverse(b.size));
-    let bar = progress_bar(progress, comp);
+    let bar = crate::inspect::progress_bar(progress, comp, "verify");
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(order.len()));
     std::thread::scope(|s| {
@@ -103,20 +102,6 @@ fn is_media_type(s: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
     };
     matches!(s.split_once('/'), Some((t, sub)) if name(t) && name(sub))
-}
-
-fn progress_bar(show: bool, comp: &Composition) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(comp.blobs.iter().map(|b| b.size).sum());
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message("verify");
-    bar
 }
 
 #[cfg(test)]

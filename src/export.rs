@@ -24,7 +24,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::confine::FileId;
 use crate::digest::{Digest, Hasher};
@@ -161,7 +161,7 @@ pub fn export(comp: &Composition, out: &Path, opts: &ExportOptions) -> Result<Re
     let replaces = check_out(&out, opts.force)?;
     remove_stale_siblings(&parent, &name);
     let temp = parent.join(format!(".{name}.ocimux-export-{}", std::process::id()));
-    let progress = progress_bar(opts.progress, comp);
+    let progress = crate::inspect::progress_bar(opts.progress, comp, "export");
     let written = match opts.format {
         Format::Dir => write_dir(comp, &temp, opts, &progress),
         Format::OciArchive => write_archive(comp, &temp, opts, &progress),
@@ -274,21 +274,6 @@ fn put_in_place(temp: &Path, out: &Path, replaces: bool) -> Result<(), ExportErr
         remove_any(temp); // now the old OUT
     }
     Ok(())
-}
-
-fn progress_bar(show: bool, comp: &Composition) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let total: u64 = comp.blobs.iter().map(|b| b.size).sum();
-    let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_message("export");
-    bar
 }
 
 /// A source blob opened for export: identity-checked, hashed with `verify`.
@@ -541,20 +526,19 @@ impl Read for RangeReader<'_> {
 /// Hashes what passes through it.
 struct Hashing<R> {
     inner: R,
-    hasher: Option<Hasher>,
+    hasher: Hasher,
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if let Some(h) = self.hasher.as_mut() {
-            h.update(buf.get(..n).unwrap_or_default());
-        }
+        self.hasher.update(buf.get(..n).unwrap_or_default());
         Ok(n)
     }
 }
 
-/// Appends a blob through the tar crate, hashing it with `verify`.
+/// Appends a blob through the tar crate, hashing what it reads (this path
+/// is taken with `verify`, and for names too long for a ustar header).
 fn append_read(
     tar: &mut tar::Builder<File>,
     h: &mut tar::Header,
@@ -564,13 +548,14 @@ fn append_read(
 ) -> Result<(), String> {
     let mut reader = Hashing {
         inner: io::BufReader::with_capacity(1 << 20, RangeReader::new(range)),
-        hasher: Some(Hasher::new(blob.digest.algorithm())),
+        hasher: Hasher::new(blob.digest.algorithm()),
     };
     tar.append_data(h, path, &mut reader)
         .map_err(|e| e.to_string())?;
-    match reader.hasher.take().map(Hasher::finish) {
-        Some(actual) if actual != blob.digest => Err(format!("content hashes to {actual}")),
-        _ => Ok(()),
+    let actual = reader.hasher.finish();
+    match actual == blob.digest {
+        true => Ok(()),
+        false => Err(format!("content hashes to {actual}")),
     }
 }
 

@@ -1,9 +1,11 @@
 //! `ocimux inspect`: what a mount of the sources would serve, as a table for
 //! people or as JSON for scripts (every file of the virtual layout with its
-//! source, file, size and media type).
+//! source, file, size and media type); and the progress bar of the commands
+//! that read every blob.
 
 use std::io::{self, Write};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::document::OCI_INDEX;
@@ -70,6 +72,22 @@ pub fn human(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS.get(unit).unwrap_or(&"PiB"))
+}
+
+/// A progress bar over every blob's bytes of `comp`, labelled `what`, on
+/// stderr; hidden unless `show` (stderr is a terminal).
+pub(crate) fn progress_bar(show: bool, comp: &Composition, what: &'static str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(comp.blobs.iter().map(|b| b.size).sum());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what);
+    bar
 }
 
 /// The table `ocimux inspect` prints: one row per platform manifest, then
