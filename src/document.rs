@@ -18,6 +18,20 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Media type of a Docker image config.
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+/// The longest media type a blob keeps (RFC 6838 allows 127 + 1 + 127
+/// bytes): snapshots hold one per blob, and a source writes them.
+pub const MAX_MEDIA_TYPE: usize = 256;
+
+/// `media_type` as a blob keeps it: cut to [`MAX_MEDIA_TYPE`] bytes (at a
+/// character boundary). A longer one is no media type, and stays none cut.
+pub fn kept_media_type(media_type: &str) -> String {
+    let mut end = media_type.len().min(MAX_MEDIA_TYPE);
+    while !media_type.is_char_boundary(end) {
+        end -= 1;
+    }
+    media_type.get(..end).unwrap_or_default().to_owned()
+}
+
 /// Media type of an uncompressed OCI layer.
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 /// The annotation that names a tag in `index.json`.
@@ -195,6 +209,15 @@ impl Document {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_media_types_are_bounded() {
+        assert_eq!(kept_media_type(OCI_LAYER), OCI_LAYER);
+        assert_eq!(kept_media_type(&"a".repeat(10_000)).len(), MAX_MEDIA_TYPE);
+        // Cut at a character boundary.
+        let wide = format!("{}é", "a".repeat(MAX_MEDIA_TYPE - 1));
+        assert_eq!(kept_media_type(&wide), "a".repeat(MAX_MEDIA_TYPE - 1));
+    }
 
     #[test]
     fn check_table() {

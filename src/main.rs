@@ -520,7 +520,7 @@ fn verify(
             r.digest,
             printable(&r.source),
             printable(&r.file),
-            r.error.as_deref().unwrap_or_default()
+            printable(r.error.as_deref().unwrap_or_default())
         );
     }
     let bytes: u64 = results.iter().map(|r| r.size).sum();

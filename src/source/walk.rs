@@ -232,7 +232,7 @@ impl<'a> Reader<'a> {
             size: desc.size,
             origin: found.origin.clone(),
             access: found.access,
-            media_type: desc.media_type.clone(),
+            media_type: document::kept_media_type(&desc.media_type),
             source: self.source.clone(),
         };
         Ok((blob, found))
@@ -368,7 +368,7 @@ impl<'a> Reader<'a> {
                     out.broken.push(BrokenBlob {
                         digest: layer.digest.clone(),
                         size: layer.size,
-                        media_type: layer.media_type.clone(),
+                        media_type: document::kept_media_type(&layer.media_type),
                         source: self.name.to_owned(),
                         problem: e.to_string(),
                     });
