@@ -45,7 +45,7 @@ pub enum Format {
 }
 
 /// How a directory export places blobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinkMode {
     /// Reflink, else hard link, else copy, per blob.
     Auto,
@@ -324,15 +324,21 @@ fn write_dir(
         .mode(0o755)
         .create(temp)
         .map_err(io_err("creating", temp))?;
+    // Each algorithm's directory once, before any file.
+    let algs: std::collections::BTreeSet<&str> = std::iter::once(&comp.index_digest)
+        .chain(comp.blobs.iter().map(|b| &b.digest))
+        .map(|d| d.algorithm().name())
+        .collect();
+    for alg in algs {
+        let dir = temp.join("blobs").join(alg);
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .recursive(true)
+            .create(&dir)
+            .map_err(io_err("creating", &dir))?;
+    }
     let new_file = |rel: &str, bytes: &[u8]| -> Result<(), ExportError> {
         let path = temp.join(rel);
-        if let Some(dir) = path.parent() {
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .recursive(true)
-                .create(dir)
-                .map_err(io_err("creating", dir))?;
-        }
         fs::write(&path, bytes).map_err(io_err("writing", &path))
     };
     new_file("oci-layout", OCI_LAYOUT)?;
@@ -340,17 +346,11 @@ fn write_dir(
     new_file(&comp.index_digest.blob_path(), &comp.index)?;
     report.files = 3;
     report.bytes = (OCI_LAYOUT.len() + comp.index_json.len() + comp.index.len()) as u64;
+    let mut unsupported = Unsupported::default();
     for blob in &comp.blobs {
         let dest = temp.join(blob.digest.blob_path());
-        if let Some(dir) = dest.parent() {
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .recursive(true)
-                .create(dir)
-                .map_err(io_err("creating", dir))?;
-        }
         let range = open_blob(blob, opts.verify)?;
-        let how = place(blob, &range, &dest, opts.link)?;
+        let how = place(blob, &range, &dest, opts.link, &mut unsupported)?;
         still_same(blob, &range, how == LinkMode::Hardlink)?;
         match how {
             LinkMode::Reflink => report.reflinked += 1,
@@ -372,11 +372,34 @@ fn write_dir(
 
 /// Places one blob at `dest` with `mode` (Auto: the first that works);
 /// returns the mode used.
+/// Link modes that a source filesystem cannot do towards OUT's (reflink on
+/// ext4, hard links across filesystems): not tried again for its other blobs.
+#[derive(Default)]
+struct Unsupported(std::collections::HashSet<(u64, LinkMode)>);
+
+impl Unsupported {
+    /// Records a failure of `how` from filesystem `dev` if it says the mode
+    /// cannot work there at all (not a failure of this one file).
+    fn note(&mut self, dev: u64, how: LinkMode, e: &io::Error) {
+        let never = [
+            libc::EOPNOTSUPP,
+            libc::EXDEV,
+            libc::EINVAL,
+            libc::ENOTTY,
+            libc::ENOSYS,
+        ];
+        if e.raw_os_error().is_some_and(|c| never.contains(&c)) {
+            self.0.insert((dev, how));
+        }
+    }
+}
+
 fn place(
     blob: &Blob,
     range: &FileRange,
     dest: &Path,
     mode: LinkMode,
+    unsupported: &mut Unsupported,
 ) -> Result<LinkMode, ExportError> {
     let whole_file = matches!(blob.origin, Origin::File { .. });
     let tries: &[LinkMode] = match (mode, whole_file) {
@@ -394,7 +417,13 @@ fn place(
         }),
     };
     let mut last = None;
+    let dev = range.id.dev;
+    // In auto mode, skip what already proved impossible from this filesystem
+    // (copy, the last resort, is always tried).
     for &how in tries {
+        if mode == LinkMode::Auto && unsupported.0.contains(&(dev, how)) {
+            continue;
+        }
         let done = match how {
             LinkMode::Reflink => reflink(range, dest),
             LinkMode::Hardlink => hardlink(range, dest),
@@ -405,6 +434,7 @@ fn place(
             Err(e) => {
                 log::debug!("{how:?} {}: {e}", blob.digest);
                 let _ = fs::remove_file(dest);
+                unsupported.note(dev, how, &e);
                 last = Some(e);
             }
         }
