@@ -3,7 +3,9 @@
 //! identity-checked opens as the mount, and reports each blob.
 //!
 //! Composing the sources already checked each descriptor's size against its
-//! file, and hashed manifests, configs and indexes; this adds the layers.
+//! file, and hashed manifests, configs and indexes; this hashes every blob
+//! (the layers, and manifests and configs again: a few KiB, and their files
+//! may have changed since).
 //! Work is a shared queue of blobs, largest first, taken by `threads`
 //! workers, so one huge layer does not end the run alone.
 

@@ -173,7 +173,7 @@ const SWEEP_FROM: usize = 64;
 
 impl<B> Handles<B> {
     /// The shared fd of file version `id` if one is open, else `file` (now shared).
-    pub fn share(&self, id: FileId, file: Arc<File>) -> Arc<File> {
+    fn share(&self, id: FileId, file: Arc<File>) -> Arc<File> {
         let Ok(mut files) = self.files.lock() else {
             return file;
         };

@@ -560,19 +560,17 @@ fn mount(args: MountArgs) -> anyhow::Result<u8> {
     };
     let plan = plan(sources, &args.index)?;
     let comp = plan.compose()?;
-    let tmp = match mountpoint {
-        Some(_) => None,
-        None => Some(
-            tempfile::Builder::new()
+    // With --tmp, a fresh directory, removed after the unmount.
+    let (mountpoint, tmp) = match mountpoint {
+        Some(given) => (PathBuf::from(given), false),
+        None => {
+            let dir = tempfile::Builder::new()
                 .prefix("ocimux-")
                 .tempdir()
-                .context("creating a temporary mountpoint")?
-                .keep(),
-        ),
+                .context("creating a temporary mountpoint")?;
+            (dir.keep(), true)
+        }
     };
-    let mountpoint = tmp
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(mountpoint.map(String::as_str).unwrap_or_default()));
     if !args.command.is_empty() {
         ocimux::scoped::block_stop_signals();
     }
@@ -585,9 +583,9 @@ fn mount(args: MountArgs) -> anyhow::Result<u8> {
         }
         Err(e) => Err(e),
     };
-    if let Some(dir) = tmp {
-        if let Err(e) = std::fs::remove_dir(&dir) {
-            log::warn!("removing {}: {e}", dir.display());
+    if tmp {
+        if let Err(e) = std::fs::remove_dir(&mountpoint) {
+            log::warn!("removing {}: {e}", mountpoint.display());
         }
     }
     result
