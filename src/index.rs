@@ -102,6 +102,17 @@ pub fn compose(sources: &[Contribution], opts: &IndexOptions) -> Result<Composit
         false => Vec::new(),
     };
     let index_json = index_json(&index_digest, index.len() as u64, &opts.tag, &platform_tags);
+    // One entry per platform can take index.json past what clients read.
+    if index_json.len() as u64 > MAX_JSON {
+        return Err(Error::Argument {
+            what: "--platform-tags",
+            value: format!("{} platforms", platform_tags.len()),
+            why: format!(
+                "index.json would be {} bytes, more than the {MAX_JSON}-byte limit clients read",
+                index_json.len()
+            ),
+        });
+    }
     Ok(Composition {
         index,
         index_digest,
@@ -385,6 +396,24 @@ mod tests {
         opts.tag = Tag::parse(&"t".repeat(120)).unwrap();
         let err = compose(&sources, &opts).unwrap_err().to_string();
         assert!(err.contains("invalid platform tag"), "{err}");
+    }
+
+    #[test]
+    fn platform_tags_that_would_overflow_index_json_are_refused() {
+        let images: Vec<_> = (0..15_000u32)
+            .map(|i| {
+                let mut im = image("linux/amd64", &format!("m{i}"));
+                im.platform.os_version = Some(format!("10.0.{i}"));
+                im
+            })
+            .collect();
+        let sources = [contribution("a", images)];
+        let mut opts = IndexOptions::default();
+        let c = compose(&sources, &opts).unwrap();
+        assert!(c.index.len() as u64 <= MAX_JSON);
+        opts.platform_tags = true;
+        let err = compose(&sources, &opts).unwrap_err().to_string();
+        assert!(err.contains("index.json would be") && err.contains("15000 platforms"), "{err}");
     }
 
     #[test]
