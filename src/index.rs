@@ -413,7 +413,10 @@ mod tests {
         assert!(c.index.len() as u64 <= MAX_JSON);
         opts.platform_tags = true;
         let err = compose(&sources, &opts).unwrap_err().to_string();
-        assert!(err.contains("index.json would be") && err.contains("15000 platforms"), "{err}");
+        assert!(
+            err.contains("index.json would be") && err.contains("15000 platforms"),
+            "{err}"
+        );
     }
 
     #[test]
