@@ -75,9 +75,25 @@ pub fn split_sources(sources: &str) -> Result<Vec<String>, Error> {
     Ok(out)
 }
 
-/// The `ocimux mount` arguments (after the subcommand) for the mount(8)
-/// form `SOURCES MNT [-o OPTS]...`.
-pub fn mount_args(args: &[String]) -> Result<Vec<String>, Error> {
+/// The mount(8) form translated: the `ocimux mount` options (each value
+/// attached to its flag, `--tag=V`) and the mountpoint go through the
+/// argument parser; the sources never do.
+///
+/// A source string is data written by whoever wrote the fstab line or the
+/// autofs map, and it must not become an option or a command: a piece such as
+/// `--`, `--log-file=…` or `-oallow_other` is a source (a path that does not
+/// exist), so the caller adds [`HelperArgs::sources`] to the parsed mount's
+/// sources itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperArgs {
+    /// `ocimux mount` arguments: options, then the absolute mountpoint.
+    pub options: Vec<String>,
+    /// The `:`-separated SOURCES, split; never parsed as arguments.
+    pub sources: Vec<String>,
+}
+
+/// Translates the mount(8) form `SOURCES MNT [-o OPTS]...`.
+pub fn mount_args(args: &[String]) -> Result<HelperArgs, Error> {
     let (Some(sources), Some(mountpoint)) = (args.first(), args.get(1)) else {
         return Err(Error::Argument {
             what: "mount(8) arguments",
@@ -85,8 +101,15 @@ pub fn mount_args(args: &[String]) -> Result<Vec<String>, Error> {
             why: "expected SOURCES MOUNTPOINT [-o OPTIONS]".into(),
         });
     };
-    let mut out = vec![mountpoint.clone()];
-    out.extend(split_sources(sources)?);
+    if !mountpoint.starts_with('/') {
+        return Err(Error::Argument {
+            what: "mountpoint",
+            value: mountpoint.clone(),
+            why: "mount(8) passes an absolute path".into(),
+        });
+    }
+    let sources = split_sources(sources)?;
+    let mut out = Vec::new();
     let mut fuse_options = Vec::new();
     let mut rest = args.get(2..).unwrap_or_default().iter();
     while let Some(a) = rest.next() {
@@ -102,10 +125,14 @@ pub fn mount_args(args: &[String]) -> Result<Vec<String>, Error> {
         }
     }
     if !fuse_options.is_empty() {
-        out.push("-o".into());
-        out.push(fuse_options.join(","));
+        // Attached, so the value is never read as another argument.
+        out.push(format!("-o{}", fuse_options.join(",")));
     }
-    Ok(out)
+    out.push(mountpoint.clone());
+    Ok(HelperArgs {
+        options: out,
+        sources,
+    })
 }
 
 /// Words mount(8) or fstab add that mean nothing to ocimux.
@@ -250,8 +277,10 @@ mod tests {
 
     #[test]
     fn mount_args_table() {
-        let cases: &[(&[&str], Result<&[&str], &str>)] = &[
-            (&["a:b", "/m"], Ok(&["/m", "a", "b"])),
+        type Want<'a> = Result<(&'a [&'a str], &'a [&'a str]), &'a str>;
+        // input, (options then mountpoint, sources)
+        let cases: &[(&[&str], Want)] = &[
+            (&["a:b", "/m"], Ok((&["/m"], &["a", "b"]))),
             (
                 // What mount(8) and mount.fuse3 pass for an fstab line.
                 &[
@@ -260,14 +289,15 @@ mod tests {
                     "-o",
                     "rw,noexec,nosuid,nodev,tag=v1,annotation=k=v=w,allow_other",
                 ],
-                Ok(&[
-                    "/m",
-                    "a",
-                    "--tag=v1",
-                    "--annotation=k=v=w",
-                    "-o",
-                    "noexec,allow_other",
-                ]),
+                Ok((
+                    &[
+                        "--tag=v1",
+                        "--annotation=k=v=w",
+                        "-onoexec,allow_other",
+                        "/m",
+                    ],
+                    &["a"],
+                )),
             ),
             (
                 &[
@@ -276,7 +306,7 @@ mod tests {
                     "-o",
                     "defaults,noauto,user,_netdev,x-systemd.automount,nofail",
                 ],
-                Ok(&["/m", "a"]),
+                Ok((&["/m"], &["a"])),
             ),
             (
                 &[
@@ -286,15 +316,17 @@ mod tests {
                     "-o",
                     "threads=4,ref=v2",
                 ],
-                Ok(&[
-                    "/m",
-                    "a",
-                    "--static",
-                    "--no-passthrough",
-                    "--verify",
-                    "--threads=4",
-                    "--ref=v2",
-                ]),
+                Ok((
+                    &[
+                        "--static",
+                        "--no-passthrough",
+                        "--verify",
+                        "--threads=4",
+                        "--ref=v2",
+                        "/m",
+                    ],
+                    &["a"],
+                )),
             ),
             (
                 &[
@@ -303,15 +335,38 @@ mod tests {
                     "-o",
                     "readahead_kb=0,log_file=/var/log/o.log,comment=x",
                 ],
-                Ok(&["/m", "a", "--readahead-kb=0", "--log-file=/var/log/o.log"]),
+                Ok((
+                    &["--readahead-kb=0", "--log-file=/var/log/o.log", "/m"],
+                    &["a"],
+                )),
+            ),
+            // Issue 16: pieces of SOURCES are sources, whatever they start
+            // with; they never reach the argument parser.
+            (
+                &["/s:--:/bin/sh:-c:id > /tmp/F", "/m"],
+                Ok((&["/m"], &["/s", "--", "/bin/sh", "-c", "id > /tmp/F"])),
+            ),
+            (
+                &["/s:--log-file=/etc/x:-oallow_other", "/m"],
+                Ok((&["/m"], &["/s", "--log-file=/etc/x", "-oallow_other"])),
+            ),
+            // An option value is attached to its flag, so it stays a value.
+            (
+                &["/s", "/m", "-o", "tag=--,ref=-oallow_other"],
+                Ok((&["--tag=--", "--ref=-oallow_other", "/m"], &["/s"])),
             ),
             (&["a", "/m", "-o", "bogus"], Err("not an ocimux option")),
             (&["a", "/m", "-o", "size=3"], Err("not an ocimux option")),
+            (&["a", "/m", "-o", "--"], Err("not an ocimux option")),
             (&["a::b", "/m"], Err("empty source")),
+            (&["a", "m"], Err("absolute path")),
         ];
         for (input, want) in cases {
             match (mount_args(&strings(input)), want) {
-                (Ok(got), Ok(want)) => assert_eq!(got, strings(want), "{input:?}"),
+                (Ok(got), Ok((options, sources))) => {
+                    assert_eq!(got.options, strings(options), "{input:?}");
+                    assert_eq!(got.sources, strings(sources), "{input:?}");
+                }
                 (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{input:?}: {e}"),
                 (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
             }

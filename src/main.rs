@@ -252,7 +252,7 @@ enum LinkArg {
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cli = match mount_helper_form(&argv) {
-        Some(Ok(translated)) => Cli::parse_from(translated),
+        Some(Ok(helper)) => helper_cli(helper),
         Some(Err(e)) => {
             eprintln!("ocimux: {}", printable(&e.to_string()));
             return ExitCode::from(exit::BAD_INPUT);
@@ -270,9 +270,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `ocimux SOURCES MNT -o OPTS`, as mount.fuse3 runs it, as the equivalent
-/// `ocimux mount …` command line; `None` for any other command line.
-fn mount_helper_form(argv: &[OsString]) -> Option<Result<Vec<OsString>, Error>> {
+/// `ocimux SOURCES MNT -o OPTS`, as mount.fuse3 runs it, translated;
+/// `None` for any other command line.
+fn mount_helper_form(argv: &[OsString]) -> Option<Result<fstab::HelperArgs, Error>> {
     let args: Vec<String> = argv
         .get(1..)?
         .iter()
@@ -284,13 +284,23 @@ fn mount_helper_form(argv: &[OsString]) -> Option<Result<Vec<OsString>, Error>> 
     if !fstab::is_helper_form(&args, &subcommands) {
         return None;
     }
-    Some(fstab::mount_args(&args).map(|rest| {
+    Some(fstab::mount_args(&args))
+}
+
+/// The `ocimux mount` of a mount(8) command line: the options and the
+/// mountpoint are parsed, the sources are added afterwards as they are, so
+/// no piece of SOURCES can be read as an option or a command.
+fn helper_cli(helper: fstab::HelperArgs) -> Cli {
+    let mut cli = Cli::parse_from(
         ["ocimux", "mount"]
             .into_iter()
-            .map(OsString::from)
-            .chain(rest.into_iter().map(OsString::from))
-            .collect()
-    }))
+            .map(str::to_owned)
+            .chain(helper.options),
+    );
+    if let Command::Mount(m) = &mut cli.command {
+        m.paths.extend(helper.sources);
+    }
+    cli
 }
 
 fn init_logging(verbose: u8, quiet: u8) {

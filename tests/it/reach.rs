@@ -30,12 +30,17 @@ fn s(p: &Path) -> &str {
 }
 
 /// Installs the built binary as /usr/local/bin/ocimux for mount(8), which
-/// runs helpers with a fixed PATH; removed on drop (never replaces a real one).
+/// runs helpers with a fixed PATH; removed when the last test holding it
+/// drops it (tests run in parallel), and never replaces a real one.
 struct OnPath(PathBuf);
+
+/// How many live [`OnPath`]s share the installed link.
+static ON_PATH_USERS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
 
 impl OnPath {
     fn install() -> OnPath {
         let link = PathBuf::from("/usr/local/bin/ocimux");
+        let mut users = ON_PATH_USERS.lock().unwrap_or_else(|e| e.into_inner());
         match fs::read_link(&link) {
             Ok(target) if target == Path::new(bin()) => {}
             _ if fs::symlink_metadata(&link).is_err() => {
@@ -43,13 +48,16 @@ impl OnPath {
             }
             _ => panic!("/usr/local/bin/ocimux exists and is not this build: remove it"),
         }
+        *users += 1;
         OnPath(link)
     }
 }
 
 impl Drop for OnPath {
     fn drop(&mut self) {
-        if fs::read_link(&self.0).is_ok_and(|t| t == Path::new(bin())) {
+        let mut users = ON_PATH_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        *users = users.saturating_sub(1);
+        if *users == 0 && fs::read_link(&self.0).is_ok_and(|t| t == Path::new(bin())) {
             let _ = fs::remove_file(&self.0);
         }
     }
@@ -112,6 +120,37 @@ fn mount_8_and_fstab_lines_mount_and_umount_8_unmounts() {
         .unwrap();
     assert!(!out.status.success());
     assert!(!is_mounted(&mnt));
+}
+
+/// Issue 16: pieces of SOURCES in the mount(8) form are sources, never
+/// options or a command, whatever they start with.
+#[test]
+fn mount_8_sources_never_become_options_or_a_command() {
+    require_tool("mount");
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, _) = sources(tmp.path());
+    let _on_path = OnPath::install();
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let ran = tmp.path().join("ran");
+    let log = tmp.path().join("log");
+    for sources in [
+        format!("{}:--:/bin/sh:-c:touch {}", s(&amd64), s(&ran)),
+        format!("{}:--log-file={}:-oallow_other", s(&amd64), s(&log)),
+        format!("{}:--:/usr/bin/touch:{}", s(&amd64), s(&ran)),
+    ] {
+        let out = Command::new("mount")
+            .args(["-t", "fuse.ocimux", &sources])
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{sources}: mounted");
+        assert!(err.contains("does not exist"), "{sources}: {err}");
+        assert!(!is_mounted(&mnt), "{sources}");
+        assert!(!ran.exists(), "{sources}: a source ran a command");
+        assert!(!log.exists(), "{sources}: a source became --log-file");
+    }
 }
 
 /// `-- CMD`: output and status passed through, unmounted afterwards; --tmp.
