@@ -415,10 +415,13 @@ fn wait_for_threads(n: usize, deadline: Duration) -> bool {
     false
 }
 
-/// Opens the daemon's log file for appending: created if missing, never
-/// opened blocking (a FIFO would hang the mount), and only a regular file.
+/// Opens the daemon's log file for appending: created `0600` if missing,
+/// never through a symlink (`O_NOFOLLOW`: a user who owns the log's
+/// directory could point it at a root-only file), never opened blocking (a
+/// FIFO would hang the mount), and only a regular file owned by the user who
+/// mounts. The checks are made on the opened file, which is what is used.
 pub fn open_log(path: &Path) -> Result<File, MountError> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let refuse = |why: String| MountError::LogFile {
         path: path.to_owned(),
         why,
@@ -426,13 +429,23 @@ pub fn open_log(path: &Path) -> Result<File, MountError> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)
-        .mode(0o640)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .mode(0o600)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| refuse(e.to_string()))?;
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refuse("is a symbolic link".into()),
+            _ => refuse(e.to_string()),
+        })?;
     let meta = file.metadata().map_err(|e| refuse(e.to_string()))?;
     if !meta.is_file() {
         return Err(refuse("not a regular file".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "owned by uid {}, not by the user who mounts (uid {me})",
+            meta.uid()
+        )));
     }
     Ok(file)
 }

@@ -44,9 +44,10 @@ fn choose_entry<'a>(
     want_ref: Option<&str>,
 ) -> Result<&'a RawDescriptor, Problem> {
     let found = || {
-        let names: Vec<&str> = index
+        // Quoted: a source chose these words, and they reach log files.
+        let names: Vec<String> = index
             .iter()
-            .map(|d| d.ref_name().unwrap_or("(none)"))
+            .map(|d| d.ref_name().map_or("(none)".into(), |n| format!("{n:?}")))
             .collect();
         names.join(", ")
     };
@@ -468,9 +469,16 @@ mod tests {
             (
                 &[(Some("v1"), 1), (Some("v2"), 2)],
                 None,
-                Err("choose one with --ref (ref names found: v1, v2)"),
+                Err(r#"choose one with --ref (ref names found: "v1", "v2")"#),
             ),
             (&[(None, 1), (None, 2)], None, Err("(none), (none)")),
+            // Issue 16: a ref name is quoted, so none of its words stands
+            // alone in a log line.
+            (
+                &[(Some("a /home/build/evil.so b"), 1), (Some("v2"), 2)],
+                None,
+                Err(r#"found: "a /home/build/evil.so b", "v2")"#),
+            ),
             (
                 &[(Some("latest"), 1), (Some("latest"), 2)],
                 None,
@@ -480,7 +488,7 @@ mod tests {
             (
                 &[(Some("v1"), 1)],
                 Some("v3"),
-                Err("no entry has ref name \"v3\" (ref names found: v1)"),
+                Err(r#"no entry has ref name "v3" (ref names found: "v1")"#),
             ),
             (&[(None, 1)], Some("latest"), Err("no entry has ref name")),
             (&[], None, Err("lists no manifests")),

@@ -294,5 +294,5 @@ fn platform_filters_and_duplicates_across_flattened_sources() {
     // A ref that is not there: the refs found are listed.
     let missing = ocimux(&["inspect", &format!("oci:{}:nope", s(&riscv))]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("ref names found: latest"));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("ref names found: \"latest\""));
 }

@@ -16,3 +16,4 @@ mod readpath;
 mod registry;
 mod tar;
 mod trust;
+mod trust2;
