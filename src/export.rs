@@ -9,10 +9,13 @@
 //! - `oci-archive`: one uncompressed tar of that layout, streamed from the
 //!   sources with positional reads, never staged.
 //!
-//! Either is built in a temporary sibling of OUT (`.NAME.ocimux-export-PID`)
-//! and renamed into place at the end, so a failure leaves nothing and a kill
-//! leaves only that sibling, which the next export next to it removes. An
-//! existing OUT is refused unless it is an empty directory or `force`.
+//! Either is built in a private staging directory beside OUT
+//! (`.NAME.ocimux-export-PID`, see `staging`) and renamed into place at the
+//! end, so a failure leaves nothing and a kill leaves only that directory,
+//! which the next export next to it removes once it has proved it is an
+//! export's. An existing OUT is refused unless it is an empty directory or
+//! `force`. Copies keep the source's read bits (narrowed as the mount narrows
+//! them) and, as root, its owner; an archive gets the bits every blob grants.
 //!
 //! Sources are read as the mount reads them: confined opens, identity
 //! checked before and after each blob (a file rewritten meanwhile fails the
@@ -26,13 +29,14 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
-use crate::confine::FileId;
+use crate::confine::{Access, FileId};
 use crate::digest::{Digest, Hasher};
 use crate::handles::FileRange;
 use crate::index::Composition;
 use crate::layout::OCI_LAYOUT;
 use crate::readat::fill_at;
 use crate::source::{Blob, Origin};
+use crate::staging::Staging;
 use crate::verify::Verifier;
 
 /// What to write.
@@ -159,25 +163,26 @@ pub fn export(comp: &Composition, out: &Path, opts: &ExportOptions) -> Result<Re
     };
     refuse_overlap(&out, comp)?;
     let replaces = check_out(&out, opts.force)?;
-    remove_stale_siblings(&parent, &name);
-    let temp = parent.join(format!(".{name}.ocimux-export-{}", std::process::id()));
+    crate::staging::remove_stale(&parent, &name);
+    let staging = Staging::create(&parent, &name)
+        .map_err(io_err("creating a staging directory in", &parent))?;
+    let temp = staging.item();
     let progress = crate::inspect::progress_bar(opts.progress, comp, "export");
     let written = match opts.format {
         Format::Dir => write_dir(comp, &temp, opts, &progress),
         Format::OciArchive => write_archive(comp, &temp, opts, &progress),
     };
     progress.finish_and_clear();
-    let mut report = match written {
-        Ok(report) => report,
-        Err(e) => {
-            remove_any(&temp);
-            return Err(e);
-        }
-    };
-    if let Err(e) = put_in_place(&temp, &out, replaces) {
-        remove_any(&temp);
-        return Err(e);
-    }
+    let placed = written.and_then(|report| {
+        staging
+            .put_in_place(&out, replaces)
+            .map_err(io_err("renaming into place", &out))
+            .map(|()| report)
+    });
+    // The staging directory goes in every case (after an exchange it holds
+    // the old OUT).
+    staging.remove();
+    let mut report = placed?;
     report.out = out;
     Ok(report)
 }
@@ -225,55 +230,6 @@ fn check_out(out: &Path, force: bool) -> Result<bool, ExportError> {
         },
         Ok(_) => Err(ExportError::Exists(out.to_owned())),
     }
-}
-
-/// Removes what killed exports next to OUT left (their process is gone).
-fn remove_stale_siblings(parent: &Path, name: &str) {
-    let prefix = format!(".{name}.ocimux-export-");
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let file_name = e.file_name();
-        let Some(pid) = file_name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if !crate::mountpoint::process_alive(pid) {
-            log::info!("removing {} (left by a killed export)", e.path().display());
-            remove_any(&e.path());
-        }
-    }
-}
-
-fn remove_any(path: &Path) {
-    let removed = match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(_) => Ok(()),
-    };
-    if let Err(e) = removed {
-        log::warn!("removing {}: {e}", path.display());
-    }
-}
-
-/// Renames the finished `temp` to `out`: exchanged with an existing OUT in
-/// one step (then the old one is removed), else renamed without replacing.
-fn put_in_place(temp: &Path, out: &Path, replaces: bool) -> Result<(), ExportError> {
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    let flags = match replaces {
-        true => RenameFlags::RENAME_EXCHANGE,
-        false => RenameFlags::RENAME_NOREPLACE,
-    };
-    renameat2(AT_FDCWD, temp, AT_FDCWD, out, flags)
-        .map_err(|e| io_err("renaming into place", out)(e.into()))?;
-    if replaces {
-        remove_any(temp); // now the old OUT
-    }
-    Ok(())
 }
 
 /// A source blob opened for export: identity-checked, hashed with `verify`.
@@ -425,9 +381,9 @@ fn place(
             continue;
         }
         let done = match how {
-            LinkMode::Reflink => reflink(range, dest),
+            LinkMode::Reflink => reflink(range, dest, blob.access),
             LinkMode::Hardlink => hardlink(range, dest),
-            _ => copy(range, dest),
+            _ => copy(range, dest, blob.access),
         };
         match done {
             Ok(()) => return Ok(how),
@@ -443,18 +399,41 @@ fn place(
     Err(blob_err(blob, format!("{mode:?}: {why}")))
 }
 
-fn create(dest: &Path) -> io::Result<File> {
-    fs::OpenOptions::new()
+/// A new file that grants no more than `access` does: its read bits (and
+/// the owner's write bit) and, when root exports, its owner and group.
+fn create(dest: &Path, access: Access) -> io::Result<File> {
+    let file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
-        .open(dest)
+        .mode(u32::from(access.mode & 0o444) | 0o200)
+        .open(dest)?;
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::fchown(&file, Some(access.uid), Some(access.gid))?;
+    }
+    Ok(file)
+}
+
+/// What an archive of `blobs` may grant: the read bits every blob grants,
+/// and the owner they share (else root's, with the bits of others only).
+fn archive_access(blobs: &[Blob]) -> Access {
+    let mut access = Access {
+        uid: blobs.first().map_or(0, |b| b.access.uid),
+        gid: blobs.first().map_or(0, |b| b.access.gid),
+        mode: 0o444,
+    };
+    for b in blobs {
+        access.mode &= b.access.mode;
+        if (b.access.uid, b.access.gid) != (access.uid, access.gid) {
+            access.mode &= 0o004;
+        }
+    }
+    access
 }
 
 /// A copy-on-write clone of the whole file (`FICLONE`).
-fn reflink(range: &FileRange, dest: &Path) -> io::Result<()> {
+fn reflink(range: &FileRange, dest: &Path, access: Access) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let out = create(dest)?;
+    let out = create(dest, access)?;
     // SAFETY: FICLONE takes the source fd as its argument; both fds are
     // open for the duration of the call.
     #[allow(unsafe_code)]
@@ -484,8 +463,8 @@ fn hardlink(range: &FileRange, dest: &Path) -> io::Result<()> {
 }
 
 /// Copies the range into a new file `dest`.
-fn copy(range: &FileRange, dest: &Path) -> io::Result<()> {
-    let mut out = create(dest)?;
+fn copy(range: &FileRange, dest: &Path, access: Access) -> io::Result<()> {
+    let mut out = create(dest, access)?;
     copy_range_to(range, &mut out)
 }
 
@@ -614,12 +593,7 @@ fn write_archive(
     opts: &ExportOptions,
     progress: &ProgressBar,
 ) -> Result<Report, ExportError> {
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(temp)
-        .map_err(io_err("creating", temp))?;
+    let file = create(temp, archive_access(&comp.blobs)).map_err(io_err("creating", temp))?;
     // Unbuffered: blob data goes straight from the sources to the file
     // (copy_file_range), so headers are written where the data follows.
     let mut tar = tar::Builder::new(file);

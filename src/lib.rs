@@ -56,6 +56,7 @@ mod reference;
 pub(crate) mod schedule;
 pub mod scoped;
 pub mod source;
+pub(crate) mod staging;
 pub mod tag;
 pub(crate) mod tar;
 #[doc(hidden)]

@@ -486,7 +486,8 @@ fn a_killed_export_leaves_nothing_at_out() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let partial = t.0.join(format!(".out.ocimux-export-{pid}"));
+    let staging = t.0.join(format!(".out.ocimux-export-{pid}"));
+    let partial = staging.join("out");
     wait_for(
         "the export to start writing",
         Duration::from_secs(20),
@@ -498,8 +499,8 @@ fn a_killed_export_leaves_nothing_at_out() {
     let r = export(&["--format", "oci-archive", s(&out), s(&b.root)]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(
-        !partial.exists(),
-        "the killed export's file was not removed"
+        !staging.exists(),
+        "the killed export's staging directory was not removed"
     );
     assert_eq!(fs::metadata(&out).unwrap().size() % 512, 0);
 }

@@ -71,3 +71,121 @@ fn a_log_file_is_opened_only_as_checked() {
     assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
     drop(m);
 }
+
+/// `export` removes a killed export's leftover only with proof that an
+/// export of this user made it: a directory another user renamed to that
+/// name (holding root's files) stays, and so does a marker-less one of root's.
+#[test]
+fn export_leftovers_are_removed_only_with_proof() {
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
+    let deploy = tmp.path().join("deploy");
+    fs::create_dir(&deploy).unwrap();
+    chown(&deploy, NOBODY);
+    let dead = 0x3fff_fff0u32; // above pid_max: never alive
+    // Root's directory the build user cannot empty, renamed to a leftover's name.
+    let planted = deploy.join(format!(".out.ocimux-export-{dead}"));
+    fs::create_dir_all(planted.join("keep")).unwrap();
+    fs::write(planted.join("keep/root-file"), b"precious").unwrap();
+    // A marker-less one of root's own.
+    let bare = deploy.join(format!(".out.ocimux-export-{}", dead + 1));
+    fs::create_dir_all(bare.join("x")).unwrap();
+    // The build user's own directory with a forged marker.
+    let forged = deploy.join(format!(".out.ocimux-export-{}", dead + 2));
+    run(nobody("mkdir").arg(&forged));
+    run(nobody("sh").arg("-c").arg(format!(
+        "printf 'ocimux export {}\\n' > {}/ocimux-export",
+        dead + 2,
+        forged.display()
+    )));
+    let out = deploy.join("out");
+    let r = ocimux(&["export", out.to_str().unwrap(), s.root.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(
+        fs::read(planted.join("keep/root-file")).unwrap(),
+        b"precious"
+    );
+    assert!(bare.join("x").is_dir());
+    assert!(forged.join("ocimux-export").is_file());
+    // And nothing else is left: no staging directory of this export.
+    let mut left: Vec<_> = fs::read_dir(&deploy)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    left.sort();
+    let mut want = vec![out, planted, bare, forged];
+    want.sort();
+    assert_eq!(left, want);
+}
+
+/// `export` copies and archives grant no more than the source: a 0600
+/// source's blobs are 0600 copies (and 0600 archives), owned by the source's
+/// owner when root exports.
+#[test]
+fn export_copies_keep_the_sources_read_bits_and_owner() {
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
+    for entry in walk(&s.root) {
+        if entry.is_file() {
+            chmod(&entry, 0o600);
+        }
+        chown(&entry, NOBODY);
+    }
+    let out = tmp.path().join("copy");
+    let r = ocimux(&[
+        "export",
+        "--link",
+        "copy",
+        out.to_str().unwrap(),
+        s.root.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let mut blobs = 0;
+    for (src, _) in walk(&s.root.join("blobs/sha256"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| (p.clone(), ()))
+    {
+        let copy = out.join("blobs/sha256").join(src.file_name().unwrap());
+        if let Ok(meta) = fs::metadata(&copy) {
+            assert_eq!(meta.mode() & 0o777, 0o600, "{}", copy.display());
+            assert_eq!(meta.uid(), NOBODY, "{}", copy.display());
+            blobs += 1;
+        }
+    }
+    assert!(blobs >= 2, "{blobs} blobs checked");
+    let archive = tmp.path().join("a.tar");
+    let r = ocimux(&[
+        "export",
+        "--format",
+        "oci-archive",
+        archive.to_str().unwrap(),
+        s.root.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let meta = fs::metadata(&archive).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), NOBODY);
+}
+
+/// Every path below `root`, directories first.
+fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![root.to_owned()];
+    let mut i = 0;
+    while let Some(p) = out.get(i).cloned() {
+        if p.is_dir() {
+            let mut children: Vec<_> = fs::read_dir(&p)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            children.sort();
+            out.extend(children);
+        }
+        i += 1;
+    }
+    out
+}
