@@ -254,9 +254,9 @@ pub struct Served {
 /// every process that has it.
 pub fn mount(served: Served, cfg: &MountConfig, claimed: Mountpoint) -> Result<(), MountError> {
     if cfg.foreground {
-        let session = start(served, cfg)?;
+        let session = start(served, cfg, &claimed)?;
         drop(claimed);
-        return serve(session, &cfg.mountpoint);
+        return serve(session);
     }
     // Opened here, before anything is mounted, so a bad path is bad input.
     let log = cfg.log_file.as_deref().map(open_log).transpose()?;
@@ -333,7 +333,7 @@ fn daemon_child(
         let _ = write!(ready, "{e}");
         return 3;
     }
-    match start(served, cfg) {
+    match start(served, cfg, &claimed) {
         Ok(session) => {
             drop(claimed);
             // Success is said only once every request thread runs; an error
@@ -351,8 +351,8 @@ fn daemon_child(
             if let Err(e) = announcer {
                 say(&ready, &format!("starting a thread: {e}"));
             }
-            let orphaned = parent_gone.map(|fd| unmount_when_closed(fd, &cfg.mountpoint));
-            let served = serve(session, &cfg.mountpoint);
+            let orphaned = parent_gone.map(unmount_when_closed);
+            let served = serve(session);
             // After the session ended (here, not in the watcher: the process
             // exits as soon as serve returns).
             if cfg.remove_mountpoint && orphaned.is_some_and(|o| o.load(Ordering::SeqCst)) {
@@ -474,14 +474,17 @@ fn detach(log: Option<File>) -> Result<(), MountError> {
 /// Mounts: blocks the stop signals first (the FUSE threads inherit the mask,
 /// so only the signal thread sees them), then mounts and completes the FUSE
 /// handshake, after which the mount answers requests.
-fn start(served: Served, cfg: &MountConfig) -> Result<Session<OciFs>, MountError> {
+fn start(
+    served: Served,
+    cfg: &MountConfig,
+    claimed: &Mountpoint,
+) -> Result<Session<OciFs>, MountError> {
     stop_signals()
         .thread_block()
         .map_err(|e| io_err("blocking signals")(e.into()))?;
     // Forked while this process has one thread; the pipe end lives as long
     // as the process (closed by the kernel however it ends).
-    let alive = crate::mountpoint::watchdog(&cfg.mountpoint)
-        .map_err(io_err("starting the unmount watchdog"))?;
+    let alive = crate::mountpoint::watchdog().map_err(io_err("starting the unmount watchdog"))?;
     std::mem::forget(alive);
     raise_fd_limit();
     let snapshots = Arc::new(Generations::new(&served.first));
@@ -502,8 +505,21 @@ fn start(served: Served, cfg: &MountConfig) -> Result<Session<OciFs>, MountError
     };
     // Root mounts directly; others (and auto_unmount) through fusermount3,
     // which checks itself what it unmounts.
+    //
+    // Root's mount is attached to the claimed directory's fd (src/attach.rs).
+    // fuser's own mount would unmount its path once more when the session
+    // ends, even after the mount was unmounted from outside, and so unmount
+    // whatever was beneath it; a session built on an fd owns no mount: only
+    // [`unmount_ours`] unmounts.
     let session = if nix::unistd::geteuid().is_root() && !cfg.options.sharing.auto_unmount() {
-        let fd = mount_direct(&cfg.mountpoint, &cfg.options, &fsname).map_err(mount_err)?;
+        let params = crate::attach::FuseParams {
+            fsname: &fsname,
+            default_permissions: cfg.options.default_permissions(),
+            // allow_root is allow_other in the kernel, narrowed by the session's ACL.
+            allow_other: cfg.options.sharing != Sharing::Owner,
+            noexec: cfg.options.noexec,
+        };
+        let fd = crate::attach::attach(claimed.dir(), &params).map_err(mount_err)?;
         Session::from_fd(fs, fd, config.acl, config).map_err(mount_err)?
     } else {
         Session::new(fs, &cfg.mountpoint, &config).map_err(mount_err)?
@@ -514,7 +530,7 @@ fn start(served: Served, cfg: &MountConfig) -> Result<Session<OciFs>, MountError
         cfg.threads
     );
     if cfg.readahead_kb > 0 {
-        raise_readahead(&cfg.mountpoint, cfg.readahead_kb);
+        raise_readahead(cfg.readahead_kb);
     }
     if cfg.live {
         let notify = kernel_notifier(session.notifier());
@@ -557,8 +573,9 @@ fn kernel_notifier(notifier: fuser::Notifier) -> crate::watch::Notify {
 /// FUSE sets low. Best effort: needs root; failure is logged, not fatal. The
 /// device number comes from mountinfo, since a stat of the mountpoint would
 /// wait for the FUSE loop that has not started yet.
-fn raise_readahead(mountpoint: &Path, kb: u32) {
-    let entry = match mountinfo::find(mountpoint) {
+fn raise_readahead(kb: u32) {
+    let me = std::process::id() as i32;
+    let entry = match mountinfo::all().map(|all| mountinfo::of_daemon(&all, me)) {
         Ok(Some(e)) => e,
         other => return log::info!("readahead: mount not found in mountinfo ({other:?})"),
     };
@@ -577,59 +594,11 @@ fn stop_signals() -> SigSet {
     set
 }
 
-/// Mounts with mount(2) directly (root): `/dev/fuse` opened here, the
-/// session built on its fd. fuser's own mount would unmount its path once
-/// more when the session ends, even after the mount was unmounted from
-/// outside (its liveness check takes POLLERR for "still mounted"), and so
-/// unmounted whatever was beneath it (a tmpfs under the mountpoint). A
-/// session built on an fd owns no mount: only [`unmount_ours`] unmounts.
-fn mount_direct(mountpoint: &Path, o: &MountOptions, fsname: &str) -> io::Result<OwnedFd> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let rootmode = fs::metadata(mountpoint)?.mode();
-    let dev = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/fuse")?;
-    let mut data = format!(
-        "fd={},rootmode={rootmode:o},user_id={},group_id={}",
-        dev.as_raw_fd(),
-        nix::unistd::getuid(),
-        nix::unistd::getgid()
-    );
-    if o.default_permissions() {
-        data.push_str(",default_permissions");
-    }
-    // allow_root is allow_other in the kernel, narrowed by the session's ACL.
-    if o.sharing != Sharing::Owner {
-        data.push_str(",allow_other");
-    }
-    use nix::mount::MsFlags;
-    let mut flags =
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME;
-    if o.noexec {
-        flags |= MsFlags::MS_NOEXEC;
-    }
-    nix::mount::mount(
-        Some(fsname),
-        mountpoint,
-        Some("fuse.ocimux"),
-        flags,
-        Some(data.as_str()),
-    )?;
-    Ok(dev.into())
-}
-
-/// Serves until the filesystem is unmounted, by a signal or from outside. A
-/// stop signal unmounts the mount only if it is still the top mount at the
-/// mountpoint (lazily if busy: a signal means stop).
 /// Unmounts (as a stop signal would) once `fd`'s write end is closed: the
 /// process that mounted is gone. The flag says it happened.
-fn unmount_when_closed(fd: OwnedFd, mountpoint: &Path) -> Arc<AtomicBool> {
+fn unmount_when_closed(fd: OwnedFd) -> Arc<AtomicBool> {
     let orphaned = Arc::new(AtomicBool::new(false));
     let flag = orphaned.clone();
-    let mountpoint = mountpoint.to_owned();
     let watcher = std::thread::Builder::new()
         .name("parent".into())
         .spawn(move || {
@@ -640,8 +609,7 @@ fn unmount_when_closed(fd: OwnedFd, mountpoint: &Path) -> Arc<AtomicBool> {
             log::warn!("the process that mounted is gone: unmounting");
             flag.store(true, Ordering::SeqCst);
             let me = std::process::id() as i32;
-            let done = unmount_ours(&mountpoint, me, false)
-                .or_else(|_| unmount_ours(&mountpoint, me, true));
+            let done = unmount_ours(me, false).or_else(|_| unmount_ours(me, true));
             if let Err(e) = done {
                 log::error!("unmount after the parent exited: {e}");
             }
@@ -652,16 +620,17 @@ fn unmount_when_closed(fd: OwnedFd, mountpoint: &Path) -> Arc<AtomicBool> {
     orphaned
 }
 
-fn serve(session: Session<OciFs>, mountpoint: &Path) -> Result<(), MountError> {
-    let mountpoint = mountpoint.to_owned();
+/// Serves until the filesystem is unmounted, by a signal or from outside. A
+/// stop signal unmounts this daemon's mount if nothing covers it (lazily if
+/// busy: a signal means stop).
+fn serve(session: Session<OciFs>) -> Result<(), MountError> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if let Ok(sig) = stop_signals().wait() {
                 log::info!("{sig}: unmounting");
                 let me = std::process::id() as i32;
-                let done = unmount_ours(&mountpoint, me, false)
-                    .or_else(|_| unmount_ours(&mountpoint, me, true));
+                let done = unmount_ours(me, false).or_else(|_| unmount_ours(me, true));
                 if let Err(e) = done {
                     log::error!("unmount after {sig}: {e}");
                 }

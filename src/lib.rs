@@ -29,6 +29,7 @@
 //! reports what nothing uses.
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 
+pub(crate) mod attach;
 pub mod check;
 pub(crate) mod confine;
 pub mod daemon;

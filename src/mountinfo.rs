@@ -7,8 +7,8 @@
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-/// The filesystem types an ocimux mount shows: `fuse` when mounted directly by
-/// root (fuser's mount(2) path sets no subtype), `fuse.ocimux` through fusermount.
+/// The filesystem types an ocimux mount shows: `fuse.ocimux` (root's mounts
+/// set the subtype, and so does fusermount3); `fuse` from older builds.
 pub const FSTYPES: [&str; 2] = ["fuse", "fuse.ocimux"];
 
 /// One mount, as far as ocimux cares.
@@ -16,6 +16,8 @@ pub const FSTYPES: [&str; 2] = ["fuse", "fuse.ocimux"];
 pub struct MountEntry {
     /// The mount's id (first field), unique while it is mounted.
     pub id: u64,
+    /// The id of the mount it is mounted on.
+    pub parent: u64,
     /// The device, `major:minor`.
     pub dev: String,
     /// The mount point (unescaped; any bytes, not necessarily UTF-8).
@@ -33,6 +35,13 @@ impl MountEntry {
             return None;
         }
         self.source.strip_prefix("ocimux:")?.parse().ok()
+    }
+
+    /// Whether another mount of `all` sits on top of this one (mounted on
+    /// its root).
+    pub fn covered(&self, all: &[MountEntry]) -> bool {
+        all.iter()
+            .any(|m| m.parent == self.id && m.mountpoint == self.mountpoint)
     }
 
     /// The FUSE connection number (`/sys/fs/fuse/connections/N`): the minor
@@ -54,7 +63,8 @@ fn parse_line(line: &[u8]) -> Option<MountEntry> {
     let (left, right) = (line.get(..sep)?, line.get(sep + 3..)?);
     let mut left = left.split(|b| *b == b' ');
     let id = std::str::from_utf8(left.next()?).ok()?.parse().ok()?;
-    let dev = left.nth(1)?;
+    let parent = std::str::from_utf8(left.next()?).ok()?.parse().ok()?;
+    let dev = left.next()?;
     let mountpoint = left.nth(1)?;
     let mut right = right.split(|b| *b == b' ');
     let fstype = right.next()?;
@@ -62,6 +72,7 @@ fn parse_line(line: &[u8]) -> Option<MountEntry> {
     let text = |b: &[u8]| String::from_utf8_lossy(&unescape(b)).into_owned();
     Some(MountEntry {
         id,
+        parent,
         dev: text(dev),
         mountpoint: PathBuf::from(std::ffi::OsString::from_vec(unescape(mountpoint))),
         fstype: text(fstype),
@@ -97,6 +108,14 @@ pub fn all() -> std::io::Result<Vec<MountEntry>> {
     Ok(parse(&std::fs::read("/proc/self/mountinfo")?))
 }
 
+/// The ocimux mount served by daemon `pid`, wherever it is mounted now.
+pub fn of_daemon(all: &[MountEntry], pid: i32) -> Option<MountEntry> {
+    all.iter()
+        .rev()
+        .find(|m| m.ocimux_pid() == Some(pid))
+        .cloned()
+}
+
 /// The last (topmost) mount at `mountpoint`, read from this process's view.
 pub fn find(mountpoint: &Path) -> std::io::Result<Option<MountEntry>> {
     Ok(all()?
@@ -126,6 +145,14 @@ garbage line
         assert_eq!(got[0].dev, "98:0");
         assert_eq!(got[1].dev, "0:52");
         assert_eq!(got[0].ocimux_pid(), None);
+        assert_eq!((got[1].id, got[1].parent), (50, 23));
+        assert_eq!(of_daemon(&got, 4242).map(|m| m.id), Some(50));
+        assert_eq!(of_daemon(&got, 1), None, "another fs type is never ours");
+        assert!(!got[1].covered(&got));
+        let on_top = parse(b"70 50 0:70 / /tmp/a\\040b rw - tmpfs none rw\n");
+        let mut with_top = got.clone();
+        with_top.extend(on_top);
+        assert!(with_top[1].covered(&with_top));
         assert_eq!(got[1].mountpoint, Path::new("/tmp/a b"));
         assert_eq!(got[1].ocimux_pid(), Some(4242));
         assert_eq!(got[2].ocimux_pid(), None, "another fs type is never ours");

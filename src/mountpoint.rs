@@ -1,13 +1,16 @@
 //! The mountpoint: claimed before mounting, unmounted only where the top
 //! mount is ours, and never left dead.
 //!
-//! - [`claim`] locks the directory (`flock`) from the emptiness check until
-//!   the mount is live, so two `ocimux mount`s on one directory cannot both
-//!   pass the check and stack; a dead ocimux mount found there (its daemon
-//!   gone) is cleaned first.
-//! - [`unmount_ours`] unmounts a path only if its topmost mount is the ocimux
-//!   mount of the given daemon: a tmpfs or bind mount under it is never
-//!   touched, whoever asks.
+//! - [`claim`] opens the directory once, checks it through that fd, and
+//!   locks it (`flock`) until the mount is live, so two `ocimux mount`s on one
+//!   directory cannot both pass the check and stack; root's mount is then
+//!   attached to that fd (`attach`), so a name swapped after the check
+//!   changes nothing. A dead ocimux mount found there (its daemon gone) is
+//!   cleaned first.
+//! - [`unmount_ours`] unmounts the mount of the given daemon wherever the
+//!   kernel says it is (by its source `ocimux:PID`, never by a path string
+//!   that may have been swapped since), and only if nothing covers it: a
+//!   tmpfs or bind mount on or under it is never touched, whoever asks.
 //! - [`watchdog`] forks a process that outlives a killed daemon and unmounts
 //!   its mount, so a SIGKILL, an OOM kill or a crash leaves no "Transport
 //!   endpoint is not connected" directory behind.
@@ -16,7 +19,9 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -63,11 +68,18 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountError> {
             }
         }
     }
-    let canonical = fs::canonicalize(path).map_err(|e| refuse(e.to_string()))?;
-    if !canonical.is_dir() {
-        return Err(refuse("not a directory".into()));
-    }
-    let dir = File::open(&canonical).map_err(|e| refuse(e.to_string()))?;
+    // Opened once; every check below is made on this directory, and the
+    // mount is attached to it (src/attach.rs), whatever its name becomes.
+    let dir = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::ENOTDIR => refuse("not a directory".into()),
+        e => refuse(io::Error::from(e).to_string()),
+    })?;
+    let dir = File::from(dir);
     let deadline = Instant::now() + wait;
     let mut dir = dir;
     let lock = loop {
@@ -84,16 +96,36 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountError> {
             }
         }
     };
-    // Checked through the path, under the lock: a mount that won the race
-    // shows here (not through the directory fd, which is beneath it).
-    let mut entries = fs::read_dir(&canonical).map_err(|e| refuse(e.to_string()))?;
+    let held = format!("/proc/self/fd/{}", lock.as_raw_fd());
+    let canonical = fs::read_link(&held).map_err(|e| refuse(e.to_string()))?;
+    // Under the lock: empty, through the held directory itself ...
+    let mut entries = fs::read_dir(&held).map_err(|e| refuse(e.to_string()))?;
     if entries.next().is_some() {
         return Err(refuse("not empty".into()));
+    }
+    // ... and nothing mounted over it meanwhile (a mount that won the race
+    // shows through the path, not through the fd, which is beneath it).
+    let by_fd = lock.metadata().map_err(|e| refuse(e.to_string()))?;
+    match fs::metadata(&canonical) {
+        Ok(m) if (m.dev(), m.ino()) == (by_fd.dev(), by_fd.ino()) => {}
+        _ => {
+            return Err(refuse(
+                "something was mounted over it or it was moved".into(),
+            ));
+        }
     }
     Ok(Mountpoint {
         path: canonical,
         lock,
     })
+}
+
+impl Mountpoint {
+    /// The claimed directory, held open: what the mount is attached to.
+    pub fn dir(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.lock.as_fd()
+    }
 }
 
 /// `path` made canonical without touching its last component, which may be
@@ -130,23 +162,28 @@ fn detach(path: &Path) -> Result<(), String> {
     }
 }
 
-/// The topmost mount at `path` if it is the ocimux mount served by `pid`.
-fn ours(path: &Path, pid: i32) -> io::Result<Option<MountEntry>> {
-    Ok(mountinfo::find(path)?.filter(|e| e.ocimux_pid() == Some(pid)))
-}
-
-/// Unmounts `path` if, and only if, its topmost mount is the ocimux mount of
-/// daemon `pid`; `Ok(false)` when it is not (already unmounted, or something
-/// else is on top). Lazy detaches a busy mount.
-pub fn unmount_ours(path: &Path, pid: i32, lazy: bool) -> Result<bool, String> {
-    if ours(path, pid).map_err(|e| e.to_string())?.is_none() {
+/// Unmounts the ocimux mount of daemon `pid`, wherever it is now (found by
+/// its source `ocimux:PID` in mountinfo, never by a path string that may
+/// have been swapped since it was mounted), if nothing is mounted on top of
+/// it; `Ok(false)` when there is no such mount or something covers it (then
+/// it is left alone). Lazy detaches a busy mount.
+pub fn unmount_ours(pid: i32, lazy: bool) -> Result<bool, String> {
+    let all = mountinfo::all().map_err(|e| format!("reading mountinfo: {e}"))?;
+    let Some(entry) = mountinfo::of_daemon(&all, pid) else {
+        return Ok(false);
+    };
+    if entry.covered(&all) {
+        log::warn!(
+            "{}: something is mounted over this ocimux mount; left alone",
+            entry.mountpoint.display()
+        );
         return Ok(false);
     }
-    let flags = if lazy {
-        nix::mount::MntFlags::MNT_DETACH
-    } else {
-        nix::mount::MntFlags::empty()
-    };
+    let path = &entry.mountpoint;
+    let mut flags = nix::mount::MntFlags::UMOUNT_NOFOLLOW;
+    if lazy {
+        flags |= nix::mount::MntFlags::MNT_DETACH;
+    }
     match nix::mount::umount2(path, flags) {
         Ok(()) => Ok(true),
         Err(nix::errno::Errno::EPERM) => fusermount_u(path, lazy).map(|()| true),
@@ -207,7 +244,7 @@ pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountErr
     if !process_alive(pid) {
         return detach(&canonical).map_err(fail);
     }
-    match unmount_ours(&canonical, pid, lazy) {
+    match unmount_ours(pid, lazy) {
         Ok(true) => {}
         Ok(false) => return Err(MountError::NotOurs(path.to_owned())),
         // Busy: in use, or a client is stuck on a hung daemon. Ask the
@@ -311,13 +348,13 @@ fn close_all_but(keep: &OwnedFd) {
 }
 
 /// Forks a watchdog that waits for this process (the daemon) to end, however
-/// it ends, then unmounts `mountpoint` if the top mount there is still this
-/// daemon's. Returns the end of the pipe the daemon keeps open (close-on-exec,
+/// it ends, then unmounts this daemon's mount wherever it is (see
+/// [`unmount_ours`]). Returns the end of the pipe the daemon keeps open (close-on-exec,
 /// so fusermount3 does not inherit it): its closing, by exit or kill, is what
 /// the watchdog waits for.
 ///
 /// Must be called while the process has a single thread.
-pub fn watchdog(mountpoint: &Path) -> io::Result<OwnedFd> {
+pub fn watchdog() -> io::Result<OwnedFd> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let daemon = nix::unistd::getpid().as_raw();
     // SAFETY: single-threaded here (see above), so the child may run normal code.
@@ -349,17 +386,14 @@ pub fn watchdog(mountpoint: &Path) -> io::Result<OwnedFd> {
             while matches!(pipe.read(&mut byte), Err(ref e) if e.kind() == io::ErrorKind::Interrupted)
             {
             }
-            let code = match unmount_ours(mountpoint, daemon, true) {
+            let code = match unmount_ours(daemon, true) {
                 Ok(true) => {
-                    log::warn!(
-                        "watchdog: daemon {daemon} ended without unmounting {}; unmounted it",
-                        mountpoint.display()
-                    );
+                    log::warn!("watchdog: daemon {daemon} ended without unmounting; unmounted it");
                     0
                 }
                 Ok(false) => 0,
                 Err(e) => {
-                    log::error!("watchdog: unmounting {}: {e}", mountpoint.display());
+                    log::error!("watchdog: unmounting daemon {daemon}'s mount: {e}");
                     1
                 }
             };

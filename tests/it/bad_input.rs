@@ -175,7 +175,7 @@ const CASES: &[Case] = &[
             b.index(&[(m1, Some("v1")), (m2, Some("v2"))]);
             vec![src(p, "s")]
         },
-        want: &["/s: index.json:", "choose one with --ref", "v1, v2"],
+        want: &["/s: index.json:", "choose one with --ref", r#""v1", "v2""#],
     },
     Case {
         name: "--ref not found",
@@ -535,7 +535,7 @@ const CASES: &[Case] = &[
             b.index(&[(m1, Some("\u{1b}[31mred")), (m2, Some("v2"))]);
             vec![src(p, "s")]
         },
-        want: &["/s: index.json:", "\\u{1b}[31mred, v2"],
+        want: &["/s: index.json:", r#""\u{1b}[31mred", "v2""#],
     },
     Case {
         name: "generated index over 4 MiB",

@@ -189,3 +189,70 @@ fn walk(root: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The mountpoint is checked and the mount attached to the very directory
+/// that was checked: a build user who swaps the mountpoint for a symlink to
+/// another (non-empty) directory while root mounts never gets root's mount
+/// onto it. A bounded race: it reports how many mounts it tried.
+#[test]
+fn a_mountpoint_swapped_for_a_symlink_never_moves_the_mount() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
+    // A stand-in for /etc: not empty, so only a swap after the check could
+    // put a mount on it.
+    let standin = tmp.path().join("etc");
+    fs::create_dir(&standin).unwrap();
+    fs::write(standin.join("passwd"), b"root:x:0:0\n").unwrap();
+    let build = tmp.path().join("build");
+    fs::create_dir(&build).unwrap();
+    chown(&build, NOBODY);
+    let mnt = build.join("mnt");
+    run(nobody("mkdir").arg(&mnt));
+    run(nobody("ln").arg("-s").arg(&standin).arg(build.join("link")));
+    let script = "cd \"$1\"; while :; do mv -T mnt real; mv -T link mnt; mv -T mnt link; mv -T real mnt; done";
+    let mut racer = nobody("sh")
+        .args(["-c", script, "racer"])
+        .arg(&build)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let signal = |sig: &str| {
+        run(std::process::Command::new("kill").args([sig, &racer.id().to_string()]));
+    };
+    let (mut tries, mut mounted) = (0, 0);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) && tries < 150 {
+        tries += 1;
+        let out = ocimux(&["mount", mnt.to_str().unwrap(), s.root.to_str().unwrap()]);
+        signal("-STOP");
+        let standin_mounted = is_mounted(&standin) || !standin.join("passwd").exists();
+        // Unmount wherever the mount is now (the racer may have renamed it).
+        let ours: Vec<_> = ocimux::mountinfo::all()
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.ocimux_pid().is_some() && m.mountpoint.starts_with(tmp.path()))
+            .collect();
+        for m in &ours {
+            let r = ocimux(&["umount", m.mountpoint.to_str().unwrap()]);
+            assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        }
+        signal("-CONT");
+        assert!(
+            !standin_mounted,
+            "try {tries}: root's mount landed on the stand-in"
+        );
+        if out.status.success() {
+            mounted += 1;
+            assert_eq!(ours.len(), 1, "try {tries}: {ours:?}");
+            assert!(ours[0].mountpoint.starts_with(&build), "{ours:?}");
+        }
+    }
+    racer.kill().unwrap();
+    racer.wait().unwrap();
+    eprintln!("mountpoint race: {tries} tries, {mounted} mounted, none on the stand-in");
+    assert!(mounted > 0, "no mount succeeded in {tries} tries");
+}
