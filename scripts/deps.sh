@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what ocimux's demo and tests need, with apt-get, when missing:
-# fuse3 (fusermount3), skopeo, umoci, docker-registry, xfsprogs (a reflink
+# fuse3 (fusermount3), skopeo, umoci, docker-registry, python3 (a fast
+# renameat2 racer as another user), acl (setfacl), xfsprogs (a reflink
 # filesystem for the export tests). Fails loudly otherwise.
 set -euo pipefail
-declare -A pkg_of=([fusermount3]=fuse3 [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry [mkfs.xfs]=xfsprogs)
+declare -A pkg_of=([fusermount3]=fuse3 [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry [mkfs.xfs]=xfsprogs [/usr/bin/python3]=python3 [getfacl]=acl)
 missing=()
-for tool in fusermount3 skopeo umoci docker-registry mkfs.xfs "$@"; do
+for tool in fusermount3 skopeo umoci docker-registry mkfs.xfs /usr/bin/python3 getfacl "$@"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_of[$tool]:-$tool}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -18,7 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in fusermount3 skopeo umoci docker-registry mkfs.xfs "$@"; do
+for tool in fusermount3 skopeo umoci docker-registry mkfs.xfs /usr/bin/python3 getfacl "$@"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "deps: $tool is still missing after apt-get" >&2; exit 1; }
 done
 [ -c /dev/fuse ] || { echo "deps: /dev/fuse is missing: FUSE mounts cannot work on this machine" >&2; exit 1; }
