@@ -26,7 +26,9 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::chain::{DirPerm, Start, reachable_mode, walk};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -126,64 +128,6 @@ impl FileId {
     }
 }
 
-/// Search permission of one directory on the way to a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DirPerm {
-    uid: u32,
-    gid: u32,
-    mode: u32,
-}
-
-impl DirPerm {
-    fn of(m: &std::fs::Metadata) -> Self {
-        DirPerm {
-            uid: m.uid(),
-            gid: m.gid(),
-            mode: m.mode(),
-        }
-    }
-}
-
-/// The read bits a file of owner `uid`, group `gid` and mode `mode` may show,
-/// given the directories one must search to reach it.
-///
-/// Per class of users (owner, group, other), a read bit survives only if every
-/// directory grants search to every class such a user might fall in there
-/// (a group member may own the directory or not, and so on). The answer never
-/// grants more than the source; where group membership is unknowable it may
-/// grant less. Root bypasses modes anyway.
-fn reachable_mode(uid: u32, gid: u32, mode: u32, dirs: &[DirPerm]) -> u16 {
-    const UX: u32 = 0o100;
-    const GX: u32 = 0o010;
-    const OX: u32 = 0o001;
-    let mut bits = mode & 0o444;
-    for d in dirs {
-        let owner_ok = if d.uid == uid {
-            d.mode & UX != 0
-        } else {
-            d.mode & GX != 0 && d.mode & OX != 0
-        };
-        let maybe_owner_of_dir = d.uid != uid; // someone other than the file owner owns d
-        let group_ok = d.mode & GX != 0
-            && (!maybe_owner_of_dir || d.mode & UX != 0)
-            && (d.gid == gid || d.mode & OX != 0);
-        let other_ok = d.mode & OX != 0
-            && (!maybe_owner_of_dir || d.mode & UX != 0)
-            && (d.gid == gid || d.mode & GX != 0);
-        if !owner_ok {
-            bits &= !0o400;
-        }
-        if !group_ok {
-            bits &= !0o040;
-        }
-        if !other_ok {
-            bits &= !0o004;
-        }
-    }
-    // Masked with 0o444 above, so it fits.
-    u16::try_from(bits).unwrap_or(0)
-}
-
 /// What a command-line path resolved to.
 #[derive(Debug)]
 pub enum Resolved {
@@ -202,8 +146,8 @@ pub struct SourceDir {
     ino: u64,
     /// Search permissions from `/` down to and including the root.
     above: Vec<DirPerm>,
-    /// [`SourceDir::dirs_to`]'s answers, per directory under the root.
-    dir_cache: Mutex<HashMap<String, Vec<DirPerm>>>,
+    /// [`SourceDir::dir_of`]'s answers, per directory under the root.
+    dir_cache: Mutex<HashMap<String, (Arc<OwnedFd>, Vec<DirPerm>)>>,
 }
 
 impl PartialEq for SourceDir {
@@ -236,22 +180,22 @@ pub fn resolve_on_any_mount(path: &Path) -> Result<Resolved, OpenError> {
 }
 
 fn resolve_checked(path: &Path, refuse_ocimux: bool) -> Result<Resolved, OpenError> {
-    let opath = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| not_found_or(io::Error::from(e)))?;
-    let probe = File::from(opath);
+    let abs = std::path::absolute(path).map_err(OpenError::Io)?;
+    // One walk: the directories it went through are the ones whose bits
+    // narrow what the mount shows, and what it ends on is what is served.
+    let walked = walk(Start::Root, &abs)?;
+    let probe = File::from(walked.fd);
     let meta = probe.metadata()?;
     if refuse_ocimux {
         refuse_ocimux_mount(probe.as_fd(), &meta)?;
     }
-    let display = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     if meta.is_dir() {
-        let above = ancestors(&display)?;
         return Ok(Resolved::Dir(SourceDir {
             fd: probe.into(),
-            path: display,
+            path: walked.path,
             dev: meta.dev(),
             ino: meta.ino(),
-            above,
+            above: walked.chain,
             dir_cache: Mutex::default(),
         }));
     }
@@ -261,17 +205,26 @@ fn resolve_checked(path: &Path, refuse_ocimux: bool) -> Result<Resolved, OpenErr
     // Reopen the very inode for reading: through /proc/self/fd it is the
     // same file whatever has happened to the path meanwhile.
     let file = reopen(probe.as_fd())?;
+    let info = info_of(&file, &walked.chain)?;
+    Ok(Resolved::File(file, info))
+}
+
+/// The identity and access of an opened file reached through `dirs`.
+fn info_of(file: &File, dirs: &[DirPerm]) -> Result<FileInfo, OpenError> {
     let meta = file.metadata()?;
-    let dirs = ancestors(display.parent().unwrap_or(Path::new("/")))?;
-    let info = FileInfo {
+    let acl = crate::acl::read(file.as_fd());
+    let mode = match &acl {
+        Ok(acl) => crate::acl::effective_mode(meta.mode(), acl.as_deref()),
+        Err(_) => meta.mode() & 0o700,
+    };
+    Ok(FileInfo {
         id: FileId::from_meta(&meta),
         access: Access {
             uid: meta.uid(),
             gid: meta.gid(),
-            mode: reachable_mode(meta.uid(), meta.gid(), meta.mode(), &dirs),
+            mode: reachable_mode(meta.uid(), meta.gid(), mode, dirs),
         },
-    };
-    Ok(Resolved::File(file, info))
+    })
 }
 
 impl SourceDir {
@@ -319,18 +272,38 @@ impl SourceDir {
         Ok((file, meta))
     }
 
-    /// Opens `rel` as [`SourceDir::open`] does, and also works out who may
-    /// read it (for building a snapshot, not for the request path).
+    /// Opens `rel` confined as [`SourceDir::open`] does, and also works out
+    /// who may read it (for building a snapshot, not for the request path):
+    /// from one walk beneath the root, so the directories that narrow it are
+    /// the ones above the file itself, a symlink's target included.
     pub fn open_with_access(&self, rel: &str) -> Result<(File, FileInfo), OpenError> {
-        let (file, meta) = self.open_regular(rel)?;
-        let id = FileId::from_meta(&meta);
-        let dirs = self.dirs_to(rel);
-        let access = Access {
-            uid: meta.uid(),
-            gid: meta.gid(),
-            mode: reachable_mode(meta.uid(), meta.gid(), meta.mode(), &dirs),
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let (dir_fd, dirs) = self.dir_of(parent)?;
+        let direct = nix::fcntl::openat(
+            dir_fd.as_fd(),
+            name,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        );
+        let (fd, dirs) = match direct {
+            Ok(fd) if !File::from(fd.try_clone()?).metadata()?.is_symlink() => (fd, dirs),
+            // A symlink (or anything odd): walk the whole way, so the chain
+            // is the target's.
+            Ok(_) => {
+                let w = walk(Start::Beneath(self.fd.as_fd(), &self.above), Path::new(rel))?;
+                (w.fd, w.chain)
+            }
+            Err(nix::errno::Errno::ENOENT) => return Err(OpenError::Missing),
+            Err(e) => return Err(OpenError::Io(e.into())),
         };
-        Ok((file, FileInfo { id, access }))
+        let probe = File::from(fd);
+        let meta = probe.metadata()?;
+        if !meta.is_file() {
+            return Err(OpenError::NotRegular(type_name(meta.mode())));
+        }
+        let file = reopen(probe.as_fd())?;
+        let info = info_of(&file, &dirs)?;
+        Ok((file, info))
     }
 
     /// Opens `rel` one component at a time without following any symlink,
@@ -371,51 +344,33 @@ impl SourceDir {
         .is_ok()
     }
 
-    /// The directories searched to reach `rel`: those above the root, the
-    /// root, and each directory under it on the way (cached per directory:
-    /// every blob of a source lives in one or two of them).
-    fn dirs_to(&self, rel: &str) -> Vec<DirPerm> {
-        let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
-        if let Some(dirs) = self
+    /// The directory `parent` (a path under the root, `""` for the root),
+    /// held open, and the directories searched to reach it, itself included;
+    /// walked once per directory and snapshot (every blob of a source lives
+    /// in one or two of them).
+    fn dir_of(&self, parent: &str) -> Result<(Arc<OwnedFd>, Vec<DirPerm>), OpenError> {
+        if let Some(hit) = self
             .dir_cache
             .lock()
             .ok()
             .and_then(|c| c.get(parent).cloned())
         {
-            return dirs;
+            return Ok(hit);
         }
-        let mut dirs = self.above.clone();
-        let mut prefix = String::new();
-        for part in parent.split('/').filter(|p| !p.is_empty()) {
-            if !prefix.is_empty() {
-                prefix.push('/');
+        let found = match parent {
+            "" => (Arc::new(self.fd.try_clone()?), self.above.clone()),
+            p => {
+                let w = walk(Start::Beneath(self.fd.as_fd(), &self.above), Path::new(p))?;
+                if w.st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                    return Err(OpenError::Missing);
+                }
+                (Arc::new(w.fd), w.chain)
             }
-            prefix.push_str(part);
-            // Followed as the open follows it (inside the source). A directory
-            // that cannot be stat'ed grants nothing.
-            let perm = nix::sys::stat::fstatat(
-                self.fd.as_fd(),
-                prefix.as_str(),
-                nix::fcntl::AtFlags::empty(),
-            )
-            .map_or(
-                DirPerm {
-                    uid: 0,
-                    gid: 0,
-                    mode: 0,
-                },
-                |st| DirPerm {
-                    uid: st.st_uid,
-                    gid: st.st_gid,
-                    mode: st.st_mode,
-                },
-            );
-            dirs.push(perm);
-        }
+        };
         if let Ok(mut cache) = self.dir_cache.lock() {
-            cache.insert(parent.to_owned(), dirs.clone());
+            cache.insert(parent.to_owned(), found.clone());
         }
-        dirs
+        Ok(found)
     }
 }
 
@@ -433,16 +388,6 @@ fn not_found_or(e: io::Error) -> OpenError {
     } else {
         OpenError::Io(e)
     }
-}
-
-/// Search permissions of every directory from `/` down to `dir`, by path:
-/// `dir` is canonical, and these only narrow what the mount shows.
-fn ancestors(dir: &Path) -> io::Result<Vec<DirPerm>> {
-    let mut out = Vec::new();
-    for a in dir.ancestors().collect::<Vec<_>>().into_iter().rev() {
-        out.push(DirPerm::of(&std::fs::metadata(a)?));
-    }
-    Ok(out)
 }
 
 /// Reopens an `O_PATH` fd for reading, non-blocking.
@@ -626,35 +571,6 @@ mod tests {
         let now = FileId::of(&h).unwrap();
         assert_eq!((now.size, now.mtime_ns), (first.size, first.mtime_ns));
         assert!(!first.holds(&now));
-    }
-
-    #[test]
-    fn reachable_mode_table() {
-        let d = |uid, gid, mode| DirPerm { uid, gid, mode };
-        // file (uid, gid, mode), dirs, shown mode
-        let cases: &[((u32, u32, u32), &[DirPerm], u16)] = &[
-            ((1, 1, 0o644), &[d(0, 0, 0o755)], 0o444),
-            ((1, 1, 0o600), &[d(0, 0, 0o755)], 0o400),
-            ((1, 1, 0o777), &[d(0, 0, 0o755)], 0o444),
-            ((1, 1, 0o044), &[d(0, 0, 0o755)], 0o044),
-            // A private directory of the owner hides everything from the rest.
-            ((1, 1, 0o644), &[d(0, 0, 0o755), d(1, 1, 0o700)], 0o400),
-            // Group may search, others not.
-            ((1, 1, 0o644), &[d(1, 1, 0o750)], 0o440),
-            // Directory of another group, searchable by its group only: no
-            // one is known to be in it.
-            ((1, 1, 0o644), &[d(1, 2, 0o710)], 0o400),
-            // Directory of another owner with no search for others.
-            ((1, 1, 0o644), &[d(2, 2, 0o770)], 0o000),
-            ((1, 1, 0o644), &[d(2, 2, 0o711)], 0o444),
-        ];
-        for ((uid, gid, mode), dirs, want) in cases {
-            assert_eq!(
-                reachable_mode(*uid, *gid, *mode, dirs),
-                *want,
-                "{uid}:{gid} {mode:o} {dirs:?}"
-            );
-        }
     }
 
     #[test]

@@ -29,7 +29,9 @@
 //! reports what nothing uses.
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 
+pub(crate) mod acl;
 pub(crate) mod attach;
+pub(crate) mod chain;
 pub mod check;
 pub(crate) mod confine;
 pub mod daemon;

@@ -3,9 +3,12 @@
 //! new snapshot off the request path and swap it in whole.
 //!
 //! inotify watches, per source: the directory holding the path as given (for
-//! the symlink or archive itself, filtered by name), and for a layout
-//! directory the directory and its `blobs/sha256` — those of the current
-//! sources only: watches on a re-pointed symlink's old target are removed.
+//! the symlink or archive itself, filtered by name), for a layout directory
+//! the directory and its `blobs/sha256`, and every directory above the
+//! source up to `/` for its own attributes only (a chmod, chown or ACL change
+//! there changes what blobs may show) — those of the current sources only:
+//! watches on a re-pointed symlink's old target are removed. A path has at
+//! most a few dozen directories, so the watches are bounded per source.
 //! Idle, this costs nothing (but a prune of replaced snapshots every
 //! `PRUNE_EVERY` while any are kept). After an event the watcher waits for
 //! `SETTLE` of quiet (a writer is usually mid-way), then rebuilds, never
@@ -85,11 +88,47 @@ struct Watcher {
     snapshots: Arc<Generations>,
     notify: Notify,
     inotify: Inotify,
-    /// Per watch: its directory, and `Some(name)` when only events for that
-    /// entry matter. Only directories the current sources use are watched.
-    names: HashMap<WatchDescriptor, (PathBuf, Option<OsString>)>,
+    /// Per watch: its directory and which of its events matter. Only
+    /// directories the current sources use are watched.
+    names: HashMap<WatchDescriptor, (PathBuf, Filter)>,
     last: Fingerprint,
     last_error: Option<String>,
+}
+
+/// Which events of a watched directory matter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Filter {
+    /// Every event.
+    All,
+    /// Events for these entries; `None` stands for the directory itself
+    /// (a change of its mode, owner or ACL).
+    Only(std::collections::BTreeSet<Option<OsString>>),
+}
+
+impl Filter {
+    fn merge(&mut self, other: Filter) {
+        match (&mut *self, other) {
+            (Filter::All, _) => {}
+            (_, Filter::All) => *self = Filter::All,
+            (Filter::Only(mine), Filter::Only(theirs)) => mine.extend(theirs),
+        }
+    }
+
+    fn matches(&self, name: Option<&OsString>) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::Only(names) => names.contains(&name.cloned()),
+        }
+    }
+
+    /// Only the directory's own attributes: nothing else happening in it
+    /// (a busy `/tmp`) needs to wake the watcher.
+    fn mask(&self) -> AddWatchFlags {
+        match self {
+            Filter::Only(names) if names.iter().all(Option::is_none) => AddWatchFlags::IN_ATTRIB,
+            _ => DIR_EVENTS,
+        }
+    }
 }
 
 const DIR_EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE
@@ -105,33 +144,39 @@ impl Watcher {
     /// a re-pointed symlink's old target (Yocto's previous build directory)
     /// loses its watches, so they do not pile up and its activity is ignored.
     fn arm(&mut self) {
-        let mut wanted: HashMap<PathBuf, Option<OsString>> = HashMap::new();
-        let mut want = |dir: PathBuf, name: Option<OsString>| {
-            let entry = wanted.entry(dir).or_insert(name.clone());
-            // One directory may be watched for a name and for all.
-            if *entry != name {
-                *entry = None;
+        let mut wanted: HashMap<PathBuf, Filter> = HashMap::new();
+        let mut want = |dir: PathBuf, filter: Filter| match wanted.get_mut(&dir) {
+            Some(f) => f.merge(filter),
+            None => {
+                wanted.insert(dir, filter);
             }
         };
+        let only = |name: Option<OsString>| Filter::Only([name].into_iter().collect());
         for spec in &self.plan.specs {
             let Ok(given) = std::path::absolute(&spec.path) else {
                 continue;
             };
             if let (Some(parent), Some(name)) = (given.parent(), given.file_name()) {
-                want(parent.to_owned(), Some(name.to_owned()));
+                want(parent.to_owned(), only(Some(name.to_owned())));
             }
             if let Ok(target) = std::fs::canonicalize(&given) {
+                // Every directory above the source, up to `/`: a chmod,
+                // chown or ACL change there changes what blobs may show.
+                for dir in target.ancestors().skip(1) {
+                    want(dir.to_owned(), only(None));
+                }
                 if target.is_dir() {
-                    want(target.join("blobs/sha256"), None);
-                    want(target, None);
+                    want(target.join("blobs/sha256"), Filter::All);
+                    want(target.join("blobs"), only(None));
+                    want(target, Filter::All);
                 }
             }
         }
         let mut names = HashMap::new();
-        for (dir, name) in wanted {
-            match self.inotify.add_watch(&dir, DIR_EVENTS) {
+        for (dir, filter) in wanted {
+            match self.inotify.add_watch(&dir, filter.mask()) {
                 Ok(wd) => {
-                    names.insert(wd, (dir, name));
+                    names.insert(wd, (dir, filter));
                 }
                 Err(e) => log::debug!("watch {}: {e}", dir.display()),
             }
@@ -154,11 +199,11 @@ impl Watcher {
                 break;
             }
             for ev in events {
-                relevant |= match self.names.get(&ev.wd) {
-                    Some((_, Some(name))) => ev.name.as_ref() == Some(name),
-                    Some((_, None)) => true,
-                    None => false,
-                } || ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW);
+                relevant |= self
+                    .names
+                    .get(&ev.wd)
+                    .is_some_and(|(_, filter)| filter.matches(ev.name.as_ref()))
+                    || ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW);
             }
         }
         relevant

@@ -266,3 +266,220 @@ fn a_mountpoint_swapped_for_a_symlink_never_moves_the_mount() {
     eprintln!("mountpoint race: {tries} tries, {mounted} mounted, none on the stand-in");
     assert!(mounted > 0, "no mount succeeded in {tries} tries");
 }
+
+/// A mount (`allow_other`) of a source with one layer, and that layer's
+/// name under the mount.
+fn one_layer_mount(dir: &Path, layer: &[u8]) -> (LayoutBuilder, std::path::PathBuf, Mount) {
+    let (b, desc) = LayoutBuilder::one_layer(dir.join("s"), layer);
+    let m = Mount::new(
+        &dir.join("mnt"),
+        &[b.root.to_str().unwrap(), "-o", "allow_other"],
+    );
+    let name = m.path(&format!("blobs/sha256/{}", hex(&desc)));
+    (b, name, m)
+}
+
+/// Whether nobody can read `path` through the mount.
+fn nobody_reads(path: &Path) -> bool {
+    nobody("cat")
+        .arg(path)
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
+}
+
+fn setfacl(args: &[&str], path: &Path) {
+    require_tool("setfacl");
+    run(std::process::Command::new("setfacl").args(args).arg(path));
+}
+
+/// POSIX ACLs travel: a file ACL denying nobody, a directory ACL denying
+/// nobody, and `g::---` under an `r--` mask each show through the mount;
+/// an ACL set after the mount reaches it within two seconds.
+#[test]
+fn acls_travel_through_the_mount() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let (b, name, m) = one_layer_mount(tmp.path(), b"acl layer");
+    assert!(nobody_reads(&name), "baseline: nobody reads a 0644 layer");
+    let blob_dir = b.root.join("blobs/sha256");
+    // A directory ACL denying nobody, set while mounted.
+    setfacl(&["-m", "u:nobody:---"], &blob_dir);
+    let started = Instant::now();
+    wait_for(
+        "the directory ACL to reach the mount",
+        Duration::from_secs(2),
+        || !nobody_reads(&name),
+    );
+    eprintln!("directory ACL reached the mount in {:?}", started.elapsed());
+    assert!(fs::read(&name).is_ok(), "root still reads");
+    setfacl(&["-b"], &blob_dir);
+    wait_for(
+        "the ACL removal to reach the mount",
+        Duration::from_secs(2),
+        || nobody_reads(&name),
+    );
+    drop(m);
+    // File ACLs, set before mounting.
+    let layer = walk(&blob_dir)
+        .into_iter()
+        .filter(|p| p.is_file() && fs::read(p).is_ok_and(|b| b == b"acl layer"))
+        .next()
+        .unwrap();
+    setfacl(&["-m", "u:nobody:---"], &layer);
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[b.root.to_str().unwrap(), "-o", "allow_other"],
+    );
+    assert!(!nobody_reads(&name), "a file ACL denying nobody");
+    assert_eq!(fs::metadata(&name).unwrap().mode() & 0o044, 0);
+    drop(m);
+    setfacl(&["-b"], &layer);
+    setfacl(&["-m", "g::---,m::r--,u:daemon:r--"], &layer);
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[b.root.to_str().unwrap(), "-o", "allow_other"],
+    );
+    let mode = fs::metadata(&name).unwrap().mode() & 0o777;
+    assert_eq!(mode & 0o040, 0, "g::--- shown as group read: {mode:o}");
+    assert!(nobody_reads(&name), "others keep r--: {mode:o}");
+    drop(m);
+}
+
+/// A blob that is a symlink to a file in a 0700 directory of the source is
+/// narrowed by that directory, not by the directories above the link.
+#[test]
+fn a_symlinked_blob_is_narrowed_by_the_directories_above_its_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let (b, desc) = LayoutBuilder::one_layer(tmp.path().join("s"), b"hidden layer");
+    let src = b.blob_path(&desc);
+    let hidden = b.root.join("hidden");
+    fs::create_dir(&hidden).unwrap();
+    chmod(&hidden, 0o700);
+    fs::rename(&src, hidden.join("layer")).unwrap();
+    std::os::unix::fs::symlink("../../hidden/layer", &src).unwrap();
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[b.root.to_str().unwrap(), "-o", "allow_other"],
+    );
+    let name = m.path(&format!("blobs/sha256/{}", hex(&desc)));
+    assert_eq!(fs::read(&name).unwrap(), b"hidden layer");
+    assert_eq!(fs::metadata(&name).unwrap().mode() & 0o777, 0o400);
+    assert!(
+        !nobody_reads(&name),
+        "a layer in a 0700 directory reached nobody"
+    );
+}
+
+/// `chmod 700` of a directory above the layout, after the mount, reaches the
+/// mount within two seconds (goal: one).
+#[test]
+fn a_chmod_above_the_layout_reaches_the_mount() {
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let above = tmp.path().join("home");
+    fs::create_dir(&above).unwrap();
+    chmod(&above, 0o755);
+    let (b, desc) = LayoutBuilder::one_layer(above.join("s"), b"private soon");
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[b.root.to_str().unwrap(), "-o", "allow_other"],
+    );
+    let name = m.path(&format!("blobs/sha256/{}", hex(&desc)));
+    assert!(nobody_reads(&name));
+    chmod(&above, 0o700);
+    let started = Instant::now();
+    wait_for(
+        "chmod 700 above the layout to reach the mount",
+        Duration::from_secs(2),
+        || !nobody_reads(&name),
+    );
+    eprintln!(
+        "chmod above the layout reached the mount in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fs::metadata(&name).unwrap().mode() & 0o077, 0);
+}
+
+/// A build user flips a `…-latest-oci` symlink between another user's
+/// private layout (0644 files in a 0700 home) and a decoy of their own while
+/// root serves it with allow_other: the private layer never reaches them.
+/// A bounded race: it says how many reads it tried.
+#[test]
+fn a_flipped_latest_link_never_lends_a_decoys_bits_to_a_private_layout() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let home = tmp.path().join("home");
+    fs::create_dir(&home).unwrap();
+    let (private, desc) = LayoutBuilder::one_layer(home.join("p"), b"the victim's layer");
+    for p in walk(&home) {
+        chmod(&p, if p.is_dir() { 0o755 } else { 0o644 });
+        chown(&p, 1000);
+    }
+    chmod(&home, 0o700);
+    let deploy = tmp.path().join("deploy");
+    fs::create_dir(&deploy).unwrap();
+    chown(&deploy, NOBODY);
+    let decoy = LayoutBuilder::simple(deploy.join("decoy"), "linux", "amd64", "decoy");
+    for p in walk(&decoy.root) {
+        chown(&p, NOBODY);
+    }
+    run(nobody("ln")
+        .arg("-s")
+        .arg(&private.root)
+        .arg(deploy.join("latest")));
+    run(nobody("ln")
+        .arg("-s")
+        .arg(&decoy.root)
+        .arg(deploy.join("alt")));
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[deploy.join("latest").to_str().unwrap(), "-o", "allow_other"],
+    );
+    let name = m.path(&format!("blobs/sha256/{}", hex(&desc)));
+    assert!(!nobody_reads(&name), "before the race");
+    let racer_py = "import ctypes, os, sys, time\\n\\
+                    libc = ctypes.CDLL(None, use_errno=True)\\n\\
+                    os.chdir(sys.argv[1])\\n\\
+                    while True:\\n    libc.renameat2(-100, b'latest', -100, b'alt', 2)\\n    time.sleep(0.0005)\\n";
+    let mut racer = nobody("/usr/bin/python3")
+        .args(["-c", racer_py])
+        .arg(&deploy)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // As the build user: read the private layer through the mount, again
+    // and again, for three seconds.
+    let reader = format!(
+        "n=0; ok=0; end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do \
+         n=$((n+1)); if cat '{}' >/dev/null 2>&1; then ok=$((ok+1)); fi; done; echo $n $ok",
+        name.display()
+    );
+    let started = Instant::now();
+    let out = run(nobody("sh").args(["-c", &reader]));
+    racer.kill().unwrap();
+    racer.wait().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut counts = text
+        .split_whitespace()
+        .map(|n| n.parse::<u64>().unwrap_or(u64::MAX));
+    let (tries, read) = (
+        counts.next().unwrap_or(0),
+        counts.next().unwrap_or(u64::MAX),
+    );
+    eprintln!(
+        "latest-link race: {tries} reads in {:?} as the build user, {read} succeeded",
+        started.elapsed()
+    );
+    assert!(tries > 10, "{text}");
+    assert_eq!(
+        read, 0,
+        "the private layer reached the build user {read} times"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+}

@@ -1,0 +1,210 @@
+//! POSIX access ACLs folded into what a mount can show: one owner, one
+//! group and "others", each with its own bits.
+//!
+//! An ACL can grant or deny named users and groups what the mode bits do not
+//! say. The mount shows a file's owner, group and mode, and the kernel checks
+//! those (`default_permissions`), so every entry is folded into the three
+//! classes so that no one gets more through the mount than the ACL grants:
+//! - a named user might be a member of the owning group, or fall under
+//!   "others" in the mount's view: the group and other bits keep only what
+//!   every named user is granted (after the mask);
+//! - a member of a named group that no group entry grants is denied, though
+//!   "others" may be granted: the other bits keep only what every named
+//!   group is granted;
+//! - the group class is the owning group's entry after the mask.
+//!
+//! An ACL that cannot be read or parsed leaves the owner's bits only: show
+//! less, never more.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+const XATTR: &[u8] = b"system.posix_acl_access\0";
+const VERSION: u32 = 2;
+const USER_OBJ: u16 = 0x01;
+const USER: u16 = 0x02;
+const GROUP_OBJ: u16 = 0x04;
+const GROUP: u16 = 0x08;
+const MASK: u16 = 0x10;
+const OTHER: u16 = 0x20;
+/// A larger ACL than any filesystem stores is not read whole: refused.
+const MAX_BYTES: usize = 64 * 1024;
+
+/// The access ACL of the file `fd` refers to (any fd, `O_PATH` too), or
+/// `None` when it has none (or the filesystem has no ACLs).
+pub(crate) fn read(fd: BorrowedFd<'_>) -> io::Result<Option<Vec<u8>>> {
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: `path` and `XATTR` are NUL-terminated and outlive the
+        // call; the kernel writes at most `buf.len()` bytes into `buf`.
+        #[allow(unsafe_code)]
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                XATTR.as_ptr().cast(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if let Ok(n) = usize::try_from(n) {
+            buf.truncate(n);
+            return Ok(Some(buf));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENODATA | libc::EOPNOTSUPP) => return Ok(None),
+            Some(libc::ERANGE) if buf.len() < MAX_BYTES => buf.resize(buf.len() * 4, 0),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// The mode bits (`0o777`) that grant no class more than `mode` and the
+/// access ACL `acl` (its raw xattr bytes) do. `Err(())`-free: an ACL that
+/// does not parse keeps the owner's bits only.
+pub(crate) fn effective_mode(mode: u32, acl: Option<&[u8]>) -> u32 {
+    let mode = mode & 0o777;
+    let Some(acl) = acl else {
+        return mode;
+    };
+    parse(acl).map_or(mode & 0o700, |entries| fold(mode, &entries))
+}
+
+fn parse(acl: &[u8]) -> Option<Vec<(u16, u32)>> {
+    let (header, body) = acl.split_first_chunk::<4>()?;
+    if u32::from_le_bytes(*header) != VERSION || body.len() % 8 != 0 {
+        return None;
+    }
+    body.chunks_exact(8)
+        .map(|e| {
+            let tag = u16::from_le_bytes([*e.first()?, *e.get(1)?]);
+            let perm = u16::from_le_bytes([*e.get(2)?, *e.get(3)?]);
+            Some((tag, u32::from(perm & 0o7)))
+        })
+        .collect()
+}
+
+fn fold(mode: u32, entries: &[(u16, u32)]) -> u32 {
+    let find = |tag| entries.iter().find(|(t, _)| *t == tag).map(|(_, p)| *p);
+    let mask = find(MASK);
+    let masked = |p: u32| mask.map_or(p, |m| p & m);
+    let owner = find(USER_OBJ).unwrap_or(mode >> 6 & 0o7);
+    let mut group = masked(find(GROUP_OBJ).unwrap_or(mode >> 3 & 0o7));
+    let mut other = find(OTHER).unwrap_or(mode & 0o7);
+    for &(tag, perm) in entries {
+        match tag {
+            USER => {
+                group &= masked(perm);
+                other &= masked(perm);
+            }
+            GROUP => other &= masked(perm),
+            _ => {}
+        }
+    }
+    owner << 6 | group << 3 | other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut out = VERSION.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&perm.to_le_bytes());
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn effective_mode_table() {
+        let u = u32::MAX;
+        // (mode, ACL entries, shown)
+        let cases: &[(u32, Option<&[(u16, u16, u32)]>, u32)] = &[
+            (0o644, None, 0o644),
+            (0o4755, None, 0o755),
+            // A minimal ACL says what the mode says.
+            (
+                0o644,
+                Some(&[(USER_OBJ, 6, u), (GROUP_OBJ, 4, u), (OTHER, 4, u)]),
+                0o644,
+            ),
+            // `user:bob:---`: bob may be in the group or be "other".
+            (
+                0o644,
+                Some(&[
+                    (USER_OBJ, 6, u),
+                    (USER, 0, 1000),
+                    (GROUP_OBJ, 4, u),
+                    (MASK, 4, u),
+                    (OTHER, 4, u),
+                ]),
+                0o600,
+            ),
+            // `g::---` with an `r--` mask: the owning group reads nothing.
+            (
+                0o644,
+                Some(&[
+                    (USER_OBJ, 6, u),
+                    (USER, 4, 1000),
+                    (GROUP_OBJ, 0, u),
+                    (MASK, 4, u),
+                    (OTHER, 4, u),
+                ]),
+                0o604,
+            ),
+            // A named group denied: its members would fall to "other".
+            (
+                0o644,
+                Some(&[
+                    (USER_OBJ, 6, u),
+                    (GROUP_OBJ, 4, u),
+                    (GROUP, 0, 50),
+                    (MASK, 4, u),
+                    (OTHER, 4, u),
+                ]),
+                0o640,
+            ),
+            // The mask limits named entries: a named user with rwx under an
+            // r-- mask reads only.
+            (
+                0o755,
+                Some(&[
+                    (USER_OBJ, 7, u),
+                    (USER, 7, 1000),
+                    (GROUP_OBJ, 5, u),
+                    (MASK, 4, u),
+                    (OTHER, 5, u),
+                ]),
+                0o744,
+            ),
+            // A directory: search (x) folded the same way.
+            (
+                0o755,
+                Some(&[
+                    (USER_OBJ, 7, u),
+                    (USER, 6, 1000),
+                    (GROUP_OBJ, 5, u),
+                    (MASK, 7, u),
+                    (OTHER, 5, u),
+                ]),
+                0o744,
+            ),
+        ];
+        for (mode, entries, want) in cases {
+            let bytes = entries.map(acl);
+            assert_eq!(
+                effective_mode(*mode, bytes.as_deref()),
+                *want,
+                "{mode:o} {entries:?}"
+            );
+        }
+        // Unparseable: the owner's bits only.
+        assert_eq!(effective_mode(0o644, Some(b"junk")), 0o600);
+        assert_eq!(effective_mode(0o644, Some(&[2, 0, 0, 0, 1])), 0o600);
+    }
+}

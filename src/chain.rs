@@ -1,0 +1,334 @@
+//! The permission chain of a path, taken from one walk through held fds.
+//!
+//! What a blob shows through the mount is narrowed by every directory one
+//! must search to reach it (see [`reachable_mode`]). Those directories are
+//! the ones actually walked: [`walk`] resolves a path one component at a
+//! time, each opened `O_PATH | O_NOFOLLOW` beneath the fd of the one before,
+//! `fstat`ed and its ACL read through that same fd, and follows symlinks
+//! itself (at most [`MAX_HOPS`]), so a symlinked blob is narrowed by the
+//! directories above the file it names, and a path re-pointed by another
+//! user between two resolutions cannot lend one object's bits to another:
+//! there is only one resolution, and what it ends on is what is opened.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use crate::confine::OpenError;
+
+/// Symlinks followed in one walk at most, as the kernel's limit.
+pub(crate) const MAX_HOPS: usize = 40;
+
+/// Search permission of one directory on the way to a file.
+/// `mode` is the directory's mode with its ACL folded in (see `acl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct DirPerm {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mode: u32,
+}
+
+impl DirPerm {
+    /// The permission of the directory `fd` (an `O_PATH` fd will do), ACL
+    /// included; a directory whose ACL cannot be read grants others nothing.
+    pub(crate) fn of(fd: BorrowedFd<'_>, st: &libc::stat) -> Self {
+        let acl = crate::acl::read(fd);
+        let mode = match &acl {
+            Ok(acl) => crate::acl::effective_mode(st.st_mode, acl.as_deref()),
+            Err(_) => st.st_mode & 0o700,
+        };
+        DirPerm {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode,
+        }
+    }
+}
+
+/// The read bits a file of owner `uid`, group `gid` and mode `mode` may show,
+/// given the directories one must search to reach it.
+///
+/// Per class of users (owner, group, other), a read bit survives only if every
+/// directory grants search to every class such a user might fall in there
+/// (a group member may own the directory or not, and so on). The answer never
+/// grants more than the source; where group membership is unknowable it may
+/// grant less. Root bypasses modes anyway.
+pub(crate) fn reachable_mode(uid: u32, gid: u32, mode: u32, dirs: &[DirPerm]) -> u16 {
+    const UX: u32 = 0o100;
+    const GX: u32 = 0o010;
+    const OX: u32 = 0o001;
+    let mut bits = mode & 0o444;
+    for d in dirs {
+        let owner_ok = if d.uid == uid {
+            d.mode & UX != 0
+        } else {
+            d.mode & GX != 0 && d.mode & OX != 0
+        };
+        let maybe_owner_of_dir = d.uid != uid; // someone other than the file owner owns d
+        let group_ok = d.mode & GX != 0
+            && (!maybe_owner_of_dir || d.mode & UX != 0)
+            && (d.gid == gid || d.mode & OX != 0);
+        let other_ok = d.mode & OX != 0
+            && (!maybe_owner_of_dir || d.mode & UX != 0)
+            && (d.gid == gid || d.mode & GX != 0);
+        if !owner_ok {
+            bits &= !0o400;
+        }
+        if !group_ok {
+            bits &= !0o040;
+        }
+        if !other_ok {
+            bits &= !0o004;
+        }
+    }
+    // Masked with 0o444 above, so it fits.
+    u16::try_from(bits).unwrap_or(0)
+}
+
+/// Where a walk starts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Start<'a> {
+    /// At `/`: a path from the command line (made absolute first).
+    Root,
+    /// Beneath a source's root, never leaving it: `..` above it, or an
+    /// absolute symlink, is [`OpenError::Escapes`]. `above` is the chain
+    /// down to and including the root.
+    Beneath(BorrowedFd<'a>, &'a [DirPerm]),
+}
+
+/// What a walk ended on.
+#[derive(Debug)]
+pub(crate) struct Walked {
+    /// The object, opened `O_PATH` (no open side effects).
+    pub(crate) fd: OwnedFd,
+    /// Its `fstat`.
+    pub(crate) st: libc::stat,
+    /// The directories searched to reach it, from the start on; for a
+    /// directory, itself included last.
+    pub(crate) chain: Vec<DirPerm>,
+    /// Its path as walked (for messages and watches).
+    pub(crate) path: PathBuf,
+}
+
+fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat, OpenError> {
+    nix::sys::stat::fstat(fd).map_err(|e| OpenError::Io(e.into()))
+}
+
+fn is(st: &libc::stat, kind: libc::mode_t) -> bool {
+    st.st_mode & libc::S_IFMT == kind
+}
+
+fn components(path: &Path) -> impl Iterator<Item = OsString> + '_ {
+    path.components().filter_map(|c| match c {
+        Component::Normal(n) => Some(n.to_owned()),
+        Component::ParentDir => Some(OsString::from("..")),
+        _ => None,
+    })
+}
+
+/// Resolves `path` from `start`, following symlinks itself; see the module
+/// header. Missing components are [`OpenError::Missing`].
+pub(crate) fn walk(start: Start<'_>, path: &Path) -> Result<Walked, OpenError> {
+    let (base_fd, base_chain, mut shown): (OwnedFd, Vec<DirPerm>, PathBuf) = match start {
+        Start::Root => {
+            let fd = nix::fcntl::open(
+                "/",
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| OpenError::Io(e.into()))?;
+            let st = fstat(fd.as_fd())?;
+            let perm = DirPerm::of(fd.as_fd(), &st);
+            (fd, vec![perm], PathBuf::from("/"))
+        }
+        Start::Beneath(root, above) => (
+            root.try_clone_to_owned().map_err(OpenError::Io)?,
+            above.to_vec(),
+            PathBuf::new(),
+        ),
+    };
+    let beneath = matches!(start, Start::Beneath(..));
+    let mut todo: VecDeque<OsString> = components(path).collect();
+    // The directories entered under the base.
+    let mut stack: Vec<(OwnedFd, DirPerm)> = Vec::new();
+    let mut hops = 0;
+    let mut last: Option<(OwnedFd, libc::stat)> = None;
+    while let Some(name) = todo.pop_front() {
+        if let Some((_, st)) = &last {
+            // Something that is not a directory, with components after it.
+            if !is(st, libc::S_IFDIR) {
+                return Err(OpenError::Missing);
+            }
+        }
+        if let Some((fd, st)) = last.take() {
+            let perm = DirPerm::of(fd.as_fd(), &st);
+            stack.push((fd, perm));
+        }
+        if name == ".." {
+            if stack.pop().is_none() && beneath {
+                return Err(OpenError::Escapes);
+            }
+            shown.pop();
+            continue;
+        }
+        let at = stack.last().map_or(base_fd.as_fd(), |(fd, _)| fd.as_fd());
+        let fd = nix::fcntl::openat(
+            at,
+            name.as_os_str(),
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR => OpenError::Missing,
+            e => OpenError::Io(e.into()),
+        })?;
+        let st = fstat(fd.as_fd())?;
+        if is(&st, libc::S_IFLNK) {
+            hops += 1;
+            if hops > MAX_HOPS {
+                return Err(OpenError::Io(std::io::Error::from_raw_os_error(
+                    libc::ELOOP,
+                )));
+            }
+            let target =
+                nix::fcntl::readlinkat(fd.as_fd(), "").map_err(|e| OpenError::Io(e.into()))?;
+            let target = PathBuf::from(target);
+            if target.is_absolute() {
+                if beneath {
+                    return Err(OpenError::Escapes);
+                }
+                stack.clear();
+                shown = PathBuf::from("/");
+            }
+            let mut ahead: Vec<OsString> = components(&target).collect();
+            ahead.extend(todo.drain(..));
+            todo = ahead.into();
+            continue;
+        }
+        shown.push(&name);
+        last = Some((fd, st));
+    }
+    let mut chain = base_chain;
+    chain.extend(stack.iter().map(|(_, perm)| *perm));
+    let (fd, st) = match last {
+        Some(found) => found,
+        // The path named the start itself (`/`, or `.` beneath a root).
+        None => match stack.pop() {
+            Some((fd, _)) => {
+                chain.pop();
+                let st = fstat(fd.as_fd())?;
+                (fd, st)
+            }
+            None if beneath => return Err(OpenError::NotRegular("directory")),
+            None => {
+                let st = fstat(base_fd.as_fd())?;
+                chain.clear();
+                (base_fd, st)
+            }
+        },
+    };
+    if is(&st, libc::S_IFDIR) {
+        chain.push(DirPerm::of(fd.as_fd(), &st));
+    }
+    Ok(Walked {
+        fd,
+        st,
+        chain,
+        path: shown,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn chmod(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn reachable_mode_table() {
+        let d = |uid, gid, mode| DirPerm { uid, gid, mode };
+        // file (uid, gid, mode), dirs, shown mode
+        let cases: &[((u32, u32, u32), &[DirPerm], u16)] = &[
+            ((1, 1, 0o644), &[d(0, 0, 0o755)], 0o444),
+            ((1, 1, 0o600), &[d(0, 0, 0o755)], 0o400),
+            ((1, 1, 0o777), &[d(0, 0, 0o755)], 0o444),
+            ((1, 1, 0o044), &[d(0, 0, 0o755)], 0o044),
+            // A private directory of the owner hides everything from the rest.
+            ((1, 1, 0o644), &[d(0, 0, 0o755), d(1, 1, 0o700)], 0o400),
+            // Group may search, others not.
+            ((1, 1, 0o644), &[d(1, 1, 0o750)], 0o440),
+            // Directory of another group, searchable by its group only: no
+            // one is known to be in it.
+            ((1, 1, 0o644), &[d(1, 2, 0o710)], 0o400),
+            // Directory of another owner with no search for others.
+            ((1, 1, 0o644), &[d(2, 2, 0o770)], 0o000),
+            ((1, 1, 0o644), &[d(2, 2, 0o711)], 0o444),
+        ];
+        for ((uid, gid, mode), dirs, want) in cases {
+            assert_eq!(
+                reachable_mode(*uid, *gid, *mode, dirs),
+                *want,
+                "{uid}:{gid} {mode:o} {dirs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_walk_takes_the_chain_of_the_target_not_of_the_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        std::fs::create_dir_all(t.join("private/real")).unwrap();
+        std::fs::create_dir_all(t.join("public")).unwrap();
+        std::fs::write(t.join("private/real/f"), b"x").unwrap();
+        chmod(&t.join("private"), 0o700);
+        chmod(&t.join("public"), 0o755);
+        symlink(t.join("private/real"), t.join("public/link")).unwrap();
+        symlink("../private/real/f", t.join("public/rel")).unwrap();
+        for via in [
+            "public/link/f",
+            "public/rel",
+            "private/real/f",
+            "public/../private/real/f",
+        ] {
+            let w = walk(Start::Root, &t.join(via)).unwrap();
+            assert!(is(&w.st, libc::S_IFREG), "{via}");
+            assert_eq!(w.path, t.join("private/real/f"), "{via}");
+            // The 0700 directory is on the chain, whatever the way in.
+            assert!(
+                w.chain.iter().any(|d| d.mode & 0o777 == 0o700),
+                "{via}: {:?}",
+                w.chain
+            );
+        }
+        // Beneath a root: `..` above it and absolute links escape.
+        let root = walk(Start::Root, &t.join("public")).unwrap();
+        let above = root.chain.clone();
+        let beneath = Start::Beneath(root.fd.as_fd(), &above);
+        assert!(matches!(
+            walk(beneath, Path::new("../private/real/f")),
+            Err(OpenError::Escapes)
+        ));
+        assert!(matches!(
+            walk(beneath, Path::new("link/f")),
+            Err(OpenError::Escapes)
+        ));
+        assert!(matches!(
+            walk(beneath, Path::new("rel")),
+            Err(OpenError::Escapes)
+        ));
+        assert!(matches!(
+            walk(beneath, Path::new("none")),
+            Err(OpenError::Missing)
+        ));
+        // A loop ends.
+        symlink("loop", t.join("public/loop")).unwrap();
+        assert!(walk(Start::Root, &t.join("public/loop")).is_err());
+    }
+}
