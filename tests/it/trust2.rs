@@ -323,8 +323,7 @@ fn acls_travel_through_the_mount() {
     // File ACLs, set before mounting.
     let layer = walk(&blob_dir)
         .into_iter()
-        .filter(|p| p.is_file() && fs::read(p).is_ok_and(|b| b == b"acl layer"))
-        .next()
+        .find(|p| p.is_file() && fs::read(p).is_ok_and(|b| b == b"acl layer"))
         .unwrap();
     setfacl(&["-m", "u:nobody:---"], &layer);
     let m = Mount::new(
