@@ -237,6 +237,10 @@ pub enum FsError {
     /// Reading a source file failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The request came from one of this daemon's own threads: a source
+    /// leads back into this mount, and answering would wait for itself.
+    #[error("the request comes from this daemon itself (a source leads back into the mount)")]
+    SelfRequest,
 }
 
 impl FsError {
@@ -248,6 +252,7 @@ impl FsError {
             FsError::NotDir => libc::ENOTDIR,
             FsError::IsDir => libc::EISDIR,
             FsError::ReadOnly => libc::EROFS,
+            FsError::SelfRequest => libc::EDEADLK,
             FsError::Changed
             | FsError::Corrupt { .. }
             | FsError::Refused(
@@ -299,6 +304,7 @@ mod tests {
             (FsError::NotDir, libc::ENOTDIR, false),
             (FsError::IsDir, libc::EISDIR, false),
             (FsError::ReadOnly, libc::EROFS, true),
+            (FsError::SelfRequest, libc::EDEADLK, false),
             (FsError::Changed, libc::EIO, false),
             (FsError::Refused(OpenError::Escapes), libc::EIO, false),
             (

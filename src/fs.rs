@@ -35,6 +35,7 @@ use fuser::{
 use crate::error::printable;
 use crate::generations::Generations;
 use crate::handles::{FileRange, Handle, Handles, Opened, ReadFrom, Stats};
+use crate::hashpool::{HashPool, is_own_thread};
 use crate::layout::{Attr, Content, FsError, Kind, slice_at};
 use crate::source::{Blob, Origin};
 use crate::verify::Verifier;
@@ -75,10 +76,12 @@ pub struct FsOptions {
 #[derive(Debug)]
 pub struct OciFs {
     snapshots: Arc<Generations>,
-    handles: Handles<BackingId>,
+    handles: Arc<Handles<BackingId>>,
     opts: FsOptions,
-    verifier: Verifier,
-    stats: Stats,
+    verifier: Arc<Verifier>,
+    stats: Arc<Stats>,
+    /// Where opens that must hash first are answered (see `hashpool`).
+    hashing: HashPool,
 }
 
 impl OciFs {
@@ -86,52 +89,41 @@ impl OciFs {
     pub fn new(snapshots: Arc<Generations>, opts: FsOptions) -> Self {
         OciFs {
             snapshots,
-            handles: Handles::default(),
+            handles: Arc::default(),
             opts,
-            verifier: Verifier::default(),
-            stats: Stats::default(),
+            verifier: Arc::default(),
+            stats: Arc::default(),
+            hashing: HashPool::default(),
         }
     }
 
     /// Opens a source blob ([`FileRange::open`] refuses bytes that may not be
-    /// its own): passthrough when possible (a whole file, and the kernel
-    /// agrees), else a daemon-read handle. An archive member is a byte range,
-    /// which passthrough cannot map: always daemon reads.
+    /// its own). One that must be hashed first is answered from the hashing
+    /// pool, never on this request thread.
     fn open_blob(&self, ino: u64, blob: &Blob, reply: ReplyOpen) {
-        let opened = FileRange::open(blob, self.opts.verify, &self.verifier);
-        let Opened { range, as_recorded } = match opened {
-            Ok(opened) => opened,
-            Err(e) => {
-                let from = printable(&blob.origin.describe()).into_owned();
-                log::warn!("open {} ({from}): {e}", blob.digest);
-                return reply.error(failed("open", ino, &e));
-            }
+        let (opened, must_hash) = match FileRange::open_unhashed(blob, self.opts.verify) {
+            Ok(found) => found,
+            Err(e) => return refuse_open(ino, blob, &e, reply),
         };
-        let backing = match &blob.origin {
-            Origin::Range { .. } => None,
-            Origin::File { .. } => self
-                .handles
-                .backing_for(ino, || reply.open_backing(range.file.as_ref())),
-        };
-        if let Some(backing) = backing {
-            Stats::count(&self.stats.passthrough_opens, 1);
-            let fh = self.handles.insert(Handle::Passthrough {
-                _backing: backing.clone(),
-            });
-            return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
+        if !must_hash || opened.checked_before(blob, &self.verifier) {
+            return finish_open(&self.handles, &self.stats, ino, blob, opened, reply);
         }
-        Stats::count(&self.stats.daemon_opens, 1);
-        let fh = self.handles.insert(Handle::Read(range));
-        // A name's bytes never change under an inode (a swap that changes
-        // them invalidates the inode): keep the page cache, unless this is
-        // not the file the snapshot recorded (replaced and not yet rebuilt):
-        // then the kernel drops what it cached.
-        let flags = if as_recorded {
-            FopenFlags::FOPEN_KEEP_CACHE
-        } else {
-            FopenFlags::empty()
-        };
-        reply.opened(FileHandle(fh), flags);
+        let (handles, stats, verifier) = (
+            self.handles.clone(),
+            self.stats.clone(),
+            self.verifier.clone(),
+        );
+        let blob = blob.clone();
+        self.hashing.submit(Box::new(move |run| {
+            if !run {
+                let busy = FsError::Io(std::io::Error::from_raw_os_error(libc::EAGAIN));
+                return refuse_open(ino, &blob, &busy, reply);
+            }
+            match opened.check(&blob, &verifier) {
+                Ok(()) => finish_open(&handles, &stats, ino, &blob, opened, reply),
+                Err(e) => refuse_open(ino, &blob, &e, reply),
+            }
+        }));
     }
 
     fn file_attr(&self, a: &Attr) -> FileAttr {
@@ -154,6 +146,49 @@ impl OciFs {
             flags: 0,
         }
     }
+}
+
+fn refuse_open(ino: u64, blob: &Blob, e: &FsError, reply: ReplyOpen) {
+    let from = printable(&blob.origin.describe()).into_owned();
+    log::warn!("open {} ({from}): {e}", blob.digest);
+    reply.error(failed("open", ino, e));
+}
+
+/// Answers an open whose bytes may be served: passthrough when possible (a
+/// whole file, and the kernel agrees), else a daemon-read handle. An archive
+/// member is a byte range, which passthrough cannot map: always daemon reads.
+fn finish_open(
+    handles: &Handles<BackingId>,
+    stats: &Stats,
+    ino: u64,
+    blob: &Blob,
+    opened: Opened,
+    reply: ReplyOpen,
+) {
+    let Opened { range, as_recorded } = opened;
+    let backing = match &blob.origin {
+        Origin::Range { .. } => None,
+        Origin::File { .. } => handles.backing_for(ino, || reply.open_backing(range.file.as_ref())),
+    };
+    if let Some(backing) = backing {
+        Stats::count(&stats.passthrough_opens, 1);
+        let fh = handles.insert(Handle::Passthrough {
+            _backing: backing.clone(),
+        });
+        return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
+    }
+    Stats::count(&stats.daemon_opens, 1);
+    let fh = handles.insert(Handle::Read(range));
+    // A name's bytes never change under an inode (a swap that changes them
+    // invalidates the inode): keep the page cache, unless this is not the
+    // file the snapshot recorded (replaced and not yet rebuilt): then the
+    // kernel drops what it cached.
+    let flags = if as_recorded {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    };
+    reply.opened(FileHandle(fh), flags);
 }
 
 /// Writes `Filesystem` methods that refuse with EROFS, logged as one failed
@@ -221,7 +256,10 @@ impl Filesystem for OciFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if is_own_thread(req.pid()) {
+            return reply.error(failed("open", ino.0, &FsError::SelfRequest));
+        }
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(failed("open", ino.0, &FsError::ReadOnly));
         }
@@ -246,7 +284,7 @@ impl Filesystem for OciFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -256,6 +294,9 @@ impl Filesystem for OciFs {
         reply: ReplyData,
     ) {
         Stats::count(&self.stats.read_requests, 1);
+        if is_own_thread(req.pid()) {
+            return reply.error(failed("read", ino.0, &FsError::SelfRequest));
+        }
         match self.handles.read_from(fh.0) {
             Some(ReadFrom::Memory(bytes)) => reply.data(slice_at(&bytes, offset, size)),
             Some(ReadFrom::File(range)) => match range.read(offset, size) {

@@ -63,6 +63,16 @@ impl FileRange {
     /// identity: rewritten in place, its offsets are of no known version.
     /// With `verify`, every blob version is hashed once before it is served.
     pub fn open(blob: &Blob, verify: bool, verifier: &Verifier) -> Result<Opened, FsError> {
+        let (opened, must_hash) = Self::open_unhashed(blob, verify)?;
+        if must_hash {
+            opened.check(blob, verifier)?;
+        }
+        Ok(opened)
+    }
+
+    /// [`FileRange::open`] up to the hash: the opened range, and whether it
+    /// must be hashed ([`Opened::check`]) before a byte of it is served.
+    pub fn open_unhashed(blob: &Blob, verify: bool) -> Result<(Opened, bool), FsError> {
         let (range, must_hash) = match &blob.origin {
             Origin::File { dir, rel, id } => {
                 let (file, now) = dir.open(rel)?;
@@ -92,11 +102,8 @@ impl FileRange {
                 (range, verify)
             }
         };
-        if must_hash {
-            verifier.check(&range.file, range.base, range.len, range.id, &blob.digest)?;
-        }
         let as_recorded = blob.origin.file_id() == range.id;
-        Ok(Opened { range, as_recorded })
+        Ok((Opened { range, as_recorded }, must_hash))
     }
 
     /// Reads up to `size` bytes of the blob at `offset`: exactly what the blob
@@ -115,6 +122,21 @@ impl FileRange {
         } else {
             Err(FsError::Changed)
         }
+    }
+}
+
+impl Opened {
+    /// Hashes the range (once per file version: `verifier` keeps results)
+    /// and fails unless it hashes to `blob`'s digest.
+    pub fn check(&self, blob: &Blob, verifier: &Verifier) -> Result<(), FsError> {
+        let r = &self.range;
+        verifier.check(&r.file, r.base, r.len, r.id, &blob.digest)
+    }
+
+    /// Whether [`Opened::check`] would answer at once from a kept result.
+    pub fn checked_before(&self, blob: &Blob, verifier: &Verifier) -> bool {
+        let r = &self.range;
+        verifier.known_good(r.id, r.base, r.len, &blob.digest)
     }
 }
 

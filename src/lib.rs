@@ -45,6 +45,7 @@ pub mod fstab;
 pub mod fuzzing;
 pub(crate) mod generations;
 pub(crate) mod handles;
+pub(crate) mod hashpool;
 pub(crate) mod hex;
 pub mod index;
 pub mod inspect;

@@ -92,6 +92,15 @@ impl Verifier {
         Ok(())
     }
 
+    /// Whether this version and range is known to hash to `digest`.
+    pub fn known_good(&self, id: FileId, base: u64, len: u64, digest: &Digest) -> bool {
+        let key = (id, base, len, digest.clone());
+        self.results.lock().is_ok_and(|r| {
+            r.get(&key)
+                .is_some_and(|cell| cell.get() == Some(&Outcome::Matches))
+        })
+    }
+
     /// How many results are kept.
     #[cfg(test)]
     pub fn len(&self) -> usize {

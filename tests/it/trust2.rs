@@ -482,3 +482,87 @@ fn a_flipped_latest_link_never_lends_a_decoys_bits_to_a_private_layout() {
     );
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+/// Hashing never holds a request thread: four opens of a 3 GiB sparse layer
+/// under `--verify` (each must be hashed before it is served) by another
+/// user, and root's `cat index.json` still answers at once.
+#[test]
+fn hashing_opens_do_not_hold_the_request_threads() {
+    use ocimux::document::OCI_MANIFEST;
+    use serde_json::json;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let b = LayoutBuilder::new(tmp.path().join("s"));
+    let config = b.json_blob(
+        "application/vnd.oci.image.config.v1+json",
+        &json!({"os": "linux", "architecture": "amd64"}),
+    );
+    let size: u64 = 3 << 30;
+    let hex = "ab".repeat(32);
+    let layer = json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+        "digest": format!("sha256:{hex}"),
+        "size": size,
+    });
+    let sparse = fs::File::create(b.root.join("blobs/sha256").join(&hex)).unwrap();
+    sparse.set_len(size).unwrap();
+    drop(sparse);
+    let m = b.json_blob(
+        OCI_MANIFEST,
+        &json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [layer]}),
+    );
+    b.index(&[(m, None)]);
+    let mnt = Mount::new(
+        &tmp.path().join("mnt"),
+        &[
+            b.root.to_str().unwrap(),
+            "--verify",
+            "--threads",
+            "2",
+            "-o",
+            "allow_other",
+        ],
+    );
+    let name = mnt.path(&format!("blobs/sha256/{hex}"));
+    let mut readers: Vec<_> = (0..4)
+        .map(|_| {
+            nobody("cat")
+                .arg(&name)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Root reads index.json again and again for as long as the layer is
+    // being hashed (the readers wait for it), at most a minute.
+    let (mut slowest, mut reads) = (Duration::ZERO, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while readers.iter_mut().any(|r| r.try_wait().unwrap().is_none()) {
+        assert!(Instant::now() < deadline, "the hashing opens did not end");
+        let started = Instant::now();
+        let index = fs::read(mnt.path("index.json")).unwrap();
+        slowest = slowest.max(started.elapsed());
+        reads += 1;
+        assert!(!index.is_empty());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "index.json: slowest of {reads} reads {slowest:?} while 4 opens hashed a 3 GiB layer"
+    );
+    assert!(
+        reads >= 5,
+        "the hashing ended after {reads} reads: nothing was measured"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "index.json took {slowest:?}"
+    );
+    // The hashed layer does not match its (made-up) name: refused, not served.
+    for r in &mut readers {
+        let status = r.wait().unwrap();
+        assert!(!status.success());
+    }
+}
