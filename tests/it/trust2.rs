@@ -566,3 +566,52 @@ fn hashing_opens_do_not_hold_the_request_threads() {
         assert!(!status.success());
     }
 }
+
+/// A live source re-pointed at a read-only overlay of the mount itself (not
+/// a FUSE filesystem, so the start-up check cannot see it): the daemon's
+/// own requests are refused at once, the last good snapshot is served, and
+/// the mount never wedges (daemon reads, so nothing bypasses it).
+#[test]
+fn a_source_leading_back_into_the_mount_never_wedges_it() {
+    use std::time::Duration;
+    require_tool("timeout");
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let (b, desc) = LayoutBuilder::one_layer(tmp.path().join("a"), b"the first build");
+    let live = tmp.path().join("live");
+    std::os::unix::fs::symlink(&b.root, &live).unwrap();
+    let mnt = Mount::new(
+        &tmp.path().join("mnt"),
+        &[live.to_str().unwrap(), "--no-passthrough", "--threads", "2"],
+    );
+    let layer = mnt.path(&format!("blobs/sha256/{}", hex(&desc)));
+    let before = fs::read(mnt.path("index.json")).unwrap();
+    let (empty, ovl) = (tmp.path().join("empty"), tmp.path().join("ovl"));
+    fs::create_dir(&empty).unwrap();
+    fs::create_dir(&ovl).unwrap();
+    run(std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!(
+            "lowerdir={}:{}",
+            mnt.dir.display(),
+            empty.display()
+        ))
+        .arg(&ovl));
+    let relink = tmp.path().join("live.new");
+    std::os::unix::fs::symlink(&ovl, &relink).unwrap();
+    fs::rename(&relink, &live).unwrap();
+    // Give the watcher its rebuilds (settle 100 ms, retries every 500 ms),
+    // reading through the mount all along; every read must end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        for path in [&layer, &mnt.path("index.json")] {
+            let out = run(std::process::Command::new("timeout")
+                .args(["10", "cat"])
+                .arg(path));
+            assert!(!out.stdout.is_empty(), "{}", path.display());
+        }
+    }
+    assert_eq!(fs::read(mnt.path("index.json")).unwrap(), before);
+    assert_eq!(fs::read(&layer).unwrap(), b"the first build");
+    run(std::process::Command::new("umount").arg(&ovl));
+}
