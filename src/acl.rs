@@ -72,6 +72,26 @@ pub(crate) fn effective_mode(mode: u32, acl: Option<&[u8]>) -> u32 {
     parse(acl).map_or(mode & 0o700, |entries| fold(mode, &entries))
 }
 
+/// Whether anyone but the owner (and root) may write a file or directory of
+/// mode `mode` with access ACL `acl`: the group or others by the mode, or any
+/// named user or group by the ACL (after its mask). An ACL that does not
+/// parse counts as yes.
+pub(crate) fn others_may_write(mode: u32, acl: Option<&[u8]>) -> bool {
+    const W: u32 = 0o2;
+    let Some(acl) = acl else {
+        return mode & 0o022 != 0;
+    };
+    let Some(entries) = parse(acl) else {
+        return true;
+    };
+    let mask = entries.iter().find(|(t, _)| *t == MASK).map(|(_, p)| *p);
+    entries.iter().any(|&(tag, perm)| match tag {
+        USER | GROUP | GROUP_OBJ => mask.map_or(perm, |m| perm & m) & W != 0,
+        OTHER => perm & W != 0,
+        _ => false,
+    })
+}
+
 fn parse(acl: &[u8]) -> Option<Vec<(u16, u32)>> {
     let (header, body) = acl.split_first_chunk::<4>()?;
     if u32::from_le_bytes(*header) != VERSION || body.len() % 8 != 0 {
@@ -203,6 +223,51 @@ mod tests {
                 "{mode:o} {entries:?}"
             );
         }
+        // Who else may write.
+        for (mode, entries, want) in [
+            (0o644, None, false),
+            (0o664, None, true),
+            (0o646, None, true),
+            (
+                0o644,
+                Some(
+                    &[
+                        (USER_OBJ, 6, u),
+                        (USER, 6, 1000),
+                        (GROUP_OBJ, 4, u),
+                        (MASK, 6, u),
+                        (OTHER, 4, u),
+                    ][..],
+                ),
+                true,
+            ),
+            (
+                0o644,
+                Some(
+                    &[
+                        (USER_OBJ, 6, u),
+                        (USER, 6, 1000),
+                        (GROUP_OBJ, 4, u),
+                        (MASK, 4, u),
+                        (OTHER, 4, u),
+                    ][..],
+                ),
+                false,
+            ),
+            (
+                0o644,
+                Some(&[(USER_OBJ, 6, u), (GROUP_OBJ, 4, u), (OTHER, 4, u)][..]),
+                false,
+            ),
+        ] {
+            let bytes = entries.map(acl);
+            assert_eq!(
+                others_may_write(mode, bytes.as_deref()),
+                want,
+                "{mode:o} {entries:?}"
+            );
+        }
+        assert!(others_may_write(0o600, Some(b"junk")));
         // Unparseable: the owner's bits only.
         assert_eq!(effective_mode(0o644, Some(b"junk")), 0o600);
         assert_eq!(effective_mode(0o644, Some(&[2, 0, 0, 0, 1])), 0o600);

@@ -30,6 +30,10 @@ pub(crate) struct DirPerm {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) mode: u32,
+    /// Someone other than root and the mounting user could replace what is
+    /// in it: its owner is another user, or others may write it (and it is
+    /// not sticky).
+    pub(crate) shared: bool,
 }
 
 impl DirPerm {
@@ -37,16 +41,27 @@ impl DirPerm {
     /// included; a directory whose ACL cannot be read grants others nothing.
     pub(crate) fn of(fd: BorrowedFd<'_>, st: &libc::stat) -> Self {
         let acl = crate::acl::read(fd);
-        let mode = match &acl {
-            Ok(acl) => crate::acl::effective_mode(st.st_mode, acl.as_deref()),
-            Err(_) => st.st_mode & 0o700,
+        let (mode, others_write) = match &acl {
+            Ok(acl) => (
+                crate::acl::effective_mode(st.st_mode, acl.as_deref()),
+                crate::acl::others_may_write(st.st_mode, acl.as_deref()),
+            ),
+            Err(_) => (st.st_mode & 0o700, true),
         };
+        let sticky = st.st_mode & libc::S_ISVTX != 0;
         DirPerm {
             uid: st.st_uid,
             gid: st.st_gid,
             mode,
+            shared: !trusted_owner(st.st_uid) || (others_write && !sticky),
         }
     }
+}
+
+/// Whether files of owner `uid` are as trusted as the mount itself: root's
+/// or the mounting user's.
+pub(crate) fn trusted_owner(uid: u32) -> bool {
+    uid == 0 || uid == nix::unistd::getuid().as_raw()
 }
 
 /// The read bits a file of owner `uid`, group `gid` and mode `mode` may show,
@@ -253,7 +268,12 @@ mod tests {
 
     #[test]
     fn reachable_mode_table() {
-        let d = |uid, gid, mode| DirPerm { uid, gid, mode };
+        let d = |uid, gid, mode| DirPerm {
+            uid,
+            gid,
+            mode,
+            shared: false,
+        };
         // file (uid, gid, mode), dirs, shown mode
         let cases: &[((u32, u32, u32), &[DirPerm], u16)] = &[
             ((1, 1, 0o644), &[d(0, 0, 0o755)], 0o444),

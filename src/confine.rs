@@ -28,7 +28,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::chain::{DirPerm, Start, reachable_mode, walk};
+use crate::chain::{DirPerm, Start, reachable_mode, trusted_owner, walk};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -88,6 +88,12 @@ pub struct Access {
     pub gid: u32,
     /// Read bits, a subset of `0o444`.
     pub mode: u16,
+    /// Whether the kernel may serve it directly (passthrough), where an
+    /// in-place rewrite would reach readers unchecked: only while the file's
+    /// owner is root or the mounting user, nobody else may write it, and no
+    /// directory above it could be changed by anyone else. Otherwise reads go
+    /// through the daemon, which checks the file's identity on every read.
+    pub passthrough: bool,
 }
 
 /// An opened file's identity and access.
@@ -213,9 +219,12 @@ fn resolve_checked(path: &Path, refuse_ocimux: bool) -> Result<Resolved, OpenErr
 fn info_of(file: &File, dirs: &[DirPerm]) -> Result<FileInfo, OpenError> {
     let meta = file.metadata()?;
     let acl = crate::acl::read(file.as_fd());
-    let mode = match &acl {
-        Ok(acl) => crate::acl::effective_mode(meta.mode(), acl.as_deref()),
-        Err(_) => meta.mode() & 0o700,
+    let (mode, others_write) = match &acl {
+        Ok(acl) => (
+            crate::acl::effective_mode(meta.mode(), acl.as_deref()),
+            crate::acl::others_may_write(meta.mode(), acl.as_deref()),
+        ),
+        Err(_) => (meta.mode() & 0o700, true),
     };
     Ok(FileInfo {
         id: FileId::from_meta(&meta),
@@ -223,6 +232,9 @@ fn info_of(file: &File, dirs: &[DirPerm]) -> Result<FileInfo, OpenError> {
             uid: meta.uid(),
             gid: meta.gid(),
             mode: reachable_mode(meta.uid(), meta.gid(), mode, dirs),
+            passthrough: trusted_owner(meta.uid())
+                && !others_write
+                && !dirs.iter().any(|d| d.shared),
         },
     })
 }

@@ -420,6 +420,7 @@ fn archive_access(blobs: &[Blob]) -> Access {
         uid: blobs.first().map_or(0, |b| b.access.uid),
         gid: blobs.first().map_or(0, |b| b.access.gid),
         mode: 0o444,
+        passthrough: false,
     };
     for b in blobs {
         access.mode &= b.access.mode;

@@ -165,10 +165,16 @@ fn finish_open(
     opened: Opened,
     reply: ReplyOpen,
 ) {
-    let Opened { range, as_recorded } = opened;
+    let Opened {
+        range,
+        as_recorded,
+        passthrough,
+    } = opened;
     let backing = match &blob.origin {
         Origin::Range { .. } => None,
-        Origin::File { .. } => handles.backing_for(ino, || reply.open_backing(range.file.as_ref())),
+        Origin::File { .. } => {
+            handles.backing_for(ino, passthrough, || reply.open_backing(range.file.as_ref()))
+        }
     };
     if let Some(backing) = backing {
         Stats::count(&stats.passthrough_opens, 1);
@@ -178,7 +184,7 @@ fn finish_open(
         return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
     }
     Stats::count(&stats.daemon_opens, 1);
-    let fh = handles.insert(Handle::Read(range));
+    let fh = handles.insert(Handle::Read { ino, range });
     // A name's bytes never change under an inode (a swap that changes them
     // invalidates the inode): keep the page cache, unless this is not the
     // file the snapshot recorded (replaced and not yet rebuilt): then the

@@ -92,6 +92,7 @@ fn fake_blob(digest: Digest) -> Blob {
             uid: 1,
             gid: 2,
             mode: 0o444,
+            passthrough: true,
         },
         media_type: crate::document::OCI_LAYER.into(),
         source: "src".into(),

@@ -61,6 +61,7 @@ pub fn blob(seed: &str) -> Blob {
             uid: 7,
             gid: 8,
             mode: 0o440,
+            passthrough: true,
         },
         media_type: crate::document::OCI_LAYER.into(),
         source: "src".into(),
@@ -72,6 +73,7 @@ const PUBLIC: Access = Access {
     uid: 0,
     gid: 0,
     mode: 0o444,
+    passthrough: true,
 };
 
 /// A blob whose bytes are a real file `blobs/sha256/<hex>` under `root`,

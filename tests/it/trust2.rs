@@ -615,3 +615,57 @@ fn a_source_leading_back_into_the_mount_never_wedges_it() {
     assert_eq!(fs::read(&layer).unwrap(), b"the first build");
     run(std::process::Command::new("umount").arg(&ovl));
 }
+
+/// Passthrough only where an in-place rewrite cannot come from someone the
+/// mount does not trust: a source owned by a build user, or any source under
+/// `--verify`, is read by the daemon, so an open handle never returns bytes
+/// rewritten in place after it was opened (it gets EIO).
+#[test]
+fn in_place_rewrites_under_an_open_handle_are_refused_when_not_trusted() {
+    use std::io::{Read, Seek, SeekFrom};
+    let layer: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 241) as u8).collect();
+    for (owner, extra) in [(NOBODY, None), (0, Some("--verify"))] {
+        let tmp = tempfile::tempdir().unwrap();
+        open_to_all(tmp.path());
+        let (b, desc) = LayoutBuilder::one_layer(tmp.path().join("s"), &layer);
+        for p in walk(&b.root) {
+            chown(&p, owner);
+        }
+        let mut args = vec![b.root.to_str().unwrap()];
+        args.extend(extra);
+        let m = Mount::new(&tmp.path().join("mnt"), &args);
+        let name = m.path(&format!("blobs/sha256/{}", hex(&desc)));
+        let mut f = fs::File::open(&name).unwrap();
+        let mut first = [0u8; 4096];
+        f.read_exact(&mut first).unwrap();
+        assert_eq!(&first[..], &layer[..4096]);
+        // The owner rewrites the file in place: same size, other bytes.
+        let src = b.blob_path(&desc);
+        let script = format!(
+            "printf 'XXXXXXXXXXXXXXXX' | dd of='{}' bs=16 seek=4096 conv=notrunc status=none",
+            src.display()
+        );
+        let rewrite = match owner {
+            0 => std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output(),
+            _ => nobody("sh").args(["-c", &script]).output(),
+        };
+        assert!(rewrite.unwrap().status.success());
+        drop_caches();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        let mut rest = Vec::new();
+        let got = f.read_to_end(&mut rest);
+        assert!(
+            !rest.windows(16).any(|w| w == b"XXXXXXXXXXXXXXXX"),
+            "owner {owner} {extra:?}: rewritten bytes reached an open handle"
+        );
+        assert_eq!(
+            got.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EIO)),
+            "owner {owner} {extra:?}"
+        );
+        drop(f);
+        drop(m);
+    }
+}
