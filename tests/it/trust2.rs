@@ -230,8 +230,19 @@ fn a_mountpoint_swapped_for_a_symlink_never_moves_the_mount() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let racer_pid = racer.id();
+    // kill(1) returns before the racer stops: wait until it has (state T),
+    // so that where the mount is read from mountinfo is where it stays.
     let signal = |sig: &str| {
-        run(std::process::Command::new("kill").args([sig, &racer.id().to_string()]));
+        run(std::process::Command::new("kill").args([sig, &racer_pid.to_string()]));
+        if sig == "-STOP" {
+            wait_for("the racer to stop", Duration::from_secs(5), || {
+                fs::read_to_string(format!("/proc/{racer_pid}/stat")).is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+                })
+            });
+        }
     };
     let (mut tries, mut mounted) = (0, 0);
     let started = Instant::now();
@@ -358,12 +369,25 @@ fn a_symlinked_blob_is_narrowed_by_the_directories_above_its_target() {
     chmod(&hidden, 0o700);
     fs::rename(&src, hidden.join("layer")).unwrap();
     std::os::unix::fs::symlink("../../hidden/layer", &src).unwrap();
+    let log = tmp.path().join("log");
     let m = Mount::new(
         &tmp.path().join("mnt"),
-        &[b.root.to_str().unwrap(), "-o", "allow_other"],
+        &[
+            b.root.to_str().unwrap(),
+            "-o",
+            "allow_other",
+            "-v",
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
     );
     let name = m.path(&format!("blobs/sha256/{}", hex(&desc)));
-    assert_eq!(fs::read(&name).unwrap(), b"hidden layer");
+    let read = fs::read(&name);
+    assert!(
+        read.as_deref().is_ok_and(|b| b == b"hidden layer"),
+        "{read:?}; daemon log:\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
     assert_eq!(fs::metadata(&name).unwrap().mode() & 0o777, 0o400);
     assert!(
         !nobody_reads(&name),
