@@ -87,9 +87,9 @@ fn check(blob: &Blob) -> BlobResult {
     BlobResult {
         digest: blob.digest.to_string(),
         size: blob.size,
-        media_type: blob.media_type.clone(),
+        media_type: blob.media_type.to_string(),
         source: blob.source.to_string(),
-        file: blob.origin.describe(),
+        file: blob.describe(),
         error,
     }
 }

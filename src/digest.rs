@@ -37,14 +37,9 @@ impl Algorithm {
 
     /// Hashes `data` with this algorithm.
     pub fn hash(self, data: &[u8]) -> Digest {
-        let encoded = match self {
-            Algorithm::Sha256 => crate::hex::encode(&sha2::Sha256::digest(data)),
-            Algorithm::Sha512 => crate::hex::encode(&sha2::Sha512::digest(data)),
-        };
-        Digest {
-            algorithm: self,
-            encoded,
-        }
+        let mut h = Hasher::new(self);
+        h.update(data);
+        h.finish()
     }
 }
 
@@ -76,21 +71,37 @@ impl Hasher {
 
     /// The digest of everything added.
     pub fn finish(self) -> Digest {
-        let (algorithm, encoded) = match self {
-            Hasher::Sha256(h) => (Algorithm::Sha256, crate::hex::encode(&h.finalize())),
-            Hasher::Sha512(h) => (Algorithm::Sha512, crate::hex::encode(&h.finalize())),
+        let encoded = match self {
+            Hasher::Sha256(h) => crate::hex::encode(&h.finalize()),
+            Hasher::Sha512(h) => crate::hex::encode(&h.finalize()),
         };
-        Digest { algorithm, encoded }
+        // The hex of a whole hash: always the algorithm's length.
+        Digest::from_hex(&encoded).unwrap_or_else(|| Digest {
+            hex: Hex::Sha256([b'0'; 64]),
+        })
     }
 }
 
 /// A validated digest.
 ///
-/// Invariant: `encoded` is lower-case hex of exactly the algorithm's length.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Invariant: the hex is lower-case ASCII of exactly the algorithm's length.
+/// A SHA-256 digest is held inline (no allocation: a snapshot holds several
+/// copies per blob); ordering is by algorithm, then hex, as for the strings.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest {
-    algorithm: Algorithm,
-    encoded: String,
+    hex: Hex,
+}
+
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Hex {
+    Sha256([u8; 64]),
+    Sha512(Box<[u8; 128]>),
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
 }
 
 /// Why a digest string was refused.
@@ -120,10 +131,18 @@ impl Digest {
         {
             return Err(DigestError("encoded part is not lower-case hex"));
         }
-        Ok(Digest {
-            algorithm,
-            encoded: encoded.to_owned(),
-        })
+        Digest::from_hex(encoded).ok_or(DigestError("encoded part has the wrong length"))
+    }
+
+    /// From checked lower-case hex, by its length.
+    fn from_hex(encoded: &str) -> Option<Self> {
+        let bytes = encoded.as_bytes();
+        let hex = match bytes.len() {
+            64 => Hex::Sha256(bytes.try_into().ok()?),
+            128 => Hex::Sha512(Box::new(bytes.try_into().ok()?)),
+            _ => return None,
+        };
+        Some(Digest { hex })
     }
 
     /// SHA-256 of `data`.
@@ -133,22 +152,30 @@ impl Digest {
 
     /// The algorithm.
     pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
+        match self.hex {
+            Hex::Sha256(_) => Algorithm::Sha256,
+            Hex::Sha512(_) => Algorithm::Sha512,
+        }
     }
 
     /// The hex part, safe as a file name.
     pub fn encoded(&self) -> &str {
-        &self.encoded
+        let bytes: &[u8] = match &self.hex {
+            Hex::Sha256(b) => b,
+            Hex::Sha512(b) => &b[..],
+        };
+        // ASCII hex by construction.
+        std::str::from_utf8(bytes).unwrap_or_default()
     }
 
     /// `blobs/<alg>/<hex>`, relative to a layout's root.
     pub fn blob_path(&self) -> String {
-        format!("blobs/{}/{}", self.algorithm.name(), self.encoded)
+        format!("blobs/{}/{}", self.algorithm().name(), self.encoded())
     }
 
     /// Whether `data` hashes to this digest.
     pub fn matches(&self, data: &[u8]) -> Result<(), Digest> {
-        let actual = self.algorithm.hash(data);
+        let actual = self.algorithm().hash(data);
         if actual == *self { Ok(()) } else { Err(actual) }
     }
 }
@@ -163,7 +190,7 @@ fn is_algorithm_grammar(alg: &str) -> bool {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.algorithm.name(), self.encoded)
+        write!(f, "{}:{}", self.algorithm().name(), self.encoded())
     }
 }
 
@@ -232,5 +259,24 @@ mod tests {
         assert_eq!(d.matches(b"x").unwrap_err(), Digest::sha256_of(b"x"));
         let d512 = Algorithm::Sha512.hash(b"abc");
         assert!(d512.to_string().starts_with("sha512:ddaf35a193617aba"));
+        // Held inline: no larger than the hex.
+        assert!(std::mem::size_of::<Digest>() <= 72);
+        // Ordered as the strings are.
+        let mut ds = vec![
+            d512.clone(),
+            Digest::sha256_of(b"b"),
+            Digest::sha256_of(b"a"),
+            d,
+        ];
+        ds.sort();
+        let mut strings: Vec<String> = ds.iter().map(ToString::to_string).collect();
+        let sorted = {
+            let mut s = strings.clone();
+            s.sort();
+            s
+        };
+        assert_eq!(strings, sorted);
+        strings.dedup();
+        assert_eq!(strings.len(), 4);
     }
 }

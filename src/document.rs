@@ -24,12 +24,32 @@ pub const MAX_MEDIA_TYPE: usize = 256;
 
 /// `media_type` as a blob keeps it: cut to [`MAX_MEDIA_TYPE`] bytes (at a
 /// character boundary). A longer one is no media type, and stays none cut.
-pub fn kept_media_type(media_type: &str) -> String {
+pub fn kept_media_type(media_type: &str) -> std::sync::Arc<str> {
     let mut end = media_type.len().min(MAX_MEDIA_TYPE);
     while !media_type.is_char_boundary(end) {
         end -= 1;
     }
-    media_type.get(..end).unwrap_or_default().to_owned()
+    intern(media_type.get(..end).unwrap_or_default())
+}
+
+/// How many distinct media types are shared; past that (a hostile source
+/// inventing one per blob) each gets its own copy, so the table is bounded.
+const MAX_INTERNED: usize = 64;
+
+/// One shared copy of a media type (most blobs have one of a handful).
+fn intern(media_type: &str) -> std::sync::Arc<str> {
+    static TABLE: std::sync::Mutex<Vec<std::sync::Arc<str>>> = std::sync::Mutex::new(Vec::new());
+    let Ok(mut table) = TABLE.lock() else {
+        return media_type.into();
+    };
+    if let Some(shared) = table.iter().find(|t| ***t == *media_type) {
+        return shared.clone();
+    }
+    let fresh: std::sync::Arc<str> = media_type.into();
+    if table.len() < MAX_INTERNED {
+        table.push(fresh.clone());
+    }
+    fresh
 }
 
 /// Media type of an uncompressed OCI layer.
@@ -212,11 +232,16 @@ mod tests {
 
     #[test]
     fn kept_media_types_are_bounded() {
-        assert_eq!(kept_media_type(OCI_LAYER), OCI_LAYER);
+        assert_eq!(&*kept_media_type(OCI_LAYER), OCI_LAYER);
         assert_eq!(kept_media_type(&"a".repeat(10_000)).len(), MAX_MEDIA_TYPE);
         // Cut at a character boundary.
         let wide = format!("{}é", "a".repeat(MAX_MEDIA_TYPE - 1));
-        assert_eq!(kept_media_type(&wide), "a".repeat(MAX_MEDIA_TYPE - 1));
+        assert_eq!(&*kept_media_type(&wide), "a".repeat(MAX_MEDIA_TYPE - 1));
+        // Shared.
+        assert!(std::sync::Arc::ptr_eq(
+            &kept_media_type(OCI_LAYER),
+            &kept_media_type(OCI_LAYER)
+        ));
     }
 
     #[test]

@@ -243,7 +243,7 @@ fn blob_err(blob: &Blob, why: String) -> ExportError {
     ExportError::Blob {
         digest: blob.digest.clone(),
         source_name: blob.source.to_string(),
-        file: crate::error::printable(&blob.origin.describe()).into_owned(),
+        file: crate::error::printable(&blob.describe()).into_owned(),
         why,
     }
 }

@@ -149,7 +149,7 @@ impl OciFs {
 }
 
 fn refuse_open(ino: u64, blob: &Blob, e: &FsError, reply: ReplyOpen) {
-    let from = printable(&blob.origin.describe()).into_owned();
+    let from = printable(&blob.describe()).into_owned();
     log::warn!("open {} ({from}): {e}", blob.digest);
     reply.error(failed("open", ino, e));
 }

@@ -78,8 +78,8 @@ impl FileRange {
     /// must be hashed ([`Opened::check`]) before a byte of it is served.
     pub fn open_unhashed(blob: &Blob, verify: bool) -> Result<(Opened, bool), FsError> {
         let (range, must_hash) = match &blob.origin {
-            Origin::File { dir, rel, id } => {
-                let (file, now) = dir.open(rel)?;
+            Origin::File { dir, id } => {
+                let (file, now) = dir.open(&blob.rel())?;
                 let replaced = !id.holds(&now);
                 if replaced && now.size != blob.size {
                     return Err(FsError::Changed);
@@ -514,10 +514,7 @@ mod tests {
         let opened = FileRange::open(&blob, false, &verifier).unwrap();
         assert!(opened.as_recorded);
         assert_eq!(opened.range.read(0, 100).unwrap(), b"layer bytes");
-        let path = dir.path().join(match &blob.origin {
-            Origin::File { rel, .. } => rel.clone(),
-            Origin::Range { .. } => unreachable!(),
-        });
+        let path = dir.path().join(blob.rel());
         // Replaced by other bytes of the same size: hashed, refused.
         let swap = |bytes: &[u8]| {
             let tmp = dir.path().join("tmp");

@@ -52,9 +52,9 @@ pub fn files(comp: &Composition) -> Vec<FileEntry> {
     out.extend(comp.blobs.iter().map(|b| FileEntry {
         path: b.digest.blob_path(),
         size: b.size,
-        media_type: Some(b.media_type.clone()),
+        media_type: Some(b.media_type.to_string()),
         source: Some(b.source.to_string()),
-        file: Some(b.origin.describe()),
+        file: Some(b.describe()),
     }));
     out
 }
@@ -159,7 +159,11 @@ mod tests {
             })
             .unwrap();
         assert_eq!(layer.source.as_deref(), Some("src"));
-        assert_eq!(layer.file.as_deref(), Some("/src/layer"));
+        let want = format!(
+            "/{}",
+            crate::digest::Digest::sha256_of(b"layer").blob_path()
+        );
+        assert_eq!(layer.file.as_deref(), Some(want.as_str()));
         let json = serde_json::to_value(&files).unwrap();
         assert_eq!(json[1]["path"], "index.json");
         assert_eq!(json[2]["mediaType"], OCI_INDEX);

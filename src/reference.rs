@@ -85,7 +85,7 @@ fn digest_of(sha512: bool, near: bool, seed: u8) -> Digest {
 fn fake_blob(digest: Digest) -> Blob {
     let size = u64::from(digest.encoded().as_bytes()[0]) * 1000;
     Blob {
-        origin: file_origin(root_dir(), &digest.blob_path(), size),
+        origin: file_origin(root_dir(), size),
         digest,
         size,
         access: Access {

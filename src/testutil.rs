@@ -34,11 +34,10 @@ pub fn root_dir() -> Arc<SourceDir> {
     .clone()
 }
 
-/// A whole-file origin `rel` under `dir` with a made-up identity of `size` bytes.
-pub fn file_origin(dir: Arc<SourceDir>, rel: &str, size: u64) -> Origin {
+/// A whole-file origin under `dir` with a made-up identity of `size` bytes.
+pub fn file_origin(dir: Arc<SourceDir>, size: u64) -> Origin {
     Origin::File {
         dir,
-        rel: rel.to_owned(),
         id: FileId {
             dev: 0,
             ino: 0,
@@ -56,7 +55,7 @@ pub fn blob(seed: &str) -> Blob {
     Blob {
         digest: Digest::sha256_of(seed.as_bytes()),
         size: seed.len() as u64,
-        origin: file_origin(root_dir(), &format!("src/{seed}"), seed.len() as u64),
+        origin: file_origin(root_dir(), seed.len() as u64),
         access: Access {
             uid: 7,
             gid: 8,
@@ -92,7 +91,7 @@ pub fn file_blob(root: &Path, bytes: &[u8]) -> Blob {
     Blob {
         digest,
         size: bytes.len() as u64,
-        origin: Origin::File { dir, rel, id },
+        origin: Origin::File { dir, id },
         access: PUBLIC,
         media_type: crate::document::OCI_LAYER.into(),
         source: "src".into(),
@@ -111,14 +110,10 @@ pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
         .map(|i| Blob {
             digest: i.digest.clone(),
             size: i.size,
-            origin: file_origin(
-                root_dir(),
-                &format!("{name}/{}", i.digest.blob_path()),
-                i.size,
-            ),
+            origin: file_origin(root_dir(), i.size),
             access: PUBLIC,
             media_type: crate::document::OCI_LAYER.into(),
-            source: "src".into(),
+            source: name.into(),
         })
         .collect();
     Contribution {

@@ -35,10 +35,29 @@ pub struct Blob {
     pub origin: Origin,
     /// Who may read it through the mount: what the source grants.
     pub access: Access,
-    /// The media type of the first descriptor that named it.
-    pub media_type: String,
+    /// The media type of the first descriptor that named it (shared: a
+    /// source's blobs have a handful of media types between them).
+    pub media_type: Arc<str>,
     /// The source it is served from (its name as given).
     pub source: Arc<str>,
+}
+
+impl Blob {
+    /// Where a whole-file blob is under its source's root: `blobs/<alg>/<hex>`
+    /// (derived, not stored: a snapshot holds one per blob).
+    pub fn rel(&self) -> String {
+        self.digest.blob_path()
+    }
+
+    /// A short description for logs: the source file or archive member.
+    pub fn describe(&self) -> String {
+        match &self.origin {
+            Origin::File { dir, .. } => dir.path().join(self.rel()).display().to_string(),
+            Origin::Range { archive, offset } => {
+                format!("{} at offset {offset}", archive.path.display())
+            }
+        }
+    }
 }
 
 /// Where a blob's bytes are on disk, and the identity they had when the
@@ -47,10 +66,8 @@ pub struct Blob {
 pub enum Origin {
     /// A whole file of a layout directory, opened beneath the source's root.
     File {
-        /// The source's root, held open.
+        /// The source's root, held open; the file is [`Blob::rel`] under it.
         dir: Arc<SourceDir>,
-        /// The file under it (`blobs/<alg>/<hex>`).
-        rel: String,
         /// Its identity when found.
         id: FileId,
     },
@@ -64,16 +81,6 @@ pub enum Origin {
 }
 
 impl Origin {
-    /// A short description for logs: the source file or archive member.
-    pub fn describe(&self) -> String {
-        match self {
-            Origin::File { dir, rel, .. } => dir.path().join(rel).display().to_string(),
-            Origin::Range { archive, offset } => {
-                format!("{} at offset {offset}", archive.path.display())
-            }
-        }
-    }
-
     /// The identity of the file the bytes are read from.
     pub fn file_id(&self) -> FileId {
         match self {

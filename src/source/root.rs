@@ -150,7 +150,6 @@ impl Root {
                     size: info.id.size,
                     origin: Origin::File {
                         dir: dir.clone(),
-                        rel: rel.to_owned(),
                         id: info.id,
                     },
                     access: info.access,

@@ -369,7 +369,7 @@ impl<'a> Reader<'a> {
                     out.broken.push(BrokenBlob {
                         digest: layer.digest.clone(),
                         size: layer.size,
-                        media_type: document::kept_media_type(&layer.media_type),
+                        media_type: document::kept_media_type(&layer.media_type).to_string(),
                         source: self.name.to_owned(),
                         problem: e.to_string(),
                     });
@@ -558,10 +558,10 @@ mod tests {
         assert_eq!(hexes(&c.blobs), want, "a repeated layer appears once");
         assert!(!hexes(&c.blobs).contains(&leftover["digest"].as_str().unwrap().to_owned()));
         for blob in &c.blobs {
-            let Origin::File { dir, rel, id } = &blob.origin else {
+            let Origin::File { dir, id } = &blob.origin else {
                 panic!("a directory source's blob is a whole file: {blob:?}")
             };
-            let path = dir.path().join(rel);
+            let path = dir.path().join(blob.rel());
             assert!(path.is_absolute() && path.is_file());
             assert_eq!(blob.size, std::fs::metadata(&path).unwrap().len());
             assert_eq!(blob.size, id.size);
