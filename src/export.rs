@@ -94,7 +94,7 @@ pub enum ExportError {
     #[error("blob {digest} from source {source_name} ({file}): {why}")]
     Blob {
         /// The blob.
-        digest: Digest,
+        digest: Box<Digest>,
         /// Its source.
         source_name: String,
         /// Its file.
@@ -241,7 +241,7 @@ fn open_blob(blob: &Blob, verify: bool) -> Result<FileRange, ExportError> {
 
 fn blob_err(blob: &Blob, why: String) -> ExportError {
     ExportError::Blob {
-        digest: blob.digest.clone(),
+        digest: Box::new(blob.digest.clone()),
         source_name: blob.source.to_string(),
         file: crate::error::printable(&blob.describe()).into_owned(),
         why,
