@@ -114,8 +114,23 @@ def swap(mnt, layout, entry, deadline=60):
         time.sleep(0.02)
 
 
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def settle(pid):
-    time.sleep(1.0)  # let the watcher finish logging and the allocator settle
+    """RSS once the daemon is idle: its CPU time unchanged for a second (the
+    watcher rebuilds once after mounting, and after every change)."""
+    end = time.time() + 120
+    last = cpu_ticks(pid)
+    while time.time() < end:
+        time.sleep(1.0)
+        now = cpu_ticks(pid)
+        if now == last:
+            break
+        last = now
     return rss_kib(pid)
 
 
@@ -129,6 +144,8 @@ def run(binary, many, toggle):
     _, pid = mount(binary, mnt, [tiny])
     base = settle(pid)
     subprocess.run([binary, "umount", mnt], check=True)
+    for path, pair in many:
+        write_index(path, pair[0])
     took, pid = mount(binary, mnt, [p for p, _ in many])
     rss = [settle(pid)]
     first, pair = many[0]

@@ -33,20 +33,29 @@ const MAX_BYTES: usize = 64 * 1024;
 /// The access ACL of the file `fd` refers to (any fd, `O_PATH` too), or
 /// `None` when it has none (or the filesystem has no ACLs).
 pub(crate) fn read(fd: BorrowedFd<'_>) -> io::Result<Option<Vec<u8>>> {
-    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // fgetxattr on the fd itself; an O_PATH fd refuses it (EBADF), and is
+    // read through its /proc name, which is the same inode.
     let mut buf = vec![0u8; 256];
+    let mut path: Option<std::ffi::CString> = None;
     loop {
         // SAFETY: `path` and `XATTR` are NUL-terminated and outlive the
         // call; the kernel writes at most `buf.len()` bytes into `buf`.
         #[allow(unsafe_code)]
         let n = unsafe {
-            libc::getxattr(
-                path.as_ptr(),
-                XATTR.as_ptr().cast(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
+            match &path {
+                None => libc::fgetxattr(
+                    fd.as_raw_fd(),
+                    XATTR.as_ptr().cast(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                ),
+                Some(p) => libc::getxattr(
+                    p.as_ptr(),
+                    XATTR.as_ptr().cast(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                ),
+            }
         };
         if let Ok(n) = usize::try_from(n) {
             buf.truncate(n);
@@ -54,6 +63,12 @@ pub(crate) fn read(fd: BorrowedFd<'_>) -> io::Result<Option<Vec<u8>>> {
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
+            Some(libc::EBADF) if path.is_none() => {
+                path = Some(
+                    std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+                );
+            }
             Some(libc::ENODATA | libc::EOPNOTSUPP) => return Ok(None),
             Some(libc::ERANGE) if buf.len() < MAX_BYTES => buf.resize(buf.len() * 4, 0),
             _ => return Err(e),

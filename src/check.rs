@@ -39,7 +39,7 @@ pub struct BlobResult {
 
 /// Checks every blob of `comp` with `threads` workers; results in digest order.
 pub fn verify(comp: &Composition, threads: usize, progress: bool) -> Vec<BlobResult> {
-    let mut order: Vec<&Blob> = comp.blobs.iter().collect();
+    let mut order: Vec<&Blob> = comp.blobs.iter().map(|b| &**b).collect();
     order.sort_by_key(|b| std::cmp::Reverse(b.size));
     let bar = crate::inspect::progress_bar(progress, comp, "verify");
     let next = AtomicUsize::new(0);
@@ -138,7 +138,7 @@ mod tests {
         let mut c = contribution("src", vec![image("linux/amd64", "m")]);
         c.blobs.clear();
         c.blobs
-            .extend([good.clone(), flipped.clone(), short.clone()]);
+            .extend([good.clone(), flipped.clone(), short.clone()].map(std::sync::Arc::new));
         let comp = composed(&[c]);
         let path = |b: &Blob| dir.path().join(b.digest.blob_path());
         // In place, same size: the identity changes, so it is hashed, and fails.

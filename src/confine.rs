@@ -70,9 +70,9 @@ pub struct FileId {
     /// Size in bytes.
     pub size: u64,
     /// Modification time, ns since the epoch.
-    pub mtime_ns: i128,
+    pub mtime_ns: i64,
     /// Status change time, ns since the epoch.
-    pub ctime_ns: i128,
+    pub ctime_ns: i64,
     /// No name links to the file any more (it was deleted or renamed over).
     pub unlinked: bool,
 }
@@ -122,7 +122,9 @@ impl FileId {
     }
 
     fn from_meta(m: &std::fs::Metadata) -> Self {
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        // Exact from 1677 to 2262; outside, saturated (the ctime, which only
+        // the kernel sets, still tells a rewrite).
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
         FileId {
             dev: m.dev(),
             ino: m.ino(),
@@ -297,23 +299,43 @@ impl SourceDir {
             OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),
         );
-        let (fd, dirs) = match direct {
-            Ok(fd) if !File::from(fd.try_clone()?).metadata()?.is_symlink() => (fd, dirs),
-            // A symlink (or anything odd): walk the whole way, so the chain
-            // is the target's.
-            Ok(_) => {
-                let w = walk(Start::Beneath(self.fd.as_fd(), &self.above), Path::new(rel))?;
-                (w.fd, w.chain)
-            }
+        let probe = match direct {
+            Ok(fd) => File::from(fd),
             Err(nix::errno::Errno::ENOENT) => return Err(OpenError::Missing),
             Err(e) => return Err(OpenError::Io(e.into())),
         };
-        let probe = File::from(fd);
         let meta = probe.metadata()?;
-        if !meta.is_file() {
+        let (file, dirs) = if meta.is_symlink() {
+            // Walk the whole way, so the chain is the target's.
+            let w = walk(Start::Beneath(self.fd.as_fd(), &self.above), Path::new(rel))?;
+            let target = File::from(w.fd);
+            let meta = target.metadata()?;
+            if !meta.is_file() {
+                return Err(OpenError::NotRegular(type_name(meta.mode())));
+            }
+            (reopen(target.as_fd())?, w.chain)
+        } else if meta.is_file() {
+            // Opened for reading beneath the same held directory, and
+            // checked to be the very file the O_PATH open found.
+            let file = File::from(
+                nix::fcntl::openat(
+                    dir_fd.as_fd(),
+                    name,
+                    READ_FLAGS | OFlag::O_NOFOLLOW,
+                    Mode::empty(),
+                )
+                .map_err(|e| not_found_or(e.into()))?,
+            );
+            let now = file.metadata()?;
+            if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+                return Err(OpenError::Io(io::Error::other(
+                    "replaced while it was opened",
+                )));
+            }
+            (file, dirs)
+        } else {
             return Err(OpenError::NotRegular(type_name(meta.mode())));
-        }
-        let file = reopen(probe.as_fd())?;
+        };
         let info = info_of(&file, &dirs)?;
         Ok((file, info))
     }

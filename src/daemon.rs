@@ -488,6 +488,7 @@ fn start(
     std::mem::forget(alive);
     raise_fd_limit();
     let snapshots = Arc::new(Generations::new(&served.first));
+    crate::watch::release_freed_memory();
     let fs = OciFs::new(
         snapshots.clone(),
         FsOptions {

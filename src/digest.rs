@@ -155,6 +155,30 @@ impl Digest {
         }
     }
 
+    /// A SHA-256 digest's 32 bytes (for compact tables); `None` for others.
+    pub fn sha256_bytes(&self) -> Option<[u8; 32]> {
+        let Hex::Sha256(hex) = &self.hex else {
+            return None;
+        };
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            let nibble = |c: u8| match c {
+                b'0'..=b'9' => c - b'0',
+                _ => c.wrapping_sub(b'a').wrapping_add(10) & 0xf,
+            };
+            let (hi, lo) = (pair.first().copied()?, pair.get(1).copied()?);
+            *byte = nibble(hi) << 4 | nibble(lo);
+        }
+        Some(out)
+    }
+
+    /// The SHA-256 digest whose bytes are `bytes`.
+    pub fn from_sha256_bytes(bytes: &[u8; 32]) -> Self {
+        Digest {
+            hex: Hex::Sha256(crate::hex::encode(bytes)),
+        }
+    }
+
     /// The hex part, safe as a file name.
     pub fn encoded(&self) -> &str {
         let bytes: &[u8] = match &self.hex {
@@ -256,6 +280,10 @@ mod tests {
         assert_eq!(d.matches(b"x").unwrap_err(), Digest::sha256_of(b"x"));
         let d512 = Algorithm::Sha512.hash(b"abc");
         assert!(d512.to_string().starts_with("sha512:ddaf35a193617aba"));
+        // Bytes and back.
+        let bytes = d.sha256_bytes().unwrap();
+        assert_eq!(Digest::from_sha256_bytes(&bytes), d);
+        assert_eq!(d512.sha256_bytes(), None);
         // Held inline: no larger than the hex.
         assert!(std::mem::size_of::<Digest>() <= 72);
         // Ordered as the strings are.

@@ -193,6 +193,9 @@ pub enum Problem {
     /// An override was given for a source that already carries several platforms.
     #[error("a PLATFORM= override needs a single-platform source, this one is an image index")]
     OverrideOnIndex,
+    /// More blobs (or archive members) than a source may have.
+    #[error("names more than {0} blobs, the most one source may have")]
+    TooManyBlobs(usize),
 }
 
 impl Error {

@@ -415,7 +415,7 @@ fn create(dest: &Path, access: Access) -> io::Result<File> {
 
 /// What an archive of `blobs` may grant: the read bits every blob grants,
 /// and the owner they share (else root's, with the bits of others only).
-fn archive_access(blobs: &[Blob]) -> Access {
+fn archive_access(blobs: &[std::sync::Arc<Blob>]) -> Access {
     let mut access = Access {
         uid: blobs.first().map_or(0, |b| b.access.uid),
         gid: blobs.first().map_or(0, |b| b.access.gid),

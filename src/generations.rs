@@ -122,7 +122,7 @@ impl Generations {
         };
         let mut out: Vec<Invalidation> = layout
             .blobs()
-            .filter(|(n, blob)| matches!(old.content(*n), Ok(Content::Blob(was)) if was != *blob))
+            .filter(|(n, blob)| matches!(old.content(*n), Ok(Content::Blob(was)) if was != **blob))
             .map(|(n, _)| Invalidation::Inode(n))
             .collect();
         drop(old);
@@ -235,7 +235,9 @@ impl Generations {
         self.ask(|l, may_be_gone| {
             let attr = l.lookup(parent, name)?;
             match l.content(attr.ino) {
-                Ok(Content::Blob(blob)) if may_be_gone && blob_gone(blob) => Err(FsError::NotFound),
+                Ok(Content::Blob(blob)) if may_be_gone && blob_gone(&blob) => {
+                    Err(FsError::NotFound)
+                }
                 _ => Ok(attr),
             }
         })
@@ -244,12 +246,12 @@ impl Generations {
     /// Where the bytes of `ino` come from.
     #[cfg(test)]
     pub fn content(&self, ino: u64) -> Result<Content, FsError> {
-        self.ask(|l, _| l.content(ino).cloned())
+        self.ask(|l, _| l.content(ino))
     }
 
     /// Attributes and content of file `ino`, from one snapshot.
     pub fn file(&self, ino: u64) -> Result<(Attr, Content), FsError> {
-        self.ask(|l, _| Ok((l.attr(ino)?, l.content(ino)?.clone())))
+        self.ask(|l, _| Ok((l.attr(ino)?, l.content(ino)?)))
     }
 }
 
@@ -277,7 +279,7 @@ mod tests {
         let crate::confine::Resolved::Dir(d) = crate::confine::resolve(dir).unwrap() else {
             panic!("a directory")
         };
-        c.blobs[0].origin = file_origin(Arc::new(d), seed.len() as u64);
+        Arc::make_mut(&mut c.blobs[0]).origin = file_origin(Arc::new(d), seed.len() as u64);
         let comp = composed(&[c]);
         let digest = comp.index_digest.clone();
         (comp, digest)
@@ -403,7 +405,7 @@ mod tests {
         // The manifest's file is another one now (other identity).
         let mut moved = first.clone();
         if let Some(b) = moved.blobs.first_mut() {
-            if let Origin::File { id, .. } = &mut b.origin {
+            if let Origin::File { id, .. } = &mut Arc::make_mut(b).origin {
                 id.ino += 1;
             }
         }

@@ -5,6 +5,7 @@
 //! inputs always give byte-identical documents (and so the same digest).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -37,8 +38,9 @@ pub struct Composition {
     pub index_digest: Digest,
     /// The generated `index.json`.
     pub index_json: Vec<u8>,
-    /// Every source blob, once each, sorted by digest.
-    pub blobs: Vec<Blob>,
+    /// Every source blob, once each, sorted by digest (shared with the
+    /// snapshots built from it).
+    pub blobs: Vec<Arc<Blob>>,
     /// One row per platform manifest, in index order.
     pub rows: Vec<Row>,
     /// Layers the sources name but cannot serve (only when read for
@@ -232,14 +234,12 @@ fn platform_tags<'a>(rows: &'a [Row], tag: &Tag) -> Result<Vec<(Tag, &'a Row)>, 
 }
 
 /// Every blob once, from the first source that has it, sorted by digest.
-fn first_of_each(sources: &[Contribution]) -> Vec<Blob> {
-    let mut blobs: BTreeMap<Digest, Blob> = BTreeMap::new();
+fn first_of_each(sources: &[Contribution]) -> Vec<Arc<Blob>> {
+    let mut blobs: BTreeMap<&Digest, &Arc<Blob>> = BTreeMap::new();
     for blob in sources.iter().flat_map(|s| &s.blobs) {
-        blobs
-            .entry(blob.digest.clone())
-            .or_insert_with(|| blob.clone());
+        blobs.entry(&blob.digest).or_insert(blob);
     }
-    blobs.into_values().collect()
+    blobs.into_values().cloned().collect()
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {

@@ -144,7 +144,7 @@ mod tests {
     #[test]
     fn every_file_once_with_its_source() {
         let mut c = contribution("src", vec![image("linux/amd64", "manifest")]);
-        c.blobs.push(blob("layer"));
+        c.blobs.push(std::sync::Arc::new(blob("layer")));
         let comp = composed(&[c]);
         let files = files(&comp);
         assert_eq!(files.len(), 3 + comp.blobs.len());

@@ -63,14 +63,19 @@ pub mod ino {
 /// get the same numbers on every mount, whatever the source order.
 #[derive(Debug)]
 pub struct Inodes {
-    by_digest: HashMap<Digest, u64>,
+    /// SHA-256 digests by their 32 bytes (a table entry per blob of every
+    /// live snapshot: half the size of the hex).
+    sha256: HashMap<[u8; 32], u64>,
+    /// The rest (SHA-512).
+    other: HashMap<Digest, u64>,
     next: u64,
 }
 
 impl Default for Inodes {
     fn default() -> Self {
         Inodes {
-            by_digest: HashMap::new(),
+            sha256: HashMap::new(),
+            other: HashMap::new(),
             next: ino::FIRST_BLOB,
         }
     }
@@ -79,20 +84,31 @@ impl Default for Inodes {
 impl Inodes {
     /// The number of `digest`, assigning the next free one the first time.
     pub fn of(&mut self, digest: &Digest) -> u64 {
-        if let Some(n) = self.by_digest.get(digest) {
-            return *n;
+        let next = &mut self.next;
+        let fresh = || {
+            let n = *next;
+            *next += 1;
+            n
+        };
+        match digest.sha256_bytes() {
+            Some(bytes) => *self.sha256.entry(bytes).or_insert_with(fresh),
+            None => *self.other.entry(digest.clone()).or_insert_with(fresh),
         }
-        let n = self.next;
-        self.next += 1;
-        self.by_digest.insert(digest.clone(), n);
-        n
     }
 
     /// Forgets every digest for which `keep` is false; returns them with
     /// their numbers.
     pub fn forget_unless(&mut self, keep: impl Fn(&Digest) -> bool) -> Vec<(Digest, u64)> {
         let mut gone = Vec::new();
-        self.by_digest.retain(|d, n| {
+        self.sha256.retain(|bytes, n| {
+            let d = Digest::from_sha256_bytes(bytes);
+            let k = keep(&d);
+            if !k {
+                gone.push((d, *n));
+            }
+            k
+        });
+        self.other.retain(|d, n| {
             let k = keep(d);
             if !k {
                 gone.push((d.clone(), *n));
@@ -172,8 +188,9 @@ impl Attr {
 pub enum Content {
     /// Generated, held in memory.
     Memory(Arc<[u8]>),
-    /// A source blob, served byte for byte from where it is on disk.
-    Blob(Blob),
+    /// A source blob, served byte for byte from where it is on disk (shared
+    /// by every snapshot that serves it unchanged).
+    Blob(Arc<Blob>),
 }
 
 /// One directory entry as listed by [`Layout::read_dir`].
@@ -190,12 +207,16 @@ pub struct DirEntry<'a> {
 }
 
 #[derive(Debug)]
+enum Children {
+    /// The root and `blobs/`: fixed names, sorted.
+    Fixed(Vec<(&'static str, u64)>),
+    /// An algorithm's directory: [`Layout::listing`]'s slot.
+    Blobs(usize),
+}
+
+#[derive(Debug)]
 enum Body {
-    /// Children sorted by name (binary-searched by lookup).
-    Dir {
-        parent: u64,
-        children: Vec<(String, u64)>,
-    },
+    Dir { parent: u64, children: Children },
     File(Content),
 }
 
@@ -206,78 +227,156 @@ struct Node {
 }
 
 /// The virtual layout.
+///
+/// Memory: the fixed nodes (directories, generated files) are a handful;
+/// each source blob costs one map entry (its number and a shared pointer)
+/// and one listing slot, its attributes derived from the blob when asked.
+/// The blobs themselves are shared with the composition and with every other
+/// snapshot that serves them unchanged.
 #[derive(Debug)]
 pub struct Layout {
-    nodes: HashMap<u64, Node>,
+    fixed: HashMap<u64, Node>,
+    blobs: HashMap<u64, Arc<Blob>>,
+    /// Per algorithm (sha256, sha512): blob numbers in name order, the
+    /// generated index among them.
+    listing: [Vec<u64>; 2],
+    index_ino: u64,
     index_digest: Digest,
+    mtime: SystemTime,
     file_count: usize,
     total_bytes: u64,
+}
+
+fn slot_of(algorithm: Algorithm) -> usize {
+    match algorithm {
+        Algorithm::Sha256 => 0,
+        Algorithm::Sha512 => 1,
+    }
 }
 
 impl Layout {
     /// Builds the tree for a composition, numbering blobs from `inodes`.
     pub fn new(comp: &Composition, inodes: &mut Inodes) -> Self {
-        let mut b = Builder {
-            nodes: HashMap::new(),
-            mtime: SystemTime::now(),
-            per_alg: [Vec::new(), Vec::new()],
+        let mtime = SystemTime::now();
+        let mut fixed = HashMap::new();
+        let mut generated = |ino: u64, bytes: Arc<[u8]>| {
+            let attr = Attr {
+                ino,
+                kind: Kind::File,
+                size: bytes.len() as u64,
+                perm: 0o444,
+                owner: Owner::Mount,
+                nlink: 1,
+                mtime,
+                volatile: ino == ino::INDEX_JSON,
+            };
+            let body = Body::File(Content::Memory(bytes));
+            fixed.insert(ino, Node { attr, body });
         };
-        b.file(ino::OCI_LAYOUT, Content::Memory(Arc::from(OCI_LAYOUT)));
-        b.file(
-            ino::INDEX_JSON,
-            Content::Memory(Arc::from(comp.index_json.as_slice())),
-        );
+        generated(ino::OCI_LAYOUT, Arc::from(OCI_LAYOUT));
+        generated(ino::INDEX_JSON, Arc::from(comp.index_json.as_slice()));
         // Source blobs first, in digest order (see [`Inodes`]).
+        let mut blobs = HashMap::with_capacity(comp.blobs.len());
+        let mut listing: [Vec<(&Digest, u64)>; 2] = [Vec::new(), Vec::new()];
         for blob in &comp.blobs {
             if blob.digest == comp.index_digest {
                 continue; // a source happens to hold the generated index: serve ours
             }
-            b.blob(
-                inodes.of(&blob.digest),
-                &blob.digest,
-                Content::Blob(blob.clone()),
-            );
+            let n = inodes.of(&blob.digest);
+            if let Some(list) = listing.get_mut(slot_of(blob.digest.algorithm())) {
+                list.push((&blob.digest, n));
+            }
+            blobs.insert(n, blob.clone());
         }
-        let index = Content::Memory(Arc::from(comp.index.as_slice()));
-        b.blob(inodes.of(&comp.index_digest), &comp.index_digest, index);
-        let [sha256, sha512] = std::mem::take(&mut b.per_alg);
-        let mut alg_dirs = vec![("sha256".to_owned(), ino::SHA256)];
-        b.dir(ino::SHA256, ino::BLOBS, sha256);
+        let index_ino = inodes.of(&comp.index_digest);
+        generated(index_ino, Arc::from(comp.index.as_slice()));
+        if let Some(list) = listing.get_mut(slot_of(comp.index_digest.algorithm())) {
+            list.push((&comp.index_digest, index_ino));
+        }
+        let listing = listing.map(|mut l| {
+            l.sort();
+            l.into_iter().map(|(_, n)| n).collect::<Vec<u64>>()
+        });
+        let dir = |ino: u64, parent: u64, children: Children, size: usize, subdirs: usize| Node {
+            attr: Attr {
+                ino,
+                kind: Kind::Dir,
+                size: size as u64,
+                perm: 0o555,
+                owner: Owner::Mount,
+                nlink: 2 + u32::try_from(subdirs).unwrap_or(u32::MAX - 2),
+                mtime,
+                volatile: true,
+            },
+            body: Body::Dir { parent, children },
+        };
+        let mut alg_dirs = vec![("sha256", ino::SHA256)];
+        let [sha256, sha512] = &listing;
+        fixed.insert(
+            ino::SHA256,
+            dir(ino::SHA256, ino::BLOBS, Children::Blobs(0), sha256.len(), 0),
+        );
         if !sha512.is_empty() {
-            b.dir(ino::SHA512, ino::BLOBS, sha512);
-            alg_dirs.push(("sha512".to_owned(), ino::SHA512));
+            fixed.insert(
+                ino::SHA512,
+                dir(ino::SHA512, ino::BLOBS, Children::Blobs(1), sha512.len(), 0),
+            );
+            alg_dirs.push(("sha512", ino::SHA512));
         }
-        b.dir(ino::BLOBS, ino::ROOT, alg_dirs);
+        let n = alg_dirs.len();
+        fixed.insert(
+            ino::BLOBS,
+            dir(ino::BLOBS, ino::ROOT, Children::Fixed(alg_dirs), n, n),
+        );
         let root_children = vec![
-            ("blobs".to_owned(), ino::BLOBS),
-            ("index.json".to_owned(), ino::INDEX_JSON),
-            ("oci-layout".to_owned(), ino::OCI_LAYOUT),
+            ("blobs", ino::BLOBS),
+            ("index.json", ino::INDEX_JSON),
+            ("oci-layout", ino::OCI_LAYOUT),
         ];
-        b.dir(ino::ROOT, ino::ROOT, root_children);
-        let nodes = b.nodes;
-        let files = || nodes.values().filter(|n| n.attr.kind == Kind::File);
-        let (file_count, total_bytes) = (files().count(), files().map(|n| n.attr.size).sum());
+        fixed.insert(
+            ino::ROOT,
+            dir(ino::ROOT, ino::ROOT, Children::Fixed(root_children), 3, 1),
+        );
+        let generated_files = fixed.values().filter(|n| n.attr.kind == Kind::File);
+        let (gen_count, gen_bytes) =
+            generated_files.fold((0, 0), |(c, b), n| (c + 1, b + n.attr.size));
         Layout {
-            file_count,
-            total_bytes,
-            nodes,
+            file_count: gen_count + blobs.len(),
+            total_bytes: gen_bytes + blobs.values().map(|b| b.size).sum::<u64>(),
+            fixed,
+            blobs,
+            listing,
+            index_ino,
             index_digest: comp.index_digest.clone(),
+            mtime,
         }
     }
 
     /// Every source blob the layout serves, with its inode number.
-    pub fn blobs(&self) -> impl Iterator<Item = (u64, &Blob)> {
-        self.nodes.iter().filter_map(|(ino, n)| match &n.body {
-            Body::File(Content::Blob(b)) => Some((*ino, b)),
-            _ => None,
-        })
+    pub fn blobs(&self) -> impl Iterator<Item = (u64, &Arc<Blob>)> {
+        self.blobs.iter().map(|(n, b)| (*n, b))
+    }
+
+    /// The name of `ino` in its algorithm's directory.
+    fn name_of(&self, ino: u64) -> &str {
+        match self.blobs.get(&ino) {
+            Some(b) => b.digest.encoded(),
+            None if ino == self.index_ino => self.index_digest.encoded(),
+            None => "",
+        }
+    }
+
+    /// Where `name` is in listing `slot`.
+    fn find_in(&self, slot: usize, name: &str) -> Option<u64> {
+        let list = self.listing.get(slot)?;
+        let i = list.binary_search_by(|n| self.name_of(*n).cmp(name)).ok()?;
+        list.get(i).copied()
     }
 
     /// Whether the layout serves a file named `digest`.
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        let dir = ino::dir_of(digest.algorithm());
-        matches!(self.nodes.get(&dir).map(|n| &n.body), Some(Body::Dir { children, .. })
-            if children.binary_search_by(|(n, _)| n.as_str().cmp(digest.encoded())).is_ok())
+        self.find_in(slot_of(digest.algorithm()), digest.encoded())
+            .is_some()
     }
 
     /// The generated index's digest.
@@ -290,18 +389,27 @@ impl Layout {
         self.total_bytes
     }
 
-    /// An estimate of the memory the snapshot holds: nodes, names and
-    /// generated bytes (for bounding retired snapshots).
+    /// An estimate of the memory the snapshot holds: per blob its map entry
+    /// and listing slot (the blobs themselves are shared with the current
+    /// snapshot, mostly, and counted as [`BLOB_BYTES`] for those that are
+    /// not), plus the generated bytes. Checked against measurements in
+    /// `scripts/memory.py` (BENCHMARKS.md).
     pub fn approx_bytes(&self) -> u64 {
         let generated: u64 = self
-            .nodes
+            .fixed
             .values()
-            .filter_map(|n| match &n.body {
-                Body::File(Content::Memory(b)) => Some(b.len() as u64),
-                _ => None,
-            })
+            .filter(|n| n.attr.kind == Kind::File)
+            .map(|n| n.attr.size)
             .sum();
-        (self.nodes.len() as u64).saturating_mul(320) + generated
+        let unshared = self
+            .blobs
+            .values()
+            .filter(|b| Arc::strong_count(b) == 1)
+            .count() as u64;
+        (self.blobs.len() as u64)
+            .saturating_mul(ENTRY_BYTES)
+            .saturating_add(unshared.saturating_mul(BLOB_BYTES))
+            .saturating_add(generated)
     }
 
     /// How many files the layout serves.
@@ -309,36 +417,55 @@ impl Layout {
         self.file_count
     }
 
-    fn node(&self, ino: u64) -> Result<&Node, FsError> {
-        self.nodes.get(&ino).ok_or(FsError::NotFound)
-    }
-
     /// Attributes of `ino`.
     pub fn attr(&self, ino: u64) -> Result<Attr, FsError> {
-        Ok(self.node(ino)?.attr)
+        if let Some(n) = self.fixed.get(&ino) {
+            return Ok(n.attr);
+        }
+        let blob = self.blobs.get(&ino).ok_or(FsError::NotFound)?;
+        // A blob shows its source's owner and read bits.
+        Ok(Attr {
+            ino,
+            kind: Kind::File,
+            size: blob.size,
+            perm: blob.access.mode,
+            owner: Owner::Source {
+                uid: blob.access.uid,
+                gid: blob.access.gid,
+            },
+            nlink: 1,
+            mtime: self.mtime,
+            volatile: false,
+        })
+    }
+
+    fn dir(&self, ino: u64) -> Result<(u64, &Children), FsError> {
+        match self.fixed.get(&ino) {
+            Some(Node {
+                body: Body::Dir { parent, children },
+                ..
+            }) => Ok((*parent, children)),
+            Some(_) => Err(FsError::NotDir),
+            None if self.blobs.contains_key(&ino) => Err(FsError::NotDir),
+            None => Err(FsError::NotFound),
+        }
     }
 
     /// Looks `name` up in directory `parent`.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
-        let Body::Dir {
-            parent: up,
-            children,
-        } = &self.node(parent)?.body
-        else {
-            return Err(FsError::NotDir);
-        };
+        let (up, children) = self.dir(parent)?;
         let Some(name) = name.to_str() else {
             return Err(FsError::NotFound);
         };
-        let ino = match name {
-            "." => parent,
-            ".." => *up,
-            _ => {
-                let i = children
-                    .binary_search_by(|(n, _)| n.as_str().cmp(name))
-                    .map_err(|_| FsError::NotFound)?;
-                children.get(i).map(|(_, c)| *c).ok_or(FsError::NotFound)?
-            }
+        let ino = match (name, children) {
+            (".", _) => parent,
+            ("..", _) => up,
+            (_, Children::Fixed(list)) => list
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, c)| *c)
+                .ok_or(FsError::NotFound)?,
+            (_, Children::Blobs(slot)) => self.find_in(*slot, name).ok_or(FsError::NotFound)?,
         };
         self.attr(ino)
     }
@@ -351,18 +478,26 @@ impl Layout {
         ino: u64,
         offset: u64,
     ) -> Result<impl Iterator<Item = DirEntry<'_>>, FsError> {
-        let Body::Dir { parent, children } = &self.node(ino)?.body else {
-            return Err(FsError::NotDir);
+        let (parent, children) = self.dir(ino)?;
+        let dots = [(".", ino), ("..", parent)];
+        let listed: Box<dyn Iterator<Item = (&str, u64)>> = match children {
+            Children::Fixed(list) => Box::new(list.iter().map(|(n, c)| (*n, *c))),
+            Children::Blobs(slot) => Box::new(
+                self.listing
+                    .get(*slot)
+                    .into_iter()
+                    .flatten()
+                    .map(|n| (self.name_of(*n), *n)),
+            ),
         };
-        let dots = [(".", ino), ("..", *parent)];
         let all = dots
             .into_iter()
-            .chain(children.iter().map(|(n, c)| (n.as_str(), *c)))
+            .chain(listed)
             .enumerate()
             .skip(usize::try_from(offset).unwrap_or(usize::MAX))
             .map(move |(i, (name, child))| DirEntry {
                 ino: child,
-                kind: self.nodes.get(&child).map_or(Kind::File, |n| n.attr.kind),
+                kind: self.fixed.get(&child).map_or(Kind::File, |n| n.attr.kind),
                 name,
                 next_offset: i as u64 + 1,
             });
@@ -370,83 +505,25 @@ impl Layout {
     }
 
     /// Where the bytes of file `ino` come from.
-    pub fn content(&self, ino: u64) -> Result<&Content, FsError> {
+    pub fn content(&self, ino: u64) -> Result<Content, FsError> {
+        if let Some(blob) = self.blobs.get(&ino) {
+            return Ok(Content::Blob(blob.clone()));
+        }
         match &self.node(ino)?.body {
-            Body::File(c) => Ok(c),
+            Body::File(c) => Ok(c.clone()),
             Body::Dir { .. } => Err(FsError::IsDir),
         }
     }
-}
 
-/// Builds a [`Layout`]'s nodes.
-struct Builder {
-    nodes: HashMap<u64, Node>,
-    mtime: SystemTime,
-    /// Blob directory entries, per algorithm (sha256, sha512).
-    per_alg: [Vec<(String, u64)>; 2],
-}
-
-impl Builder {
-    /// A file node. Blobs show their source's owner and read bits; generated
-    /// files the mount owner's and `0444`.
-    fn file(&mut self, ino: u64, content: Content) {
-        let (size, perm, owner) = match &content {
-            Content::Memory(b) => (b.len() as u64, 0o444, Owner::Mount),
-            Content::Blob(blob) => (
-                blob.size,
-                blob.access.mode,
-                Owner::Source {
-                    uid: blob.access.uid,
-                    gid: blob.access.gid,
-                },
-            ),
-        };
-        let attr = Attr {
-            ino,
-            kind: Kind::File,
-            size,
-            perm,
-            owner,
-            nlink: 1,
-            mtime: self.mtime,
-            volatile: ino == ino::INDEX_JSON,
-        };
-        let body = Body::File(content);
-        self.nodes.insert(ino, Node { attr, body });
-    }
-
-    /// A blob file, listed in its algorithm's directory.
-    fn blob(&mut self, ino: u64, digest: &Digest, content: Content) {
-        let slot = match digest.algorithm() {
-            Algorithm::Sha256 => 0,
-            Algorithm::Sha512 => 1,
-        };
-        if let Some(list) = self.per_alg.get_mut(slot) {
-            list.push((digest.encoded().to_owned(), ino));
-        }
-        self.file(ino, content);
-    }
-
-    fn dir(&mut self, ino: u64, parent: u64, mut children: Vec<(String, u64)>) {
-        children.sort();
-        let subdirs = children
-            .iter()
-            .filter(|(_, c)| self.nodes.get(c).is_some_and(|n| n.attr.kind == Kind::Dir))
-            .count();
-        let attr = Attr {
-            ino,
-            kind: Kind::Dir,
-            size: children.len() as u64,
-            perm: 0o555,
-            owner: Owner::Mount,
-            nlink: 2 + u32::try_from(subdirs).unwrap_or(u32::MAX - 2),
-            mtime: self.mtime,
-            volatile: true,
-        };
-        let body = Body::Dir { parent, children };
-        self.nodes.insert(ino, Node { attr, body });
+    fn node(&self, ino: u64) -> Result<&Node, FsError> {
+        self.fixed.get(&ino).ok_or(FsError::NotFound)
     }
 }
+
+/// [`Layout::approx_bytes`]: a blob's map entry and listing slot.
+const ENTRY_BYTES: u64 = 40;
+/// [`Layout::approx_bytes`]: a blob held by this snapshot alone.
+const BLOB_BYTES: u64 = 256;
 
 /// The part of `bytes` that a read of `size` bytes at `offset` returns: empty
 /// past the end, never a panic.
@@ -467,7 +544,8 @@ mod tests {
         let mut c = contribution("src", vec![image("linux/amd64", "manifest")]);
         let mut big = blob("big");
         big.digest = crate::digest::Algorithm::Sha512.hash(b"big");
-        c.blobs.extend([blob("config"), blob("layer"), big]);
+        c.blobs
+            .extend([blob("config"), blob("layer"), big].map(Arc::new));
         let comp = composed(&[c]);
         let mut inodes = Inodes::default();
         (Layout::new(&comp, &mut inodes), comp, inodes)
@@ -531,7 +609,7 @@ mod tests {
         assert_eq!((layer.size, layer.blocks()), (5, 1));
         assert!(matches!(
             l.content(layer.ino).unwrap(),
-            Content::Blob(Blob { size: 5, .. })
+            Content::Blob(b) if b.size == 5
         ));
         // A blob shows its source file's owner and read bits; generated files the mount's.
         assert_eq!(
@@ -587,7 +665,7 @@ mod tests {
         // A rebuild with the same table keeps the number.
         let (b_comp, b) = {
             let mut c = contribution("src", vec![image("linux/amd64", "manifest")]);
-            c.blobs.push(blob("config"));
+            c.blobs.push(Arc::new(blob("config")));
             let comp = composed(&[c]);
             let l = Layout::new(&comp, &mut inodes);
             (comp, l)

@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -118,8 +119,12 @@ fn contributions(spec: &[Vec<(bool, bool, u8)>]) -> Vec<Contribution> {
                 size: manifest.size,
                 platform: Platform::parse(PLATFORMS[i]).unwrap().platform,
             };
-            let mut all = vec![manifest];
-            all.extend(blobs.iter().map(|&(l, n, s)| fake_blob(digest_of(l, n, s))));
+            let mut all = vec![Arc::new(manifest)];
+            all.extend(
+                blobs
+                    .iter()
+                    .map(|&(l, n, s)| Arc::new(fake_blob(digest_of(l, n, s)))),
+            );
             Contribution {
                 name: format!("src{i}"),
                 images: vec![image],
@@ -298,8 +303,8 @@ fn pool(root: &std::path::Path, specs: &[Vec<u8>]) -> Vec<Composition> {
                 size: manifest.size,
                 platform: Platform::parse("linux/amd64").unwrap().platform,
             };
-            let mut blobs = vec![manifest];
-            blobs.extend(seeds.iter().map(|s| file_blob(&dir, &[*s])));
+            let mut blobs = vec![Arc::new(manifest)];
+            blobs.extend(seeds.iter().map(|s| Arc::new(file_blob(&dir, &[*s]))));
             composed(&[Contribution {
                 name: format!("c{k}"),
                 images: vec![image],

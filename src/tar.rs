@@ -17,6 +17,9 @@ use std::os::unix::fs::FileExt;
 const BLOCK: u64 = 512;
 /// Pax records and GNU long names are read into memory: cap them.
 const MAX_META: u64 = 1024 * 1024;
+/// The most members an archive may have (each is an index entry held while
+/// the archive is served); documented in README.md.
+pub const MAX_MEMBERS: usize = 262_144;
 
 /// Why an archive cannot be indexed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,9 @@ pub enum TarError {
         /// Where.
         offset: u64,
     },
+    /// More members than [`MAX_MEMBERS`].
+    #[error("more than {0} members, the most an archive may have")]
+    TooManyMembers(usize),
     /// Reading failed.
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -117,6 +123,9 @@ pub fn index(file: &File) -> Result<TarIndex, TarError> {
                 // Links and directories carry no data; "." (the root) may appear once.
                 if !name.is_empty() && out.members.insert(name.clone(), member).is_some() {
                     return Err(TarError::Duplicate(name));
+                }
+                if out.members.len() > MAX_MEMBERS {
+                    return Err(TarError::TooManyMembers(MAX_MEMBERS));
                 }
             }
         }

@@ -107,13 +107,15 @@ pub fn composed(sources: &[Contribution]) -> crate::index::Composition {
 pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
     let blobs = images
         .iter()
-        .map(|i| Blob {
-            digest: i.digest.clone(),
-            size: i.size,
-            origin: file_origin(root_dir(), i.size),
-            access: PUBLIC,
-            media_type: crate::document::OCI_LAYER.into(),
-            source: name.into(),
+        .map(|i| {
+            Arc::new(Blob {
+                digest: i.digest.clone(),
+                size: i.size,
+                origin: file_origin(root_dir(), i.size),
+                access: PUBLIC,
+                media_type: crate::document::OCI_LAYER.into(),
+                source: name.into(),
+            })
         })
         .collect();
     Contribution {

@@ -134,8 +134,8 @@ pub struct Contribution {
     /// Its platform manifests, in its own order.
     pub images: Vec<Image>,
     /// Every blob reachable from those manifests (manifests, configs, layers),
-    /// each once.
-    pub blobs: Vec<Blob>,
+    /// each once (allocated once: the composition and its snapshots share them).
+    pub blobs: Vec<Arc<Blob>>,
     /// Layers that are missing or of the wrong size: only when the source
     /// was read with [`SourceSpec::report_broken_layers`] (`ocimux verify`);
     /// otherwise such a layer fails the read.

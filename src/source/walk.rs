@@ -2,6 +2,8 @@
 //! index (if any) → manifests → config and layers, checking every descriptor
 //! against the file it names.
 
+use std::sync::Arc;
+
 use super::root::{Found, Root};
 use super::spec::Transport;
 use super::{Blob, BrokenBlob, Contribution, Image, SourceSpec};
@@ -35,7 +37,20 @@ pub fn read(
     }
     out.blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
     out.blobs.dedup_by(|a, b| a.digest == b.digest);
+    bounded(out.blobs.len(), MAX_BLOBS).map_err(|p| reader.err("index.json", p))?;
     Ok(out)
+}
+
+/// The most blobs one source may contribute (documented in README.md): each
+/// costs the daemon about 340 bytes in every live snapshot (BENCHMARKS.md).
+pub const MAX_BLOBS: usize = 262_144;
+
+/// Refuses a count over `max`.
+fn bounded(count: usize, max: usize) -> Result<(), Problem> {
+    match count > max {
+        true => Err(Problem::TooManyBlobs(max)),
+        false => Ok(()),
+    }
 }
 
 /// Picks the entry: by ref name when asked; else the only one; else `latest`.
@@ -349,8 +364,8 @@ impl<'a> Reader<'a> {
             size: manifest_blob.size,
             platform,
         });
-        out.blobs.push(manifest_blob);
-        out.blobs.push(config_blob);
+        out.blobs.push(Arc::new(manifest_blob));
+        out.blobs.push(Arc::new(config_blob));
         self.add_layers(out, layers, &rel)
     }
 
@@ -363,8 +378,12 @@ impl<'a> Reader<'a> {
         holder: &str,
     ) -> Result<(), Error> {
         for layer in layers {
+            // Before duplicates are merged, a source may name each blob
+            // several times (images sharing layers): stop long before
+            // memory follows a hostile count.
+            bounded(out.blobs.len(), 4 * MAX_BLOBS).map_err(|p| self.err(holder, p))?;
             match self.blob(layer, holder) {
-                Ok((blob, _)) => out.blobs.push(blob),
+                Ok((blob, _)) => out.blobs.push(Arc::new(blob)),
                 Err(e) if self.report_broken && is_broken_layer(&e) => {
                     out.broken.push(BrokenBlob {
                         digest: layer.digest.clone(),
@@ -528,7 +547,24 @@ mod tests {
         }
     }
 
-    fn hexes(blobs: &[Blob]) -> Vec<String> {
+    #[test]
+    fn blob_counts_are_bounded() {
+        for (count, max, ok) in [
+            (0, 3, true),
+            (3, 3, true),
+            (4, 3, false),
+            (MAX_BLOBS + 1, MAX_BLOBS, false),
+        ] {
+            let got = bounded(count, max);
+            assert_eq!(got.is_ok(), ok, "{count} of {max}");
+            if let Err(e) = got {
+                assert!(matches!(e, Problem::TooManyBlobs(m) if m == max));
+                assert!(e.to_string().contains(&max.to_string()));
+            }
+        }
+    }
+
+    fn hexes(blobs: &[Arc<Blob>]) -> Vec<String> {
         blobs.iter().map(|b| b.digest.to_string()).collect()
     }
 
