@@ -272,6 +272,10 @@ fn a_mountpoint_swapped_for_a_symlink_never_moves_the_mount() {
             assert!(ours[0].mountpoint.starts_with(&build), "{ours:?}");
         }
     }
+    assert!(
+        racer.try_wait().unwrap().is_none(),
+        "the racer died: nothing was raced"
+    );
     racer.kill().unwrap();
     racer.wait().unwrap();
     eprintln!("mountpoint race: {tries} tries, {mounted} mounted, none on the stand-in");
@@ -465,10 +469,10 @@ fn a_flipped_latest_link_never_lends_a_decoys_bits_to_a_private_layout() {
     );
     let name = m.path(&format!("blobs/sha256/{}", hex(&desc)));
     assert!(!nobody_reads(&name), "before the race");
-    let racer_py = "import ctypes, os, sys, time\\n\\
-                    libc = ctypes.CDLL(None, use_errno=True)\\n\\
-                    os.chdir(sys.argv[1])\\n\\
-                    while True:\\n    libc.renameat2(-100, b'latest', -100, b'alt', 2)\\n    time.sleep(0.0005)\\n";
+    let racer_py = "import ctypes, os, sys\n\
+                    libc = ctypes.CDLL(None, use_errno=True)\n\
+                    os.chdir(sys.argv[1])\n\
+                    while True: libc.renameat2(-100, b'latest', -100, b'alt', 2)\n";
     let mut racer = nobody("/usr/bin/python3")
         .args(["-c", racer_py])
         .arg(&deploy)
@@ -485,6 +489,10 @@ fn a_flipped_latest_link_never_lends_a_decoys_bits_to_a_private_layout() {
     );
     let started = Instant::now();
     let out = run(nobody("sh").args(["-c", &reader]));
+    assert!(
+        racer.try_wait().unwrap().is_none(),
+        "the racer died: nothing was raced"
+    );
     racer.kill().unwrap();
     racer.wait().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
