@@ -53,6 +53,17 @@ pub fn open_to_all(dir: &Path) {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod 0755");
 }
 
+/// `chmod MODE PATH`.
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// `chown -h UID:UID PATH` (the link itself, not what it names).
+pub fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).expect("chown");
+}
+
 /// Runs a command and returns its output; panics with stderr if `must_succeed` and it failed.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd

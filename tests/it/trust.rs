@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -14,10 +14,6 @@ use ocimux::digest::Digest;
 use ocimux::document::OCI_MANIFEST;
 use ocimux::testutil::LayoutBuilder;
 use serde_json::{Value, json};
-
-fn chmod(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
 
 /// The errno of reading `path` whole, or its bytes.
 fn read(path: &Path) -> Result<Vec<u8>, i32> {

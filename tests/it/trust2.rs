@@ -4,19 +4,11 @@
 //! symlinked blobs, later changes), and no request thread is held.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::common::*;
 use ocimux::testutil::LayoutBuilder;
-
-fn chmod(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn chown(path: &Path, uid: u32) {
-    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
-}
 
 /// `--log-file`: never through a symlink, only a regular file of the user
 /// who mounts, created 0600; a refusal mounts nothing and leaves the target
@@ -144,10 +136,9 @@ fn export_copies_keep_the_sources_read_bits_and_owner() {
     ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let mut blobs = 0;
-    for (src, _) in walk(&s.root.join("blobs/sha256"))
+    for src in walk(&s.root.join("blobs/sha256"))
         .into_iter()
         .filter(|p| p.is_file())
-        .map(|p| (p.clone(), ()))
     {
         let copy = out.join("blobs/sha256").join(src.file_name().unwrap());
         if let Ok(meta) = fs::metadata(&copy) {
