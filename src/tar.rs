@@ -109,6 +109,11 @@ pub fn looks_like_tar(head: &[u8]) -> bool {
 /// Indexes `file`: reads each header in turn, folds extension headers (pax,
 /// GNU long names) into the member that follows, and records each member.
 pub fn index(file: &File) -> Result<TarIndex, TarError> {
+    index_at_most(file, MAX_MEMBERS)
+}
+
+/// [`index`], refusing more than `max_members` members.
+fn index_at_most(file: &File, max_members: usize) -> Result<TarIndex, TarError> {
     let len = file.metadata()?.len();
     refuse_compressed(file)?;
     let mut out = TarIndex::default();
@@ -124,8 +129,8 @@ pub fn index(file: &File) -> Result<TarIndex, TarError> {
                 if !name.is_empty() && out.members.insert(name.clone(), member).is_some() {
                     return Err(TarError::Duplicate(name));
                 }
-                if out.members.len() > MAX_MEMBERS {
-                    return Err(TarError::TooManyMembers(MAX_MEMBERS));
+                if out.members.len() > max_members {
+                    return Err(TarError::TooManyMembers(max_members));
                 }
             }
         }
@@ -465,6 +470,10 @@ mod tests {
             f
         };
         assert_eq!(index(&write(&good)).unwrap().members.len(), 3);
+        // Bounded: one member over the limit is refused, naming it.
+        assert!(index_at_most(&write(&good), 3).is_ok());
+        let err = index_at_most(&write(&good), 2).unwrap_err();
+        assert!(matches!(err, TarError::TooManyMembers(2)), "{err}");
         let mut seed = 0x2545f4914f6cdd1du64;
         let mut next = move || {
             seed ^= seed << 13;
