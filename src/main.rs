@@ -127,10 +127,13 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff).
+    /// Print a manual page (roff): ocimux(1), or ocimux-COMMAND(1).
     ///
-    /// Example: ocimux man > /usr/local/share/man/man1/ocimux.1
-    Man,
+    /// Example: ocimux man mount > /usr/local/share/man/man1/ocimux-mount.1
+    Man {
+        /// The command whose page to print (default: the top-level page).
+        command: Option<String>,
+    },
 }
 
 /// Options of the generated documents, shared by every command that composes.
@@ -262,6 +265,9 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
+        // Output cut short by a closed pipe (`… | head`): done, quietly, as
+        // ripgrep does.
+        Err(err) if broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // One line, whatever a source put in the names it contributed.
             eprintln!("ocimux: {}", printable(&format!("{err:#}")));
@@ -370,6 +376,17 @@ impl log::Log for Quiet {
     }
 }
 
+/// Whether `err` comes from writing to a closed pipe.
+fn broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        let io = e.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+        let json = e
+            .downcast_ref::<serde_json::Error>()
+            .and_then(serde_json::Error::io_error_kind);
+        io.or(json) == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<ocimux::Error>().is_some() {
         return exit::BAD_INPUT;
@@ -426,11 +443,36 @@ fn run(command: Command) -> anyhow::Result<u8> {
             json,
         } => verify(&sources, &index, threads, json),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "ocimux", &mut std::io::stdout());
+            // Generated whole, then written: a closed pipe is an error to
+            // report (quietly), not a panic inside the generator.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ocimux", &mut script);
+            std::io::stdout().write_all(&script)?;
             Ok(0)
         }
-        Command::Man => {
-            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+        Command::Man { command } => {
+            let top = Cli::command();
+            let page = match command.as_deref() {
+                None => clap_mangen::Man::new(top),
+                Some(name) => {
+                    let sub =
+                        top.find_subcommand(name)
+                            .cloned()
+                            .ok_or_else(|| Error::Argument {
+                                what: "command",
+                                value: name.to_owned(),
+                                why: "not an ocimux command".into(),
+                            })?;
+                    let title = format!("ocimux-{name}");
+                    clap_mangen::Man::new(
+                        sub.name(title.clone()).bin_name(format!("ocimux {name}")),
+                    )
+                    .title(title)
+                }
+            };
+            let mut roff = Vec::new();
+            page.render(&mut roff)?;
+            std::io::stdout().write_all(&roff)?;
             Ok(0)
         }
     }

@@ -654,5 +654,47 @@ fn completions_and_man_page_generate() {
             String::from_utf8_lossy(&help.stdout).contains("Example"),
             "{sub} --help has no example"
         );
+        // Issue 17: every page the top page refers to exists.
+        let page = ocimux(&["man", sub]);
+        let page_text = String::from_utf8_lossy(&page.stdout);
+        assert!(page.status.success(), "man {sub}");
+        assert!(
+            page_text.contains(&format!(".TH ocimux-{sub} 1")),
+            "man {sub}: {}",
+            &page_text[..200.min(page_text.len())]
+        );
+        assert!(
+            text.contains(&format!("ocimux\\-{sub}(1)")),
+            "ocimux(1) lists {sub}"
+        );
+    }
+    assert_eq!(ocimux(&["man", "bogus"]).status.code(), Some(2));
+}
+
+/// Issue 17: output cut short by a closed pipe ends quietly with status 0
+/// (ripgrep's behaviour), never a panic or "Broken pipe".
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = sources(tmp.path());
+    for args in [
+        vec!["completions", "zsh"],
+        vec!["completions", "bash"],
+        vec!["man"],
+        vec!["inspect", "--json", s(&amd64), s(&arm64)],
+        vec!["verify", "--json", s(&amd64), s(&arm64)],
+    ] {
+        // A reader that closes at once: every write after it fails with EPIPE.
+        let mut child = Command::new(bin())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
     }
 }
