@@ -43,6 +43,18 @@ pub enum MountError {
         /// The error.
         err: io::Error,
     },
+    /// `/dev/fuse` is missing or not usable by the user who mounts.
+    #[error(
+        "mounting {path}: /dev/fuse {why}; FUSE needs /dev/fuse readable and writable by the user \
+         who mounts: distributions make it 0666 (a udev rule; as root: chmod 0666 /dev/fuse, \
+         modprobe fuse if it is missing), or mount as root"
+    )]
+    NoFuseDevice {
+        /// The mountpoint.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The log file cannot be used.
     #[error("log file {path}: {why}")]
     LogFile {
@@ -500,6 +512,10 @@ fn start(
     );
     let fsname = format!("ocimux:{}", std::process::id());
     let config = cfg.options.fuser_config(fsname.clone(), cfg.threads);
+    fuse_device_usable().map_err(|why| MountError::NoFuseDevice {
+        path: cfg.mountpoint.clone(),
+        why,
+    })?;
     let mount_err = |err| MountError::Mount {
         path: cfg.mountpoint.clone(),
         err,
@@ -541,6 +557,26 @@ fn start(
         log::info!("--static: sources are not watched");
     }
     Ok(session)
+}
+
+/// Whether this user may open `/dev/fuse` for reading and writing; why not.
+fn fuse_device_usable() -> Result<(), String> {
+    use nix::unistd::{AccessFlags, access};
+    match access("/dev/fuse", AccessFlags::R_OK | AccessFlags::W_OK) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::ENOENT) => Err("does not exist".into()),
+        Err(e) => {
+            let mode = fs::metadata("/dev/fuse")
+                .map(|m| {
+                    format!(
+                        " (mode {:o})",
+                        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777
+                    )
+                })
+                .unwrap_or_default();
+            Err(format!("is not usable{mode}: {}", e.desc()))
+        }
+    }
 }
 
 /// Open source files are shared per file version (see `handles`), so fds

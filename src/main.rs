@@ -83,9 +83,10 @@ enum Command {
     ///
     /// Example: ocimux inspect --json deploy/arm64-oci deploy/amd64-oci
     Inspect {
-        /// Sources: [PLATFORM=]PATH, PATH an OCI image layout directory or an
-        /// uncompressed tar of one, PLATFORM os/arch[/variant] (overrides the
-        /// image config).
+        /// The sources. SOURCE is [PLATFORM=]PATH, oci:PATH[:REF] or
+        /// oci-archive:PATH[:REF]: PATH an OCI image layout directory or an
+        /// uncompressed tar of one, REF the ref name of its index.json entry,
+        /// PLATFORM os/arch[/variant] (overrides the image config).
         #[arg(required = true, value_name = "SOURCE")]
         sources: Vec<String>,
         #[command(flatten)]
@@ -108,7 +109,10 @@ enum Command {
     ///
     /// Example: ocimux verify deploy/arm64-oci deploy/amd64-oci
     Verify {
-        /// Sources as for mount, or one mountpoint (or any OCI image layout).
+        /// The sources, or one mountpoint (or any OCI image layout). SOURCE is [PLATFORM=]PATH, oci:PATH[:REF] or
+        /// oci-archive:PATH[:REF]: PATH an OCI image layout directory or an
+        /// uncompressed tar of one, REF the ref name of its index.json entry,
+        /// PLATFORM os/arch[/variant] (overrides the image config).
         #[arg(required = true, value_name = "SOURCE|MOUNTPOINT")]
         sources: Vec<String>,
         #[command(flatten)]
@@ -153,18 +157,20 @@ struct IndexArgs {
     /// other platforms are left out).
     #[arg(long = "platform", value_name = "PLATFORM")]
     platforms: Vec<String>,
-    /// Also tag each platform manifest in index.json, as TAG-OS-ARCH[-VARIANT]
-    /// (for umoci); clients must then name oci:MNT:TAG.
+    /// Also tag each platform manifest in index.json, as
+    /// TAG-OS-ARCH[-VARIANT][-OSVERSION] (for umoci); clients must then name
+    /// oci:MNT:TAG.
     #[arg(long)]
     platform_tags: bool,
 }
 
 #[derive(Args, Debug)]
 struct MountArgs {
-    /// Where to mount (an empty directory), then the sources: [PLATFORM=]PATH,
-    /// PATH an OCI image layout directory or an uncompressed tar of one,
-    /// PLATFORM os/arch[/variant] (overrides the image config). With --tmp,
-    /// sources only.
+    /// Where to mount (an empty directory), then the sources (with --tmp,
+    /// sources only). SOURCE is [PLATFORM=]PATH, oci:PATH[:REF] or
+    /// oci-archive:PATH[:REF]: PATH an OCI image layout directory or an
+    /// uncompressed tar of one, REF the ref name of its index.json entry,
+    /// PLATFORM os/arch[/variant] (overrides the image config).
     #[arg(required = true, value_name = "MOUNTPOINT SOURCE")]
     paths: Vec<String>,
     #[command(flatten)]
@@ -211,7 +217,10 @@ struct ExportArgs {
     /// Where to write: a directory (--format dir) or a file (oci-archive);
     /// it must not exist, or be an empty directory, unless --force.
     out: PathBuf,
-    /// Sources, as for mount.
+    /// The sources. SOURCE is [PLATFORM=]PATH, oci:PATH[:REF] or
+    /// oci-archive:PATH[:REF]: PATH an OCI image layout directory or an
+    /// uncompressed tar of one, REF the ref name of its index.json entry,
+    /// PLATFORM os/arch[/variant] (overrides the image config).
     #[arg(required = true, value_name = "SOURCE")]
     sources: Vec<String>,
     #[command(flatten)]

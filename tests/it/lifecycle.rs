@@ -154,6 +154,46 @@ fn umount_of_a_busy_mount_fails_and_lazy_succeeds() {
     assert!(!is_mounted(&mnt));
 }
 
+/// Issue 17: a user who may not use /dev/fuse is told so, and what to do
+/// (here /dev/fuse is a 0600 stand-in, in a private mount namespace).
+#[test]
+fn a_user_without_dev_fuse_is_told_what_is_missing() {
+    require_tool("unshare");
+    require_tool("setpriv");
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
+    for p in [
+        s.root.clone(),
+        s.root.join("blobs"),
+        s.root.join("blobs/sha256"),
+    ] {
+        chmod(&p, 0o755);
+    }
+    let mnt = tmp.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    chown(&mnt, NOBODY);
+    let standin = tmp.path().join("fuse");
+    fs::write(&standin, b"").unwrap();
+    chmod(&standin, 0o600);
+    let script = format!(
+        "mount --bind '{}' /dev/fuse && exec setpriv --reuid 65534 --regid 65534 --clear-groups -- '{}' mount '{}' '{}'",
+        standin.display(),
+        bin(),
+        mnt.display(),
+        s.root.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("/dev/fuse is not usable (mode 600)"), "{err}");
+    assert!(err.contains("chmod 0666 /dev/fuse"), "{err}");
+    assert!(!is_mounted(&mnt));
+}
+
 #[test]
 fn an_unprivileged_user_mounts_and_unmounts_through_fusermount3() {
     require_tool("setpriv");
