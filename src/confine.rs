@@ -617,10 +617,16 @@ mod tests {
         std::fs::set_permissions(&root, PermissionsExt::from_mode(0o755)).unwrap();
         std::fs::set_permissions(root.join("blobs/f"), PermissionsExt::from_mode(0o644)).unwrap();
         std::fs::set_permissions(root.join("blobs"), PermissionsExt::from_mode(0o700)).unwrap();
+        // What the directories above the test's own (TMPDIR's parents, which
+        // may be private) allow: a 0644 file right in the source's root.
+        std::fs::write(root.join("f"), b"x").unwrap();
+        std::fs::set_permissions(root.join("f"), PermissionsExt::from_mode(0o644)).unwrap();
+        let (_, above) = dir_of(&root).open_with_access("f").unwrap();
+        assert_eq!(above.access.mode & 0o400, 0o400);
         let (_, info) = dir_of(&root).open_with_access("blobs/f").unwrap();
         assert_eq!(info.access.mode, 0o400);
         std::fs::set_permissions(root.join("blobs"), PermissionsExt::from_mode(0o755)).unwrap();
         let (_, info) = dir_of(&root).open_with_access("blobs/f").unwrap();
-        assert_eq!(info.access.mode, 0o444);
+        assert_eq!(info.access.mode, above.access.mode);
     }
 }
