@@ -3,11 +3,13 @@
 # build; make three per-arch layouts the way Yocto does (umoci); mount them as
 # one multi-arch layout; show `skopeo inspect --raw`; `skopeo copy --all` out of
 # the mount; unmount. Usage: scripts/demo.sh [WORKDIR]   (default /tmp/ocimux-demo)
+# WORKDIR is removed and made anew at the start, and left afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-/tmp/ocimux-demo}
 scripts/deps.sh
-cargo build --release --quiet
+echo "== building ocimux (release; the first build takes a few minutes)"
+cargo build --release
 ocimux=$PWD/target/release/ocimux
 
 if mountpoint -q "$work/mnt" 2>/dev/null; then "$ocimux" umount "$work/mnt"; fi

@@ -13,6 +13,10 @@ archs=("$@")
 layer_mb=${LAYER_MB:-1}
 command -v umoci >/dev/null || { echo "make-sample-layouts: umoci is missing (apt-get install umoci)" >&2; exit 1; }
 
+# umoci unpacks as root, or --rootless (ownership mapped to the caller) otherwise.
+rootless=()
+[ "$(id -u)" -eq 0 ] || rootless=(--rootless)
+
 mkdir -p "$out"
 stamp=20261128120000
 work=$(mktemp -d)
@@ -22,7 +26,7 @@ for arch in "${archs[@]}"; do
   rm -rf "$dir" "$out/app-$arch-latest-oci"
   umoci init --layout "$dir"
   umoci new --image "$dir:latest"
-  umoci unpack --image "$dir:latest" "$work/bundle-$arch" >/dev/null
+  umoci unpack "${rootless[@]}" --image "$dir:latest" "$work/bundle-$arch" >/dev/null
   rootfs="$work/bundle-$arch/rootfs"
   mkdir -p "$rootfs/etc" "$rootfs/usr/share/app"
   echo "sample image for $arch" >"$rootfs/etc/motd"

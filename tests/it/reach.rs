@@ -698,3 +698,34 @@ fn a_closed_pipe_ends_output_quietly() {
         assert!(err.is_empty(), "{args:?}: {err}");
     }
 }
+
+/// Issue 17: the sample layouts can be made by an unprivileged user (umoci
+/// unpacks --rootless then), and mount.
+#[test]
+fn sample_layouts_are_made_by_an_unprivileged_user_too() {
+    require_tool("umoci");
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    chown(&work, NOBODY);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/make-sample-layouts.sh");
+    let out = nobody("env")
+        .arg(format!("TMPDIR={}", work.display()))
+        .arg(format!("HOME={}", work.display()))
+        .arg("bash")
+        .arg(&script)
+        .arg(work.join("deploy"))
+        .arg("arm64")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layout = work.join("deploy/app-arm64-latest-oci");
+    let r = ocimux(&["inspect", s(&layout)]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("linux/arm64"));
+}
