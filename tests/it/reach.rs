@@ -29,38 +29,13 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Installs the built binary as /usr/local/bin/ocimux for mount(8), which
-/// runs helpers with a fixed PATH; removed when the last test holding it
-/// drops it (tests run in parallel), and never replaces a real one.
-struct OnPath(PathBuf);
-
-/// How many live [`OnPath`]s share the installed link.
-static ON_PATH_USERS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
-
-impl OnPath {
-    fn install() -> OnPath {
-        let link = PathBuf::from("/usr/local/bin/ocimux");
-        let mut users = ON_PATH_USERS.lock().unwrap_or_else(|e| e.into_inner());
-        match fs::read_link(&link) {
-            Ok(target) if target == Path::new(bin()) => {}
-            _ if fs::symlink_metadata(&link).is_err() => {
-                std::os::unix::fs::symlink(bin(), &link).expect("symlink into /usr/local/bin");
-            }
-            _ => panic!("/usr/local/bin/ocimux exists and is not this build: remove it"),
-        }
-        *users += 1;
-        OnPath(link)
-    }
-}
-
-impl Drop for OnPath {
-    fn drop(&mut self) {
-        let mut users = ON_PATH_USERS.lock().unwrap_or_else(|e| e.into_inner());
-        *users = users.saturating_sub(1);
-        if *users == 0 && fs::read_link(&self.0).is_ok_and(|t| t == Path::new(bin())) {
-            let _ = fs::remove_file(&self.0);
-        }
-    }
+/// The mount(8) source that runs this build: mount.fuse3's `PROGRAM#SOURCES`
+/// form with the binary's absolute path, used with `-t fuse`. It runs exactly
+/// what `-t fuse.ocimux SOURCES` runs once `ocimux` is installed (mount.fuse3
+/// finds that with a fixed PATH), without installing anything outside the
+/// test's own directories.
+fn helper_source(sources: &str) -> String {
+    format!("{}#{sources}", bin())
 }
 
 fn index_tag(mnt: &Path) -> String {
@@ -71,19 +46,18 @@ fn index_tag(mnt: &Path) -> String {
         .to_owned()
 }
 
-/// mount -t fuse.ocimux and an fstab line (with fstab-only words), then
+/// mount -t fuse PROGRAM#SOURCES and an fstab line (with fstab-only words), then
 /// umount(8).
 #[test]
 fn mount_8_and_fstab_lines_mount_and_umount_8_unmounts() {
     require_tool("mount");
     let tmp = tempfile::tempdir().unwrap();
     let (amd64, arm64) = sources(tmp.path());
-    let _on_path = OnPath::install();
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     let sources = format!("{}:{}", s(&amd64), s(&arm64));
     run(Command::new("mount")
-        .args(["-t", "fuse.ocimux", &sources])
+        .args(["-t", "fuse", &helper_source(&sources)])
         .arg(&mnt)
         .args(["-o", "tag=v1,noauto,_netdev,x-systemd.automount,nofail"]));
     assert!(is_mounted(&mnt));
@@ -101,8 +75,8 @@ fn mount_8_and_fstab_lines_mount_and_umount_8_unmounts() {
     fs::write(
         &fstab,
         format!(
-            "{} {} fuse.ocimux defaults,noauto,user,tag=v2,allow_other 0 0\n",
-            sources.replace(' ', "\\040"),
+            "{} {} fuse defaults,noauto,user,tag=v2,allow_other 0 0\n",
+            helper_source(&sources).replace(' ', "\\040"),
             s(&mnt)
         ),
     )
@@ -113,7 +87,7 @@ fn mount_8_and_fstab_lines_mount_and_umount_8_unmounts() {
     assert!(!is_mounted(&mnt));
     // A bad option is refused before anything is mounted.
     let out = Command::new("mount")
-        .args(["-t", "fuse.ocimux", &sources])
+        .args(["-t", "fuse", &helper_source(&sources)])
         .arg(&mnt)
         .args(["-o", "size=1"])
         .output()
@@ -129,7 +103,6 @@ fn mount_8_sources_never_become_options_or_a_command() {
     require_tool("mount");
     let tmp = tempfile::tempdir().unwrap();
     let (amd64, _) = sources(tmp.path());
-    let _on_path = OnPath::install();
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
     let ran = tmp.path().join("ran");
@@ -140,7 +113,7 @@ fn mount_8_sources_never_become_options_or_a_command() {
         format!("{}:--:/usr/bin/touch:{}", s(&amd64), s(&ran)),
     ] {
         let out = Command::new("mount")
-            .args(["-t", "fuse.ocimux", &sources])
+            .args(["-t", "fuse", &helper_source(&sources)])
             .arg(&mnt)
             .output()
             .unwrap();
@@ -211,28 +184,49 @@ fn scoped_mounts_pass_output_and_status_and_always_unmount() {
     );
 }
 
-/// `ocimux mount DIR/mnt SOURCE -- sleep SECS`, running once the mount is up.
-fn scoped_sleep(dir: &Path, secs: &str) -> (PathBuf, std::process::Child) {
+/// The first line a child prints.
+fn first_line(child: &mut std::process::Child) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    line.trim().to_owned()
+}
+
+/// Ends the process `pid` (this test's own, by the pid it printed: never a
+/// process found by its name).
+fn kill_pid(pid: i32) {
+    // SAFETY: kill with a pid and a valid signal.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// `ocimux mount DIR/mnt SOURCE -- sh -c 'echo $$; exec sleep SECS'`,
+/// running once the mount is up; the pid of the sleep.
+fn scoped_sleep(dir: &Path, secs: &str) -> (PathBuf, std::process::Child, i32) {
     let (amd64, _) = sources(dir);
     let mnt = dir.join("mnt");
     fs::create_dir(&mnt).unwrap();
-    let child = Command::new(bin())
-        .args(["mount", s(&mnt), s(&amd64), "--", "sleep", secs])
-        .stdout(Stdio::null())
+    let script = format!("echo $$; exec sleep {secs}");
+    let mut child = Command::new(bin())
+        .args(["mount", s(&mnt), s(&amd64), "--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let sleep_pid: i32 = first_line(&mut child).parse().unwrap();
     wait_for("the scoped mount", Duration::from_secs(20), || {
         is_mounted(&mnt)
     });
-    (mnt, child)
+    (mnt, child, sleep_pid)
 }
 
 /// SIGTERM to ocimux reaches the command; the mount is gone afterwards.
 #[test]
 fn a_terminated_scoped_mount_unmounts() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mnt, mut child) = scoped_sleep(tmp.path(), "60");
+    let (mnt, mut child, _) = scoped_sleep(tmp.path(), "60");
     // SAFETY: kill with a valid pid and signal.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let status = child.wait().unwrap();
@@ -249,7 +243,7 @@ fn a_terminated_scoped_mount_unmounts() {
 #[test]
 fn a_killed_scoped_mount_does_not_outlive_ocimux() {
     let tmp = tempfile::tempdir().unwrap();
-    let (mnt, mut child) = scoped_sleep(tmp.path(), "37.25");
+    let (mnt, mut child, sleep_pid) = scoped_sleep(tmp.path(), "37.25");
     let amd64 = tmp.path().join("amd64-oci");
     let pid = daemon_pid(&mnt);
     child.kill().unwrap();
@@ -260,7 +254,7 @@ fn a_killed_scoped_mount_does_not_outlive_ocimux() {
     wait_for("the daemon to exit", Duration::from_secs(10), || {
         !ocimux::mountpoint::process_alive(pid)
     });
-    let _ = Command::new("pkill").args(["-f", "sleep 37.25"]).status();
+    kill_pid(sleep_pid);
     // With --tmp, the temporary mountpoint goes too.
     let mut child = Command::new(bin())
         .args([
@@ -270,19 +264,21 @@ fn a_killed_scoped_mount_does_not_outlive_ocimux() {
             "--",
             "sh",
             "-c",
-            "echo \"$OCIMUX_MNT\"; exec sleep 37.5",
+            "echo \"$OCIMUX_MNT\"; echo $$; exec sleep 37.5",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let tmp_mnt = PathBuf::from(line.trim());
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = |what: &str| {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+        assert!(!l.is_empty(), "no {what}");
+        l.trim().to_owned()
+    };
+    let tmp_mnt = PathBuf::from(line("mountpoint"));
+    let sleep_pid: i32 = line("pid").parse().unwrap();
     assert!(is_mounted(&tmp_mnt), "{}", tmp_mnt.display());
     child.kill().unwrap();
     child.wait().unwrap();
@@ -291,7 +287,7 @@ fn a_killed_scoped_mount_does_not_outlive_ocimux() {
         Duration::from_secs(10),
         || !tmp_mnt.exists(),
     );
-    let _ = Command::new("pkill").args(["-f", "sleep 37.5"]).status();
+    kill_pid(sleep_pid);
 }
 
 /// Free bytes of the filesystem holding `p`.
