@@ -479,7 +479,13 @@ fn umount_of_a_hung_daemon_aborts_its_connection() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Stuck where the kernel waits for the daemon's answer.
+    let wchan = format!("/proc/{}/wchan", stuck.id());
+    wait_for(
+        "the client to wait on the stopped daemon",
+        Duration::from_secs(10),
+        || fs::read_to_string(&wchan).is_ok_and(|w| w.contains("request_wait_answer")),
+    );
     assert!(stuck.try_wait().unwrap().is_none(), "the client is stuck");
     let out = Command::new("timeout")
         .arg("30")

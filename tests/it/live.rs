@@ -209,6 +209,12 @@ fn a_vanished_source_keeps_the_last_snapshot_and_static_ignores_changes() {
         &tmp.path().join("mnt-static"),
         &[fixed.root.to_str().unwrap(), "--static"],
     );
+    // A live twin of the static mount: when it shows a change, the static one
+    // has had every chance to follow it too.
+    let twin = Mount::new(
+        &tmp.path().join("mnt-twin"),
+        &[fixed.root.to_str().unwrap()],
+    );
     let (before, index) = index_of(&m);
     let (static_before, _) = index_of(&s);
     let manifest = json_file(&m.path(&format!("blobs/sha256/{}", hex(&index["manifests"][0]))));
@@ -234,7 +240,11 @@ fn a_vanished_source_keeps_the_last_snapshot_and_static_ignores_changes() {
         &[b"new layer"],
     );
     fixed.index(&[(m2, Some("latest"))]);
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for(
+        "the live twin to follow the change",
+        Duration::from_secs(10),
+        || index_of(&twin).0 != static_before,
+    );
     assert_eq!(index_of(&m).0, before);
     // A blob never looked up before is refused at lookup, one looked up before at open.
     let lookup = fs::metadata(m.path(&format!("blobs/sha256/{}", hex(&config)))).unwrap_err();

@@ -77,8 +77,22 @@ fn a_layer_swapped_for_a_symlink_out_of_the_source_is_not_served() {
             out.stdout.len()
         );
         assert_ne!(out.stdout, shadow);
-        std::thread::sleep(Duration::from_millis(300));
     }
+    // The rebuild the swap caused refuses the symlink and says why; reads
+    // after it are refused still.
+    wait_for(
+        "the rebuild to refuse the symlink",
+        Duration::from_secs(10),
+        || {
+            fs::read_to_string(&log)
+                .is_ok_and(|t| t.contains("a symbolic link leads outside the source"))
+        },
+    );
+    assert_eq!(
+        read(&name).map(|b| b.len()),
+        Err(libc::EIO),
+        "root read after the rebuild"
+    );
     let text = fs::read_to_string(&log).unwrap();
     assert!(
         text.contains("a symbolic link leads outside the source"),
