@@ -2,7 +2,7 @@
 //! docker-registry on 127.0.0.1) with `skopeo copy --all`, read it back.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -20,16 +20,14 @@ impl Registry {
     pub(crate) fn start() -> Registry {
         require_tool("docker-registry");
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let config = dir.path().join("config.yml");
+        // Port 0: the kernel picks a free port for the registry itself (no
+        // port found by binding it here and releasing it, which another
+        // process could take in between); found afterwards from its socket.
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n",
                 dir.path().join("data").display()
             ),
         )
@@ -41,11 +39,13 @@ impl Registry {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start docker-registry");
+        let mut port = 0;
         wait_for("the registry to listen", Duration::from_secs(20), || {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("docker-registry exited: {status}");
             }
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            port = listening_port(child.id()).unwrap_or(0);
+            port != 0 && TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         Registry {
             child,
@@ -53,6 +53,30 @@ impl Registry {
             _dir: dir,
         }
     }
+}
+
+/// The TCP port process `pid` listens on (IPv4), from its sockets' inodes
+/// and /proc/net/tcp.
+fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // local_address, state (0A = LISTEN), inode
+        let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+        if *state != "0A" || !inodes.iter().any(|i| i == inode) {
+            return None;
+        }
+        u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+    })
 }
 
 impl Drop for Registry {
