@@ -296,6 +296,15 @@ pub fn drop_caches() {
         .expect("dropping caches needs root (CI runs as root)");
 }
 
+/// When the snapshot the mount at `mnt` serves was built: every swap builds
+/// a new one, and its directories show that time (they are never cached).
+/// A swap is observed through the mount itself, not through log text.
+pub fn snapshot_time(mnt: &Path) -> std::time::SystemTime {
+    fs::metadata(mnt.join("blobs/sha256"))
+        .and_then(|m| m.modified())
+        .expect("stat blobs/sha256")
+}
+
 /// Polls `cond` every 10 ms until it holds or `deadline` passes.
 pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
