@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use fuser::{Config, INodeNo, MountOption, Session, SessionACL};
@@ -266,7 +267,7 @@ pub struct Served {
 /// every process that has it.
 pub fn mount(served: Served, cfg: &MountConfig, claimed: Mountpoint) -> Result<(), MountError> {
     if cfg.foreground {
-        let session = start(served, cfg, &claimed)?;
+        let (session, _) = start(served, cfg, &claimed)?;
         drop(claimed);
         return serve(session);
     }
@@ -346,18 +347,29 @@ fn daemon_child(
         return 3;
     }
     match start(served, cfg, &claimed) {
-        Ok(session) => {
+        Ok((session, handshake)) => {
             drop(claimed);
-            // Success is said only once every request thread runs; an error
-            // of the session before that is said instead.
+            // Success is said once the kernel's handshake (INIT) is handled,
+            // from then on the mount answers; an error of the session before
+            // that is said instead, and so is a handshake that never comes
+            // (then the mount is taken down again).
             let ready = Arc::new(std::sync::Mutex::new(Some(ready)));
             let said = ready.clone();
-            let threads = cfg.threads;
             let announcer = std::thread::Builder::new()
                 .name("ready".into())
-                .spawn(move || {
-                    if wait_for_threads(threads, Duration::from_secs(10)) {
-                        say(&said, "OK");
+                .spawn(move || match handshake.recv_timeout(HANDSHAKE_WAIT) {
+                    Ok(()) => say(&said, "OK"),
+                    Err(_) => {
+                        say(
+                            &said,
+                            &format!(
+                                "the kernel did not complete the FUSE handshake within {HANDSHAKE_WAIT:?}"
+                            ),
+                        );
+                        let me = std::process::id() as i32;
+                        if let Err(e) = unmount_ours(me, true) {
+                            log::error!("unmounting after a failed handshake: {e}");
+                        }
                     }
                 });
             if let Err(e) = announcer {
@@ -404,28 +416,8 @@ fn say(ready: &std::sync::Mutex<Option<File>>, msg: &str) {
     }
 }
 
-/// Waits until `n` FUSE request threads (named `fuser-N` by fuser) run.
-fn wait_for_threads(n: usize, deadline: Duration) -> bool {
-    let end = std::time::Instant::now() + deadline;
-    while std::time::Instant::now() < end {
-        let running = fs::read_dir("/proc/self/task")
-            .map(|tasks| {
-                tasks
-                    .filter_map(Result::ok)
-                    .filter(|t| {
-                        fs::read_to_string(t.path().join("comm"))
-                            .is_ok_and(|c| c.starts_with("fuser-"))
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
-        if running >= n {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    false
-}
+/// How long the kernel may take to start the FUSE protocol on a new mount.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 
 /// Opens the daemon's log file for appending: created `0600` if missing,
 /// never through a symlink (`O_NOFOLLOW`: a user who owns the log's
@@ -490,7 +482,7 @@ fn start(
     served: Served,
     cfg: &MountConfig,
     claimed: &Mountpoint,
-) -> Result<Session<OciFs>, MountError> {
+) -> Result<(Session<OciFs>, Receiver<()>), MountError> {
     stop_signals()
         .thread_block()
         .map_err(|e| io_err("blocking signals")(e.into()))?;
@@ -501,7 +493,7 @@ fn start(
     raise_fd_limit();
     let snapshots = Arc::new(Generations::new(&served.first));
     crate::watch::release_freed_memory();
-    let fs = OciFs::new(
+    let mut fs = OciFs::new(
         snapshots.clone(),
         FsOptions {
             uid: nix::unistd::getuid().as_raw(),
@@ -510,6 +502,7 @@ fn start(
             verify: cfg.verify,
         },
     );
+    let handshake = fs.handshake();
     let fsname = format!("ocimux:{}", std::process::id());
     let config = cfg.options.fuser_config(fsname.clone(), cfg.threads);
     fuse_device_usable().map_err(|why| MountError::NoFuseDevice {
@@ -556,7 +549,7 @@ fn start(
     } else {
         log::info!("--static: sources are not watched");
     }
-    Ok(session)
+    Ok((session, handshake))
 }
 
 /// Whether this user may open `/dev/fuse` for reading and writing; why not.

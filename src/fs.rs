@@ -82,6 +82,8 @@ pub struct OciFs {
     stats: Arc<Stats>,
     /// Where opens that must hash first are answered (see `hashpool`).
     hashing: HashPool,
+    /// Told once the kernel's INIT is handled: the mount answers from then on.
+    handshake: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl OciFs {
@@ -94,7 +96,16 @@ impl OciFs {
             verifier: Arc::default(),
             stats: Arc::default(),
             hashing: HashPool::default(),
+            handshake: None,
         }
+    }
+
+    /// A receiver told once the kernel's FUSE handshake (INIT) is handled:
+    /// readiness from the protocol itself, not from thread names.
+    pub fn handshake(&mut self) -> std::sync::mpsc::Receiver<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.handshake = Some(tx);
+        rx
     }
 
     /// Opens a source blob ([`FileRange::open`] refuses bytes that may not be
@@ -240,6 +251,10 @@ impl Filesystem for OciFs {
         match why_not {
             None => log::info!("read path: kernel passthrough for source blobs"),
             Some(why) => log::info!("read path: daemon reads ({why})"),
+        }
+        if let Some(tx) = self.handshake.take() {
+            // The receiver may be gone (foreground mounts do not wait).
+            let _ = tx.send(());
         }
         Ok(())
     }
