@@ -54,7 +54,7 @@ pub enum MountError {
         /// The mountpoint.
         path: PathBuf,
         /// What is wrong with it.
-        why: String,
+        why: FuseDevice,
     },
     /// The log file cannot be used.
     #[error("log file {path}: {why}")]
@@ -553,23 +553,34 @@ fn start(
 }
 
 /// Whether this user may open `/dev/fuse` for reading and writing; why not.
-fn fuse_device_usable() -> Result<(), String> {
+fn fuse_device_usable() -> Result<(), FuseDevice> {
     use nix::unistd::{AccessFlags, access};
     match access("/dev/fuse", AccessFlags::R_OK | AccessFlags::W_OK) {
         Ok(()) => Ok(()),
-        Err(nix::errno::Errno::ENOENT) => Err("does not exist".into()),
-        Err(e) => {
-            let mode = fs::metadata("/dev/fuse")
-                .map(|m| {
-                    format!(
-                        " (mode {:o})",
-                        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777
-                    )
-                })
-                .unwrap_or_default();
-            Err(format!("is not usable{mode}: {}", e.desc()))
-        }
+        Err(nix::errno::Errno::ENOENT) => Err(FuseDevice::Missing),
+        Err(errno) => Err(FuseDevice::Unusable {
+            mode: fs::metadata("/dev/fuse")
+                .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+                .unwrap_or(0),
+            errno,
+        }),
     }
+}
+
+/// What is wrong with `/dev/fuse`.
+#[derive(Debug, thiserror::Error)]
+pub enum FuseDevice {
+    /// It does not exist (no fuse module, or a container without it).
+    #[error("does not exist")]
+    Missing,
+    /// The user who mounts may not read and write it.
+    #[error("is not usable (mode {mode:o}): {}", errno.desc())]
+    Unusable {
+        /// Its permission bits.
+        mode: u32,
+        /// What access(2) said.
+        errno: nix::errno::Errno,
+    },
 }
 
 /// Open source files are shared per file version (see `handles`), so fds

@@ -555,18 +555,28 @@ fn append_read(
     path: &str,
     blob: &Blob,
     range: &FileRange,
-) -> Result<(), String> {
+) -> Result<(), Appending> {
     let mut reader = Hashing {
         inner: io::BufReader::with_capacity(1 << 20, RangeReader::new(range)),
         hasher: Hasher::new(blob.digest.algorithm()),
     };
-    tar.append_data(h, path, &mut reader)
-        .map_err(|e| e.to_string())?;
+    tar.append_data(h, path, &mut reader)?;
     let actual = reader.hasher.finish();
     match actual == blob.digest {
         true => Ok(()),
-        false => Err(format!("content hashes to {actual}")),
+        false => Err(Appending::Mismatch(Box::new(actual))),
     }
+}
+
+/// Why a blob was not appended to an archive.
+#[derive(Debug, thiserror::Error)]
+enum Appending {
+    /// Reading the blob or writing the archive failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The bytes do not hash to the blob's name.
+    #[error("content hashes to {0}")]
+    Mismatch(Box<Digest>),
 }
 
 /// Appends a blob whose name fits the header: the header, then the bytes
@@ -576,7 +586,7 @@ fn append_copied(
     h: &mut tar::Header,
     path: &str,
     range: &FileRange,
-) -> Result<(), String> {
+) -> Result<(), Appending> {
     let write = |out: &mut File, h: &mut tar::Header| -> io::Result<()> {
         h.set_path(path)?;
         h.set_cksum();
@@ -585,7 +595,7 @@ fn append_copied(
         let pad = (512 - range.len % 512) % 512;
         out.write_all([0u8; 512].get(..pad as usize).unwrap_or_default())
     };
-    write(out, h).map_err(|e| e.to_string())
+    Ok(write(out, h)?)
 }
 
 fn write_archive(
@@ -609,7 +619,7 @@ fn write_archive(
             true => append_read(&mut tar, &mut h, &path, blob, &range),
             false => append_copied(tar.get_mut(), &mut h, &path, &range),
         };
-        appended.map_err(|e| blob_err(blob, e))?;
+        appended.map_err(|e| blob_err(blob, e.to_string()))?;
         still_same(blob, &range, false)?;
         report.copied += 1;
         report.files += 1;

@@ -31,6 +31,40 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::daemon::MountError;
 use crate::mountinfo::{self, MountEntry};
 
+/// Why an unmount did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UnmountError {
+    /// `/proc/self/mountinfo` could not be read.
+    #[error("reading mountinfo: {0}")]
+    Mountinfo(#[source] io::Error),
+    /// The kernel refused (busy, permission …).
+    #[error("{}", .0.desc())]
+    Refused(#[source] nix::errno::Errno),
+    /// The unprivileged helper failed; what it said.
+    #[error("{helper}: {stderr}")]
+    Helper {
+        /// fusermount3 or fusermount.
+        helper: &'static str,
+        /// Its error output.
+        stderr: String,
+    },
+    /// The helper could not be run.
+    #[error("running {helper}: {err}")]
+    HelperIo {
+        /// fusermount3 or fusermount.
+        helper: &'static str,
+        /// Why.
+        #[source]
+        err: io::Error,
+    },
+    /// Neither helper is installed.
+    #[error("neither fusermount3 nor fusermount found")]
+    NoHelper,
+    /// A disconnected mount that is not a dead ocimux mount.
+    #[error("Transport endpoint is not connected (not a dead ocimux mount)")]
+    NotDead,
+}
+
 /// An empty directory, locked until the mount on it is live.
 #[derive(Debug)]
 pub struct Mountpoint {
@@ -64,7 +98,8 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountError> {
             .and_then(|e| e.ocimux_pid())
         {
             if !process_alive(pid) {
-                clean_dead(&located).map_err(refuse)?;
+                clean_dead(&located)
+                    .map_err(|e| refuse(format!("removing a dead ocimux mount: {e}")))?;
             }
         }
     }
@@ -139,26 +174,26 @@ fn locate(path: &Path) -> io::Result<PathBuf> {
 }
 
 /// Unmounts a dead ocimux mount at `path` (its daemon no longer runs).
-fn clean_dead(path: &Path) -> Result<(), String> {
-    let entry = mountinfo::find(path).map_err(|e| format!("reading mountinfo: {e}"))?;
+fn clean_dead(path: &Path) -> Result<(), UnmountError> {
+    let entry = mountinfo::find(path).map_err(UnmountError::Mountinfo)?;
     match entry.as_ref().and_then(MountEntry::ocimux_pid) {
         Some(pid) if !process_alive(pid) => {
             log::warn!(
                 "{}: removing a dead ocimux mount (daemon {pid} is gone)",
                 path.display()
             );
-            detach(path).map_err(|e| format!("removing a dead ocimux mount: {e}"))
+            detach(path)
         }
-        _ => Err("Transport endpoint is not connected (not a dead ocimux mount)".into()),
+        _ => Err(UnmountError::NotDead),
     }
 }
 
 /// Lazily unmounts `path` (`umount -l`), through fusermount3 when not root.
-fn detach(path: &Path) -> Result<(), String> {
+fn detach(path: &Path) -> Result<(), UnmountError> {
     match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EPERM) => fusermount_u(path, true),
-        Err(e) => Err(e.desc().to_owned()),
+        Err(e) => Err(UnmountError::Refused(e)),
     }
 }
 
@@ -167,8 +202,8 @@ fn detach(path: &Path) -> Result<(), String> {
 /// have been swapped since it was mounted), if nothing is mounted on top of
 /// it; `Ok(false)` when there is no such mount or something covers it (then
 /// it is left alone). Lazy detaches a busy mount.
-pub fn unmount_ours(pid: i32, lazy: bool) -> Result<bool, String> {
-    let all = mountinfo::all().map_err(|e| format!("reading mountinfo: {e}"))?;
+pub fn unmount_ours(pid: i32, lazy: bool) -> Result<bool, UnmountError> {
+    let all = mountinfo::all().map_err(UnmountError::Mountinfo)?;
     let Some(entry) = mountinfo::of_daemon(&all, pid) else {
         return Ok(false);
     };
@@ -187,14 +222,14 @@ pub fn unmount_ours(pid: i32, lazy: bool) -> Result<bool, String> {
     match nix::mount::umount2(path, flags) {
         Ok(()) => Ok(true),
         Err(nix::errno::Errno::EPERM) => fusermount_u(path, lazy).map(|()| true),
-        Err(e) => Err(e.desc().to_owned()),
+        Err(e) => Err(UnmountError::Refused(e)),
     }
 }
 
 /// Unprivileged unmount goes through the setuid helper, as for any FUSE
 /// mount (it checks itself that the mount is the user's FUSE mount).
-fn fusermount_u(path: &Path, lazy: bool) -> Result<(), String> {
-    let mut last = String::from("neither fusermount3 nor fusermount found");
+fn fusermount_u(path: &Path, lazy: bool) -> Result<(), UnmountError> {
+    let mut last = UnmountError::NoHelper;
     for helper in ["fusermount3", "fusermount"] {
         let mut cmd = Command::new(helper);
         cmd.arg("-u");
@@ -203,9 +238,14 @@ fn fusermount_u(path: &Path, lazy: bool) -> Result<(), String> {
         }
         match cmd.arg("--").arg(path).output() {
             Ok(out) if out.status.success() => return Ok(()),
-            Ok(out) => last = String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            Ok(out) => {
+                last = UnmountError::Helper {
+                    helper,
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => last = e.to_string(),
+            Err(err) => last = UnmountError::HelperIo { helper, err },
         }
     }
     Err(last)
@@ -242,7 +282,7 @@ pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountErr
         return Err(MountError::NotOurs(path.to_owned()));
     };
     if !process_alive(pid) {
-        return detach(&canonical).map_err(fail);
+        return detach(&canonical).map_err(|e| fail(e.to_string()));
     }
     match unmount_ours(pid, lazy) {
         Ok(true) => {}
@@ -251,17 +291,15 @@ pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountErr
         // daemon something; if it does not answer in time, it is hung.
         Err(e) if !answers(&canonical, timeout) => {
             let aborted = abort_connection(&entry);
-            let detached = detach(&canonical).err().unwrap_or_default();
+            let detached = match detach(&canonical) {
+                Ok(()) => "; detached the mount".to_owned(),
+                Err(e) => format!("; detaching: {e}"),
+            };
             return Err(fail(format!(
-                "{e}, and daemon {pid} did not answer within {timeout:?}; {aborted}{}",
-                if detached.is_empty() {
-                    "; detached the mount".to_owned()
-                } else {
-                    format!("; detaching: {detached}")
-                }
+                "{e}, and daemon {pid} did not answer within {timeout:?}; {aborted}{detached}"
             )));
         }
-        Err(e) => return Err(fail(e)),
+        Err(e) => return Err(fail(e.to_string())),
     }
     let deadline = Instant::now() + timeout;
     while !lazy && process_alive(pid) {

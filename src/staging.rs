@@ -165,16 +165,33 @@ pub(crate) fn remove_stale(parent: &Path, out_name: &str) {
     }
 }
 
+/// Why a directory named like a leftover is not removed.
+#[derive(Debug, thiserror::Error)]
+enum NotProven {
+    /// It could not be opened or read as a directory (a symlink, a file …).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Another user owns it.
+    #[error("owned by uid {0}")]
+    Owner(u32),
+    /// It holds no marker.
+    #[error("no marker: {0}")]
+    NoMarker(nix::errno::Errno),
+    /// The marker is not a regular file of this user.
+    #[error("the marker is not a file of this user")]
+    MarkerNotOurs,
+    /// The marker names another export.
+    #[error("the marker names another export")]
+    OtherExport,
+}
+
 /// Opens `name` and checks it is a staging directory of this user for `pid`.
-fn proven(parent: BorrowedFd<'_>, name: &str, pid: u32) -> Result<OwnedFd, String> {
+fn proven(parent: BorrowedFd<'_>, name: &str, pid: u32) -> Result<OwnedFd, NotProven> {
     let me = nix::unistd::geteuid().as_raw();
-    let dir = open_dir_at(parent, name).map_err(|e| e.to_string())?;
-    let owner = File::from(dir.try_clone().map_err(|e| e.to_string())?)
-        .metadata()
-        .map_err(|e| e.to_string())?
-        .uid();
+    let dir = open_dir_at(parent, name)?;
+    let owner = File::from(dir.try_clone()?).metadata()?.uid();
     if owner != me {
-        return Err(format!("owned by uid {owner}"));
+        return Err(NotProven::Owner(owner));
     }
     let marker = nix::fcntl::openat(
         dir.as_fd(),
@@ -182,19 +199,18 @@ fn proven(parent: BorrowedFd<'_>, name: &str, pid: u32) -> Result<OwnedFd, Strin
         OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| format!("no marker: {e}"))?;
+    .map_err(NotProven::NoMarker)?;
     let mut marker = File::from(marker);
-    let meta = marker.metadata().map_err(|e| e.to_string())?;
+    let meta = marker.metadata()?;
     if !meta.is_file() || meta.uid() != me {
-        return Err("the marker is not a file of this user".into());
+        return Err(NotProven::MarkerNotOurs);
     }
     let mut text = String::new();
     Read::by_ref(&mut marker)
         .take(64)
-        .read_to_string(&mut text)
-        .map_err(|e| e.to_string())?;
+        .read_to_string(&mut text)?;
     if text != marker_text(pid) {
-        return Err("the marker names another export".into());
+        return Err(NotProven::OtherExport);
     }
     Ok(dir)
 }
