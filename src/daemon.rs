@@ -186,8 +186,8 @@ impl MountOptions {
                 "rw" => return Err(MountError::Option("rw: ocimux mounts are read-only".into())),
                 other => {
                     return Err(MountError::Option(format!(
-                        "{other:?} is not supported (supported: ro, allow_other, allow_root, \
-                         default_permissions, auto_unmount, noexec, nodev, nosuid)"
+                        "{other:?} is not supported (supported: ro, nodev, nosuid, {})",
+                        crate::fstab::FUSE_WORDS.join(", ")
                     )));
                 }
             }

@@ -170,51 +170,71 @@ fn ignored(opt: &str) -> bool {
         || opt.starts_with("comment=")
 }
 
+/// ocimux's own `-o` words, each declared once: the word, the `ocimux mount`
+/// long option it stands for, and whether it takes a value (`word=VALUE`).
+/// A test checks every long option exists.
+pub const OCIMUX_WORDS: &[(&str, &str, bool)] = &[
+    ("tag", "tag", true),
+    ("ref", "ref", true),
+    ("annotation", "annotation", true),
+    ("platform", "platform", true),
+    ("platform_tags", "platform-tags", false),
+    ("static", "static", false),
+    ("no_passthrough", "no-passthrough", false),
+    ("verify", "verify", false),
+    ("threads", "threads", true),
+    ("readahead_kb", "readahead-kb", true),
+    ("log_file", "log-file", true),
+];
+
+/// FUSE's `-o` words, passed on to the mount (`ocimux mount -o` takes them
+/// too: see `MountOptions::parse`).
+pub const FUSE_WORDS: &[&str] = &[
+    "allow_other",
+    "allow_root",
+    "default_permissions",
+    "auto_unmount",
+    "noexec",
+    "exec",
+];
+
 /// Translates one `-o` word.
 fn option(opt: &str, out: &mut Vec<String>, fuse: &mut Vec<String>) -> Result<(), Error> {
-    let flag = |name: &str| format!("--{name}");
-    match opt.split_once('=') {
-        None if ignored(opt) => {}
-        None => match opt {
-            "static" => out.push(flag("static")),
-            "no_passthrough" => out.push(flag("no-passthrough")),
-            "verify" => out.push(flag("verify")),
-            "platform_tags" => out.push(flag("platform-tags")),
-            "allow_other"
-            | "allow_root"
-            | "default_permissions"
-            | "auto_unmount"
-            | "noexec"
-            | "exec" => fuse.push(opt.to_owned()),
-            _ => return Err(unknown(opt)),
-        },
-        Some(_) if ignored(opt) => {}
-        Some((key, value)) => {
-            let name = match key {
-                "tag" => "tag",
-                "ref" => "ref",
-                "annotation" => "annotation",
-                "threads" => "threads",
-                "readahead_kb" => "readahead-kb",
-                "log_file" => "log-file",
-                "platform" => "platform",
-                _ => return Err(unknown(opt)),
-            };
-            out.push(format!("{}={value}", flag(name)));
-        }
+    if ignored(opt) {
+        return Ok(());
+    }
+    if FUSE_WORDS.contains(&opt) {
+        fuse.push(opt.to_owned());
+        return Ok(());
+    }
+    let (key, value) = match opt.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (opt, None),
+    };
+    match (OCIMUX_WORDS.iter().find(|(w, _, _)| *w == key), value) {
+        (Some((_, flag, true)), Some(value)) => out.push(format!("--{flag}={value}")),
+        (Some((_, flag, false)), None) => out.push(format!("--{flag}")),
+        _ => return Err(unknown(opt)),
     }
     Ok(())
 }
 
 fn unknown(opt: &str) -> Error {
+    let ours: Vec<String> = OCIMUX_WORDS
+        .iter()
+        .map(|(w, _, value)| match value {
+            true => format!("{w}="),
+            false => (*w).to_owned(),
+        })
+        .collect();
     Error::Argument {
         what: "mount option",
         value: opt.to_owned(),
-        why: "not an ocimux option (tag=, ref=, annotation=K=V, static, no_passthrough, \
-              verify, threads=, readahead_kb=, log_file=, platform=, platform_tags) nor a \
-              FUSE one (allow_other, \
-              allow_root, default_permissions, auto_unmount, noexec, exec)"
-            .into(),
+        why: format!(
+            "not an ocimux option ({}) nor a FUSE one ({})",
+            ours.join(", "),
+            FUSE_WORDS.join(", ")
+        ),
     }
 }
 

@@ -725,3 +725,28 @@ fn sample_layouts_are_made_by_an_unprivileged_user_too() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(String::from_utf8_lossy(&r.stdout).contains("linux/arm64"));
 }
+
+/// Issue 17: every `-o` word of the mount(8) form is declared once and names
+/// a real `ocimux mount` option; every FUSE word is one `mount -o` takes.
+#[test]
+fn every_dash_o_word_names_a_mount_option() {
+    let help = String::from_utf8(ocimux(&["mount", "--help"]).stdout).unwrap();
+    for (word, flag, takes_value) in ocimux::fstab::OCIMUX_WORDS {
+        let long = format!("--{flag}");
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().split([' ', ',']).any(|w| w == long))
+            .unwrap_or_else(|| panic!("-o {word}: ocimux mount has no {long}"));
+        assert_eq!(line.contains('<'), *takes_value, "-o {word}: {line}");
+    }
+    for word in ocimux::fstab::FUSE_WORDS {
+        let opts = match *word {
+            "auto_unmount" => "auto_unmount,allow_other".to_owned(),
+            w => w.to_owned(),
+        };
+        assert!(
+            ocimux::daemon::MountOptions::parse([opts.as_str()]).is_ok(),
+            "-o {word}"
+        );
+    }
+}
