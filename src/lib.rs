@@ -18,8 +18,10 @@
 //! - `verify`: `--verify`, hashing each blob version once before serving it;
 //! - `handles`: what open files hold and how their bytes are read (no FUSE types);
 //! - `fs`: the thin `fuser` adapter that answers kernel requests from a snapshot;
-//! - [`daemon`]: mounting, detaching and signals; [`mountpoint`]: claiming,
-//!   unmounting only our own mount, the watchdog that outlives a killed daemon;
+//! - [`daemon`]: running a mount, detaching and signals; [`options`]: the
+//!   `-o` options; [`mountpoint`]: claiming, unmounting only our own mount,
+//!   the watchdog that outlives a killed daemon; `attach`: root's mount on
+//!   the claimed directory's fd;
 //!   [`scoped`]: `mount … -- CMD`; [`fstab`]: the mount(8) command line;
 //! - [`export`], [`check`], [`inspect`]: writing the layout out, hashing
 //!   every blob, and describing it, for machines and scripts without FUSE.
@@ -52,6 +54,7 @@ pub mod inspect;
 pub(crate) mod layout;
 pub mod mountinfo;
 pub mod mountpoint;
+pub mod options;
 pub mod plan;
 pub mod platform;
 pub(crate) mod readat;
