@@ -1,0 +1,320 @@
+//! Each subcommand: arguments validated into a plan, then run.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::CommandFactory;
+
+use crate::cli::{Command, ExportArgs, ExportFormat, IndexArgs, LinkArg, MountArgs};
+use ocimux::Error;
+use ocimux::daemon::{self, MountConfig, MountOptions, Served};
+use ocimux::error::printable;
+use ocimux::export::{ExportOptions, Format, LinkMode};
+use ocimux::index::{self, Composition, IndexOptions};
+use ocimux::plan::Plan;
+use ocimux::platform::Platform;
+use ocimux::source::SourceSpec;
+use ocimux::tag::Tag;
+use ocimux::{check, inspect};
+
+pub(crate) fn run(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Mount(args) => mount(args),
+        Command::Umount {
+            mountpoint,
+            lazy,
+            timeout,
+        } => {
+            ocimux::mountpoint::umount(&mountpoint, lazy, Duration::from_secs(timeout))?;
+            Ok(0)
+        }
+        Command::Inspect {
+            sources,
+            index,
+            raw,
+            json,
+        } => {
+            let comp = plan(&sources, &index)?.compose()?;
+            let mut out = std::io::stdout().lock();
+            if raw {
+                out.write_all(&comp.index)?;
+            } else if json {
+                serde_json::to_writer_pretty(&mut out, &inspect::files(&comp))?;
+                writeln!(out)?;
+            } else {
+                inspect::table(&mut out, &comp)?;
+            }
+            out.flush()?;
+            Ok(0)
+        }
+        Command::Export(args) => export(args),
+        Command::Verify {
+            sources,
+            index,
+            threads,
+            json,
+        } => verify(&sources, &index, threads, json),
+        Command::Completions { shell } => {
+            // Generated whole, then written: a closed pipe is an error to
+            // report (quietly), not a panic inside the generator.
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut crate::cli::Cli::command(),
+                "ocimux",
+                &mut script,
+            );
+            std::io::stdout().write_all(&script)?;
+            Ok(0)
+        }
+        Command::Man { command } => {
+            let top = crate::cli::Cli::command();
+            let page = match command.as_deref() {
+                None => clap_mangen::Man::new(top),
+                Some(name) => {
+                    let sub =
+                        top.find_subcommand(name)
+                            .cloned()
+                            .ok_or_else(|| Error::Argument {
+                                what: "command",
+                                value: name.to_owned(),
+                                why: "not an ocimux command".into(),
+                            })?;
+                    let title = format!("ocimux-{name}");
+                    clap_mangen::Man::new(
+                        sub.name(title.clone()).bin_name(format!("ocimux {name}")),
+                    )
+                    .title(title)
+                }
+            };
+            let mut roff = Vec::new();
+            page.render(&mut roff)?;
+            std::io::stdout().write_all(&roff)?;
+            Ok(0)
+        }
+    }
+}
+
+/// Validates the arguments into a plan.
+fn plan(sources: &[String], args: &IndexArgs) -> anyhow::Result<Plan> {
+    let tag = Tag::parse(&args.tag).map_err(|why| Error::Argument {
+        what: "tag",
+        value: args.tag.clone(),
+        why: why.to_string(),
+    })?;
+    let annotations: BTreeMap<String, String> = args
+        .annotations
+        .iter()
+        .map(|a| index::parse_annotation(a))
+        .collect::<Result<_, _>>()?;
+    let specs: Vec<SourceSpec> = sources
+        .iter()
+        .map(|s| SourceSpec::parse(s))
+        .collect::<Result<_, _>>()?;
+    let platforms = args
+        .platforms
+        .iter()
+        .map(|p| {
+            Platform::parse(p)
+                .map(|n| n.platform)
+                .map_err(|why| Error::Argument {
+                    what: "--platform",
+                    value: p.clone(),
+                    why: why.to_string(),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Plan {
+        specs,
+        ref_name: args.ref_name.clone(),
+        opts: IndexOptions {
+            tag,
+            annotations,
+            platform_tags: args.platform_tags,
+        },
+        platforms,
+    })
+}
+
+fn export(args: ExportArgs) -> anyhow::Result<u8> {
+    let comp = plan(&args.sources, &args.index)?.compose()?;
+    let opts = ExportOptions {
+        format: match args.format {
+            ExportFormat::Dir => Format::Dir,
+            ExportFormat::OciArchive => Format::OciArchive,
+        },
+        link: match args.link {
+            LinkArg::Auto => LinkMode::Auto,
+            LinkArg::Reflink => LinkMode::Reflink,
+            LinkArg::Hardlink => LinkMode::Hardlink,
+            LinkArg::Copy => LinkMode::Copy,
+        },
+        force: args.force,
+        verify: args.verify,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let report = ocimux::export::export(&comp, &args.out, &opts)?;
+    log::info!("{report}");
+    Ok(0)
+}
+
+fn verify(
+    sources: &[String],
+    index: &IndexArgs,
+    threads: Option<u16>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let mut plan = plan(sources, index)?;
+    // A mountpoint is read like any layout (this process does not serve it).
+    // Every bad layer is named, not just the first.
+    for spec in &mut plan.specs {
+        spec.allow_ocimux_mount = true;
+        spec.report_broken_layers = true;
+    }
+    let comp = plan.compose()?;
+    let threads = threads.map_or_else(
+        || std::thread::available_parallelism().map_or(2, |n| n.get()),
+        usize::from,
+    );
+    let results = check::verify(&comp, threads, std::io::stderr().is_terminal());
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &results)?;
+        writeln!(out)?;
+    }
+    let bad: Vec<&check::BlobResult> = results.iter().filter(|r| r.error.is_some()).collect();
+    for r in &bad {
+        eprintln!(
+            "ocimux: bad blob {} from source {} ({}): {}",
+            r.digest,
+            printable(&r.source),
+            printable(&r.file),
+            printable(r.error.as_deref().unwrap_or_default())
+        );
+    }
+    let bytes: u64 = results.iter().map(|r| r.size).sum();
+    if !json {
+        writeln!(
+            out,
+            "{} blobs, {} checked: {} bad",
+            results.len(),
+            inspect::human(bytes),
+            bad.len()
+        )?;
+    }
+    Ok(if bad.is_empty() {
+        0
+    } else {
+        crate::exit::OTHER
+    })
+}
+
+fn mount(args: MountArgs) -> anyhow::Result<u8> {
+    let options = MountOptions::parse(args.options.iter().map(String::as_str))?;
+    if args.tmp && args.command.is_empty() {
+        return Err(Error::Argument {
+            what: "--tmp",
+            value: String::new(),
+            why: "a temporary mountpoint needs a command after -- to use it".into(),
+        }
+        .into());
+    }
+    let (mountpoint, sources) = match (args.tmp, args.paths.split_first()) {
+        (true, _) => (None, args.paths.as_slice()),
+        (false, Some((mnt, sources))) if !sources.is_empty() => (Some(mnt), sources),
+        (false, _) => {
+            return Err(Error::Argument {
+                what: "mount arguments",
+                value: args.paths.join(" "),
+                why: "expected MOUNTPOINT SOURCE... (or --tmp SOURCE... -- COMMAND)".into(),
+            }
+            .into());
+        }
+    };
+    let plan = plan(sources, &args.index)?;
+    let comp = plan.compose()?;
+    // With --tmp, a fresh directory, removed after the unmount.
+    let (mountpoint, tmp) = match mountpoint {
+        Some(given) => (PathBuf::from(given), false),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("ocimux-")
+                .tempdir()
+                .context("creating a temporary mountpoint")?;
+            (dir.keep(), true)
+        }
+    };
+    if !args.command.is_empty() {
+        ocimux::scoped::block_stop_signals();
+    }
+    let mounted = mount_at(&mountpoint, &args, options, plan, comp);
+    let result = match mounted {
+        Ok(()) if args.command.is_empty() => Ok(0),
+        Ok(()) => {
+            let outcome = ocimux::scoped::run(&args.command, &mountpoint);
+            unmount_after(&mountpoint).map(|()| outcome.code)
+        }
+        Err(e) => Err(e),
+    };
+    if tmp {
+        if let Err(e) = std::fs::remove_dir(&mountpoint) {
+            log::warn!("removing {}: {e}", mountpoint.display());
+        }
+    }
+    result
+}
+
+/// Unmounts a scoped mount; a busy one (CMD left something running in it)
+/// is detached lazily.
+fn unmount_after(mountpoint: &std::path::Path) -> anyhow::Result<()> {
+    let timeout = Duration::from_secs(30);
+    ocimux::mountpoint::umount(mountpoint, false, timeout)
+        .or_else(|e| {
+            log::warn!("{e}; detaching lazily");
+            ocimux::mountpoint::umount(mountpoint, true, timeout)
+        })
+        .map_err(Into::into)
+}
+
+fn mount_at(
+    mountpoint: &std::path::Path,
+    args: &MountArgs,
+    options: MountOptions,
+    plan: Plan,
+    comp: Composition,
+) -> anyhow::Result<()> {
+    let claimed = ocimux::mountpoint::claim(mountpoint)?;
+    let log_file = match &args.log_file {
+        // The daemon moves to `/`: make the path absolute first.
+        Some(p) => {
+            Some(std::path::absolute(p).with_context(|| format!("log file {}", p.display()))?)
+        }
+        None => None,
+    };
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
+        usize::from,
+    );
+    log::info!(
+        "serving {} blobs, index {}",
+        comp.blobs.len() + 1,
+        comp.index_digest
+    );
+    let cfg = MountConfig {
+        mountpoint: claimed.path.clone(),
+        foreground: args.foreground,
+        log_file,
+        options,
+        threads,
+        passthrough: !args.no_passthrough,
+        readahead_kb: args.readahead_kb,
+        live: !args.static_sources,
+        verify: args.verify,
+        with_parent: !args.command.is_empty(),
+        remove_mountpoint: args.tmp,
+    };
+    Ok(daemon::mount(Served { plan, first: comp }, &cfg, claimed)?)
+}
