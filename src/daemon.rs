@@ -15,12 +15,12 @@ use std::time::Duration;
 use fuser::{INodeNo, Session};
 
 pub use crate::options::{MountOptions, Sharing};
-use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::fs::{FsOptions, OciFs};
 use crate::generations::{Generations, Invalidation};
 use crate::index::Composition;
+use crate::lifecycle::{exit, stop_signals, unmount_own_mount};
 use crate::mountinfo;
 use crate::mountpoint::{Mountpoint, unmount_ours};
 use crate::plan::Plan;
@@ -222,7 +222,7 @@ fn daemon_child(
     let mut ready = File::from(ready);
     if let Err(e) = detach(log) {
         let _ = write!(ready, "{e}");
-        return 3;
+        return i32::from(exit::MOUNT);
     }
     match start(served, cfg, &claimed) {
         Ok((session, handshake)) => {
@@ -271,13 +271,13 @@ fn daemon_child(
                 Err(e) => {
                     log::error!("{e}");
                     // The watchdog unmounts once this process is gone.
-                    1
+                    i32::from(exit::OTHER)
                 }
             }
         }
         Err(e) => {
             let _ = write!(ready, "{e}");
-            3
+            i32::from(exit::MOUNT)
         }
     }
 }
@@ -505,14 +505,6 @@ fn raise_readahead(kb: u32) {
     }
 }
 
-fn stop_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(s);
-    }
-    set
-}
-
 /// Unmounts (as a stop signal would) once `fd`'s write end is closed: the
 /// process that mounted is gone. The flag says it happened.
 fn unmount_when_closed(fd: OwnedFd) -> Arc<AtomicBool> {
@@ -527,8 +519,7 @@ fn unmount_when_closed(fd: OwnedFd) -> Arc<AtomicBool> {
             let _ = std::io::Read::read(&mut file, &mut buf);
             log::warn!("the process that mounted is gone: unmounting");
             flag.store(true, Ordering::SeqCst);
-            let me = std::process::id() as i32;
-            let done = unmount_ours(me, false).or_else(|_| unmount_ours(me, true));
+            let done = unmount_own_mount();
             if let Err(e) = done {
                 log::error!("unmount after the parent exited: {e}");
             }
@@ -548,8 +539,7 @@ fn serve(session: Session<OciFs>) -> Result<(), MountError> {
         .spawn(move || {
             if let Ok(sig) = stop_signals().wait() {
                 log::info!("{sig}: unmounting");
-                let me = std::process::id() as i32;
-                let done = unmount_ours(me, false).or_else(|_| unmount_ours(me, true));
+                let done = unmount_own_mount();
                 if let Err(e) = done {
                     log::error!("unmount after {sig}: {e}");
                 }

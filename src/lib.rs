@@ -52,6 +52,7 @@ pub(crate) mod hex;
 pub mod index;
 pub mod inspect;
 pub(crate) mod layout;
+pub mod lifecycle;
 pub mod mountinfo;
 pub mod mountpoint;
 pub mod options;

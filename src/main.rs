@@ -18,17 +18,7 @@ mod logging;
 
 use cli::{Cli, Command};
 
-/// Exit codes (documented in README.md).
-mod exit {
-    /// Anything not covered below.
-    pub const OTHER: u8 = 1;
-    /// Bad input: a source, an argument, a mount option.
-    pub const BAD_INPUT: u8 = 2;
-    /// The mountpoint was refused or the mount failed.
-    pub const MOUNT: u8 = 3;
-    /// `umount` of a path that is not an ocimux mount, or that would not unmount.
-    pub const UMOUNT: u8 = 4;
-}
+use ocimux::lifecycle::exit;
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();

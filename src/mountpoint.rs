@@ -407,11 +407,7 @@ pub fn watchdog() -> io::Result<OwnedFd> {
             drop(write_end);
             close_all_but(&read_end);
             // Stop signals are for the daemon; the watchdog ends with it.
-            for sig in [
-                nix::sys::signal::Signal::SIGINT,
-                nix::sys::signal::Signal::SIGTERM,
-                nix::sys::signal::Signal::SIGHUP,
-            ] {
+            for sig in crate::lifecycle::STOP_SIGNALS {
                 // SAFETY: SIG_IGN installs no handler code.
                 #[allow(unsafe_code)]
                 let _ =

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signal::kill;
+
+use crate::lifecycle::stop_signals;
 use nix::unistd::Pid;
 
 /// The environment variable that names the mountpoint for CMD.
@@ -138,14 +140,6 @@ fn forward_signals(pid: Pid) -> Arc<AtomicBool> {
             }
         });
     reaped
-}
-
-fn stop_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(s);
-    }
-    set
 }
 
 #[cfg(test)]
