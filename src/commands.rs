@@ -10,7 +10,7 @@ use clap::CommandFactory;
 
 use crate::cli::{Command, ExportArgs, ExportFormat, IndexArgs, LinkArg, MountArgs};
 use ocimux::Error;
-use ocimux::daemon::{self, MountConfig, MountOptions, Served};
+use ocimux::daemon::{self, MountConfig, MountOptions, Run, Served};
 use ocimux::error::printable;
 use ocimux::export::{ExportOptions, Format, LinkMode};
 use ocimux::index::{self, Composition, IndexOptions};
@@ -305,7 +305,11 @@ fn mount_at(
     );
     let cfg = MountConfig {
         mountpoint: claimed.path.clone(),
-        foreground: args.foreground,
+        run: match (args.foreground, args.command.is_empty()) {
+            (true, _) => Run::Foreground,
+            (false, true) => Run::Detached,
+            (false, false) => Run::Scoped { tmp: args.tmp },
+        },
         log_file,
         options,
         threads,
@@ -313,8 +317,6 @@ fn mount_at(
         readahead_kb: args.readahead_kb,
         live: !args.static_sources,
         verify: args.verify,
-        with_parent: !args.command.is_empty(),
-        remove_mountpoint: args.tmp,
     };
     Ok(daemon::mount(Served { plan, first: comp }, &cfg, claimed)?)
 }

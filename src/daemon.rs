@@ -103,8 +103,8 @@ fn io_err(what: &str) -> impl FnOnce(io::Error) -> MountError + '_ {
 pub struct MountConfig {
     /// Canonical mountpoint (see [`crate::mountpoint::claim`]).
     pub mountpoint: PathBuf,
-    /// Stay in the foreground.
-    pub foreground: bool,
+    /// How the mount runs.
+    pub run: Run,
     /// Where the detached daemon logs; `None` discards its log.
     pub log_file: Option<PathBuf>,
     /// Parsed `-o` options.
@@ -119,11 +119,22 @@ pub struct MountConfig {
     pub live: bool,
     /// Hash each blob version at its first open (`--verify`).
     pub verify: bool,
-    /// Unmount when the process that mounted exits (a scoped mount, `mount
-    /// … -- CMD`: if ocimux is killed, the mount goes with it).
-    pub with_parent: bool,
-    /// Then also remove the (empty) mountpoint: `--tmp` made it.
-    pub remove_mountpoint: bool,
+}
+
+/// How a mount runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// `-f`: this process serves, logging to stderr, until unmounted.
+    Foreground,
+    /// The default: a detached daemon; `mount` returns once it is live.
+    Detached,
+    /// `mount … -- CMD`: detached, and unmounted when the process that
+    /// mounted exits (if ocimux is killed, the mount goes with it); with
+    /// `tmp` (`--tmp` made the mountpoint) the mountpoint is removed too.
+    Scoped {
+        /// The mountpoint is a temporary directory made for this mount.
+        tmp: bool,
+    },
 }
 
 /// What to serve: the plan, and the composition already made from it (which
@@ -144,7 +155,7 @@ pub struct Served {
 /// `claimed` (the mountpoint's lock) is held until the mount is live, in
 /// every process that has it.
 pub fn mount(served: Served, cfg: &MountConfig, claimed: Mountpoint) -> Result<(), MountError> {
-    if cfg.foreground {
+    if cfg.run == Run::Foreground {
         let (session, _) = start(served, cfg, &claimed)?;
         drop(claimed);
         return serve(session);
@@ -157,7 +168,7 @@ pub fn mount(served: Served, cfg: &MountConfig, claimed: Mountpoint) -> Result<(
         .map_err(|e| io_err("creating a pipe")(e.into()))?;
     // The parent holds the write end of `lifeline` until it exits (never
     // passed to a command: close-on-exec); the daemon sees EOF then.
-    let lifeline = match cfg.with_parent {
+    let lifeline = match matches!(cfg.run, Run::Scoped { .. }) {
         true => Some(
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(|e| io_err("creating a pipe")(e.into()))?,
@@ -257,7 +268,8 @@ fn daemon_child(
             let served = serve(session);
             // After the session ended (here, not in the watcher: the process
             // exits as soon as serve returns).
-            if cfg.remove_mountpoint && orphaned.is_some_and(|o| o.load(Ordering::SeqCst)) {
+            let tmp = cfg.run == Run::Scoped { tmp: true };
+            if tmp && orphaned.is_some_and(|o| o.load(Ordering::SeqCst)) {
                 if let Err(e) = std::fs::remove_dir(&cfg.mountpoint) {
                     log::warn!("removing {}: {e}", cfg.mountpoint.display());
                 }
