@@ -62,11 +62,11 @@ pub fn verify(comp: &Composition, threads: usize, progress: bool) -> Vec<BlobRes
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     results.extend(comp.broken.iter().map(|b| BlobResult {
-        digest: b.digest.clone(),
+        digest: b.digest.to_string(),
         size: b.size,
         media_type: b.media_type.clone(),
         source: b.source.clone(),
-        file: format!("blobs/{}", b.digest.replacen(':', "/", 1)),
+        file: b.digest.blob_path(),
         error: Some(b.problem.clone()),
     }));
     results.sort_by(|a, b| a.digest.cmp(&b.digest));

@@ -146,8 +146,8 @@ pub struct Contribution {
 /// size than its descriptor's, or not a regular file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokenBlob {
-    /// The digest, as the descriptor gives it.
-    pub digest: String,
+    /// The digest (valid: a descriptor with an invalid one fails the read).
+    pub digest: Digest,
     /// The descriptor's size.
     pub size: u64,
     /// The descriptor's media type.

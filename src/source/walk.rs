@@ -385,8 +385,12 @@ impl<'a> Reader<'a> {
             match self.blob(layer, holder) {
                 Ok((blob, _)) => out.blobs.push(Arc::new(blob)),
                 Err(e) if self.report_broken && is_broken_layer(&e) => {
+                    // A broken layer's digest parsed (a bad one is not "broken").
+                    let Ok(digest) = Digest::parse(&layer.digest) else {
+                        return Err(e);
+                    };
                     out.broken.push(BrokenBlob {
-                        digest: layer.digest.clone(),
+                        digest,
                         size: layer.size,
                         media_type: document::kept_media_type(&layer.media_type).to_string(),
                         source: self.name.to_owned(),
