@@ -29,8 +29,9 @@ enum Outcome {
     Matches,
     /// The bytes hash to this instead.
     Mismatch(Digest),
-    /// Reading failed (not kept: the next open tries again).
-    Failed(String),
+    /// Reading failed (not kept: the next open tries again): the errno, or
+    /// the kind of an error without one (a short read).
+    Failed(Result<i32, io::ErrorKind>),
 }
 
 /// A file version, a byte range of it, and the name it must hash to.
@@ -68,7 +69,7 @@ impl Verifier {
         let outcome = cell.get_or_init(|| match hash_range(file, base, len, digest) {
             Ok(actual) if actual == *digest => Outcome::Matches,
             Ok(actual) => Outcome::Mismatch(actual),
-            Err(e) => Outcome::Failed(e.to_string()),
+            Err(e) => Outcome::Failed(e.raw_os_error().ok_or(e.kind())),
         });
         match outcome {
             Outcome::Matches => {}
@@ -78,11 +79,14 @@ impl Verifier {
                 });
             }
             Outcome::Failed(e) => {
-                let e = e.clone();
+                let e = match *e {
+                    Ok(errno) => io::Error::from_raw_os_error(errno),
+                    Err(kind) => io::Error::from(kind),
+                };
                 if let Ok(mut results) = self.results.lock() {
                     results.remove(&key);
                 }
-                return Err(FsError::Io(io::Error::other(e)));
+                return Err(FsError::Io(e));
             }
         }
         // Hashed bytes of a file rewritten while hashing prove nothing.
