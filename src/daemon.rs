@@ -34,7 +34,7 @@ pub enum MountError {
         /// The mountpoint as given.
         path: PathBuf,
         /// Why it is refused.
-        why: String,
+        why: crate::mountpoint::MountpointProblem,
     },
     /// A `-o` option is unknown or conflicts.
     #[error("mount option {0}")]
@@ -65,7 +65,7 @@ pub enum MountError {
         /// The path given.
         path: PathBuf,
         /// Why.
-        why: String,
+        why: LogFileProblem,
     },
     /// The detached daemon reported a failure or died.
     #[error("{0}")]
@@ -316,7 +316,7 @@ const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 /// mounts. The checks are made on the opened file, which is what is used.
 pub fn open_log(path: &Path) -> Result<File, MountError> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let refuse = |why: String| MountError::LogFile {
+    let refuse = |why: LogFileProblem| MountError::LogFile {
         path: path.to_owned(),
         why,
     };
@@ -327,21 +327,43 @@ pub fn open_log(path: &Path) -> Result<File, MountError> {
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
         .open(path)
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => refuse("is a symbolic link".into()),
-            _ => refuse(e.to_string()),
+            Some(libc::ELOOP) => refuse(LogFileProblem::Symlink),
+            _ => refuse(LogFileProblem::Io(e)),
         })?;
-    let meta = file.metadata().map_err(|e| refuse(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| refuse(LogFileProblem::Io(e)))?;
     if !meta.is_file() {
-        return Err(refuse("not a regular file".into()));
+        return Err(refuse(LogFileProblem::NotRegular));
     }
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
-        return Err(refuse(format!(
-            "owned by uid {}, not by the user who mounts (uid {me})",
-            meta.uid()
-        )));
+        return Err(refuse(LogFileProblem::Owner {
+            owner: meta.uid(),
+            me,
+        }));
     }
     Ok(file)
+}
+
+/// Why a log file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LogFileProblem {
+    /// It is a symbolic link (never followed: `O_NOFOLLOW`).
+    #[error("is a symbolic link")]
+    Symlink,
+    /// It is a FIFO, device, directory …
+    #[error("not a regular file")]
+    NotRegular,
+    /// Another user owns it.
+    #[error("owned by uid {owner}, not by the user who mounts (uid {me})")]
+    Owner {
+        /// Its owner.
+        owner: u32,
+        /// The user who mounts.
+        me: u32,
+    },
+    /// Opening or reading it failed.
+    #[error("{0}")]
+    Io(#[source] io::Error),
 }
 
 /// Starts a new session, moves to `/`, and points stdio away from the

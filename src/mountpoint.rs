@@ -31,6 +31,29 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::daemon::MountError;
 use crate::mountinfo::{self, MountEntry};
 
+/// Why a mountpoint is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MountpointProblem {
+    /// A dead ocimux mount there could not be removed.
+    #[error("removing a dead ocimux mount: {0}")]
+    DeadMount(#[source] UnmountError),
+    /// It is not a directory.
+    #[error("not a directory")]
+    NotDirectory,
+    /// Another `ocimux mount` holds it past the wait.
+    #[error("another ocimux mount of this directory is in progress ({0})")]
+    Claimed(nix::errno::Errno),
+    /// It holds something.
+    #[error("not empty")]
+    NotEmpty,
+    /// Its name no longer leads to the directory that was checked.
+    #[error("something was mounted over it or it was moved")]
+    Covered,
+    /// Opening or reading it failed.
+    #[error("{0}")]
+    Io(#[source] io::Error),
+}
+
 /// Why an unmount did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum UnmountError {
@@ -85,10 +108,11 @@ pub fn claim(path: &Path) -> Result<Mountpoint, MountError> {
 
 /// [`claim`], waiting at most `wait` for another claim of the directory.
 fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountError> {
-    let refuse = |why: String| MountError::Mountpoint {
+    let refuse = |why: MountpointProblem| MountError::Mountpoint {
         path: path.to_owned(),
         why,
     };
+    let io = |e: io::Error| refuse(MountpointProblem::Io(e));
     // A dead ocimux mount here (its daemon gone) is removed first; found
     // from mountinfo, without touching the mount.
     if let Ok(located) = locate(path) {
@@ -98,8 +122,7 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountError> {
             .and_then(|e| e.ocimux_pid())
         {
             if !process_alive(pid) {
-                clean_dead(&located)
-                    .map_err(|e| refuse(format!("removing a dead ocimux mount: {e}")))?;
+                clean_dead(&located).map_err(|e| refuse(MountpointProblem::DeadMount(e)))?;
             }
         }
     }
@@ -111,8 +134,8 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountError> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| match e {
-        nix::errno::Errno::ENOTDIR => refuse("not a directory".into()),
-        e => refuse(io::Error::from(e).to_string()),
+        nix::errno::Errno::ENOTDIR => refuse(MountpointProblem::NotDirectory),
+        e => io(e.into()),
     })?;
     let dir = File::from(dir);
     let deadline = Instant::now() + wait;
@@ -124,30 +147,22 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountError> {
                 dir = d;
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err((_, e)) => {
-                return Err(refuse(format!(
-                    "another ocimux mount of this directory is in progress ({e})"
-                )));
-            }
+            Err((_, e)) => return Err(refuse(MountpointProblem::Claimed(e))),
         }
     };
     let held = format!("/proc/self/fd/{}", lock.as_raw_fd());
-    let canonical = fs::read_link(&held).map_err(|e| refuse(e.to_string()))?;
+    let canonical = fs::read_link(&held).map_err(io)?;
     // Under the lock: empty, through the held directory itself ...
-    let mut entries = fs::read_dir(&held).map_err(|e| refuse(e.to_string()))?;
+    let mut entries = fs::read_dir(&held).map_err(io)?;
     if entries.next().is_some() {
-        return Err(refuse("not empty".into()));
+        return Err(refuse(MountpointProblem::NotEmpty));
     }
     // ... and nothing mounted over it meanwhile (a mount that won the race
     // shows through the path, not through the fd, which is beneath it).
-    let by_fd = lock.metadata().map_err(|e| refuse(e.to_string()))?;
+    let by_fd = lock.metadata().map_err(io)?;
     match fs::metadata(&canonical) {
         Ok(m) if (m.dev(), m.ino()) == (by_fd.dev(), by_fd.ino()) => {}
-        _ => {
-            return Err(refuse(
-                "something was mounted over it or it was moved".into(),
-            ));
-        }
+        _ => return Err(refuse(MountpointProblem::Covered)),
     }
     Ok(Mountpoint {
         path: canonical,
