@@ -16,6 +16,43 @@ pub mod exit {
     pub const UMOUNT: u8 = 4;
 }
 
+/// The exit code of a failure, decided by the error type that knows it.
+pub trait ExitStatus {
+    /// One of [`exit`]'s codes.
+    fn exit_code(&self) -> u8;
+}
+
+impl ExitStatus for crate::Error {
+    fn exit_code(&self) -> u8 {
+        exit::BAD_INPUT
+    }
+}
+
+impl ExitStatus for crate::daemon::MountError {
+    fn exit_code(&self) -> u8 {
+        use crate::daemon::MountError as E;
+        match self {
+            E::Option(_) | E::LogFile { .. } => exit::BAD_INPUT,
+            E::NotOurs(_) | E::Unmount { .. } => exit::UMOUNT,
+            E::Mountpoint { .. }
+            | E::Mount { .. }
+            | E::NoFuseDevice { .. }
+            | E::Daemon(_)
+            | E::Io { .. } => exit::MOUNT,
+        }
+    }
+}
+
+impl ExitStatus for crate::export::ExportError {
+    fn exit_code(&self) -> u8 {
+        use crate::export::ExportError as E;
+        match self {
+            E::Exists(_) | E::Overlaps { .. } => exit::BAD_INPUT,
+            E::Blob { .. } | E::Io { .. } => exit::OTHER,
+        }
+    }
+}
+
 /// The signals that mean "stop": the daemon unmounts, a scoped mount passes
 /// them on to its command, the watchdog ignores them (it ends with the daemon).
 pub const STOP_SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];

@@ -18,7 +18,7 @@ mod logging;
 
 use cli::{Cli, Command};
 
-use ocimux::lifecycle::exit;
+use ocimux::lifecycle::{ExitStatus, exit};
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
@@ -88,20 +88,16 @@ fn broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// The exit code the error's own type decides (`lifecycle::ExitStatus`);
+/// anything else is `exit::OTHER`.
 fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.downcast_ref::<ocimux::Error>().is_some() {
-        return exit::BAD_INPUT;
+    fn status<E: ExitStatus + std::error::Error + Send + Sync + 'static>(
+        err: &anyhow::Error,
+    ) -> Option<u8> {
+        err.downcast_ref::<E>().map(ExitStatus::exit_code)
     }
-    if let Some(
-        ocimux::export::ExportError::Exists(_) | ocimux::export::ExportError::Overlaps { .. },
-    ) = err.downcast_ref()
-    {
-        return exit::BAD_INPUT;
-    }
-    match err.downcast_ref::<MountError>() {
-        Some(MountError::Option(_) | MountError::LogFile { .. }) => exit::BAD_INPUT,
-        Some(MountError::NotOurs(_) | MountError::Unmount { .. }) => exit::UMOUNT,
-        Some(_) => exit::MOUNT,
-        None => exit::OTHER,
-    }
+    status::<ocimux::Error>(err)
+        .or_else(|| status::<MountError>(err))
+        .or_else(|| status::<ocimux::export::ExportError>(err))
+        .unwrap_or(exit::OTHER)
 }
