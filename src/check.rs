@@ -14,10 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
-use crate::handles::FileRange;
+use crate::blob::FileRange;
 use crate::index::Composition;
 use crate::source::Blob;
-use crate::verify::Verifier;
 
 /// What checking one blob found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,10 +72,10 @@ pub fn verify(comp: &Composition, threads: usize, progress: bool) -> Vec<BlobRes
     results
 }
 
-/// Hashes one blob (a fresh verifier: each version is hashed, none
-/// remembered) and checks its descriptor's media type.
+/// Hashes one blob (every version is hashed, none remembered) and checks its
+/// descriptor's media type.
 fn check(blob: &Blob) -> BlobResult {
-    let error = match FileRange::open(blob, true, &Verifier::default()) {
+    let error = match FileRange::open_once(blob, true) {
         Err(e) => Some(e.to_string()),
         Ok(_) if !is_media_type(&blob.media_type) => Some(format!(
             "descriptor media type {:?} is not a media type (RFC 6838)",

@@ -32,9 +32,10 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 
+use crate::blob::{FileRange, Opened};
 use crate::error::printable;
 use crate::generations::Generations;
-use crate::handles::{FileRange, Handle, Handles, Opened, ReadFrom, Stats};
+use crate::handles::{Handle, Handles, ReadFrom, Stats};
 use crate::hashpool::{HashPool, is_own_thread};
 use crate::layout::{Attr, Content, FsError, Kind, slice_at};
 use crate::source::{Blob, Origin};

@@ -1,6 +1,7 @@
-//! What open files of the mount hold, and how their bytes are read: the
-//! handle table, the backing id each inode shares while open, the fds the
-//! daemon read path shares, and the counters logged at unmount.
+//! What open files of the mount hold: the handle table, the backing id each
+//! inode shares while open, the fds the daemon read path shares, and the
+//! counters logged at unmount. (How a blob's bytes are opened and read is
+//! `blob`.)
 //!
 //! No FUSE types: the table is generic over the backing id `B` (fuser's
 //! `BackingId` in the mount, a plain value in tests), so all of it is tested
@@ -22,135 +23,8 @@ use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::blob::FileRange;
 use crate::confine::FileId;
-use crate::layout::FsError;
-use crate::readat::read_at;
-use crate::source::{Blob, Origin};
-use crate::verify::Verifier;
-
-/// A byte range of an open source file that must keep identity `id`.
-#[derive(Debug, Clone)]
-pub(crate) struct FileRange {
-    /// The file (shared by every open of this file version).
-    pub file: Arc<File>,
-    /// Where the blob starts in it (an archive member's data offset; 0 for a
-    /// whole file).
-    pub base: u64,
-    /// The blob's size.
-    pub len: u64,
-    /// The identity the file had when opened; reads fail once it changes.
-    pub id: FileId,
-}
-
-/// A source blob opened for reading.
-#[derive(Debug)]
-pub(crate) struct Opened {
-    /// What reads read.
-    pub range: FileRange,
-    /// Whether this is the very file the snapshot recorded, so that pages
-    /// the kernel cached for the inode are the blob's (`FOPEN_KEEP_CACHE`).
-    pub as_recorded: bool,
-    /// Whether the kernel may read it directly: the recorded file, whose
-    /// owner and writers are trusted ([`crate::confine::Access::passthrough`]), and not
-    /// under `--verify` (then every read is the daemon's, identity-checked).
-    pub passthrough: bool,
-}
-
-impl FileRange {
-    /// Opens `blob`'s bytes, refusing any that may not be the name's.
-    ///
-    /// A whole file is reopened confined to its source. One replaced or
-    /// rewritten since the snapshot (a rebuild renames new files over old
-    /// ones) is served only once its bytes are shown to hash to the name; one
-    /// of another size never. An archive member is read from the archive that
-    /// was indexed (no fd per open), and only while the archive keeps its
-    /// identity: rewritten in place, its offsets are of no known version.
-    /// With `verify`, every blob version is hashed once before it is served.
-    pub fn open(blob: &Blob, verify: bool, verifier: &Verifier) -> Result<Opened, FsError> {
-        let (opened, must_hash) = Self::open_unhashed(blob, verify)?;
-        if must_hash {
-            opened.check(blob, verifier)?;
-        }
-        Ok(opened)
-    }
-
-    /// [`FileRange::open`] up to the hash: the opened range, and whether it
-    /// must be hashed ([`Opened::check`]) before a byte of it is served.
-    pub fn open_unhashed(blob: &Blob, verify: bool) -> Result<(Opened, bool), FsError> {
-        let (range, must_hash) = match &blob.origin {
-            Origin::File { dir, id } => {
-                let (file, now) = dir.open(&blob.rel())?;
-                let replaced = !id.holds(&now);
-                if replaced && now.size != blob.size {
-                    return Err(FsError::Changed);
-                }
-                let range = FileRange {
-                    file: Arc::new(file),
-                    base: 0,
-                    len: blob.size,
-                    id: now,
-                };
-                (range, verify || replaced)
-            }
-            Origin::Range { archive, offset } => {
-                let now = FileId::of(&archive.file)?;
-                if !archive.id.holds(&now) {
-                    return Err(FsError::Changed);
-                }
-                let range = FileRange {
-                    file: archive.file.clone(),
-                    base: *offset,
-                    len: blob.size,
-                    id: now,
-                };
-                (range, verify)
-            }
-        };
-        let as_recorded = blob.origin.file_id() == range.id;
-        let passthrough = as_recorded && !verify && blob.access.passthrough;
-        Ok((
-            Opened {
-                range,
-                as_recorded,
-                passthrough,
-            },
-            must_hash,
-        ))
-    }
-
-    /// Reads up to `size` bytes of the blob at `offset`: exactly what the blob
-    /// holds there, or an error. A short read or a new identity means the
-    /// file was truncated or rewritten: those bytes are not the blob's.
-    pub fn read(&self, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
-        let want = self.len.saturating_sub(offset).min(u64::from(size));
-        let bytes = read_at(
-            &self.file,
-            self.base.saturating_add(offset),
-            u64::from(size),
-            self.base.saturating_add(self.len),
-        )?;
-        if bytes.len() as u64 == want && self.id.holds(&FileId::of(&self.file)?) {
-            Ok(bytes)
-        } else {
-            Err(FsError::Changed)
-        }
-    }
-}
-
-impl Opened {
-    /// Hashes the range (once per file version: `verifier` keeps results)
-    /// and fails unless it hashes to `blob`'s digest.
-    pub fn check(&self, blob: &Blob, verifier: &Verifier) -> Result<(), FsError> {
-        let r = &self.range;
-        verifier.check(&r.file, r.base, r.len, r.id, &blob.digest)
-    }
-
-    /// Whether [`Opened::check`] would answer at once from a kept result.
-    pub fn checked_before(&self, blob: &Blob, verifier: &Verifier) -> bool {
-        let r = &self.range;
-        verifier.known_good(r.id, r.base, r.len, &blob.digest)
-    }
-}
 
 /// What an open file handle holds.
 #[derive(Debug)]
@@ -376,8 +250,6 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::file_blob;
-    use std::io::Write;
 
     #[test]
     fn one_backing_id_per_inode_while_open() {
@@ -473,76 +345,6 @@ mod tests {
         }
         let held = h.files.lock().unwrap().len();
         assert!(held <= 2 * 8192, "{held} entries");
-    }
-
-    #[test]
-    fn reads_are_exact_or_refused() {
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(b"..0123456789..").unwrap();
-        let range = FileRange {
-            id: FileId::of(&f).unwrap(),
-            file: Arc::new(f.try_clone().unwrap()),
-            base: 2,
-            len: 10,
-        };
-        // offset, size, what the blob holds there
-        let cases: &[(u64, u32, &[u8])] = &[
-            (0, 4, b"0123"),
-            (8, 100, b"89"),
-            (10, 1, b""),
-            (u64::MAX, u32::MAX, b""),
-        ];
-        for (offset, size, want) in cases {
-            assert_eq!(
-                range.read(*offset, *size).unwrap(),
-                *want,
-                "{offset} {size}"
-            );
-        }
-        // Truncated under the handle: a short read, refused; so is any read
-        // once the identity changed.
-        f.set_len(6).unwrap();
-        assert!(matches!(range.read(0, 10), Err(FsError::Changed)));
-        assert!(matches!(range.read(0, 1), Err(FsError::Changed)));
-    }
-
-    #[test]
-    fn open_refuses_what_is_not_the_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let verifier = Verifier::default();
-        let blob = file_blob(dir.path(), b"layer bytes");
-        let opened = FileRange::open(&blob, false, &verifier).unwrap();
-        assert!(opened.as_recorded);
-        assert_eq!(opened.range.read(0, 100).unwrap(), b"layer bytes");
-        let path = dir.path().join(blob.rel());
-        // Replaced by other bytes of the same size: hashed, refused.
-        let swap = |bytes: &[u8]| {
-            let tmp = dir.path().join("tmp");
-            std::fs::write(&tmp, bytes).unwrap();
-            std::fs::rename(&tmp, &path).unwrap();
-        };
-        swap(b"LAYER BYTES");
-        assert!(matches!(
-            FileRange::open(&blob, false, &verifier),
-            Err(FsError::Corrupt { .. })
-        ));
-        // Of another size: refused without hashing.
-        swap(b"short");
-        assert!(matches!(
-            FileRange::open(&blob, false, &verifier),
-            Err(FsError::Changed)
-        ));
-        // Replaced by the right bytes: served, but not as the recorded file.
-        swap(b"layer bytes");
-        let again = FileRange::open(&blob, false, &verifier).unwrap();
-        assert!(!again.as_recorded);
-        assert_eq!(again.range.read(0, 100).unwrap(), b"layer bytes");
-        // Gone: not found.
-        std::fs::remove_file(&path).unwrap();
-        assert!(matches!(
-            FileRange::open(&blob, false, &verifier),
-            Err(FsError::Refused(crate::confine::OpenError::Missing))
-        ));
     }
 
     #[test]

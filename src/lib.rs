@@ -33,6 +33,7 @@
 
 pub(crate) mod acl;
 pub(crate) mod attach;
+pub(crate) mod blob;
 pub(crate) mod chain;
 pub mod check;
 pub(crate) mod confine;

@@ -13,7 +13,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::confine::FileId;
@@ -114,7 +113,7 @@ impl Verifier {
 
 /// Hashes exactly `len` bytes of `file` from `base`; a file that ends sooner
 /// is an error.
-fn hash_range(file: &File, base: u64, len: u64, digest: &Digest) -> io::Result<Digest> {
+pub(crate) fn hash_range(file: &File, base: u64, len: u64, digest: &Digest) -> io::Result<Digest> {
     const CHUNK: usize = 1 << 20;
     let mut hasher = Hasher::new(digest.algorithm());
     let mut buf = vec![0u8; CHUNK];
@@ -122,12 +121,11 @@ fn hash_range(file: &File, base: u64, len: u64, digest: &Digest) -> io::Result<D
     while done < len {
         let want = usize::try_from((len - done).min(CHUNK as u64)).unwrap_or(CHUNK);
         let chunk = buf.get_mut(..want).unwrap_or_default();
-        let n = match file.read_at(chunk, base.saturating_add(done)) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        // The crate's one positional-read loop; short only at end of file.
+        let n = crate::readat::fill_at(file, base.saturating_add(done), chunk)?;
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
         hasher.update(chunk.get(..n).unwrap_or_default());
         done += n as u64;
     }

@@ -12,9 +12,9 @@ use super::{
     ExportError, ExportOptions, Report, blob_err, copy_range_to, create, io_err, open_blob,
     still_same,
 };
+use crate::blob::FileRange;
 use crate::confine::Access;
 use crate::digest::{Digest, Hasher};
-use crate::handles::FileRange;
 use crate::index::Composition;
 use crate::layout::OCI_LAYOUT;
 use crate::readat::fill_at;

@@ -29,14 +29,13 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
+use crate::blob::FileRange;
 use crate::confine::{Access, FileId};
 use crate::digest::Digest;
-use crate::handles::FileRange;
 use crate::index::Composition;
 use crate::layout::OCI_LAYOUT;
 use crate::source::{Blob, Origin};
 use crate::staging::Staging;
-use crate::verify::Verifier;
 
 mod archive;
 use archive::{RangeReader, write_archive};
@@ -236,9 +235,7 @@ fn check_out(out: &Path, force: bool) -> Result<bool, ExportError> {
 
 /// A source blob opened for export: identity-checked, hashed with `verify`.
 fn open_blob(blob: &Blob, verify: bool) -> Result<FileRange, ExportError> {
-    FileRange::open(blob, verify, &Verifier::default())
-        .map(|opened| opened.range)
-        .map_err(|e| blob_err(blob, e.to_string()))
+    FileRange::open_once(blob, verify).map_err(|e| blob_err(blob, e.to_string()))
 }
 
 fn blob_err(blob: &Blob, why: String) -> ExportError {
