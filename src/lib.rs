@@ -18,6 +18,8 @@
 //! - `verify`: `--verify`, hashing each blob version once before serving it;
 //! - `handles`: what open files hold and how their bytes are read (no FUSE types);
 //! - `fs`: the thin `fuser` adapter that answers kernel requests from a snapshot;
+//! - [`lifecycle`]: exit codes, stop signals, a daemon taking its own mount
+//!   down, shared by every process;
 //! - [`daemon`]: running a mount, detaching and signals; [`options`]: the
 //!   `-o` options; [`mountpoint`]: claiming, unmounting only our own mount,
 //!   the watchdog that outlives a killed daemon; `attach`: root's mount on
