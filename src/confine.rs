@@ -378,6 +378,14 @@ impl SourceDir {
         .is_ok()
     }
 
+    /// Closes the directories [`SourceDir::dir_of`] kept (once the snapshot
+    /// is built; a later call walks again).
+    pub fn forget_dirs(&self) {
+        if let Ok(mut cache) = self.dir_cache.lock() {
+            cache.clear();
+        }
+    }
+
     /// The directory `parent` (a path under the root, `""` for the root),
     /// held open, and the directories searched to reach it, itself included;
     /// walked once per directory and snapshot (every blob of a source lives

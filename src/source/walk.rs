@@ -38,6 +38,12 @@ pub fn read(
     out.blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
     out.blobs.dedup_by(|a, b| a.digest == b.digest);
     bounded(out.blobs.len(), MAX_BLOBS).map_err(|p| reader.err("index.json", p))?;
+    // The directories held open to build this snapshot are not needed while
+    // it is served (opens go through the root), and retained snapshots
+    // would keep them open.
+    if let Root::Dir(dir) = &reader.root {
+        dir.forget_dirs();
+    }
     Ok(out)
 }
 
