@@ -23,19 +23,26 @@ use crate::source::Blob;
 /// What an archive of `blobs` may grant: the read bits every blob grants,
 /// and the owner they share (else root's, with the bits of others only).
 fn archive_access(blobs: &[std::sync::Arc<Blob>]) -> Access {
-    let mut access = Access {
-        uid: blobs.first().map_or(0, |b| b.access.uid),
-        gid: blobs.first().map_or(0, |b| b.access.gid),
-        mode: 0o444,
-        passthrough: false,
-    };
-    for b in blobs {
-        access.mode &= b.access.mode;
-        if (b.access.uid, b.access.gid) != (access.uid, access.gid) {
-            access.mode &= 0o004;
+    let first = blobs.first().map(|b| (b.access.uid, b.access.gid));
+    let shared = blobs
+        .iter()
+        .all(|b| Some((b.access.uid, b.access.gid)) == first);
+    let mut mode = blobs.iter().fold(0o444, |m, b| m & b.access.mode);
+    // Owned by one of several owners, that owner could chmod the archive and
+    // read the others' blobs: root owns it then, and only "others" bits stay.
+    let (uid, gid) = match (shared, first) {
+        (true, Some(owner)) => owner,
+        _ => {
+            mode &= 0o004;
+            (0, 0)
         }
+    };
+    Access {
+        uid,
+        gid,
+        mode,
+        passthrough: false,
     }
-    access
 }
 
 /// Reads a blob's range front to back with positional reads.
@@ -209,4 +216,37 @@ fn append_generated(tar: &mut tar::Builder<File>, comp: &Composition) -> io::Res
         report.bytes += bytes.len() as u64;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_archive_grants_what_every_blob_grants() {
+        let blob = |uid, mode| {
+            let mut b = crate::testutil::blob("x");
+            b.access = Access {
+                uid,
+                gid: uid,
+                mode,
+                passthrough: true,
+            };
+            std::sync::Arc::new(b)
+        };
+        // (blobs as (uid, mode), owner, mode)
+        let cases: &[(&[(u32, u16)], u32, u16)] = &[
+            (&[(7, 0o444), (7, 0o400)], 7, 0o400),
+            (&[(7, 0o444), (7, 0o444)], 7, 0o444),
+            // Two owners: root's, others' bits only.
+            (&[(7, 0o444), (8, 0o444)], 0, 0o004),
+            (&[(7, 0o400), (8, 0o444)], 0, 0o000),
+            (&[], 0, 0o004),
+        ];
+        for (blobs, uid, mode) in cases {
+            let blobs: Vec<_> = blobs.iter().map(|(u, m)| blob(*u, *m)).collect();
+            let a = archive_access(&blobs);
+            assert_eq!((a.uid, a.gid, a.mode), (*uid, *uid, *mode), "{blobs:?}");
+        }
+    }
 }
