@@ -36,7 +36,7 @@ use crate::blob::{FileRange, Opened};
 use crate::error::printable;
 use crate::generations::Generations;
 use crate::handles::{Handle, Handles, ReadFrom, Stats};
-use crate::hashpool::{HashPool, is_own_thread};
+use crate::hashpool::HashPool;
 use crate::layout::{Attr, Content, FsError, Kind, slice_at};
 use crate::source::{Blob, Origin};
 use crate::verify::Verifier;
@@ -494,6 +494,16 @@ impl Filesystem for OciFs {
     }
 }
 
+/// Whether `tid`, the thread a request came from, is one of this process's
+/// own threads: a source that leads back into this mount (through an
+/// overlay, a bind mount in another namespace …) makes the daemon ask
+/// itself, and waiting for itself would wedge the mount. The kernel names
+/// the calling thread in each request; `/proc/self/task/TID` exists only for
+/// this process's threads, whichever filesystem was stacked in between.
+fn is_own_thread(tid: u32) -> bool {
+    tid != 0 && std::fs::symlink_metadata(format!("/proc/self/task/{tid}")).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,5 +575,21 @@ mod tests {
         };
         opened.check(&blob, &fs.verifier).unwrap();
         assert_eq!(kind(fs.opening(layer, true)), "ready");
+    }
+
+    #[test]
+    fn own_threads_are_recognised() {
+        let me = nix::unistd::gettid().as_raw() as u32;
+        assert!(is_own_thread(me));
+        assert!(is_own_thread(std::process::id()));
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(!is_own_thread(child.id()));
+        let mut child = child;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!is_own_thread(0));
     }
 }

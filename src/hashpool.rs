@@ -79,16 +79,6 @@ fn work(rx: &Mutex<Receiver<Job>>) {
     }
 }
 
-/// Whether `tid`, the thread a request came from, is one of this process's
-/// own threads: a source that leads back into this mount (through an
-/// overlay, a bind mount in another namespace …) makes the daemon ask
-/// itself, and waiting for itself would wedge the mount. The kernel names
-/// the calling thread in each request; `/proc/self/task/TID` exists only for
-/// this process's threads, whichever filesystem was stacked in between.
-pub(crate) fn is_own_thread(tid: u32) -> bool {
-    tid != 0 && std::fs::symlink_metadata(format!("/proc/self/task/{tid}")).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,21 +117,5 @@ mod tests {
             assert!(Instant::now() < deadline, "jobs did not finish");
             std::thread::sleep(Duration::from_millis(5));
         }
-    }
-
-    #[test]
-    fn own_threads_are_recognised() {
-        let me = nix::unistd::gettid().as_raw() as u32;
-        assert!(is_own_thread(me));
-        assert!(is_own_thread(std::process::id()));
-        let child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
-        assert!(!is_own_thread(child.id()));
-        let mut child = child;
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(!is_own_thread(0));
     }
 }
