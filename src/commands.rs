@@ -5,7 +5,6 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::CommandFactory;
 
 use crate::cli::{Command, ExportArgs, ExportFormat, IndexArgs, LinkArg, MountArgs};
@@ -14,13 +13,14 @@ use ocimux::daemon::{self, MountConfig, MountOptions, Run, Served};
 use ocimux::error::printable;
 use ocimux::export::{ExportOptions, Format, LinkMode};
 use ocimux::index::{self, Composition, IndexOptions};
+use ocimux::lifecycle::Failure;
 use ocimux::plan::Plan;
 use ocimux::platform::Platform;
 use ocimux::source::SourceSpec;
 use ocimux::tag::Tag;
 use ocimux::{check, inspect};
 
-pub(crate) fn run(command: Command) -> anyhow::Result<u8> {
+pub(crate) fn run(command: Command) -> Result<u8, Failure> {
     match command {
         Command::Mount(args) => mount(args),
         Command::Umount {
@@ -99,7 +99,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<u8> {
 }
 
 /// Validates the arguments into a plan.
-fn plan(sources: &[String], args: &IndexArgs) -> anyhow::Result<Plan> {
+fn plan(sources: &[String], args: &IndexArgs) -> Result<Plan, Error> {
     let tag = Tag::parse(&args.tag).map_err(|why| Error::Argument {
         what: "tag",
         value: args.tag.clone(),
@@ -139,7 +139,7 @@ fn plan(sources: &[String], args: &IndexArgs) -> anyhow::Result<Plan> {
     })
 }
 
-fn export(args: ExportArgs) -> anyhow::Result<u8> {
+fn export(args: ExportArgs) -> Result<u8, Failure> {
     let comp = plan(&args.sources, &args.index)?.compose()?;
     let opts = ExportOptions {
         format: match args.format {
@@ -166,7 +166,7 @@ fn verify(
     index: &IndexArgs,
     threads: Option<u16>,
     json: bool,
-) -> anyhow::Result<u8> {
+) -> Result<u8, Failure> {
     let mut plan = plan(sources, index)?;
     // A mountpoint is read like any layout (this process does not serve it).
     // Every bad layer is named, not just the first.
@@ -212,7 +212,7 @@ fn verify(
     })
 }
 
-fn mount(args: MountArgs) -> anyhow::Result<u8> {
+fn mount(args: MountArgs) -> Result<u8, Failure> {
     let options = MountOptions::parse(args.options.iter().map(String::as_str))?;
     if args.tmp && args.command.is_empty() {
         return Err(Error::Argument {
@@ -243,7 +243,10 @@ fn mount(args: MountArgs) -> anyhow::Result<u8> {
             let dir = tempfile::Builder::new()
                 .prefix("ocimux-")
                 .tempdir()
-                .context("creating a temporary mountpoint")?;
+                .map_err(|err| Failure::Setup {
+                    what: "creating a temporary mountpoint".into(),
+                    err,
+                })?;
             (dir.keep(), true)
         }
     };
@@ -269,14 +272,14 @@ fn mount(args: MountArgs) -> anyhow::Result<u8> {
 
 /// Unmounts a scoped mount; a busy one (CMD left something running in it)
 /// is detached lazily.
-fn unmount_after(mountpoint: &std::path::Path) -> anyhow::Result<()> {
+fn unmount_after(mountpoint: &std::path::Path) -> Result<(), Failure> {
     let timeout = Duration::from_secs(30);
     ocimux::mountpoint::umount(mountpoint, false, timeout)
         .or_else(|e| {
             log::warn!("{e}; detaching lazily");
             ocimux::mountpoint::umount(mountpoint, true, timeout)
         })
-        .map_err(Into::into)
+        .map_err(Failure::from)
 }
 
 fn mount_at(
@@ -285,13 +288,14 @@ fn mount_at(
     options: MountOptions,
     plan: Plan,
     comp: Composition,
-) -> anyhow::Result<()> {
+) -> Result<(), Failure> {
     let claimed = ocimux::mountpoint::claim(mountpoint)?;
     let log_file = match &args.log_file {
         // The daemon moves to `/`: make the path absolute first.
-        Some(p) => {
-            Some(std::path::absolute(p).with_context(|| format!("log file {}", p.display()))?)
-        }
+        Some(p) => Some(std::path::absolute(p).map_err(|err| Failure::Setup {
+            what: format!("log file {}", p.display()),
+            err,
+        })?),
         None => None,
     };
     let threads = args.threads.map_or_else(

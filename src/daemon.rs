@@ -38,7 +38,7 @@ pub enum MountError {
     },
     /// A `-o` option is unknown or conflicts.
     #[error("mount option {0}")]
-    Option(String),
+    Option(crate::options::OptionProblem),
     /// The kernel or fusermount refused the mount.
     #[error("mounting {path}: {err}")]
     Mount {
@@ -69,7 +69,7 @@ pub enum MountError {
     },
     /// The detached daemon reported a failure or died.
     #[error("{0}")]
-    Daemon(String),
+    Daemon(DaemonFailure),
     /// `umount` of something that is not an ocimux mount.
     #[error("{0} is not an ocimux mount")]
     NotOurs(PathBuf),
@@ -79,7 +79,7 @@ pub enum MountError {
         /// The mountpoint.
         path: PathBuf,
         /// Why.
-        why: String,
+        why: Box<crate::mountpoint::UmountFailure>,
     },
     /// Other I/O around the mount (pipes, log file, signals).
     #[error("{what}: {err}")]
@@ -203,6 +203,17 @@ pub fn mount(served: Served, cfg: &MountConfig, claimed: Mountpoint) -> Result<(
     }
 }
 
+/// How a detached daemon failed before its mount was live.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonFailure {
+    /// It wrote why (its own error's message, through the readiness pipe).
+    #[error("{0}")]
+    Reported(String),
+    /// It ended without a word; how, as waitpid saw it.
+    #[error("the daemon exited before the mount was live ({0})")]
+    Died(String),
+}
+
 /// The parent's side: the daemon writes `OK` once the mount is live, or an
 /// error line; EOF without either means it died.
 fn wait_ready(read_end: OwnedFd, child: Pid) -> Result<(), MountError> {
@@ -214,9 +225,9 @@ fn wait_ready(read_end: OwnedFd, child: Pid) -> Result<(), MountError> {
             let status = nix::sys::wait::waitpid(child, None);
             let msg = msg.trim();
             Err(MountError::Daemon(if msg.is_empty() {
-                format!("the daemon exited before the mount was live ({status:?})")
+                DaemonFailure::Died(format!("{status:?}"))
             } else {
-                msg.to_owned()
+                DaemonFailure::Reported(msg.to_owned())
             }))
         }
     }

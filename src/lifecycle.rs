@@ -16,6 +16,57 @@ pub mod exit {
     pub const UMOUNT: u8 = 4;
 }
 
+/// Every way a command can fail, each with its exit code: the one error
+/// type the CLI returns, so the code is a match, not a search.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// A source, an argument or an index option is wrong.
+    #[error(transparent)]
+    Input(#[from] crate::Error),
+    /// Mounting, serving a mount or unmounting failed.
+    #[error(transparent)]
+    Mount(#[from] crate::daemon::MountError),
+    /// An export failed.
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
+    /// Writing a command's output (standard output) failed.
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+    /// Preparing something the command needs (a temporary directory …).
+    #[error("{what}: {err}")]
+    Setup {
+        /// What was being prepared.
+        what: String,
+        /// Why it failed.
+        #[source]
+        err: std::io::Error,
+    },
+}
+
+impl From<serde_json::Error> for Failure {
+    /// JSON is only ever written to the output here.
+    fn from(e: serde_json::Error) -> Self {
+        Failure::Output(e.into())
+    }
+}
+
+impl Failure {
+    /// The exit code, from the failure's own type.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Input(e) => e.exit_code(),
+            Failure::Mount(e) => e.exit_code(),
+            Failure::Export(e) => e.exit_code(),
+            Failure::Output(_) | Failure::Setup { .. } => exit::OTHER,
+        }
+    }
+
+    /// Output cut short by a closed pipe (`… | head`): not a failure to report.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Failure::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
 /// The exit code of a failure, decided by the error type that knows it.
 pub trait ExitStatus {
     /// One of [`exit`]'s codes.
@@ -89,5 +140,54 @@ mod tests {
         let mut unique = codes.to_vec();
         unique.dedup();
         assert_eq!(unique.len(), codes.len(), "exit codes are distinct");
+    }
+
+    #[test]
+    fn each_failure_has_its_code() {
+        use crate::daemon::MountError;
+        use std::io::{Error as IoError, ErrorKind};
+        let cases: Vec<(Failure, u8, bool)> = vec![
+            (
+                Failure::Input(crate::Error::NoSources),
+                exit::BAD_INPUT,
+                false,
+            ),
+            (
+                Failure::Mount(MountError::NotOurs("/x".into())),
+                exit::UMOUNT,
+                false,
+            ),
+            (
+                Failure::Output(IoError::from(ErrorKind::BrokenPipe)),
+                exit::OTHER,
+                true,
+            ),
+            (
+                serde_json::to_writer(BrokenPipe, &1)
+                    .map_err(Failure::from)
+                    .unwrap_err(),
+                exit::OTHER,
+                true,
+            ),
+            (
+                Failure::Output(IoError::from(ErrorKind::StorageFull)),
+                exit::OTHER,
+                false,
+            ),
+        ];
+        for (failure, code, quiet) in cases {
+            assert_eq!(failure.exit_code(), code, "{failure}");
+            assert_eq!(failure.is_broken_pipe(), quiet, "{failure}");
+        }
+    }
+
+    struct BrokenPipe;
+    impl std::io::Write for BrokenPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }

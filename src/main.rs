@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 
 use ocimux::Error;
-use ocimux::daemon::MountError;
 use ocimux::error::printable;
 use ocimux::fstab;
 
@@ -18,7 +17,7 @@ mod logging;
 
 use cli::{Cli, Command};
 
-use ocimux::lifecycle::{ExitStatus, exit};
+use ocimux::lifecycle::exit;
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
@@ -35,11 +34,11 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         // Output cut short by a closed pipe (`… | head`): done, quietly, as
         // ripgrep does.
-        Err(err) if broken_pipe(&err) => ExitCode::SUCCESS,
-        Err(err) => {
+        Err(failure) if failure.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(failure) => {
             // One line, whatever a source put in the names it contributed.
-            eprintln!("ocimux: {}", printable(&format!("{err:#}")));
-            ExitCode::from(exit_code(&err))
+            eprintln!("ocimux: {}", printable(&failure.to_string()));
+            ExitCode::from(failure.exit_code())
         }
     }
 }
@@ -75,29 +74,4 @@ fn helper_cli(helper: fstab::HelperArgs) -> Cli {
         m.paths.extend(helper.sources);
     }
     cli
-}
-
-/// Whether `err` comes from writing to a closed pipe.
-fn broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        let io = e.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
-        let json = e
-            .downcast_ref::<serde_json::Error>()
-            .and_then(serde_json::Error::io_error_kind);
-        io.or(json) == Some(std::io::ErrorKind::BrokenPipe)
-    })
-}
-
-/// The exit code the error's own type decides (`lifecycle::ExitStatus`);
-/// anything else is `exit::OTHER`.
-fn exit_code(err: &anyhow::Error) -> u8 {
-    fn status<E: ExitStatus + std::error::Error + Send + Sync + 'static>(
-        err: &anyhow::Error,
-    ) -> Option<u8> {
-        err.downcast_ref::<E>().map(ExitStatus::exit_code)
-    }
-    status::<ocimux::Error>(err)
-        .or_else(|| status::<MountError>(err))
-        .or_else(|| status::<ocimux::export::ExportError>(err))
-        .unwrap_or(exit::OTHER)
 }

@@ -88,6 +88,74 @@ pub enum UnmountError {
     NotDead,
 }
 
+/// Why `ocimux umount` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UmountFailure {
+    /// The path given cannot be resolved.
+    #[error("{0}")]
+    Locate(#[source] io::Error),
+    /// Unmounting (or detaching a dead mount) failed.
+    #[error(transparent)]
+    Unmount(#[from] UnmountError),
+    /// The mount was busy and its daemon did not answer: hung.
+    #[error("{cause}, and daemon {pid} did not answer within {timeout:?}; {aborted}; {detached}")]
+    Hung {
+        /// Why the unmount failed.
+        cause: UnmountError,
+        /// The daemon.
+        pid: i32,
+        /// How long it was given.
+        timeout: Duration,
+        /// What aborting its connection did.
+        aborted: Abort,
+        /// What detaching the mount did.
+        detached: Detach,
+    },
+    /// Unmounted, but the daemon went on running.
+    #[error("unmounted, but daemon {pid} did not exit within {timeout:?}; {aborted}")]
+    DidNotExit {
+        /// The daemon.
+        pid: i32,
+        /// How long it was given.
+        timeout: Duration,
+        /// What aborting its connection did.
+        aborted: Abort,
+    },
+}
+
+/// What aborting a FUSE connection did.
+#[derive(Debug, thiserror::Error)]
+pub enum Abort {
+    /// Done, through this control file.
+    #[error("aborted its FUSE connection ({0})")]
+    Aborted(String),
+    /// Mountinfo does not say which connection it is.
+    #[error("its FUSE connection is unknown")]
+    Unknown,
+    /// The connection had already ended.
+    #[error("its FUSE connection {0} is already gone")]
+    Gone(u32),
+    /// Writing the control file failed.
+    #[error("could not abort its FUSE connection ({path}: {err})")]
+    Failed {
+        /// The control file.
+        path: String,
+        /// Why.
+        err: io::Error,
+    },
+}
+
+/// What detaching a hung mount did.
+#[derive(Debug, thiserror::Error)]
+pub enum Detach {
+    /// Detached.
+    #[error("detached the mount")]
+    Done,
+    /// Detaching failed too.
+    #[error("detaching: {0}")]
+    Failed(UnmountError),
+}
+
 /// An empty directory, locked until the mount on it is live.
 #[derive(Debug)]
 pub struct Mountpoint {
@@ -273,13 +341,13 @@ fn fusermount_u(path: &Path, lazy: bool) -> Result<(), UnmountError> {
 /// open files until they are closed, then exits. A dead mount (its daemon
 /// gone) is removed.
 pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountError> {
-    let fail = |why: String| MountError::Unmount {
+    let fail = |why: UmountFailure| MountError::Unmount {
         path: path.to_owned(),
-        why,
+        why: Box::new(why),
     };
     // Nothing here touches the mount itself: its daemon may be dead or hung.
-    let located = locate(path).map_err(|e| fail(e.to_string()))?;
-    let found = |p: &Path| mountinfo::find(p).map_err(|e| fail(format!("reading mountinfo: {e}")));
+    let located = locate(path).map_err(|e| fail(UmountFailure::Locate(e)))?;
+    let found = |p: &Path| mountinfo::find(p).map_err(|e| fail(UnmountError::Mountinfo(e).into()));
     let (canonical, entry) = match found(&located)? {
         Some(e) => (located, Some(e)),
         // Nothing mounted at that exact path: it may name the mountpoint
@@ -297,32 +365,38 @@ pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountErr
         return Err(MountError::NotOurs(path.to_owned()));
     };
     if !process_alive(pid) {
-        return detach(&canonical).map_err(|e| fail(e.to_string()));
+        return detach(&canonical).map_err(|e| fail(e.into()));
     }
     match unmount_ours(pid, lazy) {
         Ok(true) => {}
         Ok(false) => return Err(MountError::NotOurs(path.to_owned())),
         // Busy: in use, or a client is stuck on a hung daemon. Ask the
         // daemon something; if it does not answer in time, it is hung.
-        Err(e) if !answers(&canonical, timeout) => {
+        Err(cause) if !answers(&canonical, timeout) => {
             let aborted = abort_connection(&entry);
             let detached = match detach(&canonical) {
-                Ok(()) => "; detached the mount".to_owned(),
-                Err(e) => format!("; detaching: {e}"),
+                Ok(()) => Detach::Done,
+                Err(e) => Detach::Failed(e),
             };
-            return Err(fail(format!(
-                "{e}, and daemon {pid} did not answer within {timeout:?}; {aborted}{detached}"
-            )));
+            return Err(fail(UmountFailure::Hung {
+                cause,
+                pid,
+                timeout,
+                aborted,
+                detached,
+            }));
         }
-        Err(e) => return Err(fail(e.to_string())),
+        Err(e) => return Err(fail(e.into())),
     }
     let deadline = Instant::now() + timeout;
     while !lazy && process_alive(pid) {
         if Instant::now() > deadline {
             let aborted = abort_connection(&entry);
-            return Err(fail(format!(
-                "unmounted, but daemon {pid} did not exit within {timeout:?}; {aborted}"
-            )));
+            return Err(fail(UmountFailure::DidNotExit {
+                pid,
+                timeout,
+                aborted,
+            }));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -344,9 +418,9 @@ fn answers(path: &Path, timeout: Duration) -> bool {
 
 /// Aborts a FUSE connection (`/sys/fs/fuse/connections/N/abort`): every
 /// request waiting on the daemon fails with ENOTCONN; says what happened.
-fn abort_connection(entry: &MountEntry) -> String {
+fn abort_connection(entry: &MountEntry) -> Abort {
     let Some(n) = entry.fuse_connection() else {
-        return "its FUSE connection is unknown".into();
+        return Abort::Unknown;
     };
     let dir = Path::new("/sys/fs/fuse/connections");
     let path = dir.join(n.to_string()).join("abort");
@@ -365,11 +439,9 @@ fn abort_connection(entry: &MountEntry) -> String {
     }
     let path = path.display().to_string();
     match fs::write(&path, "1") {
-        Ok(()) => format!("aborted its FUSE connection ({path})"),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            format!("its FUSE connection {n} is already gone")
-        }
-        Err(e) => format!("could not abort its FUSE connection ({path}: {e})"),
+        Ok(()) => Abort::Aborted(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Abort::Gone(n),
+        Err(err) => Abort::Failed { path, err },
     }
 }
 

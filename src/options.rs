@@ -5,6 +5,23 @@ use fuser::{Config, MountOption, SessionACL};
 
 use crate::daemon::MountError;
 
+/// Why a `-o` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionProblem {
+    /// `rw`.
+    #[error("rw: ocimux mounts are read-only")]
+    ReadWrite,
+    /// A word ocimux does not know.
+    #[error("{0:?} is not supported (supported: ro, nodev, nosuid, {words})", words = crate::fstab::FUSE_WORDS.join(", "))]
+    Unsupported(String),
+    /// `allow_other` with `allow_root`.
+    #[error("allow_other and allow_root exclude each other")]
+    OtherAndRoot,
+    /// `auto_unmount` for a mount only its owner may use.
+    #[error("auto_unmount needs allow_other or allow_root")]
+    AutoUnmountAlone,
+}
+
 /// Who besides the mount's owner may use it (`allow_root`, `allow_other`),
 /// and whether the kernel unmounts it when the daemon dies (`auto_unmount`,
 /// which FUSE allows only for a shared mount).
@@ -65,23 +82,18 @@ impl MountOptions {
                 "allow_root" => root = true,
                 "default_permissions" => o.permissions_asked = true,
                 "auto_unmount" => auto_unmount = true,
-                "rw" => return Err(MountError::Option("rw: ocimux mounts are read-only".into())),
+                "rw" => return Err(MountError::Option(OptionProblem::ReadWrite)),
                 other => {
-                    return Err(MountError::Option(format!(
-                        "{other:?} is not supported (supported: ro, nodev, nosuid, {})",
-                        crate::fstab::FUSE_WORDS.join(", ")
+                    return Err(MountError::Option(OptionProblem::Unsupported(
+                        other.to_owned(),
                     )));
                 }
             }
         }
         o.sharing = match (other, root, auto_unmount) {
-            (true, true, _) => {
-                let why = "allow_other and allow_root exclude each other";
-                return Err(MountError::Option(why.into()));
-            }
+            (true, true, _) => return Err(MountError::Option(OptionProblem::OtherAndRoot)),
             (false, false, true) => {
-                let why = "auto_unmount needs allow_other or allow_root";
-                return Err(MountError::Option(why.into()));
+                return Err(MountError::Option(OptionProblem::AutoUnmountAlone));
             }
             (true, false, auto_unmount) => Sharing::Everyone { auto_unmount },
             (false, true, auto_unmount) => Sharing::Root { auto_unmount },
