@@ -35,6 +35,16 @@ pub(crate) enum Command {
     /// mount(8) and fstab use the form `ocimux SOURCE[:SOURCE...] MOUNTPOINT -o OPTIONS`
     /// (see README.md).
     Mount(MountArgs),
+    /// Serve the sources over the OCI distribution API (read-only, pull side).
+    ///
+    /// Example: ocimux serve yocto/app linux/arm64=deploy/arm64-oci deploy/amd64-oci
+    ///
+    /// The first line on stdout is the base URL once the server answers.
+    /// `--config FILE` serves any number of repositories, `--yocto BUILDDIR`
+    /// every image of a Yocto build (as NAMESPACE/IMAGE, new ones added as
+    /// they appear). With `-- CMD [ARGS...]`, runs CMD with $OCIMUX_REGISTRY
+    /// (HOST:PORT) set, stops afterwards and exits with CMD's status.
+    Serve(ServeArgs),
     /// Unmount an ocimux mount and wait for its daemon to exit.
     ///
     /// Example: ocimux umount /mnt/app
@@ -132,6 +142,65 @@ pub(crate) struct IndexArgs {
     /// oci:MNT:TAG.
     #[arg(long)]
     pub(crate) platform_tags: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// REPOSITORY then its SOURCEs (as `mount` takes them); none with
+    /// --config or --yocto alone.
+    #[arg(value_name = "REPOSITORY SOURCE")]
+    pub(crate) args: Vec<String>,
+    /// Where to listen; port 0 picks a free one.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    /// A TOML file of repositories and options (see README.md).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// A Yocto build directory whose images are all served (repeatable).
+    #[arg(long, value_name = "BUILDDIR")]
+    pub(crate) yocto: Vec<PathBuf>,
+    /// The namespace of the Yocto mode's repositories.
+    #[arg(long, value_name = "NAME", default_value = "yocto")]
+    pub(crate) namespace: String,
+    #[command(flatten)]
+    pub(crate) index: IndexArgs,
+    /// Hash every blob version before it is served.
+    #[arg(long)]
+    pub(crate) verify: bool,
+    /// Serve the sources as they are at start; do not follow rebuilds.
+    #[arg(long = "static")]
+    pub(crate) static_sources: bool,
+    /// HTTP basic authentication from an htpasswd file (bcrypt: htpasswd -B).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) htpasswd: Option<PathBuf>,
+    /// TLS certificate chain (PEM); reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Most connections at once (more wait to be accepted).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub(crate) max_connections: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub(crate) drain: u64,
+    /// Run CMD with the server up, then stop.
+    #[arg(last = true, value_name = "CMD")]
+    pub(crate) command: Vec<std::ffi::OsString>,
+}
+
+impl IndexArgs {
+    /// The library's form of these options.
+    pub(crate) fn to_lib(&self) -> ocimux::plan::IndexArgs {
+        ocimux::plan::IndexArgs {
+            tag: self.tag.clone(),
+            ref_name: self.ref_name.clone(),
+            annotations: self.annotations.clone(),
+            platforms: self.platforms.clone(),
+            platform_tags: self.platform_tags,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -1,28 +1,25 @@
 //! Each subcommand: arguments validated into a plan, then run.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::CommandFactory;
 
-use crate::cli::{Command, ExportArgs, ExportFormat, IndexArgs, LinkArg, MountArgs};
+use crate::cli::{Command, ExportArgs, ExportFormat, IndexArgs, LinkArg, MountArgs, ServeArgs};
 use ocimux::Error;
 use ocimux::daemon::{self, MountConfig, MountOptions, Run, Served};
 use ocimux::error::printable;
 use ocimux::export::{ExportOptions, Format, LinkMode};
-use ocimux::index::{self, Composition, IndexOptions};
+use ocimux::index::Composition;
 use ocimux::lifecycle::Failure;
 use ocimux::plan::Plan;
-use ocimux::platform::Platform;
-use ocimux::source::SourceSpec;
-use ocimux::tag::Tag;
 use ocimux::{check, inspect};
 
 pub(crate) fn run(command: Command) -> Result<u8, Failure> {
     match command {
         Command::Mount(args) => mount(args),
+        Command::Serve(args) => serve(args),
         Command::Umount {
             mountpoint,
             lazy,
@@ -98,45 +95,81 @@ pub(crate) fn run(command: Command) -> Result<u8, Failure> {
     }
 }
 
+fn serve(args: ServeArgs) -> Result<u8, Failure> {
+    use ocimux::serve::{RepoPlan, ServeConfig, config::Config, yocto::Finder};
+    let file = match &args.config {
+        Some(p) => Config::load(p).map_err(ocimux::serve::ServeError::from)?,
+        None => Config::default(),
+    };
+    let mut repos = Vec::new();
+    if let Some((name, sources)) = args.args.split_first() {
+        if sources.is_empty() {
+            return Err(Error::Argument {
+                what: "serve arguments",
+                value: name.clone(),
+                why: "expected REPOSITORY SOURCE... (or --config FILE, --yocto BUILDDIR)".into(),
+            }
+            .into());
+        }
+        repos.push(RepoPlan {
+            name: name.clone(),
+            plan: plan(sources, &args.index)?,
+        });
+    }
+    for r in &file.repositories {
+        repos.push(RepoPlan {
+            name: r.name.clone(),
+            plan: Plan::from_args(&r.sources, &r.index)?,
+        });
+    }
+    let mut finder = file.yocto.map(|y| Finder {
+        build_dirs: y.build_dirs,
+        namespace: y.namespace,
+        index: y.index,
+    });
+    if !args.yocto.is_empty() {
+        let f = finder.get_or_insert_with(|| Finder {
+            build_dirs: Vec::new(),
+            namespace: args.namespace.clone(),
+            index: args.index.to_lib(),
+        });
+        f.build_dirs.extend(args.yocto.iter().cloned());
+    }
+    let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(Error::Argument {
+                what: "TLS",
+                value: String::new(),
+                why: "a certificate needs a key and a key a certificate".into(),
+            }
+            .into());
+        }
+    };
+    let cfg = ServeConfig {
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 5000))),
+        limits: ocimux::serve::Limits {
+            connections: args.max_connections.max(1),
+            ..Default::default()
+        },
+        verify: args.verify || file.verify,
+        live: !args.static_sources,
+        htpasswd: args.htpasswd.or(file.htpasswd),
+        tls,
+        command: args.command,
+        drain: Duration::from_secs(args.drain),
+        blocking_threads: 32,
+    };
+    Ok(ocimux::serve::run::run(cfg, repos, finder)?)
+}
+
 /// Validates the arguments into a plan.
 fn plan(sources: &[String], args: &IndexArgs) -> Result<Plan, Error> {
-    let tag = Tag::parse(&args.tag).map_err(|why| Error::Argument {
-        what: "tag",
-        value: args.tag.clone(),
-        why: why.to_string(),
-    })?;
-    let annotations: BTreeMap<String, String> = args
-        .annotations
-        .iter()
-        .map(|a| index::parse_annotation(a))
-        .collect::<Result<_, _>>()?;
-    let specs: Vec<SourceSpec> = sources
-        .iter()
-        .map(|s| SourceSpec::parse(s))
-        .collect::<Result<_, _>>()?;
-    let platforms = args
-        .platforms
-        .iter()
-        .map(|p| {
-            Platform::parse(p)
-                .map(|n| n.platform)
-                .map_err(|why| Error::Argument {
-                    what: "--platform",
-                    value: p.clone(),
-                    why: why.to_string(),
-                })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Plan {
-        specs,
-        ref_name: args.ref_name.clone(),
-        opts: IndexOptions {
-            tag,
-            annotations,
-            platform_tags: args.platform_tags,
-        },
-        platforms,
-    })
+    Plan::from_args(sources, &args.to_lib())
 }
 
 fn export(args: ExportArgs) -> Result<u8, Failure> {

@@ -247,6 +247,11 @@ impl SourceDir {
         &self.path
     }
 
+    /// The owner of the root directory, as seen when it was opened.
+    pub fn owner(&self) -> Option<u32> {
+        self.above.last().map(|d| d.uid)
+    }
+
     /// Opens `rel` (a `/`-separated path made by ocimux, never with `..`)
     /// for reading, confined beneath this directory; only a regular file is
     /// returned, with its identity. This is the request path: one openat2 and

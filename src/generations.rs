@@ -249,6 +249,23 @@ impl Generations {
         self.ask(|l, _| l.content(ino))
     }
 
+    /// What the blob name `digest` serves (the generated index or a source
+    /// blob), from the current snapshot or else a retained one, as a lookup
+    /// in its `blobs/<algorithm>` directory would find it.
+    pub fn by_digest(&self, digest: &crate::digest::Digest) -> Result<Content, FsError> {
+        let dir = ino::dir_of(digest.algorithm());
+        let attr = self.lookup(dir, OsStr::new(digest.encoded()))?;
+        self.file(attr.ino).map(|(_, content)| content)
+    }
+
+    /// The current snapshot's `index.json`.
+    pub fn index_json(&self) -> Arc<[u8]> {
+        match self.current().content(ino::INDEX_JSON) {
+            Ok(Content::Memory(bytes)) => bytes,
+            _ => Arc::from(&b""[..]),
+        }
+    }
+
     /// Attributes and content of file `ino`, from one snapshot.
     pub fn file(&self, ino: u64) -> Result<(Attr, Content), FsError> {
         self.ask(|l, _| Ok((l.attr(ino)?, l.content(ino)?)))

@@ -25,6 +25,7 @@
 //!   the watchdog that outlives a killed daemon; `attach`: root's mount on
 //!   the claimed directory's fd;
 //!   [`scoped`]: `mount … -- CMD`; [`fstab`]: the mount(8) command line;
+//! - [`serve`]: the same snapshots over the OCI distribution API (pull side);
 //! - [`export`], [`check`], [`inspect`]: writing the layout out, hashing
 //!   every blob, and describing it, for machines and scripts without FUSE.
 //!
@@ -66,6 +67,7 @@ pub(crate) mod readat;
 mod reference;
 pub(crate) mod schedule;
 pub mod scoped;
+pub mod serve;
 pub mod source;
 pub(crate) mod staging;
 pub mod tag;

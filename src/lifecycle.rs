@@ -14,6 +14,8 @@ pub mod exit {
     pub const MOUNT: u8 = 3;
     /// `umount` of a path that is not an ocimux mount, or that would not unmount.
     pub const UMOUNT: u8 = 4;
+    /// `serve` could not listen or start.
+    pub const SERVE: u8 = 5;
 }
 
 /// Every way a command can fail, each with its exit code: the one error
@@ -29,6 +31,9 @@ pub enum Failure {
     /// An export failed.
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),
+    /// A server did not start.
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
     /// Writing a command's output (standard output) failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -57,6 +62,7 @@ impl Failure {
             Failure::Input(e) => e.exit_code(),
             Failure::Mount(e) => e.exit_code(),
             Failure::Export(e) => e.exit_code(),
+            Failure::Serve(e) => e.exit_code(),
             Failure::Output(_) | Failure::Setup { .. } => exit::OTHER,
         }
     }
@@ -136,7 +142,7 @@ mod tests {
             assert!(set.contains(s), "{s}");
         }
         assert!(!set.contains(Signal::SIGKILL) && !set.contains(Signal::SIGPIPE));
-        let codes = [exit::OTHER, exit::BAD_INPUT, exit::MOUNT, exit::UMOUNT];
+        let codes = [exit::OTHER, exit::BAD_INPUT, exit::MOUNT, exit::UMOUNT, exit::SERVE];
         let mut unique = codes.to_vec();
         unique.dedup();
         assert_eq!(unique.len(), codes.len(), "exit codes are distinct");

@@ -6,6 +6,32 @@ use crate::error::Error;
 use crate::index::{self, Composition, IndexOptions};
 use crate::source::{self, SourceSpec};
 
+/// The index options as given (command line or configuration file),
+/// before validation.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexArgs {
+    /// `--tag` (default `latest`).
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    /// `--ref`.
+    #[serde(default, rename = "ref")]
+    pub ref_name: Option<String>,
+    /// `--annotation KEY=VALUE`.
+    #[serde(default)]
+    pub annotations: Vec<String>,
+    /// `--platform`.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// `--platform-tags`.
+    #[serde(default)]
+    pub platform_tags: bool,
+}
+
+fn default_tag() -> String {
+    "latest".into()
+}
+
 /// Validated sources and options.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -21,6 +47,48 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Validates sources (every form a SOURCE argument takes) and options
+    /// into a plan.
+    pub fn from_args(sources: &[String], args: &IndexArgs) -> Result<Plan, Error> {
+        let tag = crate::tag::Tag::parse(&args.tag).map_err(|why| Error::Argument {
+            what: "tag",
+            value: args.tag.clone(),
+            why: why.to_string(),
+        })?;
+        let annotations = args
+            .annotations
+            .iter()
+            .map(|a| index::parse_annotation(a))
+            .collect::<Result<_, _>>()?;
+        let specs = sources
+            .iter()
+            .map(|s| SourceSpec::parse(s))
+            .collect::<Result<_, _>>()?;
+        let platforms = args
+            .platforms
+            .iter()
+            .map(|p| {
+                crate::platform::Platform::parse(p)
+                    .map(|n| n.platform)
+                    .map_err(|why| Error::Argument {
+                        what: "--platform",
+                        value: p.clone(),
+                        why: why.to_string(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Plan {
+            specs,
+            ref_name: args.ref_name.clone(),
+            opts: IndexOptions {
+                tag,
+                annotations,
+                platform_tags: args.platform_tags,
+            },
+            platforms,
+        })
+    }
+
     /// Reads every source and composes the image.
     pub fn compose(&self) -> Result<Composition, Error> {
         let contributions = self

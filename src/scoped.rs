@@ -59,13 +59,20 @@ pub fn block_stop_signals() {
 /// Runs `command` with `$OCIMUX_MNT` set to `mountpoint`, passing stop
 /// signals on to it, and returns once it has exited.
 pub fn run(command: &[OsString], mountpoint: &Path) -> Outcome {
+    run_with(command, MOUNT_ENV, mountpoint.as_os_str())
+}
+
+/// Runs `command` with the environment variable `name` set to `value`
+/// (what CMD is told about the mount or the server), passing stop signals
+/// on to it, and returns once it has exited.
+pub fn run_with(command: &[OsString], name: &str, value: &std::ffi::OsStr) -> Outcome {
     let Some((program, args)) = command.split_first() else {
         return Outcome { code: 0 };
     };
     // Blocked (again: see block_stop_signals) before CMD exists, so none is
     // lost in between; the thread below takes them. CMD starts unblocked.
     block_stop_signals();
-    let mut child = match spawn(program, args, mountpoint) {
+    let mut child = match spawn(program, args, (name, value)) {
         Ok(child) => child,
         Err(code) => return Outcome { code },
     };
@@ -91,11 +98,11 @@ pub fn run(command: &[OsString], mountpoint: &Path) -> Outcome {
 fn spawn(
     program: &OsString,
     args: &[OsString],
-    mountpoint: &Path,
+    (name, value): (&str, &std::ffi::OsStr),
 ) -> Result<std::process::Child, u8> {
     let signals = stop_signals();
     let mut cmd = Command::new(program);
-    cmd.args(args).env(MOUNT_ENV, mountpoint);
+    cmd.args(args).env(name, value);
     {
         use std::os::unix::process::CommandExt;
         // SAFETY: runs in the child between fork and exec, and only calls

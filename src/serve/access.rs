@@ -1,0 +1,171 @@
+//! Who a blob is published for. HTTP has no Unix user and `serve` often
+//! runs as root, so it never reads with its own privilege: a blob goes out
+//! only if the owner of its source's root (the user who built it) could read
+//! it — owner, group and other bits and ACLs, along every directory above the
+//! file, as the mount computes them ([`crate::confine::Access`]) — and only
+//! while the open file still shows that.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+
+use crate::confine::Access;
+use crate::source::{Blob, Origin};
+
+/// A user and the groups they are in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    /// The user.
+    pub uid: u32,
+    /// Primary and supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl Reader {
+    /// Whether this user may read a file of owner `uid`, group `gid` with
+    /// read bits `mode` (only the first class that applies counts, as in the
+    /// kernel: an owner denied by the owner bits is denied).
+    pub fn may_read(&self, uid: u32, gid: u32, mode: u32) -> bool {
+        if self.uid == 0 {
+            return true;
+        }
+        if uid == self.uid {
+            mode & 0o400 != 0
+        } else if self.groups.contains(&gid) {
+            mode & 0o040 != 0
+        } else {
+            mode & 0o004 != 0
+        }
+    }
+}
+
+/// Readers by uid, looked up once (the group database is read at most once
+/// per owner per process; a changed membership needs a restart, as a login does).
+#[derive(Debug, Default)]
+pub struct Readers {
+    known: Mutex<HashMap<u32, Reader>>,
+}
+
+/// Most owners remembered; more are looked up each time.
+const MAX_READERS: usize = 256;
+
+impl Readers {
+    /// The reader `uid`: its groups from the user database; a uid with no
+    /// entry is in no group.
+    pub fn of(&self, uid: u32) -> Reader {
+        if let Some(r) = lock(&self.known).get(&uid) {
+            return r.clone();
+        }
+        let reader = lookup(uid);
+        let mut known = lock(&self.known);
+        if known.len() < MAX_READERS {
+            known.insert(uid, reader.clone());
+        }
+        reader
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lookup(uid: u32) -> Reader {
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten();
+    let groups = match user {
+        Some(u) => match std::ffi::CString::new(u.name.clone()) {
+            Ok(name) => nix::unistd::getgrouplist(&name, u.gid)
+                .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+                .unwrap_or_else(|_| vec![u.gid.as_raw()]),
+            Err(_) => vec![u.gid.as_raw()],
+        },
+        None => Vec::new(),
+    };
+    Reader { uid, groups }
+}
+
+/// The owner of the source a blob comes from: its root directory's, or
+/// its archive's; `None` when it cannot be told (then nothing is published).
+pub fn source_owner(blob: &Blob) -> Option<u32> {
+    match &blob.origin {
+        Origin::File { dir, .. } => dir.owner(),
+        Origin::Range { archive, .. } => archive.file.metadata().ok().map(|m| m.uid()),
+    }
+}
+
+/// Whether `blob`, as its snapshot recorded it, is the source owner's to publish.
+pub fn recorded(readers: &Readers, blob: &Blob) -> bool {
+    let Some(owner) = source_owner(blob) else {
+        return false;
+    };
+    let Access { uid, gid, mode, .. } = blob.access;
+    readers.of(owner).may_read(uid, gid, u32::from(mode))
+}
+
+/// Whether the open `file` still is: same owner and group as recorded, and
+/// its mode and ACL now (within what the directories allowed then) still
+/// let the source owner read it.
+pub fn still(readers: &Readers, blob: &Blob, file: &File) -> bool {
+    let Some(owner) = source_owner(blob) else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let Access { uid, gid, mode, .. } = blob.access;
+    if (meta.uid(), meta.gid()) != (uid, gid) {
+        return false;
+    }
+    let acl = match crate::acl::read(file.as_fd()) {
+        Ok(acl) => acl,
+        Err(_) => return false,
+    };
+    let now = crate::acl::effective_mode(meta.mode(), acl.as_deref());
+    readers.of(owner).may_read(uid, gid, now & u32::from(mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_read() {
+        let builder = Reader {
+            uid: 1000,
+            groups: vec![1000, 27],
+        };
+        let root = Reader {
+            uid: 0,
+            groups: vec![0],
+        };
+        // (reader, file uid, file gid, mode, may read)
+        let cases = [
+            (&builder, 1000, 1000, 0o400, true),
+            (&builder, 1000, 1000, 0o044, false), // owner class decides
+            (&builder, 0, 27, 0o040, true),
+            (&builder, 0, 0, 0o400, false), // root's own 0600
+            (&builder, 0, 0, 0o004, true),
+            (&builder, 0, 27, 0o404, false), // group class decides
+            (&builder, 2000, 2000, 0o000, false),
+            (&root, 2000, 2000, 0o000, true),
+        ];
+        for (reader, uid, gid, mode, want) in cases {
+            assert_eq!(
+                reader.may_read(uid, gid, mode),
+                want,
+                "{} reads {uid}:{gid} {mode:o}",
+                reader.uid
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_users_are_in_no_group() {
+        let r = Readers::default().of(3_999_999);
+        assert_eq!(r.groups, Vec::<u32>::new());
+        assert!(!r.may_read(1, 3_999_999, 0o040));
+    }
+}

@@ -1,0 +1,423 @@
+//! The pull side of the OCI distribution API over live snapshots, with no
+//! HTTP stack: a request's method, path and few headers in, a [`Reply`] out.
+//! Blocking (it opens and may hash source files): the adapter calls it on
+//! its blocking pool.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::blob::FileRange;
+use crate::digest::Digest;
+use crate::document::{self, OCI_INDEX};
+use crate::generations::Generations;
+use crate::layout::{Content, FsError};
+use crate::source::Blob;
+use crate::verify::Verifier;
+
+use super::access::{self, Readers};
+use super::referrers::Referrers;
+use super::reply::{self, Body, Code, Range, Reply};
+use super::route::{self, Reference, Route, RouteError};
+
+/// Most entries one `tags/list` or `_catalog` page holds.
+pub const MAX_PAGE: usize = 1000;
+
+/// One repository: the live snapshots of a set of sources.
+#[derive(Debug)]
+pub struct Repository {
+    /// Its name (`yocto/app`).
+    pub name: String,
+    /// The snapshots the watcher keeps current.
+    pub snapshots: Arc<Generations>,
+    /// Hash every blob version before serving it (`--verify`).
+    pub verify: bool,
+    verifier: Verifier,
+    referrers: Referrers,
+}
+
+impl Repository {
+    /// A repository over `snapshots`.
+    pub fn new(name: String, snapshots: Arc<Generations>, verify: bool) -> Self {
+        Repository {
+            name,
+            snapshots,
+            verify,
+            verifier: Verifier::default(),
+            referrers: Referrers::default(),
+        }
+    }
+}
+
+/// Every repository served, by name.
+#[derive(Debug, Default)]
+pub struct Registry {
+    repos: RwLock<BTreeMap<String, Arc<Repository>>>,
+    readers: Readers,
+}
+
+/// What [`respond`] needs of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The method, as sent.
+    pub method: &'a str,
+    /// The path, as sent (not decoded).
+    pub path: &'a str,
+    /// The query string, if any.
+    pub query: Option<&'a str>,
+    /// Every `Accept` header, joined by commas.
+    pub accept: &'a str,
+    /// `Range`.
+    pub range: Option<&'a str>,
+    /// `If-None-Match`.
+    pub if_none_match: Option<&'a str>,
+}
+
+impl Registry {
+    /// Adds (or replaces) a repository.
+    pub fn insert(&self, repo: Repository) {
+        let mut repos = self.repos.write().unwrap_or_else(|p| p.into_inner());
+        repos.insert(repo.name.clone(), Arc::new(repo));
+    }
+
+    /// How many repositories there are.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// A repository.
+    pub fn get(&self, name: &str) -> Option<Arc<Repository>> {
+        self.read().get(name).cloned()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Repository>>> {
+        self.repos.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every blob of the current snapshots that its source's owner could
+    /// not read: (repository, what it is), for refusing by name.
+    pub fn unpublishable(&self) -> Vec<(String, String)> {
+        let repos: Vec<Arc<Repository>> = self.read().values().cloned().collect();
+        let mut out = Vec::new();
+        for repo in repos {
+            for (_, blob) in repo.snapshots.current().blobs() {
+                if !access::recorded(&self.readers, blob) {
+                    out.push((repo.name.clone(), blob.describe()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Answers a request.
+    pub fn respond(&self, req: &Request<'_>) -> Reply {
+        let read = matches!(req.method, "GET" | "HEAD");
+        let route = match route::parse(req.path) {
+            Ok(r) => r,
+            Err(_) if !read => return Reply::error(Code::Unsupported, None),
+            Err(e) => return Reply::error(route_error(e), None),
+        };
+        if !read || route == Route::Upload {
+            return Reply::error(Code::Unsupported, None);
+        }
+        let reply = self.answer(req, route);
+        if req.method == "HEAD" {
+            reply.headless()
+        } else {
+            reply
+        }
+    }
+
+    fn answer(&self, req: &Request<'_>, route: Route<'_>) -> Reply {
+        let repo = match route {
+            Route::Base => return Reply::json(200, &json!({})),
+            Route::Catalog => {
+                let names: Vec<String> = self.read().keys().cloned().collect();
+                return page(req.query, names, "/v2/_catalog", |names| {
+                    json!({ "repositories": names })
+                });
+            }
+            Route::Upload => return Reply::error(Code::Unsupported, None),
+            Route::Tags { name }
+            | Route::Manifest { name, .. }
+            | Route::Blob { name, .. }
+            | Route::Referrers { name, .. } => match self.get(name) {
+                Some(repo) => repo,
+                None => {
+                    return Reply::error(Code::NameUnknown, Some(json!({ "name": name })));
+                }
+            },
+        };
+        match route {
+            Route::Tags { name } => {
+                let tags: Vec<String> = tags(&repo.snapshots).into_keys().collect();
+                let path = format!("/v2/{name}/tags/list");
+                page(req.query, tags, &path, |tags| json!({ "name": name, "tags": tags }))
+            }
+            Route::Manifest { reference, .. } => self.manifest(&repo, req, reference),
+            Route::Blob { digest, .. } => self.blob(&repo, req, &digest),
+            Route::Referrers { digest, .. } => {
+                let filter = query_param(req.query, "artifactType");
+                let index = repo.referrers.of(&repo.snapshots, &digest, filter.as_deref());
+                let mut reply = Reply::json(200, &index);
+                if let Some(kv) = reply.headers.iter_mut().find(|(n, _)| *n == "Content-Type") {
+                    kv.1 = OCI_INDEX.to_owned();
+                }
+                match filter {
+                    Some(_) => reply.with("OCI-Filters-Applied", "artifactType".into()),
+                    None => reply,
+                }
+            }
+            Route::Base | Route::Catalog | Route::Upload => Reply::error(Code::NotFound, None),
+        }
+    }
+
+    fn manifest(&self, repo: &Repository, req: &Request<'_>, reference: Reference) -> Reply {
+        let unknown = |r: &Reference| {
+            let detail = match r {
+                Reference::Tag(t) => json!({ "Tag": t }),
+                Reference::Digest(d) => json!({ "Digest": d.to_string() }),
+            };
+            Reply::error(Code::ManifestUnknown, Some(detail))
+        };
+        let digest = match &reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => match tags(&repo.snapshots).remove(t) {
+                Some(d) => d,
+                None => return unknown(&reference),
+            },
+        };
+        let (media_type, body) = match repo.snapshots.by_digest(&digest) {
+            Ok(Content::Memory(bytes)) => (OCI_INDEX.to_owned(), Bytes::from(bytes.to_vec())),
+            Ok(Content::Blob(blob)) if document::kind_of(&blob.media_type).is_some() => {
+                match self.open(repo, &blob) {
+                    Ok(range) => match read_document(&range) {
+                        Ok(bytes) => (blob.media_type.to_string(), bytes),
+                        Err(e) => return io_failure(&blob, &e),
+                    },
+                    Err(Refusal::Unknown) => return unknown(&reference),
+                    Err(Refusal::Failed(e)) => return io_failure(&blob, &e),
+                }
+            }
+            _ => return unknown(&reference),
+        };
+        // As docker-distribution 2.8: an OCI document is served only to a
+        // client that says it accepts its media type.
+        let refusal = match media_type.as_str() {
+            OCI_INDEX => Some("OCI index found, but accept header does not support OCI indexes"),
+            document::OCI_MANIFEST => {
+                Some("OCI manifest found, but accept header does not support OCI manifests")
+            }
+            _ => None,
+        };
+        if let Some(what) = refusal {
+            if !accepts(req.accept, &media_type) {
+                let (status, code, _) = Code::ManifestUnknown.parts();
+                return Reply::json(
+                    status,
+                    &json!({ "errors": [{ "code": code, "message": what }] }),
+                );
+            }
+        }
+        let etag = format!("\"{digest}\"");
+        if req.if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+            return Reply {
+                status: 304,
+                headers: Vec::new(),
+                body: Body::Empty,
+            };
+        }
+        Reply::bytes(200, &media_type, body)
+            .with("Docker-Content-Digest", digest.to_string())
+            .with("Etag", etag)
+    }
+
+    fn blob(&self, repo: &Repository, req: &Request<'_>, digest: &Digest) -> Reply {
+        let unknown = || Reply::error(Code::BlobUnknown, Some(json!({ "digest": digest.to_string() })));
+        let (size, source) = match repo.snapshots.by_digest(digest) {
+            Ok(Content::Memory(bytes)) => (bytes.len() as u64, Err(bytes)),
+            Ok(Content::Blob(blob)) => (blob.size, Ok(blob)),
+            Err(_) => return unknown(),
+        };
+        let (status, start, len) = match reply::range(req.range, size) {
+            Range::Whole => (200, 0, size),
+            Range::Part { start, len } => (206, start, len),
+            Range::Unsatisfiable => {
+                return Reply::error(Code::RangeInvalid, None)
+                    .with("Content-Range", format!("bytes */{size}"));
+            }
+        };
+        let body = match source {
+            Err(bytes) => {
+                let part = usize::try_from(start)
+                    .ok()
+                    .zip(usize::try_from(start + len).ok())
+                    .and_then(|(a, b)| bytes.get(a..b))
+                    .unwrap_or_default();
+                Body::Bytes(Bytes::copy_from_slice(part))
+            }
+            Ok(blob) => match self.open(repo, &blob) {
+                Ok(range) => Body::File {
+                    range,
+                    offset: start,
+                    len,
+                },
+                Err(Refusal::Unknown) => return unknown(),
+                Err(Refusal::Failed(e)) => return io_failure(&blob, &e),
+            },
+        };
+        let mut headers = vec![
+            ("Content-Type", "application/octet-stream".to_owned()),
+            ("Content-Length", len.to_string()),
+            ("Docker-Content-Digest", digest.to_string()),
+            ("Etag", format!("\"{digest}\"")),
+            ("Accept-Ranges", "bytes".to_owned()),
+            ("Cache-Control", "max-age=31536000".to_owned()),
+        ];
+        if status == 206 {
+            let end = start + len - 1;
+            headers.push(("Content-Range", format!("bytes {start}-{end}/{size}")));
+        }
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Opens a blob for sending: published only if its source's owner could
+    /// read it (as recorded, and as the opened file shows now), hashed first
+    /// under `--verify` or when its file was replaced since the snapshot.
+    fn open(&self, repo: &Repository, blob: &Blob) -> Result<FileRange, Refusal> {
+        if !access::recorded(&self.readers, blob) {
+            log::warn!(
+                "{}: not served: its source's owner may not read it",
+                crate::error::printable(&blob.describe())
+            );
+            return Err(Refusal::Unknown);
+        }
+        let (opened, must_hash) =
+            FileRange::open_unhashed(blob, repo.verify).map_err(Refusal::from)?;
+        if !access::still(&self.readers, blob, &opened.range.file) {
+            log::warn!(
+                "{}: not served: its owner, group or mode changed",
+                crate::error::printable(&blob.describe())
+            );
+            return Err(Refusal::Unknown);
+        }
+        if must_hash {
+            opened.check(blob, &repo.verifier).map_err(Refusal::from)?;
+        }
+        Ok(opened.range)
+    }
+}
+
+/// Why a blob is not sent.
+#[derive(Debug)]
+enum Refusal {
+    /// Answered as unknown: gone, or not the owner's to publish.
+    Unknown,
+    /// Its bytes could not be shown to be the name's.
+    Failed(FsError),
+}
+
+impl From<FsError> for Refusal {
+    fn from(e: FsError) -> Self {
+        match e {
+            FsError::NotFound | FsError::Refused(crate::confine::OpenError::Missing) => {
+                Refusal::Unknown
+            }
+            e => Refusal::Failed(e),
+        }
+    }
+}
+
+fn io_failure(blob: &Blob, e: &FsError) -> Reply {
+    log::warn!("{}: {e}", crate::error::printable(&blob.describe()));
+    Reply::error(Code::Unknown, Some(json!({ "digest": blob.digest.to_string() })))
+}
+
+fn route_error(e: RouteError) -> Code {
+    match e {
+        RouteError::NotFound => Code::NotFound,
+        RouteError::NameInvalid => Code::NameInvalid,
+        RouteError::DigestInvalid => Code::DigestInvalid,
+        RouteError::TagInvalid => Code::ManifestUnknown,
+    }
+}
+
+/// A whole (small) document: at most [`document::MAX_JSON`] bytes.
+fn read_document(range: &FileRange) -> Result<Bytes, FsError> {
+    if range.len > document::MAX_JSON {
+        return Err(FsError::Io(std::io::Error::other("document over 4 MiB")));
+    }
+    let size = u32::try_from(range.len).unwrap_or(u32::MAX);
+    range.read(0, size).map(Bytes::from)
+}
+
+/// Tag → digest, from the current snapshot's `index.json`.
+pub fn tags(snapshots: &Generations) -> BTreeMap<String, Digest> {
+    let bytes = snapshots.index_json();
+    let Ok(index) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return BTreeMap::new();
+    };
+    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    entries
+        .iter()
+        .filter_map(|e| {
+            let tag = e["annotations"][document::REF_NAME].as_str()?;
+            let digest = Digest::parse(e["digest"].as_str()?).ok()?;
+            route::is_tag(tag).then(|| (tag.to_owned(), digest))
+        })
+        .collect()
+}
+
+/// Whether an `Accept` list names `media_type` (parameters ignored, as
+/// docker-distribution does; no `*/*` wildcard either).
+fn accepts(accept: &str, media_type: &str) -> bool {
+    accept
+        .split(',')
+        .map(|t| t.split(';').next().unwrap_or_default().trim())
+        .any(|t| t == media_type)
+}
+
+/// A parameter of a query string (values are not percent-decoded beyond
+/// what tags and media types need: `%2B` for `+`, `%2F` for `/`).
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.replace("%2B", "+").replace("%2b", "+").replace("%2F", "/").replace("%2f", "/"))
+    })
+}
+
+/// One page of a sorted list: entries after `last`, at most `n` (capped at
+/// [`MAX_PAGE`]), with a `Link` to the next page when more follow.
+fn page(
+    query: Option<&str>,
+    all: Vec<String>,
+    path: &str,
+    doc: impl Fn(&[String]) -> serde_json::Value,
+) -> Reply {
+    let n = match query_param(query, "n") {
+        None => MAX_PAGE,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) => n.min(MAX_PAGE),
+            Err(_) => return Reply::error(Code::PaginationNumberInvalid, Some(json!({ "n": n }))),
+        },
+    };
+    let last = query_param(query, "last");
+    let after: Vec<String> = all
+        .into_iter()
+        .filter(|t| last.as_ref().is_none_or(|l| t > l))
+        .collect();
+    let shown: Vec<String> = after.iter().take(n).cloned().collect();
+    let reply = Reply::json(200, &doc(&shown));
+    match shown.last() {
+        Some(end) if after.len() > shown.len() => {
+            reply.with("Link", format!("<{path}?last={end}&n={n}>; rel=\"next\""))
+        }
+        _ => reply,
+    }
+}

@@ -1,0 +1,151 @@
+//! `ocimux serve --config FILE`: any number of repositories, the Yocto
+//! mode and the server's options in one TOML file. Unknown keys are errors.
+//!
+//! ```toml
+//! listen = "127.0.0.1:5000"
+//! [[repository]]
+//! name = "yocto/app"
+//! sources = ["linux/arm64=deploy/arm64-oci", "deploy/amd64-oci"]
+//! tag = "latest"
+//! [yocto]
+//! build_dirs = ["/srv/build"]
+//! namespace = "yocto"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::plan::IndexArgs;
+
+/// Why a configuration file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// It cannot be read.
+    #[error("configuration file {path}: {err}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        err: std::io::Error,
+    },
+    /// It is not valid TOML of this shape.
+    #[error("configuration file {path}: {why}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said (one line).
+        why: String,
+    },
+}
+
+/// The file's contents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--verify`.
+    #[serde(default)]
+    pub verify: bool,
+    /// `--htpasswd`.
+    pub htpasswd: Option<PathBuf>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// Repositories.
+    #[serde(default, rename = "repository")]
+    pub repositories: Vec<RepoConfig>,
+    /// The Yocto mode.
+    pub yocto: Option<YoctoConfig>,
+}
+
+/// One `[[repository]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    /// Its name.
+    pub name: String,
+    /// Its sources, as on the command line.
+    pub sources: Vec<String>,
+    /// Index options.
+    #[serde(flatten)]
+    pub index: IndexArgs,
+}
+
+/// `[yocto]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YoctoConfig {
+    /// Build directories.
+    pub build_dirs: Vec<PathBuf>,
+    /// Namespace (default `yocto`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Index options for every image.
+    #[serde(flatten)]
+    pub index: IndexArgs,
+}
+
+fn default_namespace() -> String {
+    "yocto".into()
+}
+
+impl Config {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+            path: path.to_owned(),
+            err,
+        })?;
+        Self::parse(&text).map_err(|why| ConfigError::Parse {
+            path: path.to_owned(),
+            why,
+        })
+    }
+
+    fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string().replace('\n', " ").trim().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files() {
+        let good = r#"
+listen = "127.0.0.1:0"
+[[repository]]
+name = "yocto/app"
+sources = ["linux/arm64=a", "b"]
+platform_tags = true
+[[repository]]
+name = "other"
+sources = ["c"]
+tag = "v1"
+annotations = ["k=v"]
+[yocto]
+build_dirs = ["/build"]
+"#;
+        let c = Config::parse(good).unwrap();
+        assert_eq!(c.repositories.len(), 2);
+        assert_eq!(c.repositories[0].index.tag, "latest");
+        assert!(c.repositories[0].index.platform_tags);
+        assert_eq!(c.repositories[1].index.tag, "v1");
+        assert_eq!(c.yocto.unwrap().namespace, "yocto");
+        for bad in [
+            "lisen = \"127.0.0.1:1\"",
+            "[[repository]]\nname = \"a\"",
+            "[[repository]]\nname = \"a\"\nsources = []\nfoo = 1",
+            "listen = \"nowhere\"",
+            "[yocto]\nbuild_dirs = [\"/b\"]\nextra = true",
+        ] {
+            let e = Config::parse(bad).unwrap_err();
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+}

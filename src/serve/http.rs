@@ -1,0 +1,411 @@
+//! The thin hyper adapter: accepts connections within bounds, turns each
+//! request into an [`api::Request`], runs [`Registry::respond`] on the
+//! blocking pool, and streams the [`Reply`]. No HTTP parsing of its own.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::Frame;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::api::{self, Registry};
+use super::reply::{Body, Reply};
+
+/// What one client and all clients together may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections in all.
+    pub connections: usize,
+    /// Open connections from one address.
+    pub per_peer: usize,
+    /// Bytes of a request's head (request line and headers).
+    pub header_bytes: usize,
+    /// Time to send a request's head, and most time idle between requests.
+    pub header_timeout: Duration,
+    /// Most time a client may take to take the next piece of a body.
+    pub send_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections: 512,
+            per_peer: 128,
+            header_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Bytes read from a source file per step of a body.
+const CHUNK: u32 = 512 * 1024;
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The repositories.
+    pub registry: Arc<Registry>,
+    /// The bounds.
+    pub limits: Limits,
+    /// Basic authentication, when asked for.
+    pub auth: Option<Arc<super::auth::Htpasswd>>,
+    /// TLS, when asked for.
+    pub tls: Option<Arc<super::tls::Tls>>,
+    peers: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Shared {
+    /// State for `registry` within `limits`.
+    pub fn new(
+        registry: Arc<Registry>,
+        limits: Limits,
+        auth: Option<Arc<super::auth::Htpasswd>>,
+        tls: Option<Arc<super::tls::Tls>>,
+    ) -> Self {
+        Shared {
+            registry,
+            limits,
+            auth,
+            tls,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A connection counted against its peer's share until dropped.
+struct PeerSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<PeerSlot> {
+        let mut peers = shared.peers();
+        let n = peers.entry(ip).or_insert(0);
+        if *n >= shared.limits.per_peer {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut peers = self.shared.peers();
+        if let Some(n) = peers.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts connections until `stop` resolves, then lets the ones in flight
+/// finish within `drain`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(shared.limits.connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        // A connection is accepted only when it may be served: the rest wait
+        // in the kernel's backlog.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: wait a little rather than spin.
+                    log::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let Some(slot) = PeerSlot::take(&shared, peer.ip()) else {
+            log::warn!("{peer}: too many connections from this address; closed");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let builder = connection_builder(&shared.limits);
+        let service = {
+            let shared = shared.clone();
+            service_fn(move |req| handle(shared.clone(), peer, req))
+        };
+        match shared.tls.as_ref().map(|t| t.acceptor()) {
+            None => {
+                let io = TokioIo::new(WriteDeadline::new(stream, shared.limits.send_timeout));
+                let conn = graceful.watch(builder.serve_connection(io, service));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    drop((permit, slot));
+                });
+            }
+            Some(acceptor) => {
+                let timeout = shared.limits.header_timeout;
+                let send_timeout = shared.limits.send_timeout;
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return log::info!("{peer}: TLS handshake: {e}"),
+                        Err(_) => return log::info!("{peer}: TLS handshake timed out"),
+                    };
+                    let io = TokioIo::new(WriteDeadline::new(stream, send_timeout));
+                    let conn = builder.serve_connection(io, service);
+                    let _ = watcher.watch(conn).await;
+                    drop((permit, slot));
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        log::warn!("requests still in flight after {drain:?}; stopping anyway");
+    }
+}
+
+fn connection_builder(limits: &Limits) -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.header_bytes.max(8192))
+        .keep_alive(true);
+    b
+}
+
+type ReplyBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
+
+async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ReplyBody>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let headers = req.headers();
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let accept: Vec<&str> = headers
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let accept = accept.join(",");
+    let range = header(hyper::header::RANGE);
+    let if_none_match = header(hyper::header::IF_NONE_MATCH);
+    let authorization = header(hyper::header::AUTHORIZATION);
+    let registry = shared.registry.clone();
+    let auth = shared.auth.clone();
+    let (m, p) = (method.clone(), path.clone());
+    let answered = tokio::task::spawn_blocking(move || {
+        if let Some(auth) = auth {
+            if !auth.check(authorization.as_deref()) {
+                return super::auth::challenge();
+            }
+        }
+        registry.respond(&api::Request {
+            method: &m,
+            path: &p,
+            query: query.as_deref(),
+            accept: &accept,
+            range: range.as_deref(),
+            if_none_match: if_none_match.as_deref(),
+        })
+    })
+    .await;
+    let reply = answered.unwrap_or_else(|e| {
+        log::error!("answering {method} {}: {e}", crate::error::printable(&path));
+        Reply::error(super::reply::Code::Unknown, None)
+    });
+    log::info!(
+        "{peer} \"{method} {}\" {} {} {:?}",
+        crate::error::printable(&path),
+        reply.status,
+        reply.header("Content-Length").unwrap_or("-"),
+        started.elapsed()
+    );
+    Ok(response(reply, shared.limits.send_timeout))
+}
+
+fn response(reply: Reply, send_timeout: Duration) -> Response<ReplyBody> {
+    use http_body_util::BodyExt;
+    let body: ReplyBody = match reply.body {
+        Body::Empty => http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
+        Body::Bytes(b) => http_body_util::Full::new(b).map_err(|e| match e {}).boxed(),
+        Body::File { range, offset, len } => stream(range, offset, len, send_timeout).boxed(),
+    };
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header("Docker-Distribution-API-Version", "registry/2.0");
+    for (name, value) in reply.headers {
+        builder = builder.header(name, value);
+    }
+    builder.body(body).unwrap_or_else(|e| {
+        log::error!("building a response: {e}");
+        let mut r = Response::new(http_body_util::Empty::new().map_err(|e| match e {}).boxed());
+        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
+/// A body read from a source file a chunk at a time, each read on the
+/// blocking pool and identity-checked; a client that does not take a chunk
+/// within `send_timeout` loses the connection.
+fn stream(range: crate::blob::FileRange, offset: u64, len: u64, send_timeout: Duration) -> ChannelBody {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
+    let range = Arc::new(range);
+    tokio::spawn(async move {
+        let end = offset.saturating_add(len);
+        let mut at = offset;
+        while at < end {
+            let want = u32::try_from((end - at).min(u64::from(CHUNK))).unwrap_or(CHUNK);
+            let r = range.clone();
+            let read = tokio::task::spawn_blocking(move || r.read(at, want)).await;
+            let chunk = match read {
+                Ok(Ok(bytes)) if !bytes.is_empty() => Ok(Bytes::from(bytes)),
+                Ok(Ok(_)) => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Ok(Err(e)) => Err(io::Error::other(e.to_string())),
+                Err(e) => Err(io::Error::other(e.to_string())),
+            };
+            let failed = chunk.is_err();
+            if let Ok(b) = &chunk {
+                at += b.len() as u64;
+            }
+            match tokio::time::timeout(send_timeout, tx.send(chunk)).await {
+                Ok(Ok(())) if !failed => {}
+                Ok(_) => return, // the client went away, or the read failed
+                Err(_) => {
+                    let _ = tx.try_send(Err(io::Error::from(io::ErrorKind::TimedOut)));
+                    return;
+                }
+            }
+        }
+    });
+    ChannelBody { rx }
+}
+
+/// A body fed by a channel.
+struct ChannelBody {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// A stream whose writes fail once one has waited `timeout` for the client
+/// to take bytes: a client that stops reading cannot hold a connection.
+struct WriteDeadline<S> {
+    inner: S,
+    timeout: Duration,
+    pending_since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            timeout,
+            pending_since: None,
+        }
+    }
+
+    /// After a pending write: fails once the deadline has passed.
+    fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let timeout = self.timeout;
+        let sleep = self
+            .pending_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.check(cx),
+            done => {
+                self.pending_since = None;
+                done
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.check(cx).map_ok(|_| ()),
+            done => {
+                self.pending_since = None;
+                done
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,235 @@
+//! `ocimux serve`: the same live snapshots a mount shows, over the pull side
+//! of the OCI distribution API, read-only.
+//!
+//! - `route`: what a request path names, validated;
+//! - `api`: the repositories and the answer to each request, with no HTTP
+//!   stack (tested without a socket); `reply`: that answer; `referrers`: the
+//!   referrers index; `access`: what a source's owner may publish;
+//! - `http`: the thin hyper adapter (bounds, streaming, access log);
+//! - `auth`, `tls`: basic authentication and TLS;
+//! - `yocto`: finding every image of build directories; `config`: the TOML file.
+
+pub(crate) mod access;
+pub(crate) mod api;
+pub mod auth;
+pub mod config;
+pub(crate) mod http;
+pub(crate) mod referrers;
+pub(crate) mod reply;
+pub mod route;
+pub mod run;
+pub mod tls;
+pub mod yocto;
+
+pub use http::Limits;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::generations::Generations;
+use crate::plan::Plan;
+
+use api::{Registry, Repository};
+
+/// Most repositories one server holds (each has a watcher thread).
+pub const MAX_REPOSITORIES: usize = 256;
+
+/// How a server runs.
+#[derive(Debug)]
+pub struct ServeConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Bounds on clients.
+    pub limits: Limits,
+    /// Hash every blob version before serving it.
+    pub verify: bool,
+    /// Follow rebuilds (`false`: `--static`).
+    pub live: bool,
+    /// Basic authentication from this htpasswd file.
+    pub htpasswd: Option<PathBuf>,
+    /// TLS certificate chain and key (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `-- CMD`: run with `$OCIMUX_REGISTRY`, then stop.
+    pub command: Vec<OsString>,
+    /// How long in-flight requests may take to finish after a stop.
+    pub drain: Duration,
+    /// Threads for reading files and answering.
+    pub blocking_threads: usize,
+}
+
+/// One repository to serve.
+#[derive(Debug)]
+pub struct RepoPlan {
+    /// Its name.
+    pub name: String,
+    /// Its sources and index options.
+    pub plan: Plan,
+}
+
+/// Why a server does not start or stops.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A repository name breaks the distribution spec's grammar.
+    #[error("repository name {0:?}: not a valid name (lower-case letters, digits, separators . _ __ -, components joined by /, at most 255 bytes)")]
+    Name(String),
+    /// Two repositories of one name.
+    #[error("repository {0:?} is given twice")]
+    Duplicate(String),
+    /// Nothing to serve.
+    #[error("no repository to serve")]
+    Nothing,
+    /// More than [`MAX_REPOSITORIES`].
+    #[error("{0} repositories: at most {MAX_REPOSITORIES} may be served")]
+    TooMany(usize),
+    /// A repository's sources do not compose.
+    #[error("repository {repo:?}: {err}")]
+    Source {
+        /// The repository.
+        repo: String,
+        /// Why.
+        err: crate::Error,
+    },
+    /// A blob its source's owner may not read.
+    #[error(
+        "repository {repo:?}: {what}: its source's owner may not read it, so it is not published"
+    )]
+    Unpublishable {
+        /// The repository.
+        repo: String,
+        /// The file.
+        what: String,
+    },
+    /// The address cannot be listened on.
+    #[error("listening on {addr}: {err}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        err: std::io::Error,
+    },
+    /// The configuration file is wrong.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The htpasswd file is wrong.
+    #[error(transparent)]
+    Htpasswd(#[from] auth::HtpasswdError),
+    /// The certificate or key is wrong.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Starting threads, watchers or the runtime failed.
+    #[error("{what}: {err}")]
+    Start {
+        /// What.
+        what: &'static str,
+        /// Why.
+        err: std::io::Error,
+    },
+}
+
+impl crate::lifecycle::ExitStatus for ServeError {
+    fn exit_code(&self) -> u8 {
+        use crate::lifecycle::exit;
+        match self {
+            ServeError::Name(_)
+            | ServeError::Duplicate(_)
+            | ServeError::Nothing
+            | ServeError::TooMany(_)
+            | ServeError::Source { .. }
+            | ServeError::Unpublishable { .. }
+            | ServeError::Config(_)
+            | ServeError::Htpasswd(_)
+            | ServeError::Tls(_) => exit::BAD_INPUT,
+            ServeError::Listen { .. } | ServeError::Start { .. } => exit::SERVE,
+        }
+    }
+}
+
+/// Reads every repository's sources, refusing by name anything that is not
+/// its owner's to publish; starts a watcher per repository when live.
+pub(crate) fn registry(repos: Vec<RepoPlan>, cfg: &ServeConfig) -> Result<Arc<Registry>, ServeError> {
+    if repos.is_empty() {
+        return Err(ServeError::Nothing);
+    }
+    if repos.len() > MAX_REPOSITORIES {
+        return Err(ServeError::TooMany(repos.len()));
+    }
+    let registry = Arc::new(Registry::default());
+    for r in repos {
+        add(&registry, r, cfg)?;
+    }
+    if let Some((repo, what)) = registry.unpublishable().into_iter().next() {
+        return Err(ServeError::Unpublishable { repo, what });
+    }
+    Ok(registry)
+}
+
+/// Adds one repository (at start, or when the Yocto mode finds an image).
+pub(crate) fn add(registry: &Arc<Registry>, r: RepoPlan, cfg: &ServeConfig) -> Result<(), ServeError> {
+    if !route::is_name(&r.name) {
+        return Err(ServeError::Name(r.name));
+    }
+    if registry.get(&r.name).is_some() {
+        return Err(ServeError::Duplicate(r.name));
+    }
+    if registry.len() >= MAX_REPOSITORIES {
+        return Err(ServeError::TooMany(registry.len() + 1));
+    }
+    let comp = r.plan.compose().map_err(|err| ServeError::Source {
+        repo: r.name.clone(),
+        err,
+    })?;
+    let snapshots = Arc::new(Generations::new(&comp));
+    registry.insert(Repository::new(r.name.clone(), snapshots.clone(), cfg.verify));
+    if cfg.live {
+        let reg = Arc::downgrade(registry);
+        let name = r.name.clone();
+        // After each rebuild: name what is no longer the owner's to publish.
+        let notify: crate::watch::Notify = Box::new(move |_| {
+            let Some(reg) = reg.upgrade() else { return };
+            for (repo, what) in reg.unpublishable() {
+                if repo == name {
+                    log::warn!(
+                        "repository {repo:?}: {}: its source's owner may not read it; not served",
+                        crate::error::printable(&what)
+                    );
+                }
+            }
+        });
+        crate::watch::spawn(r.plan, &comp, snapshots, notify).map_err(|err| ServeError::Start {
+            what: "starting a watcher",
+            err,
+        })?;
+    }
+    log::info!(
+        "repository {:?}: index {} ({} blobs)",
+        r.name,
+        comp.index_digest,
+        comp.blobs.len()
+    );
+    Ok(())
+}
+
+impl ServeConfig {
+    /// Defaults for what only the finder's added repositories use.
+    pub(crate) fn placeholder() -> Self {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            limits: http::Limits::default(),
+            verify: false,
+            live: true,
+            htpasswd: None,
+            tls: None,
+            command: Vec::new(),
+            drain: Duration::from_secs(10),
+            blocking_threads: 32,
+        }
+    }
+}
+
+/// Whether an address is loopback-only.
+pub fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}

@@ -1,0 +1,155 @@
+//! A server's life: bind, say where it answers, serve until a stop signal
+//! (or until `-- CMD` ends), drain, exit.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::http::{Shared, accept_loop};
+use super::{RepoPlan, ServeConfig, ServeError, yocto};
+
+/// The environment variable that tells `-- CMD` where the server is (`HOST:PORT`).
+pub const REGISTRY_ENV: &str = "OCIMUX_REGISTRY";
+
+/// Serves `repos` (and what `finder` finds) until stopped; the exit code.
+pub fn run(
+    cfg: ServeConfig,
+    repos: Vec<RepoPlan>,
+    finder: Option<yocto::Finder>,
+) -> Result<u8, ServeError> {
+    let registry = match &finder {
+        // The Yocto mode may start with nothing found yet.
+        Some(f) => {
+            let reg = Arc::new(super::api::Registry::default());
+            for r in repos.into_iter().chain(f.plans()) {
+                super::add(&reg, r, &cfg)?;
+            }
+            if let Some((repo, what)) = reg.unpublishable().into_iter().next() {
+                return Err(ServeError::Unpublishable { repo, what });
+            }
+            reg
+        }
+        None => super::registry(repos, &cfg)?,
+    };
+    let auth = match &cfg.htpasswd {
+        Some(p) => Some(Arc::new(super::auth::Htpasswd::load(p)?)),
+        None => None,
+    };
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(Arc::new(super::tls::Tls::load(cert, key)?)),
+        None => None,
+    };
+    if !super::is_loopback(&cfg.listen) && tls.is_none() {
+        log::warn!(
+            "listening on {} without TLS: anyone on the network can read what is served{}",
+            cfg.listen,
+            if auth.is_some() { ", and see the passwords" } else { "" }
+        );
+    }
+    let scoped = !cfg.command.is_empty();
+    if scoped {
+        // Before any thread starts: they all inherit the mask, so stop
+        // signals reach the command, not the runtime.
+        crate::scoped::block_stop_signals();
+    }
+    let listen_err = |err| ServeError::Listen {
+        addr: cfg.listen,
+        err,
+    };
+    let std_listener = std::net::TcpListener::bind(cfg.listen).map_err(listen_err)?;
+    std_listener.set_nonblocking(true).map_err(listen_err)?;
+    let addr = std_listener.local_addr().map_err(listen_err)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(cfg.blocking_threads.max(1))
+        .thread_name("serve")
+        .enable_all()
+        .build()
+        .map_err(|err| ServeError::Start {
+            what: "starting the runtime",
+            err,
+        })?;
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(std_listener).map_err(listen_err)?;
+        let shared = Arc::new(Shared::new(registry.clone(), cfg.limits, auth, tls.clone()));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(accept_loop(
+            listener,
+            shared,
+            async {
+                let _ = stop_rx.await;
+            },
+            cfg.drain,
+        ));
+        // The accept loop runs: the server answers from here on.
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{scheme}://{addr}").and_then(|()| out.flush());
+        drop(out);
+        log::info!("serving {} repositories at {scheme}://{addr}", registry.len());
+        if let Some(tls) = tls {
+            spawn_reloader(tls);
+        }
+        if let Some(finder) = finder {
+            let cfg_live = cfg.live;
+            let verify = cfg.verify;
+            let reg = registry.clone();
+            std::thread::Builder::new()
+                .name("yocto".into())
+                .spawn(move || finder.follow(&reg, cfg_live, verify))
+                .map_err(|err| ServeError::Start {
+                    what: "starting the Yocto finder",
+                    err,
+                })?;
+        }
+        let code = if scoped {
+            let command = cfg.command.clone();
+            let value = addr.to_string();
+            let outcome = tokio::task::spawn_blocking(move || {
+                crate::scoped::run_with(&command, REGISTRY_ENV, value.as_ref())
+            })
+            .await;
+            outcome.map_or(crate::lifecycle::exit::OTHER, |o| o.code)
+        } else {
+            wait_for_stop().await;
+            0
+        };
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        log::info!("stopped");
+        Ok(code)
+    })
+}
+
+/// Returns at SIGTERM or SIGINT.
+async fn wait_for_stop() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::error!("cannot wait for signals; stopping");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM: stopping"),
+        _ = int.recv() => log::info!("SIGINT: stopping"),
+    }
+}
+
+/// Reads the certificate and key again at every SIGHUP.
+fn spawn_reloader(tls: Arc<super::tls::Tls>) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        log::warn!("cannot wait for SIGHUP: the certificate will not be reloaded");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => log::info!("SIGHUP: certificate and key reloaded"),
+                Err(e) => log::error!("SIGHUP: {e}; keeping the previous certificate"),
+            }
+        }
+    });
+}
