@@ -182,6 +182,10 @@ pub(crate) struct ServeArgs {
     /// Most connections at once (more wait to be accepted).
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub(crate) max_connections: usize,
+    /// Seconds a client may take to send a request's head, stay idle between
+    /// requests, or leave a body unread, before its connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub(crate) client_timeout: u64,
     /// Seconds in-flight requests get to finish after SIGTERM.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub(crate) drain: u64,

@@ -135,7 +135,10 @@ fn serve(args: ServeArgs) -> Result<u8, Failure> {
         });
         f.build_dirs.extend(args.yocto.iter().cloned());
     }
-    let tls = match (args.tls_cert.or(file.tls_cert), args.tls_key.or(file.tls_key)) {
+    let tls = match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+    ) {
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
         _ => {
@@ -154,6 +157,8 @@ fn serve(args: ServeArgs) -> Result<u8, Failure> {
             .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 5000))),
         limits: ocimux::serve::Limits {
             connections: args.max_connections.max(1),
+            header_timeout: Duration::from_secs(args.client_timeout.max(1)),
+            send_timeout: Duration::from_secs(args.client_timeout.max(1)),
             ..Default::default()
         },
         verify: args.verify || file.verify,

@@ -142,7 +142,13 @@ mod tests {
             assert!(set.contains(s), "{s}");
         }
         assert!(!set.contains(Signal::SIGKILL) && !set.contains(Signal::SIGPIPE));
-        let codes = [exit::OTHER, exit::BAD_INPUT, exit::MOUNT, exit::UMOUNT, exit::SERVE];
+        let codes = [
+            exit::OTHER,
+            exit::BAD_INPUT,
+            exit::MOUNT,
+            exit::UMOUNT,
+            exit::SERVE,
+        ];
         let mut unique = codes.to_vec();
         unique.dedup();
         assert_eq!(unique.len(), codes.len(), "exit codes are distinct");

@@ -132,12 +132,19 @@ impl Registry {
 
     fn answer(&self, req: &Request<'_>, route: Route<'_>) -> Reply {
         let repo = match route {
-            Route::Base => return Reply::json(200, &json!({})),
+            // Byte for byte docker-distribution's answer.
+            Route::Base => {
+                let json = "application/json; charset=utf-8";
+                return Reply::bytes(200, json, Bytes::from_static(b"{}"));
+            }
             Route::Catalog => {
                 let names: Vec<String> = self.read().keys().cloned().collect();
-                return page(req.query, names, "/v2/_catalog", |names| {
-                    json!({ "repositories": names })
-                });
+                return page(
+                    req.query,
+                    names,
+                    "/v2/_catalog",
+                    |names| json!({ "repositories": names }),
+                );
             }
             Route::Upload => return Reply::error(Code::Unsupported, None),
             Route::Tags { name }
@@ -154,13 +161,20 @@ impl Registry {
             Route::Tags { name } => {
                 let tags: Vec<String> = tags(&repo.snapshots).into_keys().collect();
                 let path = format!("/v2/{name}/tags/list");
-                page(req.query, tags, &path, |tags| json!({ "name": name, "tags": tags }))
+                page(
+                    req.query,
+                    tags,
+                    &path,
+                    |tags| json!({ "name": name, "tags": tags }),
+                )
             }
             Route::Manifest { reference, .. } => self.manifest(&repo, req, reference),
             Route::Blob { digest, .. } => self.blob(&repo, req, &digest),
             Route::Referrers { digest, .. } => {
                 let filter = query_param(req.query, "artifactType");
-                let index = repo.referrers.of(&repo.snapshots, &digest, filter.as_deref());
+                let index = repo
+                    .referrers
+                    .of(&repo.snapshots, &digest, filter.as_deref());
                 let mut reply = Reply::json(200, &index);
                 if let Some(kv) = reply.headers.iter_mut().find(|(n, _)| *n == "Content-Type") {
                     kv.1 = OCI_INDEX.to_owned();
@@ -222,7 +236,10 @@ impl Registry {
             }
         }
         let etag = format!("\"{digest}\"");
-        if req.if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+        if req
+            .if_none_match
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+        {
             return Reply {
                 status: 304,
                 headers: Vec::new(),
@@ -235,7 +252,12 @@ impl Registry {
     }
 
     fn blob(&self, repo: &Repository, req: &Request<'_>, digest: &Digest) -> Reply {
-        let unknown = || Reply::error(Code::BlobUnknown, Some(json!({ "digest": digest.to_string() })));
+        let unknown = || {
+            Reply::error(
+                Code::BlobUnknown,
+                Some(json!({ "digest": digest.to_string() })),
+            )
+        };
         let (size, source) = match repo.snapshots.by_digest(digest) {
             Ok(Content::Memory(bytes)) => (bytes.len() as u64, Err(bytes)),
             Ok(Content::Blob(blob)) => (blob.size, Ok(blob)),
@@ -336,7 +358,10 @@ impl From<FsError> for Refusal {
 
 fn io_failure(blob: &Blob, e: &FsError) -> Reply {
     log::warn!("{}: {e}", crate::error::printable(&blob.describe()));
-    Reply::error(Code::Unknown, Some(json!({ "digest": blob.digest.to_string() })))
+    Reply::error(
+        Code::Unknown,
+        Some(json!({ "digest": blob.digest.to_string() })),
+    )
 }
 
 fn route_error(e: RouteError) -> Code {
@@ -388,7 +413,12 @@ fn accepts(accept: &str, media_type: &str) -> bool {
 fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == key).then(|| v.replace("%2B", "+").replace("%2b", "+").replace("%2F", "/").replace("%2f", "/"))
+        (k == key).then(|| {
+            v.replace("%2B", "+")
+                .replace("%2b", "+")
+                .replace("%2F", "/")
+                .replace("%2f", "/")
+        })
     })
 }
 

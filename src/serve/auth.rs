@@ -27,7 +27,9 @@ pub enum HtpasswdError {
         err: std::io::Error,
     },
     /// A line is not `user:bcrypt-hash`.
-    #[error("htpasswd file {path}, line {line}: not USER:BCRYPT-HASH (only bcrypt, as docker-registry; make one with htpasswd -B)")]
+    #[error(
+        "htpasswd file {path}, line {line}: not USER:BCRYPT-HASH (only bcrypt, as docker-registry; make one with htpasswd -B)"
+    )]
     Line {
         /// The file.
         path: PathBuf,
@@ -122,10 +124,8 @@ impl Htpasswd {
 
 /// The answer to a request without valid credentials.
 pub(crate) fn challenge() -> Reply {
-    Reply::error(Code::Unauthorized, None).with(
-        "WWW-Authenticate",
-        "Basic realm=\"ocimux\"".to_owned(),
-    )
+    Reply::error(Code::Unauthorized, None)
+        .with("WWW-Authenticate", "Basic realm=\"ocimux\"".to_owned())
 }
 
 #[cfg(test)]
@@ -136,7 +136,12 @@ mod tests {
     fn credentials() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         let h = Htpasswd::parse(&format!("# users\nalice:{hash}\n")).unwrap();
-        let basic = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
+        let basic = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
         let cases = [
             (Some(basic("alice:s3cret")), true),
             (Some(basic("alice:s3cret")), true), // remembered

@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -182,7 +182,8 @@ pub async fn accept_loop(
                 let send_timeout = shared.limits.send_timeout;
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => return log::info!("{peer}: TLS handshake: {e}"),
                         Err(_) => return log::info!("{peer}: TLS handshake timed out"),
@@ -196,7 +197,10 @@ pub async fn accept_loop(
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         log::warn!("requests still in flight after {drain:?}; stopping anyway");
     }
 }
@@ -294,7 +298,12 @@ fn response(reply: Reply, send_timeout: Duration) -> Response<ReplyBody> {
 /// A body read from a source file a chunk at a time, each read on the
 /// blocking pool and identity-checked; a client that does not take a chunk
 /// within `send_timeout` loses the connection.
-fn stream(range: crate::blob::FileRange, offset: u64, len: u64, send_timeout: Duration) -> ChannelBody {
+fn stream(
+    range: crate::blob::FileRange,
+    offset: u64,
+    len: u64,
+    send_timeout: Duration,
+) -> ChannelBody {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
     let range = Arc::new(range);
     tokio::spawn(async move {
@@ -385,7 +394,11 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for WriteDeadline<S> 
 }
 
 impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for WriteDeadline<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Pending => self.check(cx),
             done => {

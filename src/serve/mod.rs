@@ -73,7 +73,9 @@ pub struct RepoPlan {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// A repository name breaks the distribution spec's grammar.
-    #[error("repository name {0:?}: not a valid name (lower-case letters, digits, separators . _ __ -, components joined by /, at most 255 bytes)")]
+    #[error(
+        "repository name {0:?}: not a valid name (lower-case letters, digits, separators . _ __ -, components joined by /, at most 255 bytes)"
+    )]
     Name(String),
     /// Two repositories of one name.
     #[error("repository {0:?} is given twice")]
@@ -149,7 +151,10 @@ impl crate::lifecycle::ExitStatus for ServeError {
 
 /// Reads every repository's sources, refusing by name anything that is not
 /// its owner's to publish; starts a watcher per repository when live.
-pub(crate) fn registry(repos: Vec<RepoPlan>, cfg: &ServeConfig) -> Result<Arc<Registry>, ServeError> {
+pub(crate) fn registry(
+    repos: Vec<RepoPlan>,
+    cfg: &ServeConfig,
+) -> Result<Arc<Registry>, ServeError> {
     if repos.is_empty() {
         return Err(ServeError::Nothing);
     }
@@ -167,7 +172,11 @@ pub(crate) fn registry(repos: Vec<RepoPlan>, cfg: &ServeConfig) -> Result<Arc<Re
 }
 
 /// Adds one repository (at start, or when the Yocto mode finds an image).
-pub(crate) fn add(registry: &Arc<Registry>, r: RepoPlan, cfg: &ServeConfig) -> Result<(), ServeError> {
+pub(crate) fn add(
+    registry: &Arc<Registry>,
+    r: RepoPlan,
+    cfg: &ServeConfig,
+) -> Result<(), ServeError> {
     if !route::is_name(&r.name) {
         return Err(ServeError::Name(r.name));
     }
@@ -182,7 +191,11 @@ pub(crate) fn add(registry: &Arc<Registry>, r: RepoPlan, cfg: &ServeConfig) -> R
         err,
     })?;
     let snapshots = Arc::new(Generations::new(&comp));
-    registry.insert(Repository::new(r.name.clone(), snapshots.clone(), cfg.verify));
+    registry.insert(Repository::new(
+        r.name.clone(),
+        snapshots.clone(),
+        cfg.verify,
+    ));
     if cfg.live {
         let reg = Arc::downgrade(registry);
         let name = r.name.clone();

@@ -23,7 +23,12 @@ pub struct Referrers {
 
 impl Referrers {
     /// The referrers index for `subject`, filtered by `artifact_type`.
-    pub fn of(&self, snapshots: &Generations, subject: &Digest, artifact_type: Option<&str>) -> Value {
+    pub fn of(
+        &self,
+        snapshots: &Generations,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Value {
         let map = self.map(snapshots);
         let manifests: Vec<&Value> = map
             .get(subject)
@@ -100,8 +105,14 @@ mod tests {
         let s = "sha256:".to_owned() + &"a".repeat(64);
         let me = Digest::sha256_of(b"x");
         let cases = [
-            (json!({"subject": {"digest": s}, "artifactType": "t/sbom"}), Some("t/sbom")),
-            (json!({"subject": {"digest": s}, "config": {"mediaType": "t/sig"}}), Some("t/sig")),
+            (
+                json!({"subject": {"digest": s}, "artifactType": "t/sbom"}),
+                Some("t/sbom"),
+            ),
+            (
+                json!({"subject": {"digest": s}, "config": {"mediaType": "t/sig"}}),
+                Some("t/sig"),
+            ),
             (json!({"subject": {"digest": s}}), None),
         ];
         for (doc, want) in cases {

@@ -104,7 +104,11 @@ impl Reply {
     pub fn json(status: u16, doc: &serde_json::Value) -> Reply {
         let mut bytes = doc.to_string().into_bytes();
         bytes.push(b'\n');
-        Reply::bytes(status, "application/json; charset=utf-8", Bytes::from(bytes))
+        Reply::bytes(
+            status,
+            "application/json; charset=utf-8",
+            Bytes::from(bytes),
+        )
     }
 
     /// Bytes of a content type.
@@ -218,7 +222,11 @@ mod tests {
             (Some("bytes=+1-2"), 10, Range::Unsatisfiable),
             (Some("items=0-1"), 10, Range::Unsatisfiable),
             (Some("bytes=0-"), 0, Range::Unsatisfiable),
-            (Some("bytes=99999999999999999999-"), 10, Range::Unsatisfiable),
+            (
+                Some("bytes=99999999999999999999-"),
+                10,
+                Range::Unsatisfiable,
+            ),
         ];
         for (h, size, want) in cases {
             assert_eq!(range(h, size), want, "{h:?} of {size}");
@@ -232,6 +240,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(r.body_bytes().unwrap()).unwrap();
         assert_eq!(v["errors"][0]["code"], "BLOB_UNKNOWN");
         assert_eq!(v["errors"][0]["detail"]["digest"], "x");
-        assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json; charset=utf-8")
+        );
     }
 }

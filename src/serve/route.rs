@@ -74,7 +74,9 @@ pub fn parse(path: &str) -> Result<Route<'_>, RouteError> {
         p => p.strip_prefix("/v2/").ok_or(RouteError::NotFound)?,
     };
     if let Some(name) = rest.strip_suffix("/tags/list") {
-        return Ok(Route::Tags { name: name_of(name)? });
+        return Ok(Route::Tags {
+            name: name_of(name)?,
+        });
     }
     if rest.contains("/blobs/uploads") {
         return Ok(Route::Upload);
@@ -179,7 +181,10 @@ mod tests {
             ("/v2".into(), Ok(Route::Base)),
             ("/v2/_catalog".into(), Ok(Route::Catalog)),
             ("/v2/app/tags/list".into(), Ok(Route::Tags { name: "app" })),
-            ("/v2/yocto/app/tags/list".into(), Ok(Route::Tags { name: "yocto/app" })),
+            (
+                "/v2/yocto/app/tags/list".into(),
+                Ok(Route::Tags { name: "yocto/app" }),
+            ),
             (
                 "/v2/a/manifests/latest".into(),
                 Ok(Route::Manifest {
@@ -203,18 +208,45 @@ mod tests {
             ),
             (
                 format!("/v2/a/referrers/{D}"),
-                Ok(Route::Referrers { name: "a", digest: d }),
+                Ok(Route::Referrers {
+                    name: "a",
+                    digest: d,
+                }),
             ),
             ("/v2/a/blobs/uploads/".into(), Ok(Route::Upload)),
-            ("/v2/a/blobs/sha256:xyz".into(), Err(RouteError::DigestInvalid)),
-            ("/v2/a/blobs/sha256:ABCDEF".into(), Err(RouteError::DigestInvalid)),
-            ("/v2/a/manifests/sha256:12".into(), Err(RouteError::DigestInvalid)),
+            (
+                "/v2/a/blobs/sha256:xyz".into(),
+                Err(RouteError::DigestInvalid),
+            ),
+            (
+                "/v2/a/blobs/sha256:ABCDEF".into(),
+                Err(RouteError::DigestInvalid),
+            ),
+            (
+                "/v2/a/manifests/sha256:12".into(),
+                Err(RouteError::DigestInvalid),
+            ),
             ("/v2/a/manifests/.bad".into(), Err(RouteError::TagInvalid)),
-            (format!("/v2/a/manifests/{}", "t".repeat(129)), Err(RouteError::TagInvalid)),
-            ("/v2/../manifests/latest".into(), Err(RouteError::NameInvalid)),
-            ("/v2/%2e%2e/manifests/latest".into(), Err(RouteError::NameInvalid)),
-            ("/v2/App/manifests/latest".into(), Err(RouteError::NameInvalid)),
-            ("/v2/a//b/manifests/latest".into(), Err(RouteError::NameInvalid)),
+            (
+                format!("/v2/a/manifests/{}", "t".repeat(129)),
+                Err(RouteError::TagInvalid),
+            ),
+            (
+                "/v2/../manifests/latest".into(),
+                Err(RouteError::NameInvalid),
+            ),
+            (
+                "/v2/%2e%2e/manifests/latest".into(),
+                Err(RouteError::NameInvalid),
+            ),
+            (
+                "/v2/App/manifests/latest".into(),
+                Err(RouteError::NameInvalid),
+            ),
+            (
+                "/v2/a//b/manifests/latest".into(),
+                Err(RouteError::NameInvalid),
+            ),
             ("/v2/a-/tags/list".into(), Err(RouteError::NameInvalid)),
             ("/v2/a..b/tags/list".into(), Err(RouteError::NameInvalid)),
             ("/v2/a___b/tags/list".into(), Err(RouteError::NameInvalid)),
@@ -231,7 +263,16 @@ mod tests {
 
     #[test]
     fn names_and_tags() {
-        for ok in ["a", "a0", "a.b", "a_b", "a__b", "a---b", "yocto/app", "x/y/z-1.2"] {
+        for ok in [
+            "a",
+            "a0",
+            "a.b",
+            "a_b",
+            "a__b",
+            "a---b",
+            "yocto/app",
+            "x/y/z-1.2",
+        ] {
             assert!(is_name(ok), "{ok}");
         }
         for bad in ["", "A", "-a", "a-", "a/", "/a", "a._b", "a b", "é"] {

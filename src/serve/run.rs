@@ -45,7 +45,11 @@ pub fn run(
         log::warn!(
             "listening on {} without TLS: anyone on the network can read what is served{}",
             cfg.listen,
-            if auth.is_some() { ", and see the passwords" } else { "" }
+            if auth.is_some() {
+                ", and see the passwords"
+            } else {
+                ""
+            }
         );
     }
     let scoped = !cfg.command.is_empty();
@@ -88,7 +92,10 @@ pub fn run(
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{scheme}://{addr}").and_then(|()| out.flush());
         drop(out);
-        log::info!("serving {} repositories at {scheme}://{addr}", registry.len());
+        log::info!(
+            "serving {} repositories at {scheme}://{addr}",
+            registry.len()
+        );
         if let Some(tls) = tls {
             spawn_reloader(tls);
         }

@@ -60,7 +60,11 @@ impl Tls {
 
     /// An acceptor with the current configuration.
     pub fn acceptor(&self) -> TlsAcceptor {
-        let cfg = self.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let cfg = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         TlsAcceptor::from(cfg)
     }
 }

@@ -122,11 +122,15 @@ impl Finder {
         loop {
             std::thread::sleep(RESCAN);
             for (image, paths) in self.scan() {
-                let Some(name) = self.repo_name(&image) else { continue };
+                let Some(name) = self.repo_name(&image) else {
+                    continue;
+                };
                 if registry.get(&name).is_some() {
                     continue;
                 }
-                let Some(plan) = self.plan(&image, &paths) else { continue };
+                let Some(plan) = self.plan(&image, &paths) else {
+                    continue;
+                };
                 match super::add(registry, plan, &cfg) {
                     Ok(()) => log::info!("new image: serving repository {name:?}"),
                     Err(e) => log::debug!("{e}"),
@@ -188,10 +192,19 @@ mod tests {
     fn deploy_names() {
         let m = "qemuarm64";
         let cases = [
-            ("app-container-qemuarm64-latest-oci", Some(("app-container", 0))),
+            (
+                "app-container-qemuarm64-latest-oci",
+                Some(("app-container", 0)),
+            ),
             ("app-container-latest-oci", Some(("app-container", 0))),
-            ("app-container-qemuarm64-20261203101010.rootfs-oci", Some(("app-container", 1))),
-            ("app-container-qemuarm64-20261203101010-oci.tar", Some(("app-container", 2))),
+            (
+                "app-container-qemuarm64-20261203101010.rootfs-oci",
+                Some(("app-container", 1)),
+            ),
+            (
+                "app-container-qemuarm64-20261203101010-oci.tar",
+                Some(("app-container", 2)),
+            ),
             ("app-container-qemuarm64.rootfs.tar.bz2", None),
             ("-latest-oci", None),
             ("Image", None),
@@ -223,7 +236,10 @@ mod tests {
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(app, ["app-qemuarm64-latest-oci", "app-qemux86-64-1.rootfs-oci"]);
+        assert_eq!(
+            app,
+            ["app-qemuarm64-latest-oci", "app-qemux86-64-1.rootfs-oci"]
+        );
         assert_eq!(f.repo_name("App").as_deref(), Some("yocto/app"));
         assert_eq!(f.repo_name("a..b"), None);
     }

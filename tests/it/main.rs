@@ -14,6 +14,7 @@ mod mount;
 mod reach;
 mod readpath;
 mod registry;
+mod serve;
 mod tar;
 mod trust;
 mod trust2;

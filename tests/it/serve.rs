@@ -1,0 +1,605 @@
+//! `ocimux serve`: the distribution API over the same snapshots, checked
+//! with real clients (skopeo, curl, podman, buildah, containerd) and side by
+//! side with docker-registry 2.8 serving the same images.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ocimux::digest::Digest;
+use serde_json::Value;
+
+use crate::common::*;
+
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// A running `ocimux serve` on 127.0.0.1, port 0; stopped with SIGTERM on drop.
+pub(crate) struct Server {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub(crate) host: String,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Server {
+    /// `ocimux serve --listen 127.0.0.1:0 ARGS…`, once its URL is printed.
+    pub(crate) fn start(args: &[&str]) -> Server {
+        Self::try_start(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub(crate) fn try_start(args: &[&str]) -> Result<Server, String> {
+        let mut child = Command::new(bin())
+            .args(["-v", "serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ocimux serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let Some(host) = line.trim().strip_prefix("http://").map(str::to_owned) else {
+            let _ = child.kill();
+            let status = child.wait().expect("wait");
+            return Err(format!(
+                "ocimux serve printed {line:?} and exited {status}: {}",
+                stderr.join().unwrap_or_default()
+            ));
+        };
+        Ok(Server {
+            child,
+            host,
+            stderr: Some(stderr),
+        })
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.host)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then the exit status and everything it logged.
+    pub(crate) fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.terminate();
+        let log = self.stderr.take().map(|h| h.join().unwrap_or_default());
+        (status, log.unwrap_or_default())
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                return self.child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+        }
+    }
+}
+
+/// An HTTP response as curl saw it.
+#[derive(Debug)]
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Resp {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub(crate) fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// `curl -X METHOD URL -H …` (HEAD with -I); extra curl arguments after the headers.
+pub(crate) fn curl(method: &str, url: &str, headers: &[&str], extra: &[&str]) -> Resp {
+    require_tool("curl");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (head, body) = (dir.path().join("h"), dir.path().join("b"));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-g", "--path-as-is", "-D"])
+        .arg(&head)
+        .arg("-o")
+        .arg(&body);
+    match method {
+        "HEAD" => cmd.arg("-I"),
+        m => cmd.args(["-X", m]),
+    };
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    cmd.args(extra).arg(url);
+    let out = cmd.output().expect("run curl");
+    assert!(out.status.success(), "curl {url}: {out:?}");
+    let head = fs::read_to_string(&head).expect("headers");
+    // The last response's head (after any 100 Continue).
+    let last = head
+        .trim_end()
+        .rsplit("\r\n\r\n")
+        .next()
+        .unwrap_or_default();
+    let mut lines = last.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: fs::read(&body).unwrap_or_default(),
+    }
+}
+
+pub(crate) fn get(url: &str, headers: &[&str]) -> Resp {
+    curl("GET", url, headers, &[])
+}
+
+/// An amd64 and an arm64 layout made with umoci under `dir`.
+pub(crate) fn two_layouts(dir: &Path, seed: &str) -> (PathBuf, PathBuf) {
+    (
+        umoci_layout(dir, "amd64", seed),
+        umoci_layout(dir, "arm64", seed),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Every file under `root/blobs` with its bytes.
+fn blobs_of(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    layout_members(root)
+        .into_iter()
+        .filter_map(|(name, bytes)| Some((name.strip_prefix("./blobs/")?.to_owned(), bytes)))
+        .collect()
+}
+
+#[test]
+fn skopeo_pulls_what_the_mount_shows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = two_layouts(tmp.path(), "s1");
+    let server = Server::start(&["yocto/app", s(&amd64), s(&arm64)]);
+    let pulled = tmp.path().join("pulled");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{}/yocto/app:latest", server.host),
+        &format!("oci:{}:latest", pulled.display()),
+    ]));
+    let m = Mount::new(&tmp.path().join("mnt"), &[s(&amd64), s(&arm64)]);
+    let copied = tmp.path().join("copied");
+    skopeo_copy_all(&m.dir, &copied, "latest");
+    let (a, b) = (blobs_of(&pulled), blobs_of(&copied));
+    assert!(
+        a.len() >= 7,
+        "index, 2 manifests, 2 configs, 2+ layers: {:?}",
+        a.keys()
+    );
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the same blobs"
+    );
+    assert!(a == b, "byte-equal to a copy of the mount");
+    for (name, bytes) in &a {
+        let hex = name.rsplit('/').next().unwrap();
+        assert_eq!(Digest::sha256_of(bytes).encoded(), hex, "{name}");
+    }
+    // The pulled index is the mount's generated one.
+    assert_eq!(
+        json_file(&pulled.join("index.json"))["manifests"][0]["digest"],
+        json_file(&m.path("index.json"))["manifests"][0]["digest"]
+    );
+    let (status, log) = server.stop();
+    assert!(status.success(), "{status}: {log}");
+    assert!(
+        log.contains("\"GET /v2/yocto/app/manifests/latest\" 200"),
+        "{log}"
+    );
+}
+
+#[test]
+fn every_endpoint_answers_as_the_spec_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = two_layouts(tmp.path(), "s2");
+    let server = Server::start(&[
+        "--platform-tags",
+        "--tag",
+        "v1",
+        "a/b",
+        s(&amd64),
+        s(&arm64),
+    ]);
+    let u = |p: &str| server.url(p);
+    let oci = format!("Accept: {OCI_INDEX}, {OCI_MANIFEST}");
+    let base = get(&u("/v2/"), &[]);
+    assert_eq!(base.status, 200);
+    assert_eq!(
+        base.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+
+    // Tags: sorted, paginated with n, last and Link.
+    let tags = get(&u("/v2/a/b/tags/list"), &[]).json();
+    assert_eq!(tags["name"], "a/b");
+    assert_eq!(
+        tags["tags"],
+        serde_json::json!(["v1", "v1-linux-amd64", "v1-linux-arm64"])
+    );
+    let p1 = get(&u("/v2/a/b/tags/list?n=2"), &[]);
+    assert_eq!(
+        p1.json()["tags"],
+        serde_json::json!(["v1", "v1-linux-amd64"])
+    );
+    assert_eq!(
+        p1.header("link"),
+        Some("</v2/a/b/tags/list?last=v1-linux-amd64&n=2>; rel=\"next\"")
+    );
+    let p2 = get(&u("/v2/a/b/tags/list?n=2&last=v1-linux-amd64"), &[]);
+    assert_eq!(p2.json()["tags"], serde_json::json!(["v1-linux-arm64"]));
+    assert_eq!(p2.header("link"), None);
+    assert_eq!(
+        get(&u("/v2/a/b/tags/list?n=x"), &[]).error_code(),
+        "PAGINATION_NUMBER_INVALID"
+    );
+    assert_eq!(
+        get(&u("/v2/_catalog"), &[]).json()["repositories"],
+        serde_json::json!(["a/b"])
+    );
+
+    // The index by tag, then by digest, GET and HEAD agree.
+    let index = get(&u("/v2/a/b/manifests/v1"), &[&oci]);
+    assert_eq!(index.status, 200);
+    assert_eq!(index.header("content-type"), Some(OCI_INDEX));
+    let digest = index.header("docker-content-digest").unwrap().to_owned();
+    assert_eq!(Digest::sha256_of(&index.body).to_string(), digest);
+    assert_eq!(
+        index.header("content-length"),
+        Some(index.body.len().to_string().as_str())
+    );
+    let head = curl(
+        "HEAD",
+        &u(&format!("/v2/a/b/manifests/{digest}")),
+        &[&oci],
+        &[],
+    );
+    assert_eq!(
+        (head.status, head.header("content-length")),
+        (200, index.header("content-length"))
+    );
+    let etag = index.header("etag").unwrap().to_owned();
+    let cached = get(
+        &u("/v2/a/b/manifests/v1"),
+        &[&oci, &format!("If-None-Match: {etag}")],
+    );
+    assert_eq!(cached.status, 304);
+    // Without an Accept that names it, docker-distribution's answer.
+    let refused = get(&u("/v2/a/b/manifests/v1"), &[]);
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (404, "MANIFEST_UNKNOWN")
+    );
+
+    // Every platform manifest, and every blob it names, by digest.
+    for m in index.json()["manifests"].as_array().unwrap() {
+        let d = m["digest"].as_str().unwrap();
+        let man = get(&u(&format!("/v2/a/b/manifests/{d}")), &[&oci]);
+        assert_eq!(man.status, 200);
+        assert_eq!(man.header("content-type"), m["mediaType"].as_str());
+        assert_eq!(Digest::sha256_of(&man.body).to_string(), d);
+        let doc = man.json();
+        let layers = doc["layers"].as_array().unwrap().iter();
+        for desc in layers.chain([&doc["config"]]) {
+            let bd = desc["digest"].as_str().unwrap();
+            let blob = get(&u(&format!("/v2/a/b/blobs/{bd}")), &[]);
+            assert_eq!(blob.status, 200);
+            assert_eq!(Digest::sha256_of(&blob.body).to_string(), bd);
+            assert_eq!(blob.header("docker-content-digest"), Some(bd));
+            assert_eq!(
+                blob.header("content-type"),
+                Some("application/octet-stream")
+            );
+        }
+    }
+    // Ranges: one is served (206), several or past the end are not (416).
+    let layer = index.json()["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let man = get(&u(&format!("/v2/a/b/manifests/{layer}")), &[&oci]).json();
+    let ld = man["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let size = man["layers"][0]["size"].as_u64().unwrap();
+    let whole = get(&u(&format!("/v2/a/b/blobs/{ld}")), &[]).body;
+    let part = get(&u(&format!("/v2/a/b/blobs/{ld}")), &["Range: bytes=10-19"]);
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, whole[10..20]);
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes 10-19/{size}").as_str())
+    );
+    let tail = get(&u(&format!("/v2/a/b/blobs/{ld}")), &["Range: bytes=-5"]);
+    assert_eq!(tail.body, whole[whole.len() - 5..]);
+    for bad in ["bytes=0-1,5-6", &format!("bytes={size}-"), "bytes=x-y"] {
+        let r = get(
+            &u(&format!("/v2/a/b/blobs/{ld}")),
+            &[&format!("Range: {bad}")],
+        );
+        assert_eq!(r.status, 416, "{bad}");
+        assert_eq!(
+            r.header("content-range"),
+            Some(format!("bytes */{size}").as_str())
+        );
+    }
+
+    // Referrers: an empty index, never 404; the filter is reported.
+    let refs = get(&u(&format!("/v2/a/b/referrers/{digest}")), &[]);
+    assert_eq!(refs.status, 200);
+    assert_eq!(refs.header("content-type"), Some(OCI_INDEX));
+    assert_eq!(refs.json()["manifests"], serde_json::json!([]));
+    let filtered = get(
+        &u(&format!("/v2/a/b/referrers/{digest}?artifactType=x%2Fy")),
+        &[],
+    );
+    assert_eq!(filtered.header("oci-filters-applied"), Some("artifactType"));
+
+    // Errors: each the spec's JSON with its status.
+    let missing = "sha256:".to_owned() + &"0".repeat(64);
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("GET", "/v2/nope/tags/list".into(), 404, "NAME_UNKNOWN"),
+        (
+            "GET",
+            "/v2/a/b/manifests/nope".into(),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "GET",
+            format!("/v2/a/b/manifests/{missing}"),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "GET",
+            format!("/v2/a/b/manifests/{ld}"),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "GET",
+            format!("/v2/a/b/blobs/{missing}"),
+            404,
+            "BLOB_UNKNOWN",
+        ),
+        (
+            "GET",
+            "/v2/a/b/blobs/sha256:zz".into(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        ("GET", "/v2/a/b/blobs/md5:00".into(), 400, "DIGEST_INVALID"),
+        ("GET", "/v2/A/tags/list".into(), 400, "NAME_INVALID"),
+        ("GET", "/v2/../tags/list".into(), 400, "NAME_INVALID"),
+        ("GET", "/v2/%2e%2e/tags/list".into(), 400, "NAME_INVALID"),
+        (
+            "GET",
+            format!("/v2/{}/tags/list", "a".repeat(256)),
+            400,
+            "NAME_INVALID",
+        ),
+        ("PUT", "/v2/a/b/manifests/v1".into(), 405, "UNSUPPORTED"),
+        ("DELETE", format!("/v2/a/b/blobs/{ld}"), 405, "UNSUPPORTED"),
+        ("POST", "/v2/a/b/blobs/uploads/".into(), 405, "UNSUPPORTED"),
+        (
+            "PATCH",
+            "/v2/a/b/blobs/uploads/x".into(),
+            405,
+            "UNSUPPORTED",
+        ),
+        ("GET", "/v2/a/b/blobs/uploads/x".into(), 405, "UNSUPPORTED"),
+        ("GET", "/other".into(), 404, "NOT_FOUND"),
+    ];
+    for (method, path, status, code) in cases {
+        let r = curl(method, &u(&path), &[], &[]);
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (status, code),
+            "{method} {path}"
+        );
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json; charset=utf-8")
+        );
+    }
+}
+
+/// The same images pushed to docker-registry 2.8 (`--preserve-digests`) and
+/// served by ocimux answer the same requests with the same status, bodies,
+/// digests and headers.
+#[test]
+fn answers_as_docker_registry_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = two_layouts(tmp.path(), "s3");
+    let m = Mount::new(&tmp.path().join("mnt"), &[s(&amd64), s(&arm64)]);
+    let registry = crate::registry::Registry::start();
+    let reg_host = format!("127.0.0.1:{}", registry.port);
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "-q",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}", m.dir.display()),
+        &format!("docker://{reg_host}/a/b:latest"),
+    ]));
+    let server = Server::start(&["a/b", s(&amd64), s(&arm64)]);
+    let oci_index = format!("Accept: {OCI_INDEX}");
+    let oci_manifest = format!("Accept: {OCI_MANIFEST}");
+    let both = format!("Accept: {OCI_MANIFEST}, {OCI_INDEX};q=0.9");
+    let index = get(&server.url("/v2/a/b/manifests/latest"), &[&oci_index]);
+    let index_digest = index.header("docker-content-digest").unwrap().to_owned();
+    let platform = index.json()["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let man = get(
+        &server.url(&format!("/v2/a/b/manifests/{platform}")),
+        &[&both],
+    )
+    .json();
+    let layer = man["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let missing = "sha256:".to_owned() + &"0".repeat(64);
+    let requests: Vec<(&str, String, Vec<&str>)> = vec![
+        ("GET", "/v2/".into(), vec![]),
+        ("GET", "/v2/a/b/manifests/latest".into(), vec![&oci_index]),
+        ("GET", "/v2/a/b/manifests/latest".into(), vec![&both]),
+        ("HEAD", "/v2/a/b/manifests/latest".into(), vec![&oci_index]),
+        ("GET", "/v2/a/b/manifests/latest".into(), vec![]),
+        (
+            "GET",
+            "/v2/a/b/manifests/latest".into(),
+            vec![&oci_manifest],
+        ),
+        (
+            "GET",
+            format!("/v2/a/b/manifests/{index_digest}"),
+            vec![&oci_index],
+        ),
+        ("GET", format!("/v2/a/b/manifests/{index_digest}"), vec![]),
+        (
+            "GET",
+            format!("/v2/a/b/manifests/{platform}"),
+            vec![&oci_manifest],
+        ),
+        (
+            "HEAD",
+            format!("/v2/a/b/manifests/{platform}"),
+            vec![&oci_manifest],
+        ),
+        (
+            "GET",
+            format!("/v2/a/b/manifests/{platform}"),
+            vec![&oci_index],
+        ),
+        (
+            "GET",
+            format!("/v2/a/b/manifests/{platform}"),
+            vec!["Accept: */*"],
+        ),
+        ("GET", format!("/v2/a/b/blobs/{layer}"), vec![]),
+        ("HEAD", format!("/v2/a/b/blobs/{layer}"), vec![]),
+        (
+            "GET",
+            format!("/v2/a/b/blobs/{layer}"),
+            vec!["Range: bytes=5-99"],
+        ),
+        ("GET", format!("/v2/a/b/blobs/{missing}"), vec![]),
+        (
+            "GET",
+            format!("/v2/a/b/manifests/{missing}"),
+            vec![&oci_index],
+        ),
+        ("GET", "/v2/a/b/manifests/nope".into(), vec![&oci_index]),
+        ("GET", "/v2/a/b/tags/list".into(), vec![]),
+        ("GET", "/v2/x/y/tags/list".into(), vec![]),
+    ];
+    // Headers both must agree on (dates and ETag quoting aside).
+    let compared = [
+        "content-type",
+        "content-length",
+        "docker-content-digest",
+        "docker-distribution-api-version",
+        "content-range",
+    ];
+    let mut differences = Vec::new();
+    for (method, path, headers) in &requests {
+        let ours = curl(method, &server.url(path), headers, &[]);
+        let theirs = curl(method, &format!("http://{reg_host}{path}"), headers, &[]);
+        let what = format!("{method} {path} {headers:?}");
+        if ours.status != theirs.status {
+            differences.push(format!(
+                "{what}: status {} vs {}",
+                ours.status, theirs.status
+            ));
+            continue;
+        }
+        if ours.status >= 400 {
+            if ours.error_code() != theirs.error_code() {
+                differences.push(format!(
+                    "{what}: {} vs {}",
+                    ours.error_code(),
+                    theirs.error_code()
+                ));
+            }
+            continue;
+        }
+        for h in compared {
+            let (a, b) = (ours.header(h), theirs.header(h));
+            if a != b {
+                differences.push(format!("{what}: {h} {a:?} vs {b:?}"));
+            }
+        }
+        let body_matters = *method == "GET";
+        let same_body = if path.ends_with("tags/list") {
+            ours.json() == theirs.json()
+        } else {
+            ours.body == theirs.body
+        };
+        if body_matters && !same_body {
+            differences.push(format!("{what}: bodies differ"));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
