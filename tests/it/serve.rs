@@ -603,3 +603,250 @@ fn answers_as_docker_registry_does() {
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
+
+#[test]
+fn a_scoped_command_gets_the_address_and_its_status_is_the_servers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, _) = two_layouts(tmp.path(), "s4");
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "app", s(&amd64), "--"])
+        .args([
+            "sh",
+            "-c",
+            "curl -sf http://$OCIMUX_REGISTRY/v2/app/tags/list | grep -q latest && exit 7",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Bad input: a clear line and exit 2; the port is not taken.
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["Bad", s(&amd64)], 2, "repository name \"Bad\""),
+        (vec!["app"], 2, "expected REPOSITORY SOURCE"),
+        (vec!["app", "/nonexistent"], 2, "/nonexistent"),
+        (
+            vec!["--htpasswd", "/nonexistent", "app", s(&amd64)],
+            2,
+            "htpasswd file /nonexistent",
+        ),
+        (
+            vec!["--config", "/nonexistent"],
+            2,
+            "configuration file /nonexistent",
+        ),
+        (vec![], 2, "no repository to serve"),
+    ];
+    for (args, code, says) in cases {
+        let out = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&args)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: no URL printed");
+    }
+    // A port in use: exit 5.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(bin())
+        .args(["serve", "--listen", &addr, "app", s(&amd64)])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends raw bytes on one connection and reads what comes back until the
+/// server closes it or `within` passes.
+fn raw(host: &str, request: &[u8], within: Duration) -> Vec<u8> {
+    let mut c = TcpStream::connect(host).expect("connect");
+    c.set_read_timeout(Some(within)).unwrap();
+    c.write_all(request).expect("send");
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    out
+}
+
+/// The status line and the value of Content-Length of one response on `c`,
+/// its body read and returned.
+fn read_response(c: &mut BufReader<TcpStream>, head_only: bool) -> (String, Vec<u8>) {
+    let mut status = String::new();
+    c.read_line(&mut status).expect("status line");
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        c.read_line(&mut line).expect("header");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().expect("length");
+            }
+        }
+    }
+    let mut body = vec![0; if head_only { 0 } else { len }];
+    c.read_exact(&mut body).expect("body");
+    (status.trim().to_owned(), body)
+}
+
+/// A configuration file serving each (name, layout).
+fn write_config(dir: &Path, repos: &[(&str, &Path)]) -> PathBuf {
+    let mut text = String::new();
+    for (name, path) in repos {
+        text.push_str(&format!(
+            "[[repository]]\nname = {name:?}\nsources = [{:?}]\n",
+            s(path)
+        ));
+    }
+    let file = dir.join("serve.toml");
+    fs::write(&file, text).unwrap();
+    file
+}
+
+/// How many sockets process `pid` has open.
+fn sockets(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| fs::read_link(e.path()).ok())
+                .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn hostile_clients_get_errors_and_the_server_keeps_answering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, _) = two_layouts(tmp.path(), "s5");
+    let big = tmp.path().join("big");
+    let mut bytes = vec![0u8; 32 << 20];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2654435761).to_le_bytes()[3];
+    }
+    let (_, big_desc) = ocimux::testutil::LayoutBuilder::one_layer(&big, &bytes);
+    let big_layer = big_desc["digest"].as_str().unwrap();
+    let server = Server::start(&[
+        "--client-timeout",
+        "2",
+        "--config",
+        s(&write_config(tmp.path(), &[("app", &amd64), ("big", &big)])),
+    ]);
+    let host = server.host.clone();
+    // A head over the bound: refused with a 4xx, not read into memory.
+    let big = format!(
+        "GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let answer =
+        String::from_utf8_lossy(&raw(&host, big.as_bytes(), Duration::from_secs(5))).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // A client that stalls in its head is cut off after the timeout.
+    let started = Instant::now();
+    let stalled = raw(&host, b"GET /v2/ HTTP/1.1\r\nHo", Duration::from_secs(10));
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(8),
+        "closed after {waited:?}: {stalled:?}"
+    );
+    // An idle keep-alive connection too.
+    let started = Instant::now();
+    let idle = raw(
+        &host,
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    assert!(String::from_utf8_lossy(&idle).starts_with("HTTP/1.1 200"));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "idle closed after {:?}",
+        started.elapsed()
+    );
+    // Clients that take no body (32 MiB, more than socket buffers hold):
+    // the server lets go of them after the timeout; others go on meanwhile.
+    let layer = big_layer.to_owned();
+    let baseline = sockets(server.pid());
+    let mut sleepers = Vec::new();
+    for _ in 0..8 {
+        let mut c = TcpStream::connect(&host).unwrap();
+        let _ = nix::sys::socket::setsockopt(&c, nix::sys::socket::sockopt::RcvBuf, &4096);
+        c.write_all(format!("GET /v2/big/blobs/{layer} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        sleepers.push(c);
+    }
+    wait_for(
+        "the stalled clients' connections",
+        Duration::from_secs(5),
+        || sockets(server.pid()) >= baseline + 8,
+    );
+    assert_eq!(
+        get(&server.url("/v2/"), &[]).status,
+        200,
+        "answers while 8 clients stall"
+    );
+    // 10,000 requests for missing blobs on keep-alive connections: 404 JSON
+    // each, memory flat.
+    let pid = server.pid();
+    let mut c = BufReader::new(TcpStream::connect(&host).unwrap());
+    let mut ask = |i: u32| {
+        let d = format!("sha256:{:064x}", i);
+        c.get_mut()
+            .write_all(format!("GET /v2/app/blobs/{d} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        read_response(&mut c, false)
+    };
+    for i in 0..1000 {
+        ask(i);
+    }
+    let before = vm_rss_kib(pid);
+    for i in 1000..10_000 {
+        let (status, body) = ask(i);
+        assert_eq!(status, "HTTP/1.1 404 Not Found");
+        assert!(String::from_utf8_lossy(&body).contains("BLOB_UNKNOWN"));
+    }
+    let after = vm_rss_kib(pid);
+    assert!(
+        after < before + 4096,
+        "RSS {before} -> {after} KiB over 9,000 requests"
+    );
+    // HEAD: headers only, the connection stays usable.
+    let mut c = BufReader::new(TcpStream::connect(&host).unwrap());
+    for _ in 0..2 {
+        c.get_mut()
+            .write_all(format!("HEAD /v2/big/blobs/{layer} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let (status, _) = read_response(&mut c, true);
+        assert_eq!(status, "HTTP/1.1 200 OK");
+    }
+    // The stalled readers are let go (the client timeout is 2 s), not held.
+    wait_for(
+        "the server to drop stalled readers",
+        Duration::from_secs(15),
+        || sockets(server.pid()) <= baseline,
+    );
+    drop(sleepers);
+    assert_eq!(get(&server.url("/v2/"), &[]).status, 200);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{status}: {log}");
+}
