@@ -2,11 +2,14 @@
 # Installs what ocimux's demo and tests need, with apt-get, when missing:
 # fuse3 (fusermount3), skopeo, umoci, docker-registry, python3 (a fast
 # renameat2 racer as another user), acl (setfacl), xfsprogs (a reflink
-# filesystem for the export tests). Fails loudly otherwise.
+# filesystem for the export tests); for `serve`: curl, openssl (a test
+# certificate), podman, buildah and containerd (real pulling clients).
+# Fails loudly otherwise.
 set -euo pipefail
-declare -A pkg_of=([fusermount3]=fuse3 [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry [mkfs.xfs]=xfsprogs [/usr/bin/python3]=python3 [getfacl]=acl)
+declare -A pkg_of=([fusermount3]=fuse3 [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry [mkfs.xfs]=xfsprogs [/usr/bin/python3]=python3 [getfacl]=acl [curl]=curl [openssl]=openssl [podman]=podman [buildah]=buildah [containerd]=containerd [ctr]=containerd)
+tools=(fusermount3 skopeo umoci docker-registry mkfs.xfs /usr/bin/python3 getfacl curl openssl podman buildah containerd ctr)
 missing=()
-for tool in fusermount3 skopeo umoci docker-registry mkfs.xfs /usr/bin/python3 getfacl "$@"; do
+for tool in "${tools[@]}" "$@"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_of[$tool]:-$tool}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -17,9 +20,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   # A new machine has no package lists.
   apt-get update -qq
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-for tool in fusermount3 skopeo umoci docker-registry mkfs.xfs /usr/bin/python3 getfacl "$@"; do
+for tool in "${tools[@]}" "$@"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "deps: $tool is still missing after apt-get" >&2; exit 1; }
 done
 [ -c /dev/fuse ] || { echo "deps: /dev/fuse is missing: FUSE mounts cannot work on this machine" >&2; exit 1; }

@@ -850,3 +850,288 @@ fn hostile_clients_get_errors_and_the_server_keeps_answering() {
     let (status, log) = server.stop();
     assert!(status.success(), "{status}: {log}");
 }
+
+fn chown_r(path: &Path, owner: &str) {
+    run(Command::new("chown").args(["-R", owner]).arg(path));
+}
+
+/// A layer file of `layout` (its first manifest's first layer).
+fn first_layer(layout: &Path) -> PathBuf {
+    let index = json_file(&layout.join("index.json"));
+    let man = json_file(
+        &layout
+            .join("blobs/sha256")
+            .join(hex(&index["manifests"][0])),
+    );
+    layout.join("blobs/sha256").join(hex(&man["layers"][0]))
+}
+
+#[test]
+fn only_what_the_sources_owner_may_read_is_published() {
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let (amd64, arm64) = two_layouts(tmp.path(), "s6");
+    chown_r(&amd64, "65534:65534");
+    chown_r(&arm64, "65534:65534");
+    // umoci's own 0600 files: the build user's to publish.
+    run(Command::new("chmod").args(["-R", "go-rwx"]).arg(&amd64));
+    run(Command::new("chmod").args(["u+rwx"]).arg(&amd64));
+    let server = Server::start(&["app", s(&amd64), s(&arm64)]);
+    let pulled = tmp.path().join("pulled");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{}/app:latest", server.host),
+        &format!("oci:{}:latest", pulled.display()),
+    ]));
+    // A root-only file put into the build user's layout while serving (same
+    // bytes, renamed over the blob): no longer served, and named in the log.
+    let layer = first_layer(&arm64);
+    let digest = format!("sha256:{}", layer.file_name().unwrap().to_string_lossy());
+    let planted = arm64.join("planted");
+    fs::copy(&layer, &planted).unwrap();
+    chmod(&planted, 0o600);
+    fs::rename(&planted, &layer).unwrap();
+    let url = server.url(&format!("/v2/app/blobs/{digest}"));
+    wait_for(
+        "the root-only blob to be withheld",
+        Duration::from_secs(10),
+        || get(&url, &[]).status == 404,
+    );
+    let (_, log) = server.stop();
+    assert!(
+        log.contains(&format!("{}: not served", layer.display())),
+        "{log}"
+    );
+    // At start: refused by name, exit 2.
+    let out = ocimux(&["serve", "--listen", "127.0.0.1:0", "app", s(&arm64)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&layer.display().to_string()) && err.contains("may not read"),
+        "{err}"
+    );
+    // A layout beneath a directory its owner cannot search.
+    let private = tmp.path().join("private");
+    fs::create_dir(&private).unwrap();
+    chmod(&private, 0o700);
+    let (hidden, _) = ocimux::testutil::LayoutBuilder::one_layer(private.join("l"), b"layer");
+    drop(hidden);
+    chown_r(&private.join("l"), "65534:65534");
+    let out = ocimux(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "app",
+        s(&private.join("l")),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("may not read"), "{err}");
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed).to_le_bytes()[3])
+        .collect()
+}
+
+#[test]
+fn a_pull_that_began_before_a_rebuild_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("app-oci");
+    let old_bytes = pattern(24 << 20, 1);
+    let (_, old_layer) = ocimux::testutil::LayoutBuilder::one_layer(&root, &old_bytes);
+    let server = Server::start(&["app", s(&root)]);
+    let accept = [format!("Accept: {OCI_INDEX}, {OCI_MANIFEST}")];
+    let accept: Vec<&str> = accept.iter().map(String::as_str).collect();
+    let index = get(&server.url("/v2/app/manifests/latest"), &accept);
+    let old_index = index.header("docker-content-digest").unwrap().to_owned();
+    let old_manifest = index.json()["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let old_digest = old_layer["digest"].as_str().unwrap().to_owned();
+
+    // A slow pull of the old layer is under way …
+    let mut c = BufReader::new(TcpStream::connect(&server.host).unwrap());
+    c.get_mut()
+        .write_all(format!("GET /v2/app/blobs/{old_digest} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut head = String::new();
+    while head != "\r\n" {
+        head.clear();
+        c.read_line(&mut head).unwrap();
+    }
+    let mut body = vec![0u8; 4 << 20];
+    c.read_exact(&mut body).unwrap();
+
+    // … when the image is rebuilt and the old layer deleted.
+    let (_, new_layer) = ocimux::testutil::LayoutBuilder::one_layer(&root, &pattern(1 << 20, 2));
+    fs::remove_file(root.join("blobs/sha256").join(hex(&old_layer))).unwrap();
+    wait_for("the rebuild to be served", Duration::from_secs(10), || {
+        get(&server.url("/v2/app/manifests/latest"), &accept).header("docker-content-digest")
+            != Some(old_index.as_str())
+    });
+    let mut rest = Vec::new();
+    c.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut remaining = (24 << 20) - body.len();
+    while remaining > 0 {
+        let mut buf = vec![0u8; remaining.min(1 << 20)];
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "the body ended early");
+        rest.extend_from_slice(&buf[..n]);
+        remaining -= n;
+    }
+    body.extend_from_slice(&rest);
+    assert_eq!(
+        Digest::sha256_of(&body).to_string(),
+        old_digest,
+        "the old layer, whole"
+    );
+
+    // The old documents stay fetchable by digest (a retained snapshot); the
+    // tag names the new image, whose layer is served.
+    let old = get(
+        &server.url(&format!("/v2/app/manifests/{old_manifest}")),
+        &accept,
+    );
+    assert_eq!(old.status, 200);
+    assert_eq!(Digest::sha256_of(&old.body).to_string(), old_manifest);
+    let new_digest = new_layer["digest"].as_str().unwrap();
+    let new = get(&server.url(&format!("/v2/app/blobs/{new_digest}")), &[]);
+    assert_eq!(Digest::sha256_of(&new.body).to_string(), new_digest);
+    // The deleted layer is gone for new requests.
+    assert_eq!(
+        get(&server.url(&format!("/v2/app/blobs/{old_digest}")), &[]).status,
+        404
+    );
+}
+
+/// podman, buildah and a private containerd pull from ocimux, each with
+/// its storage under the test's directory.
+#[test]
+fn podman_buildah_and_containerd_pull() {
+    for tool in ["podman", "buildah", "containerd", "ctr"] {
+        require_tool(tool);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = two_layouts(tmp.path(), "s7");
+    let arm = umoci_layout(tmp.path(), "arm", "s7");
+    let v7 = format!("linux/arm/v7={}", s(&arm));
+    let server = Server::start(&["app", s(&amd64), s(&arm64), &v7]);
+    let image = format!("{}/app:latest", server.host);
+    let index_digest = get(
+        &server.url("/v2/app/manifests/latest"),
+        &[&format!("Accept: {OCI_INDEX}")],
+    )
+    .header("docker-content-digest")
+    .unwrap()
+    .to_owned();
+
+    let d = tmp.path();
+    let storage = |tool: &str| {
+        let mut c = Command::new(tool);
+        c.arg("--root")
+            .arg(d.join(format!("{tool}-root")))
+            .arg("--runroot")
+            .arg(d.join(format!("{tool}-run")))
+            .args(["--storage-driver", "vfs"]);
+        if tool == "podman" {
+            c.args(["--events-backend", "file", "--cgroup-manager", "cgroupfs"]);
+        }
+        c
+    };
+    let cases: [(&[&str], &str); 3] = [
+        (&["--arch", "arm64"], "arm64"),
+        (&["--arch", "arm", "--variant", "v7"], "arm"),
+        (&["--platform", "linux/amd64"], "amd64"),
+    ];
+    for (how, arch) in cases {
+        run(storage("podman")
+            .args(["pull", "-q", "--tls-verify=false"])
+            .args(how)
+            .arg(format!("docker://{image}")));
+        let got = run(storage("podman").args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Architecture}}",
+            &image,
+        ]));
+        assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), arch, "{how:?}");
+        run(storage("podman").args(["rmi", "-f", &image]));
+    }
+    run(storage("buildah")
+        .args(["pull", "-q", "--tls-verify=false", "--arch", "arm64"])
+        .arg(format!("docker://{image}")));
+    let got = run(storage("buildah").args([
+        "inspect",
+        "--type",
+        "image",
+        "--format",
+        "{{.OCIv1.Architecture}}",
+        &image,
+    ]));
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "arm64");
+
+    // containerd: its own root, state and socket; every platform's content.
+    let cd = d.join("containerd");
+    fs::create_dir_all(&cd).unwrap();
+    let sock = cd.join("sock");
+    fs::write(
+        cd.join("config.toml"),
+        format!(
+            "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = {:?}\n[ttrpc]\n  address = {:?}\n",
+            s(&cd.join("root")),
+            s(&cd.join("state")),
+            s(&sock),
+            format!("{}.ttrpc", s(&sock)),
+        ),
+    )
+    .unwrap();
+    let mut containerd = Command::new("containerd")
+        .arg("-c")
+        .arg(cd.join("config.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start containerd");
+    let ctr = |args: &[&str]| {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("run ctr")
+    };
+    wait_for("containerd to answer", Duration::from_secs(20), || {
+        ctr(&["version"]).status.success()
+    });
+    let pulled = ctr(&["images", "pull", "--plain-http", "--all-platforms", &image]);
+    let listed = ctr(&["images", "ls"]);
+    let content = ctr(&["content", "ls", "-q"]);
+    let _ = containerd.kill();
+    let _ = containerd.wait();
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains(&index_digest), "{listed}");
+    assert!(
+        listed.contains("linux/amd64,linux/arm/v7,linux/arm64"),
+        "{listed}"
+    );
+    let content = String::from_utf8_lossy(&content.stdout).into_owned();
+    assert_eq!(
+        content.lines().count(),
+        10,
+        "index, 3 manifests, 3 configs, 3 layers: {content}"
+    );
+}
