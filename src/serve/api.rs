@@ -451,3 +451,122 @@ fn page(
         _ => reply,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::LayoutBuilder;
+
+    fn registry(dir: &std::path::Path) -> (Registry, serde_json::Value) {
+        let (_, layer) = LayoutBuilder::one_layer(dir.join("l"), b"layer bytes");
+        let sources = [dir.join("l").display().to_string()];
+        let plan = crate::plan::Plan::from_args(
+            &sources,
+            &crate::plan::IndexArgs {
+                tag: "v1".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let comp = plan.compose().unwrap();
+        let reg = Registry::default();
+        let snapshots = Arc::new(Generations::new(&comp));
+        reg.insert(Repository::new("a/b".into(), snapshots, false));
+        (reg, layer)
+    }
+
+    fn req<'a>(method: &'a str, path: &'a str, range: Option<&'a str>) -> Request<'a> {
+        Request {
+            method,
+            path,
+            query: None,
+            accept: "application/vnd.oci.image.index.v1+json",
+            range,
+            if_none_match: None,
+        }
+    }
+
+    #[test]
+    fn answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reg, layer) = registry(dir.path());
+        let l = format!("/v2/a/b/blobs/{}", layer["digest"].as_str().unwrap());
+        let missing = format!("/v2/a/b/blobs/sha256:{}", "1".repeat(64));
+        // (method, path, range, status, error code, Content-Length)
+        let cases: Vec<(&str, &str, Option<&str>, u16, Option<&str>, Option<&str>)> = vec![
+            ("GET", "/v2/", None, 200, None, Some("2")),
+            ("GET", "/v2/a/b/manifests/v1", None, 200, None, None),
+            ("HEAD", "/v2/a/b/manifests/v1", None, 200, None, None),
+            ("GET", &l, None, 200, None, Some("11")),
+            ("HEAD", &l, None, 200, None, Some("11")),
+            ("GET", &l, Some("bytes=6-"), 206, None, Some("5")),
+            (
+                "GET",
+                &l,
+                Some("bytes=11-"),
+                416,
+                Some("RANGE_INVALID"),
+                None,
+            ),
+            ("GET", &missing, None, 404, Some("BLOB_UNKNOWN"), None),
+            (
+                "GET",
+                "/v2/x/tags/list",
+                None,
+                404,
+                Some("NAME_UNKNOWN"),
+                None,
+            ),
+            (
+                "GET",
+                "/v2/a/b/manifests/v2",
+                None,
+                404,
+                Some("MANIFEST_UNKNOWN"),
+                None,
+            ),
+            (
+                "PUT",
+                "/v2/a/b/manifests/v1",
+                None,
+                405,
+                Some("UNSUPPORTED"),
+                None,
+            ),
+            ("POST", "/nowhere", None, 405, Some("UNSUPPORTED"), None),
+            (
+                "GET",
+                "/v2/a/b/blobs/x",
+                None,
+                400,
+                Some("DIGEST_INVALID"),
+                None,
+            ),
+        ];
+        for (method, path, range, status, code, length) in cases {
+            let r = reg.respond(&req(method, path, range));
+            let what = format!("{method} {path} {range:?}");
+            assert_eq!(r.status, status, "{what}");
+            if let Some(code) = code {
+                let body: serde_json::Value =
+                    serde_json::from_slice(r.body_bytes().unwrap()).unwrap();
+                assert_eq!(body["errors"][0]["code"], code, "{what}");
+            }
+            if let Some(length) = length {
+                assert_eq!(r.header("Content-Length"), Some(length), "{what}");
+            }
+            if method == "HEAD" {
+                assert!(matches!(r.body, Body::Empty), "{what}");
+            }
+        }
+        // The range's bytes are the blob's.
+        match reg.respond(&req("GET", &l, Some("bytes=6-"))).body {
+            Body::File { range, offset, len } => {
+                let size = u32::try_from(len).unwrap();
+                let bytes = range.read(offset, size).unwrap();
+                assert_eq!(bytes, b"bytes");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -92,7 +92,7 @@ pub enum ServeError {
         /// The repository.
         repo: String,
         /// Why.
-        err: crate::Error,
+        err: Box<crate::Error>,
     },
     /// A blob its source's owner may not read.
     #[error(
@@ -188,7 +188,7 @@ pub(crate) fn add(
     }
     let comp = r.plan.compose().map_err(|err| ServeError::Source {
         repo: r.name.clone(),
-        err,
+        err: Box::new(err),
     })?;
     let snapshots = Arc::new(Generations::new(&comp));
     registry.insert(Repository::new(

@@ -23,7 +23,8 @@ pub(crate) struct Server {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub(crate) host: String,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    stderr: Option<std::thread::JoinHandle<()>>,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -48,24 +49,35 @@ impl Server {
             let _ = BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let collected = log.clone();
         let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
+            let mut lines = BufReader::new(&mut stderr);
+            let mut line = String::new();
+            while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
+                collected.lock().unwrap().push_str(&line);
+                line.clear();
+            }
         });
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let Some(host) = line.trim().strip_prefix("http://").map(str::to_owned) else {
+        let url = line.trim();
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        let Some(host) = host.map(str::to_owned) else {
             let _ = child.kill();
             let status = child.wait().expect("wait");
+            let _ = stderr.join();
             return Err(format!(
                 "ocimux serve printed {line:?} and exited {status}: {}",
-                stderr.join().unwrap_or_default()
+                log.lock().unwrap()
             ));
         };
         Ok(Server {
             child,
             host,
             stderr: Some(stderr),
+            log,
         })
     }
 
@@ -77,11 +89,18 @@ impl Server {
         self.child.id()
     }
 
+    /// What it has logged so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
     /// SIGTERM, then the exit status and everything it logged.
     pub(crate) fn stop(mut self) -> (std::process::ExitStatus, String) {
         let status = self.terminate();
-        let log = self.stderr.take().map(|h| h.join().unwrap_or_default());
-        (status, log.unwrap_or_default())
+        if let Some(h) = self.stderr.take() {
+            let _ = h.join();
+        }
+        (status, self.log())
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
@@ -932,6 +951,20 @@ fn only_what_the_sources_owner_may_read_is_published() {
     assert!(err.contains("may not read"), "{err}");
 }
 
+/// A GET of `path` on a new connection, its head read: the body is next.
+fn body_of(host: &str, path: &str) -> BufReader<TcpStream> {
+    let mut c = BufReader::new(TcpStream::connect(host).unwrap());
+    c.get_mut()
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut line = String::new();
+    while line != "\r\n" {
+        line.clear();
+        assert!(c.read_line(&mut line).unwrap() > 0, "the head ended early");
+    }
+    c
+}
+
 fn pattern(len: usize, seed: u32) -> Vec<u8> {
     (0..len)
         .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed).to_le_bytes()[3])
@@ -956,15 +989,7 @@ fn a_pull_that_began_before_a_rebuild_finishes() {
     let old_digest = old_layer["digest"].as_str().unwrap().to_owned();
 
     // A slow pull of the old layer is under way …
-    let mut c = BufReader::new(TcpStream::connect(&server.host).unwrap());
-    c.get_mut()
-        .write_all(format!("GET /v2/app/blobs/{old_digest} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut head = String::new();
-    while head != "\r\n" {
-        head.clear();
-        c.read_line(&mut head).unwrap();
-    }
+    let mut c = body_of(&server.host, &format!("/v2/app/blobs/{old_digest}"));
     let mut body = vec![0u8; 4 << 20];
     c.read_exact(&mut body).unwrap();
 
@@ -1134,4 +1159,202 @@ fn podman_buildah_and_containerd_pull() {
         10,
         "index, 3 manifests, 3 configs, 3 layers: {content}"
     );
+}
+
+#[test]
+fn the_yocto_mode_serves_every_image_and_picks_up_new_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let build = tmp.path().join("build");
+    let layouts = tmp.path().join("layouts");
+    fs::create_dir_all(&layouts).unwrap();
+    let (amd64, arm64) = two_layouts(&layouts, "s8");
+    // As Yocto lays them out: a dated directory and a -latest-oci link to it.
+    let deploy = |machine: &str, image: &str, layout: &Path| {
+        let dir = build.join("tmp/deploy/images").join(machine);
+        fs::create_dir_all(&dir).unwrap();
+        let dated = dir.join(format!("{image}-{machine}-20261203120000.rootfs-oci"));
+        run(Command::new("cp").arg("-a").arg(layout).arg(&dated));
+        std::os::unix::fs::symlink(
+            dated.file_name().unwrap(),
+            dir.join(format!("{image}-{machine}-latest-oci")),
+        )
+        .unwrap();
+    };
+    deploy("qemux86-64", "app-container", &amd64);
+    deploy("qemuarm64", "app-container", &arm64);
+    let server = Server::start(&["--yocto", s(&build)]);
+    let catalog = get(&server.url("/v2/_catalog"), &[]).json();
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["yocto/app-container"])
+    );
+    let index = get(
+        &server.url("/v2/yocto/app-container/manifests/latest"),
+        &[&format!("Accept: {OCI_INDEX}")],
+    )
+    .json();
+    let mut archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    archs.sort();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    // An image built later is served without a restart.
+    deploy("qemuarm64", "base", &arm64);
+    wait_for("the new image", Duration::from_secs(20), || {
+        get(&server.url("/v2/_catalog"), &[]).json()["repositories"]
+            == serde_json::json!(["yocto/app-container", "yocto/base"])
+    });
+    assert_eq!(
+        get(&server.url("/v2/yocto/base/tags/list"), &[]).json()["tags"],
+        serde_json::json!(["latest"])
+    );
+}
+
+fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    (cert, key)
+}
+
+#[test]
+fn tls_and_basic_authentication() {
+    require_tool("openssl");
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, _) = two_layouts(tmp.path(), "s9");
+    let (cert, key) = certificate(tmp.path(), "one");
+    let htpasswd = tmp.path().join("htpasswd");
+    fs::write(
+        &htpasswd,
+        format!("ci:{}\n", bcrypt::hash("pa55", 5).unwrap()),
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--tls-cert",
+        s(&cert),
+        "--tls-key",
+        s(&key),
+        "--htpasswd",
+        s(&htpasswd),
+        "app",
+        s(&amd64),
+    ]);
+    let url = format!("https://{}/v2/app/tags/list", server.host);
+    let with = |ca: &Path, creds: &[&str]| {
+        let mut extra = vec!["--cacert", s(ca)];
+        extra.extend_from_slice(creds);
+        curl("GET", &url, &[], &extra)
+    };
+    let anonymous = with(&cert, &[]);
+    assert_eq!(
+        (anonymous.status, anonymous.error_code().as_str()),
+        (401, "UNAUTHORIZED")
+    );
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        Some("Basic realm=\"ocimux\"")
+    );
+    assert_eq!(with(&cert, &["-u", "ci:wrong"]).status, 401);
+    assert_eq!(
+        with(&cert, &["-u", "ci:pa55"]).json()["tags"],
+        serde_json::json!(["latest"])
+    );
+    // skopeo over TLS with credentials.
+    let certs = tmp.path().join("certs");
+    fs::create_dir_all(&certs).unwrap();
+    fs::copy(&cert, certs.join("ca.crt")).unwrap();
+    run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--creds",
+        "ci:pa55",
+        "--cert-dir",
+        s(&certs),
+        &format!("docker://{}/app:latest", server.host),
+    ]));
+    // SIGHUP reads a renewed certificate; a broken one keeps the last good.
+    let (cert2, key2) = certificate(tmp.path(), "two");
+    fs::copy(&cert2, &cert).unwrap();
+    fs::copy(&key2, &key).unwrap();
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(server.pid() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    hup();
+    wait_for("the renewed certificate", Duration::from_secs(10), || {
+        with(&cert2, &["-u", "ci:pa55"]).status == 200
+    });
+    fs::write(&cert, "not a certificate").unwrap();
+    hup();
+    wait_for(
+        "the failed reload to be reported",
+        Duration::from_secs(10),
+        || server.log().contains("keeping the previous certificate"),
+    );
+    assert_eq!(
+        with(&cert2, &["-u", "ci:pa55"]).status,
+        200,
+        "the last good certificate stays"
+    );
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("keeping the previous certificate"), "{log}");
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("app-oci");
+    let bytes = pattern(24 << 20, 3);
+    let (_, layer) = ocimux::testutil::LayoutBuilder::one_layer(&root, &bytes);
+    let server = Server::start(&["--drain", "20", "app", s(&root)]);
+    let digest = layer["digest"].as_str().unwrap().to_owned();
+    let mut c = body_of(&server.host, &format!("/v2/app/blobs/{digest}"));
+    let mut first = vec![0u8; 1 << 20];
+    c.read_exact(&mut first).unwrap();
+    let pid = nix::unistd::Pid::from_raw(server.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    // New connections are refused once the listener is closed …
+    let host = server.host.clone();
+    wait_for("the listener to close", Duration::from_secs(10), || {
+        TcpStream::connect(&host).is_err()
+    });
+    // … while the body in flight is delivered whole.
+    let mut rest = vec![0u8; bytes.len() - first.len()];
+    c.read_exact(&mut rest).unwrap();
+    first.extend_from_slice(&rest);
+    assert!(first == bytes, "the whole body, after SIGTERM");
+    drop(c);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("SIGTERM: stopping"), "{log}");
 }
