@@ -6,7 +6,7 @@
 # certificate), podman, buildah and containerd (real pulling clients).
 # Fails loudly otherwise.
 set -euo pipefail
-declare -A pkg_of=([fusermount3]=fuse3 [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry [mkfs.xfs]=xfsprogs [/usr/bin/python3]=python3 [getfacl]=acl [curl]=curl [openssl]=openssl [podman]=podman [buildah]=buildah [containerd]=containerd [ctr]=containerd)
+declare -A pkg_of=([fusermount3]=fuse3 [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry [mkfs.xfs]=xfsprogs [/usr/bin/python3]=python3 [getfacl]=acl [curl]=curl [openssl]=openssl [podman]=podman [buildah]=buildah [containerd]=containerd [ctr]=containerd [ab]=apache2-utils)
 tools=(fusermount3 skopeo umoci docker-registry mkfs.xfs /usr/bin/python3 getfacl curl openssl podman buildah containerd ctr)
 missing=()
 for tool in "${tools[@]}" "$@"; do

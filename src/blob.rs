@@ -126,6 +126,22 @@ impl FileRange {
 }
 
 impl FileRange {
+    /// Appends up to `size` bytes of the blob at `offset` to `buf` (reused
+    /// between calls): exactly what the blob holds there, or an error, as
+    /// [`FileRange::read`].
+    pub fn read_into(&self, offset: u64, size: usize, buf: &mut Vec<u8>) -> Result<(), FsError> {
+        let want = self.len.saturating_sub(offset).min(size as u64);
+        let want = usize::try_from(want).unwrap_or(size);
+        let n = crate::readat::append_at(&self.file, self.base.saturating_add(offset), buf, want)?;
+        if n == want && self.id.holds(&FileId::of(&self.file)?) {
+            Ok(())
+        } else {
+            Err(FsError::Changed)
+        }
+    }
+}
+
+impl FileRange {
     /// Opens `blob` for one read through (`export`, `verify`): hashed now
     /// when `hash` is set or the file was replaced since the snapshot, with
     /// no table of results kept (each version is hashed every time).
