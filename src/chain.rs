@@ -127,6 +127,9 @@ pub(crate) struct Walked {
     pub(crate) chain: Vec<DirPerm>,
     /// Its path as walked (for messages and watches).
     pub(crate) path: PathBuf,
+    /// The owners of the symlinks followed, in order: each had a say in
+    /// what the path names.
+    pub(crate) link_owners: Vec<u32>,
 }
 
 fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat, OpenError> {
@@ -171,6 +174,7 @@ pub(crate) fn walk(start: Start<'_>, path: &Path) -> Result<Walked, OpenError> {
     // The directories entered under the base.
     let mut stack: Vec<(OwnedFd, DirPerm)> = Vec::new();
     let mut hops = 0;
+    let mut link_owners = Vec::new();
     let mut last: Option<(OwnedFd, libc::stat)> = None;
     while let Some(name) = todo.pop_front() {
         if let Some((_, st)) = &last {
@@ -203,6 +207,7 @@ pub(crate) fn walk(start: Start<'_>, path: &Path) -> Result<Walked, OpenError> {
         })?;
         let st = fstat(fd.as_fd())?;
         if is(&st, libc::S_IFLNK) {
+            link_owners.push(st.st_uid);
             hops += 1;
             if hops > MAX_HOPS {
                 return Err(OpenError::Io(std::io::Error::from_raw_os_error(
@@ -254,6 +259,7 @@ pub(crate) fn walk(start: Start<'_>, path: &Path) -> Result<Walked, OpenError> {
         st,
         chain,
         path: shown,
+        link_owners,
     })
 }
 

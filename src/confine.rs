@@ -141,8 +141,9 @@ impl FileId {
 pub enum Resolved {
     /// A directory, held open.
     Dir(SourceDir),
-    /// A regular file, opened for reading.
-    File(File, FileInfo),
+    /// A regular file, opened for reading, and who had a say in what it is
+    /// (its owner and the owners of the symlinks followed).
+    File(File, FileInfo, Vec<u32>),
 }
 
 /// A source's root directory, held open for the life of a snapshot.
@@ -154,6 +155,9 @@ pub struct SourceDir {
     ino: u64,
     /// Search permissions from `/` down to and including the root.
     above: Vec<DirPerm>,
+    /// Who had a say in what this source is: the root's owner and the
+    /// owners of the symlinks followed to reach it.
+    publishers: Vec<u32>,
     /// [`SourceDir::dir_of`]'s answers, per directory under the root.
     dir_cache: Mutex<HashMap<String, (Arc<OwnedFd>, Vec<DirPerm>)>>,
 }
@@ -192,6 +196,12 @@ fn resolve_checked(path: &Path, refuse_ocimux: bool) -> Result<Resolved, OpenErr
     // One walk: the directories it went through are the ones whose bits
     // narrow what the mount shows, and what it ends on is what is served.
     let walked = walk(Start::Root, &abs)?;
+    let mut publishers = vec![walked.st.st_uid];
+    for uid in &walked.link_owners {
+        if !publishers.contains(uid) {
+            publishers.push(*uid);
+        }
+    }
     let probe = File::from(walked.fd);
     let meta = probe.metadata()?;
     if refuse_ocimux {
@@ -204,6 +214,7 @@ fn resolve_checked(path: &Path, refuse_ocimux: bool) -> Result<Resolved, OpenErr
             dev: meta.dev(),
             ino: meta.ino(),
             above: walked.chain,
+            publishers,
             dir_cache: Mutex::default(),
         }));
     }
@@ -214,7 +225,7 @@ fn resolve_checked(path: &Path, refuse_ocimux: bool) -> Result<Resolved, OpenErr
     // same file whatever has happened to the path meanwhile.
     let file = reopen(probe.as_fd())?;
     let info = info_of(&file, &walked.chain)?;
-    Ok(Resolved::File(file, info))
+    Ok(Resolved::File(file, info, publishers))
 }
 
 /// The identity and access of an opened file reached through `dirs`.
@@ -247,9 +258,12 @@ impl SourceDir {
         &self.path
     }
 
-    /// The owner of the root directory, as seen when it was opened.
-    pub fn owner(&self) -> Option<u32> {
-        self.above.last().map(|d| d.uid)
+    /// Who had a say in what this source is, as seen when it was opened:
+    /// the root directory's owner, and the owner of every symlink followed
+    /// to reach it (a build user's `…-latest-oci` link to a layout of
+    /// root's is the build user's choice, not root's).
+    pub fn publishers(&self) -> &[u32] {
+        &self.publishers
     }
 
     /// Opens `rel` (a `/`-separated path made by ocimux, never with `..`)

@@ -3,7 +3,8 @@
 //! only if the owner of its source's root (the user who built it) could read
 //! it — owner, group and other bits and ACLs, along every directory above the
 //! file, as the mount computes them ([`crate::confine::Access`]) — and only
-//! while the open file still shows that.
+//! while the open file still shows that. Whoever owns a symlink followed to
+//! the source had a say in it too, and must be able to read it as well.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -87,31 +88,32 @@ fn lookup(uid: u32) -> Reader {
     Reader { uid, groups }
 }
 
-/// The owner of the source a blob comes from: its root directory's, or
-/// its archive's; `None` when it cannot be told (then nothing is published).
-pub fn source_owner(blob: &Blob) -> Option<u32> {
+/// Who had a say in the source a blob comes from: its root directory's (or
+/// archive's) owner and the owners of the symlinks followed to it. Each of
+/// them must be able to read a blob for it to be published.
+pub fn publishers(blob: &Blob) -> &[u32] {
     match &blob.origin {
-        Origin::File { dir, .. } => dir.owner(),
-        Origin::Range { archive, .. } => archive.file.metadata().ok().map(|m| m.uid()),
+        Origin::File { dir, .. } => dir.publishers(),
+        Origin::Range { archive, .. } => &archive.publishers,
     }
 }
 
-/// Whether `blob`, as its snapshot recorded it, is the source owner's to publish.
+/// Whether every publisher may read a file of `uid`, `gid` and read bits `mode`.
+fn all_may_read(readers: &Readers, blob: &Blob, uid: u32, gid: u32, mode: u32) -> bool {
+    let who = publishers(blob);
+    !who.is_empty() && who.iter().all(|p| readers.of(*p).may_read(uid, gid, mode))
+}
+
+/// Whether `blob`, as its snapshot recorded it, is its publishers' to publish.
 pub fn recorded(readers: &Readers, blob: &Blob) -> bool {
-    let Some(owner) = source_owner(blob) else {
-        return false;
-    };
     let Access { uid, gid, mode, .. } = blob.access;
-    readers.of(owner).may_read(uid, gid, u32::from(mode))
+    all_may_read(readers, blob, uid, gid, u32::from(mode))
 }
 
 /// Whether the open `file` still is: same owner and group as recorded, and
 /// its mode and ACL now (within what the directories allowed then) still
 /// let the source owner read it.
 pub fn still(readers: &Readers, blob: &Blob, file: &File) -> bool {
-    let Some(owner) = source_owner(blob) else {
-        return false;
-    };
     let Ok(meta) = file.metadata() else {
         return false;
     };
@@ -124,7 +126,7 @@ pub fn still(readers: &Readers, blob: &Blob, file: &File) -> bool {
         Err(_) => return false,
     };
     let now = crate::acl::effective_mode(meta.mode(), acl.as_deref());
-    readers.of(owner).may_read(uid, gid, now & u32::from(mode))
+    all_may_read(readers, blob, uid, gid, now & u32::from(mode))
 }
 
 #[cfg(test)]

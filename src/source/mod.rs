@@ -103,6 +103,8 @@ pub struct Archive {
     pub file: Arc<File>,
     /// Its identity when indexed.
     pub id: FileId,
+    /// Its owner and the owners of the symlinks followed to reach it.
+    pub publishers: Vec<u32>,
 }
 
 impl PartialEq for Archive {

@@ -66,7 +66,13 @@ impl Found {
 
 /// Indexes a tar archive source and finds its layout: at the root (members
 /// `oci-layout` or `./oci-layout`) or under exactly one top directory.
-fn open_archive(path: &Path, file: File, info: FileInfo) -> Result<Root, Problem> {
+/// `publishers`: who had a say in what the archive is (see [`Archive`]).
+fn open_archive(
+    path: &Path,
+    file: File,
+    info: FileInfo,
+    publishers: Vec<u32>,
+) -> Result<Root, Problem> {
     let mut head = [0u8; 512];
     let n = fill_at(&file, 0, &mut head).map_err(Problem::Io)?;
     let head = head.get(..n).unwrap_or_default();
@@ -104,6 +110,7 @@ fn open_archive(path: &Path, file: File, info: FileInfo) -> Result<Root, Problem
         path: path.to_owned(),
         file: Arc::new(file),
         id: info.id,
+        publishers,
     });
     Ok(Root::Tar {
         archive,
@@ -132,7 +139,7 @@ impl Root {
         };
         match resolved.map_err(problem)? {
             Resolved::Dir(dir) => Ok(Root::Dir(Arc::new(dir))),
-            Resolved::File(file, info) => open_archive(path, file, info),
+            Resolved::File(file, info, publishers) => open_archive(path, file, info, publishers),
         }
     }
 

@@ -949,6 +949,49 @@ fn only_what_the_sources_owner_may_read_is_published() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("may not read"), "{err}");
+    // A build user's `-latest-oci` link to a layout of root's that they
+    // cannot read: the link's owner had a say, so it is refused (root could
+    // read it, but did not choose it).
+    let secret = tmp.path().join("secret");
+    fs::create_dir(&secret).unwrap();
+    chmod(&secret, 0o700);
+    drop(ocimux::testutil::LayoutBuilder::one_layer(
+        secret.join("l"),
+        b"root's",
+    ));
+    let home = tmp.path().join("home");
+    fs::create_dir(&home).unwrap();
+    chown(&home, 65534);
+    let link = home.join("app-latest-oci");
+    std::os::unix::fs::symlink(secret.join("l"), &link).unwrap();
+    run(Command::new("chown").args(["-h", "65534:65534"]).arg(&link));
+    let scoped = |source: &Path| {
+        Command::new(bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "app",
+                s(source),
+                "--",
+                "true",
+            ])
+            .output()
+            .expect("run")
+    };
+    let out = scoped(&link);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("may not read"), "{err}");
+    // Root's own link to the same layout is root's to publish.
+    let root_link = tmp.path().join("root-latest-oci");
+    std::os::unix::fs::symlink(secret.join("l"), &root_link).unwrap();
+    let out = scoped(&root_link);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A GET of `path` on a new connection, its head read: the body is next.
