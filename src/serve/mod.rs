@@ -34,8 +34,9 @@ use crate::plan::Plan;
 
 use api::{Registry, Repository};
 
-/// Most repositories one server holds (each has a watcher thread).
-pub const MAX_REPOSITORIES: usize = 256;
+/// Most repositories one server holds: each has a watcher thread and an
+/// inotify instance (the kernel allows a user 128 instances by default).
+pub const MAX_REPOSITORIES: usize = 64;
 
 /// How a server runs.
 #[derive(Debug)]

@@ -96,7 +96,7 @@ pub fn run(
             "serving {} repositories at {scheme}://{addr}",
             registry.len()
         );
-        if let Some(tls) = tls {
+        if !scoped {
             spawn_reloader(tls);
         }
         if let Some(finder) = finder {
@@ -145,17 +145,19 @@ async fn wait_for_stop() {
     }
 }
 
-/// Reads the certificate and key again at every SIGHUP.
-fn spawn_reloader(tls: Arc<super::tls::Tls>) {
+/// Reads the certificate and key again at every SIGHUP; without TLS a
+/// SIGHUP (a `systemctl reload`) is logged, not taken as a stop.
+fn spawn_reloader(tls: Option<Arc<super::tls::Tls>>) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         log::warn!("cannot wait for SIGHUP: the certificate will not be reloaded");
         return;
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match tls.reload() {
-                Ok(()) => log::info!("SIGHUP: certificate and key reloaded"),
-                Err(e) => log::error!("SIGHUP: {e}; keeping the previous certificate"),
+            match tls.as_ref().map(|t| t.reload()) {
+                None => log::info!("SIGHUP: nothing to reload (no TLS)"),
+                Some(Ok(())) => log::info!("SIGHUP: certificate and key reloaded"),
+                Some(Err(e)) => log::error!("SIGHUP: {e}; keeping the previous certificate"),
             }
         }
     });

@@ -1385,6 +1385,12 @@ fn sigterm_lets_requests_in_flight_finish() {
     let mut first = vec![0u8; 1 << 20];
     c.read_exact(&mut first).unwrap();
     let pid = nix::unistd::Pid::from_raw(server.pid() as i32);
+    // SIGHUP (systemctl reload) without TLS: logged, not a stop.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    wait_for("the SIGHUP to be logged", Duration::from_secs(10), || {
+        server.log().contains("SIGHUP: nothing to reload")
+    });
+    assert_eq!(get(&server.url("/v2/"), &[]).status, 200);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     // New connections are refused once the listener is closed …
     let host = server.host.clone();
