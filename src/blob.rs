@@ -78,7 +78,7 @@ impl FileRange {
                     len: blob.size,
                     id: now,
                 };
-                (range, verify || replaced)
+                (range, verify || replaced || blob.replaced)
             }
             Origin::Range { archive, offset } => {
                 let now = FileId::of(&archive.file)?;
@@ -91,11 +91,11 @@ impl FileRange {
                     len: blob.size,
                     id: now,
                 };
-                (range, verify)
+                (range, verify || blob.replaced)
             }
         };
         let as_recorded = blob.origin.file_id() == range.id;
-        let passthrough = as_recorded && !verify && blob.access.passthrough;
+        let passthrough = as_recorded && !verify && !blob.replaced && blob.access.passthrough;
         Ok((
             Opened {
                 range,

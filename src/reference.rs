@@ -100,6 +100,7 @@ fn fake_blob(digest: Digest) -> Blob {
         },
         media_type: crate::document::OCI_LAYER.into(),
         source: "src".into(),
+        replaced: false,
     }
 }
 

@@ -64,6 +64,7 @@ pub fn blob(seed: &str) -> Blob {
         },
         media_type: crate::document::OCI_LAYER.into(),
         source: "src".into(),
+        replaced: false,
     }
 }
 
@@ -95,6 +96,7 @@ pub fn file_blob(root: &Path, bytes: &[u8]) -> Blob {
         access: PUBLIC,
         media_type: crate::document::OCI_LAYER.into(),
         source: "src".into(),
+        replaced: false,
     }
 }
 
@@ -115,6 +117,7 @@ pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
                 access: PUBLIC,
                 media_type: crate::document::OCI_LAYER.into(),
                 source: name.into(),
+                replaced: false,
             })
         })
         .collect();

@@ -98,12 +98,23 @@ impl Fingerprint {
     /// Makes `comp` share the blobs that did not change with the last
     /// composition (and so with the snapshots built from it): a rebuild
     /// then costs memory for what changed, not for every blob again.
+    ///
+    /// A name served before whose bytes now come from another file (renamed
+    /// over, rewritten) is marked [`Blob::replaced`](crate::source::Blob::replaced):
+    /// the new file is a new claim, hashed before it is served. Marks stay.
     fn share_unchanged(&self, comp: &mut Composition) {
         let last: HashMap<&crate::digest::Digest, &Arc<crate::source::Blob>> =
             self.blobs.iter().map(|b| (&b.digest, b)).collect();
         for blob in &mut comp.blobs {
-            if let Some(was) = last.get(&blob.digest).filter(|was| ****was == **blob) {
+            let Some(was) = last.get(&blob.digest) else {
+                continue;
+            };
+            let mut now = (**blob).clone();
+            now.replaced = was.replaced || was.origin.file_id() != now.origin.file_id();
+            if ***was == now {
                 *blob = Arc::clone(was);
+            } else if now.replaced != blob.replaced {
+                *blob = Arc::new(now);
             }
         }
     }

@@ -40,6 +40,12 @@ pub struct Blob {
     pub media_type: Arc<str>,
     /// The source it is served from (its name as given).
     pub source: Arc<str>,
+    /// Its file took the place of another file of this name after the first
+    /// snapshot served it (renamed over, rewritten, or a new archive): what
+    /// the source claimed was checked once, this is a new claim, so its
+    /// bytes are shown to hash to the name (once per file version) before
+    /// they are served.
+    pub replaced: bool,
 }
 
 impl Blob {

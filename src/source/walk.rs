@@ -256,6 +256,7 @@ impl<'a> Reader<'a> {
             access: found.access,
             media_type: document::kept_media_type(&desc.media_type),
             source: self.source.clone(),
+            replaced: false,
         };
         Ok((blob, found))
     }

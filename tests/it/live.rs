@@ -204,7 +204,15 @@ fn a_vanished_source_keeps_the_last_snapshot_and_static_ignores_changes() {
     let tmp = tempfile::tempdir().unwrap();
     let live = LayoutBuilder::simple(tmp.path().join("live"), "linux", "amd64", "a");
     let fixed = LayoutBuilder::simple(tmp.path().join("fixed"), "linux", "amd64", "b");
-    let m = Mount::new(&tmp.path().join("mnt"), &[live.root.to_str().unwrap()]);
+    let log = tmp.path().join("m.log");
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[
+            live.root.to_str().unwrap(),
+            "--log-file",
+            log.to_str().unwrap(),
+        ],
+    );
     let s = Mount::new(
         &tmp.path().join("mnt-static"),
         &[fixed.root.to_str().unwrap(), "--static"],
@@ -245,6 +253,11 @@ fn a_vanished_source_keeps_the_last_snapshot_and_static_ignores_changes() {
         Duration::from_secs(10),
         || index_of(&twin).0 != static_before,
     );
+    // And the live mount has seen its source vanish (not a guess from the
+    // twin's timing: under load its rebuild may come later).
+    wait_for("the mount to notice", Duration::from_secs(10), || {
+        fs::read_to_string(&log).is_ok_and(|l| l.contains("does not compose"))
+    });
     assert_eq!(index_of(&m).0, before);
     // A blob never looked up before is refused at lookup, one looked up before at open.
     let lookup = fs::metadata(m.path(&format!("blobs/sha256/{}", hex(&config)))).unwrap_err();
@@ -336,4 +349,34 @@ fn a_re_pointed_latest_symlink_is_followed() {
     for (name, digest) in rehash_blobs(&m.dir) {
         assert_eq!(digest.encoded(), name);
     }
+}
+
+/// Other bytes renamed over a blob the mount served are a new claim: refused
+/// (EIO) before and after the rebuild that records them, while the same
+/// bytes in a new file are served again once hashed.
+#[test]
+fn other_bytes_renamed_over_a_served_blob_are_never_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = vec![7u8; 1 << 20];
+    let (b, layer) = LayoutBuilder::one_layer(tmp.path().join("src"), &old);
+    let m = Mount::new(&tmp.path().join("mnt"), &[b.root.to_str().unwrap()]);
+    let served = m.path(&format!("blobs/sha256/{}", hex(&layer)));
+    assert_eq!(fs::read(&served).unwrap(), old);
+    let swapped = snapshot_time(&m.dir);
+    let forged = tmp.path().join("src/forged");
+    fs::write(&forged, vec![8u8; 1 << 20]).unwrap();
+    fs::rename(&forged, b.blob_path(&layer)).unwrap();
+    wait_for("the rebuild", Duration::from_secs(10), || {
+        snapshot_time(&m.dir) != swapped
+    });
+    drop_caches();
+    let err = fs::read(&served).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let swapped = snapshot_time(&m.dir);
+    fs::write(&forged, &old).unwrap();
+    fs::rename(&forged, b.blob_path(&layer)).unwrap();
+    wait_for("the rebuild", Duration::from_secs(10), || {
+        snapshot_time(&m.dir) != swapped
+    });
+    assert_eq!(fs::read(&served).unwrap(), old);
 }

@@ -1010,7 +1010,10 @@ fn body_of(host: &str, path: &str) -> BufReader<TcpStream> {
 
 fn pattern(len: usize, seed: u32) -> Vec<u8> {
     (0..len)
-        .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed).to_le_bytes()[3])
+        .map(|i| {
+            let x = (i as u32).wrapping_mul(2654435761);
+            x.wrapping_add(seed.wrapping_mul(0x9E37_79B9)).to_le_bytes()[3]
+        })
         .collect()
 }
 
@@ -1406,4 +1409,77 @@ fn sigterm_lets_requests_in_flight_finish() {
     let (status, log) = server.stop();
     assert!(status.success(), "{status}: {log}");
     assert!(log.contains("SIGTERM: stopping"), "{log}");
+}
+
+/// A blob file replaced by other bytes of the same size is hashed before it
+/// is served, and refused, before and after the rebuild that follows (a new
+/// file under a name already served is a new claim); with --verify every blob
+/// version is hashed. Sources are never written.
+#[test]
+fn bytes_that_fail_their_digest_are_never_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("app-oci");
+    let (b, layer) = ocimux::testutil::LayoutBuilder::one_layer(&root, &pattern(3 << 20, 4));
+    assert_ne!(pattern(3 << 20, 4), pattern(3 << 20, 5));
+    let digest = layer["digest"].as_str().unwrap().to_owned();
+    let path = b.blob_path(&layer);
+    let before = tree_state(&root);
+    for args in [
+        vec!["--static", "app", s(&root)],
+        vec!["app", s(&root)],
+        vec!["--verify", "app", s(&root)],
+    ] {
+        let server = Server::start(&args);
+        let url = server.url(&format!("/v2/app/blobs/{digest}"));
+        assert_eq!(Digest::sha256_of(&get(&url, &[]).body).to_string(), digest);
+        assert_eq!(
+            tree_state(&root),
+            before,
+            "{args:?}: the source was not touched"
+        );
+        // Other bytes of the same size renamed over the blob.
+        let forged = root.join("forged");
+        fs::write(&forged, pattern(3 << 20, 5)).unwrap();
+        fs::rename(&forged, &path).unwrap();
+        let r = get(&url, &[]);
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (500, "UNKNOWN"),
+            "{args:?}"
+        );
+        // Still refused once the rebuild has recorded the new file.
+        let index = server.url("/v2/app/manifests/latest");
+        let accept = format!("Accept: {OCI_INDEX}, {OCI_MANIFEST}");
+        if !args.contains(&"--static") {
+            // The watcher's own report: nothing else shows a rebuild that
+            // keeps every digest.
+            wait_for("the rebuild", Duration::from_secs(10), || {
+                server.log().contains("sources changed")
+            });
+            assert_eq!(get(&index, &[&accept]).status, 200);
+        }
+        assert_eq!(get(&url, &[]).status, 500, "{args:?}: after the rebuild");
+        // The same bytes back (a new file): served again, once hashed.
+        fs::write(&forged, pattern(3 << 20, 4)).unwrap();
+        fs::rename(&forged, &path).unwrap();
+        wait_for("the restored blob", Duration::from_secs(10), || {
+            get(&url, &[]).status == 200
+        });
+        assert_eq!(Digest::sha256_of(&get(&url, &[]).body).to_string(), digest);
+    }
+    // Bound beyond loopback without TLS: a warning.
+    let out = Command::new(bin())
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "app",
+            s(&root),
+            "--",
+            "true",
+        ])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("without TLS"), "{err}");
 }
