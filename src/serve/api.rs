@@ -96,6 +96,15 @@ impl Registry {
         self.repos.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The first blob of `comp` that is not its publishers' to publish
+    /// (what it is, for refusing by name).
+    pub fn unpublishable_in(&self, comp: &crate::index::Composition) -> Option<String> {
+        comp.blobs
+            .iter()
+            .find(|b| !access::recorded(&self.readers, b))
+            .map(|b| b.describe())
+    }
+
     /// Every blob of the current snapshots that its source's owner could
     /// not read: (repository, what it is), for refusing by name.
     pub fn unpublishable(&self) -> Vec<(String, String)> {

@@ -166,9 +166,6 @@ pub(crate) fn registry(
     for r in repos {
         add(&registry, r, cfg)?;
     }
-    if let Some((repo, what)) = registry.unpublishable().into_iter().next() {
-        return Err(ServeError::Unpublishable { repo, what });
-    }
     Ok(registry)
 }
 
@@ -191,6 +188,9 @@ pub(crate) fn add(
         repo: r.name.clone(),
         err: Box::new(err),
     })?;
+    if let Some(what) = registry.unpublishable_in(&comp) {
+        return Err(ServeError::Unpublishable { repo: r.name, what });
+    }
     let snapshots = Arc::new(Generations::new(&comp));
     registry.insert(Repository::new(
         r.name.clone(),

@@ -23,11 +23,17 @@ pub fn run(
         // The Yocto mode may start with nothing found yet.
         Some(f) => {
             let reg = Arc::new(super::api::Registry::default());
-            for r in repos.into_iter().chain(f.plans()) {
+            for r in repos {
                 super::add(&reg, r, &cfg)?;
             }
-            if let Some((repo, what)) = reg.unpublishable().into_iter().next() {
-                return Err(ServeError::Unpublishable { repo, what });
+            // A found image that does not compose (yet) is not the user's
+            // input error: it is skipped now and tried again later.
+            for r in f.plans() {
+                let name = r.name.clone();
+                if let Err(e) = super::add(&reg, r, &cfg) {
+                    log::warn!("{e}; image skipped for now");
+                    debug_assert!(reg.get(&name).is_none());
+                }
             }
             reg
         }

@@ -54,6 +54,15 @@ impl Finder {
                         let Some((image, rank)) = classify(&name, &machine) else {
                             continue;
                         };
+                        // As oci-multiarch.bbclass: a directory counts once
+                        // it has its index.json (a build may be writing it).
+                        let complete = match rank {
+                            2 => path.is_file(),
+                            _ => path.join("index.json").is_file(),
+                        };
+                        if !complete {
+                            continue;
+                        }
                         let age = std::cmp::Reverse(
                             std::fs::metadata(&path)
                                 .and_then(|m| m.modified())
@@ -119,6 +128,8 @@ impl Finder {
             verify,
             ..ServeConfig::placeholder()
         };
+        // The last refusal per image, so each is logged once, not every look.
+        let mut refused: BTreeMap<String, String> = BTreeMap::new();
         loop {
             std::thread::sleep(RESCAN);
             for (image, paths) in self.scan() {
@@ -132,8 +143,19 @@ impl Finder {
                     continue;
                 };
                 match super::add(registry, plan, &cfg) {
-                    Ok(()) => log::info!("new image: serving repository {name:?}"),
-                    Err(e) => log::debug!("{e}"),
+                    Ok(()) => {
+                        refused.remove(&name);
+                        log::info!("new image: serving repository {name:?}");
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if refused.get(&name) != Some(&msg) {
+                            log::warn!("{msg}; image skipped for now");
+                            if refused.len() < super::MAX_REPOSITORIES * 4 {
+                                refused.insert(name, msg);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -219,11 +241,17 @@ mod tests {
     fn images_are_grouped_across_machines_and_tmp_dirs() {
         let t = tempfile::tempdir().unwrap();
         let mk = |rel: &str| std::fs::create_dir_all(t.path().join(rel)).unwrap();
-        mk("tmp/deploy/images/qemuarm64/app-qemuarm64-latest-oci");
-        mk("tmp/deploy/images/qemuarm64/app-qemuarm64-1.rootfs-oci");
-        mk("tmp/deploy/images/qemux86-64/app-qemux86-64-1.rootfs-oci");
-        mk("tmp-musl/deploy/images/qemuriscv64/base-qemuriscv64-latest-oci");
+        let layout = |rel: &str| {
+            mk(rel);
+            std::fs::write(t.path().join(rel).join("index.json"), "{}").unwrap();
+        };
+        layout("tmp/deploy/images/qemuarm64/app-qemuarm64-latest-oci");
+        layout("tmp/deploy/images/qemuarm64/app-qemuarm64-1.rootfs-oci");
+        layout("tmp/deploy/images/qemux86-64/app-qemux86-64-1.rootfs-oci");
+        layout("tmp-musl/deploy/images/qemuriscv64/base-qemuriscv64-latest-oci");
         mk("tmp/deploy/images/qemux86-64/unrelated");
+        // Being written: no index.json yet.
+        mk("tmp/deploy/images/qemux86-64/half-qemux86-64-latest-oci");
         let f = Finder {
             build_dirs: vec![t.path().to_owned()],
             namespace: "yocto".into(),

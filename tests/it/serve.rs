@@ -1228,7 +1228,25 @@ fn the_yocto_mode_serves_every_image_and_picks_up_new_ones() {
     };
     deploy("qemux86-64", "app-container", &amd64);
     deploy("qemuarm64", "app-container", &arm64);
+    // Another image of the build user's, with a root-only file planted in
+    // it: refused by name, the others served.
+    deploy("qemuarm64", "evil", &arm64);
+    chown_r(&build, "65534:65534");
+    let planted = first_layer(
+        &build.join("tmp/deploy/images/qemuarm64/evil-qemuarm64-20261203120000.rootfs-oci"),
+    );
+    run(Command::new("chown").arg("0:0").arg(&planted));
+    chmod(&planted, 0o600);
+    // And one being written (no index.json yet): not taken.
+    fs::create_dir_all(build.join("tmp/deploy/images/qemuarm64/half-qemuarm64-latest-oci"))
+        .unwrap();
     let server = Server::start(&["--yocto", s(&build)]);
+    let refused = format!("{}: its source's owner may not read it", planted.display());
+    wait_for(
+        "the planted file to be refused by name",
+        Duration::from_secs(10),
+        || server.log().contains(&refused),
+    );
     let catalog = get(&server.url("/v2/_catalog"), &[]).json();
     assert_eq!(
         catalog["repositories"],
