@@ -8,7 +8,7 @@ use crate::source::{self, SourceSpec};
 
 /// The index options as given (command line or configuration file),
 /// before validation.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IndexArgs {
     /// `--tag` (default `latest`).
@@ -30,6 +30,19 @@ pub struct IndexArgs {
 
 fn default_tag() -> String {
     "latest".into()
+}
+
+impl Default for IndexArgs {
+    /// As with no option given: tag `latest`, nothing else.
+    fn default() -> Self {
+        IndexArgs {
+            tag: default_tag(),
+            ref_name: None,
+            annotations: Vec::new(),
+            platforms: Vec::new(),
+            platform_tags: false,
+        }
+    }
 }
 
 /// Validated sources and options.

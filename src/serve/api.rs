@@ -51,6 +51,17 @@ impl Repository {
     }
 }
 
+impl Repository {
+    /// Hashes `blob`'s current file (once per file version: the result is
+    /// kept) so that the next answer about it needs no hash; failures are
+    /// found and reported by that answer.
+    pub(crate) fn prove(&self, blob: &Blob) {
+        if let Ok((opened, true)) = FileRange::open_unhashed(blob, self.verify) {
+            let _ = opened.check(blob, &self.verifier);
+        }
+    }
+}
+
 /// Every repository served, by name.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -58,7 +69,20 @@ pub struct Registry {
     readers: Readers,
 }
 
-/// What [`respond`] needs of a request.
+/// What [`Registry::respond`] comes to.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// The reply.
+    Reply(Reply),
+    /// This blob must be hashed first: [`Repository::prove`] it, then ask again.
+    Hash(Arc<Repository>, Arc<Blob>),
+}
+
+/// A blob whose hash the answer waits for.
+#[derive(Debug)]
+struct Deferred(Arc<Repository>, Arc<Blob>);
+
+/// What [`Registry::respond`] needs of a request.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     /// The method, as sent.
@@ -120,53 +144,52 @@ impl Registry {
         out
     }
 
-    /// Answers a request.
-    pub fn respond(&self, req: &Request<'_>) -> Reply {
+    /// Answers a request. With `may_defer`, a blob that must be hashed
+    /// first (and has not been) is not hashed here: the answer says so, the
+    /// caller proves it off its request threads ([`Repository::prove`]) and
+    /// asks again.
+    pub fn respond(&self, req: &Request<'_>, may_defer: bool) -> Answer {
         let read = matches!(req.method, "GET" | "HEAD");
         let route = match route::parse(req.path) {
             Ok(r) => r,
-            Err(_) if !read => return Reply::error(Code::Unsupported, None),
-            Err(e) => return Reply::error(route_error(e), None),
+            Err(_) if !read => return Answer::Reply(Reply::error(Code::Unsupported, None)),
+            Err(e) => return Answer::Reply(Reply::error(route_error(e), None)),
         };
         if !read || route == Route::Upload {
-            return Reply::error(Code::Unsupported, None);
+            return Answer::Reply(Reply::error(Code::Unsupported, None));
         }
-        let reply = self.answer(req, route);
-        if req.method == "HEAD" {
-            reply.headless()
-        } else {
-            reply
+        match self.answer(req, route, may_defer) {
+            Ok(reply) if req.method == "HEAD" => Answer::Reply(reply.headless()),
+            Ok(reply) => Answer::Reply(reply),
+            Err(Deferred(repo, blob)) => Answer::Hash(repo, blob),
         }
     }
 
-    fn answer(&self, req: &Request<'_>, route: Route<'_>) -> Reply {
+    fn answer(&self, req: &Request<'_>, route: Route<'_>, defer: bool) -> Result<Reply, Deferred> {
         let repo = match route {
             // Byte for byte docker-distribution's answer.
             Route::Base => {
                 let json = "application/json; charset=utf-8";
-                return Reply::bytes(200, json, Bytes::from_static(b"{}"));
+                return Ok(Reply::bytes(200, json, Bytes::from_static(b"{}")));
             }
             Route::Catalog => {
                 let names: Vec<String> = self.read().keys().cloned().collect();
-                return page(
-                    req.query,
-                    names,
-                    "/v2/_catalog",
-                    |names| json!({ "repositories": names }),
-                );
+                let doc = |names: &[String]| json!({ "repositories": names });
+                return Ok(page(req.query, names, "/v2/_catalog", doc));
             }
-            Route::Upload => return Reply::error(Code::Unsupported, None),
+            Route::Upload => return Ok(Reply::error(Code::Unsupported, None)),
             Route::Tags { name }
             | Route::Manifest { name, .. }
             | Route::Blob { name, .. }
             | Route::Referrers { name, .. } => match self.get(name) {
                 Some(repo) => repo,
                 None => {
-                    return Reply::error(Code::NameUnknown, Some(json!({ "name": name })));
+                    let detail = Some(json!({ "name": name }));
+                    return Ok(Reply::error(Code::NameUnknown, detail));
                 }
             },
         };
-        match route {
+        Ok(match route {
             Route::Tags { name } => {
                 let tags: Vec<String> = tags(&repo.snapshots).into_keys().collect();
                 let path = format!("/v2/{name}/tags/list");
@@ -177,8 +200,8 @@ impl Registry {
                     |tags| json!({ "name": name, "tags": tags }),
                 )
             }
-            Route::Manifest { reference, .. } => self.manifest(&repo, req, reference),
-            Route::Blob { digest, .. } => self.blob(&repo, req, &digest),
+            Route::Manifest { reference, .. } => self.manifest(&repo, req, reference, defer)?,
+            Route::Blob { digest, .. } => self.blob(&repo, req, &digest, defer)?,
             Route::Referrers { digest, .. } => {
                 let filter = query_param(req.query, "artifactType");
                 let index = repo
@@ -194,10 +217,16 @@ impl Registry {
                 }
             }
             Route::Base | Route::Catalog | Route::Upload => Reply::error(Code::NotFound, None),
-        }
+        })
     }
 
-    fn manifest(&self, repo: &Repository, req: &Request<'_>, reference: Reference) -> Reply {
+    fn manifest(
+        &self,
+        repo: &Arc<Repository>,
+        req: &Request<'_>,
+        reference: Reference,
+        defer: bool,
+    ) -> Result<Reply, Deferred> {
         let unknown = |r: &Reference| {
             let detail = match r {
                 Reference::Tag(t) => json!({ "Tag": t }),
@@ -209,22 +238,23 @@ impl Registry {
             Reference::Digest(d) => d.clone(),
             Reference::Tag(t) => match tags(&repo.snapshots).remove(t) {
                 Some(d) => d,
-                None => return unknown(&reference),
+                None => return Ok(unknown(&reference)),
             },
         };
         let (media_type, body) = match repo.snapshots.by_digest(&digest) {
             Ok(Content::Memory(bytes)) => (OCI_INDEX.to_owned(), Bytes::from(bytes.to_vec())),
             Ok(Content::Blob(blob)) if document::kind_of(&blob.media_type).is_some() => {
-                match self.open(repo, &blob) {
+                match self.open(repo, &blob, defer) {
                     Ok(range) => match read_document(&range) {
                         Ok(bytes) => (blob.media_type.to_string(), bytes),
-                        Err(e) => return io_failure(&blob, &e),
+                        Err(e) => return Ok(io_failure(&blob, &e)),
                     },
-                    Err(Refusal::Unknown) => return unknown(&reference),
-                    Err(Refusal::Failed(e)) => return io_failure(&blob, &e),
+                    Err(Refusal::Unknown) => return Ok(unknown(&reference)),
+                    Err(Refusal::Failed(e)) => return Ok(io_failure(&blob, &e)),
+                    Err(Refusal::Unproven) => return Err(Deferred(repo.clone(), blob)),
                 }
             }
-            _ => return unknown(&reference),
+            _ => return Ok(unknown(&reference)),
         };
         // As docker-distribution 2.8: an OCI document is served only to a
         // client that says it accepts its media type.
@@ -238,10 +268,8 @@ impl Registry {
         if let Some(what) = refusal {
             if !accepts(req.accept, &media_type) {
                 let (status, code, _) = Code::ManifestUnknown.parts();
-                return Reply::json(
-                    status,
-                    &json!({ "errors": [{ "code": code, "message": what }] }),
-                );
+                let doc = json!({ "errors": [{ "code": code, "message": what }] });
+                return Ok(Reply::json(status, &doc));
             }
         }
         let etag = format!("\"{digest}\"");
@@ -249,18 +277,24 @@ impl Registry {
             .if_none_match
             .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
         {
-            return Reply {
+            return Ok(Reply {
                 status: 304,
                 headers: Vec::new(),
                 body: Body::Empty,
-            };
+            });
         }
-        Reply::bytes(200, &media_type, body)
+        Ok(Reply::bytes(200, &media_type, body)
             .with("Docker-Content-Digest", digest.to_string())
-            .with("Etag", etag)
+            .with("Etag", etag))
     }
 
-    fn blob(&self, repo: &Repository, req: &Request<'_>, digest: &Digest) -> Reply {
+    fn blob(
+        &self,
+        repo: &Arc<Repository>,
+        req: &Request<'_>,
+        digest: &Digest,
+        defer: bool,
+    ) -> Result<Reply, Deferred> {
         let unknown = || {
             Reply::error(
                 Code::BlobUnknown,
@@ -270,14 +304,14 @@ impl Registry {
         let (size, source) = match repo.snapshots.by_digest(digest) {
             Ok(Content::Memory(bytes)) => (bytes.len() as u64, Err(bytes)),
             Ok(Content::Blob(blob)) => (blob.size, Ok(blob)),
-            Err(_) => return unknown(),
+            Err(_) => return Ok(unknown()),
         };
         let (status, start, len) = match reply::range(req.range, size) {
             Range::Whole => (200, 0, size),
             Range::Part { start, len } => (206, start, len),
             Range::Unsatisfiable => {
-                return Reply::error(Code::RangeInvalid, None)
-                    .with("Content-Range", format!("bytes */{size}"));
+                return Ok(Reply::error(Code::RangeInvalid, None)
+                    .with("Content-Range", format!("bytes */{size}")));
             }
         };
         let body = match source {
@@ -289,14 +323,15 @@ impl Registry {
                     .unwrap_or_default();
                 Body::Bytes(Bytes::copy_from_slice(part))
             }
-            Ok(blob) => match self.open(repo, &blob) {
+            Ok(blob) => match self.open(repo, &blob, defer) {
                 Ok(range) => Body::File {
                     range,
                     offset: start,
                     len,
                 },
-                Err(Refusal::Unknown) => return unknown(),
-                Err(Refusal::Failed(e)) => return io_failure(&blob, &e),
+                Err(Refusal::Unknown) => return Ok(unknown()),
+                Err(Refusal::Failed(e)) => return Ok(io_failure(&blob, &e)),
+                Err(Refusal::Unproven) => return Err(Deferred(repo.clone(), blob)),
             },
         };
         let mut headers = vec![
@@ -311,17 +346,18 @@ impl Registry {
             let end = start + len - 1;
             headers.push(("Content-Range", format!("bytes {start}-{end}/{size}")));
         }
-        Reply {
+        Ok(Reply {
             status,
             headers,
             body,
-        }
+        })
     }
 
     /// Opens a blob for sending: published only if its source's owner could
     /// read it (as recorded, and as the opened file shows now), hashed first
-    /// under `--verify` or when its file was replaced since the snapshot.
-    fn open(&self, repo: &Repository, blob: &Blob) -> Result<FileRange, Refusal> {
+    /// under `--verify` or when its file was replaced since the snapshot
+    /// (with `defer`, a hash not made yet is [`Refusal::Unproven`]).
+    fn open(&self, repo: &Repository, blob: &Blob, defer: bool) -> Result<FileRange, Refusal> {
         if !access::recorded(&self.readers, blob) {
             log::warn!(
                 "{}: not served: its source's owner may not read it",
@@ -339,6 +375,9 @@ impl Registry {
             return Err(Refusal::Unknown);
         }
         if must_hash {
+            if defer && !opened.checked_before(blob, &repo.verifier) {
+                return Err(Refusal::Unproven);
+            }
             opened.check(blob, &repo.verifier).map_err(Refusal::from)?;
         }
         Ok(opened.range)
@@ -350,6 +389,8 @@ impl Registry {
 enum Refusal {
     /// Answered as unknown: gone, or not the owner's to publish.
     Unknown,
+    /// It must be hashed first, and the caller hashes elsewhere.
+    Unproven,
     /// Its bytes could not be shown to be the name's.
     Failed(FsError),
 }
@@ -484,6 +525,34 @@ mod tests {
         (reg, layer)
     }
 
+    fn reply(reg: &Registry, r: &Request<'_>) -> Reply {
+        match reg.respond(r, false) {
+            Answer::Reply(reply) => reply,
+            Answer::Hash(..) => panic!("no deferral asked for"),
+        }
+    }
+
+    #[test]
+    fn hashing_is_deferred_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, layer) = LayoutBuilder::one_layer(dir.path().join("l"), b"layer bytes");
+        let sources = [dir.path().join("l").display().to_string()];
+        let plan = crate::plan::Plan::from_args(&sources, &crate::plan::IndexArgs::default());
+        let comp = plan.unwrap().compose().unwrap();
+        let reg = Registry::default();
+        let snapshots = Arc::new(Generations::new(&comp));
+        reg.insert(Repository::new("a".into(), snapshots, true)); // --verify
+        let l = format!("/v2/a/blobs/{}", layer["digest"].as_str().unwrap());
+        let Answer::Hash(repo, blob) = reg.respond(&req("GET", &l, None), true) else {
+            panic!("a --verify blob not hashed yet is deferred");
+        };
+        repo.prove(&blob);
+        match reg.respond(&req("GET", &l, None), true) {
+            Answer::Reply(r) => assert_eq!(r.status, 200),
+            Answer::Hash(..) => panic!("proved once, answered at once"),
+        }
+    }
+
     fn req<'a>(method: &'a str, path: &'a str, range: Option<&'a str>) -> Request<'a> {
         Request {
             method,
@@ -553,7 +622,7 @@ mod tests {
             ),
         ];
         for (method, path, range, status, code, length) in cases {
-            let r = reg.respond(&req(method, path, range));
+            let r = reply(&reg, &req(method, path, range));
             let what = format!("{method} {path} {range:?}");
             assert_eq!(r.status, status, "{what}");
             if let Some(code) = code {
@@ -569,7 +638,7 @@ mod tests {
             }
         }
         // The range's bytes are the blob's.
-        match reg.respond(&req("GET", &l, Some("bytes=6-"))).body {
+        match reply(&reg, &req("GET", &l, Some("bytes=6-"))).body {
             Body::File { range, offset, len } => {
                 let size = u32::try_from(len).unwrap();
                 let bytes = range.read(offset, size).unwrap();

@@ -74,6 +74,7 @@ pub struct Shared {
     peers: Mutex<HashMap<IpAddr, usize>>,
     budget: Arc<Semaphore>,
     pool: Arc<Pool>,
+    hashing: Semaphore,
 }
 
 impl Shared {
@@ -94,6 +95,7 @@ impl Shared {
                 (limits.body_budget / BUDGET_UNIT).max(CHUNK / BUDGET_UNIT),
             )),
             pool: Arc::new(Pool::new((limits.body_budget / CHUNK).max(1))),
+            hashing: Semaphore::new(HASHING),
         }
     }
 
@@ -233,9 +235,6 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ReplyBody>, Infallible> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(str::to_owned);
     let headers = req.headers();
     let header = |name| {
         headers
@@ -248,36 +247,32 @@ async fn handle(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let accept = accept.join(",");
-    let range = header(hyper::header::RANGE);
-    let if_none_match = header(hyper::header::IF_NONE_MATCH);
-    let authorization = header(hyper::header::AUTHORIZATION);
-    let registry = shared.registry.clone();
-    let auth = shared.auth.clone();
-    let (m, p) = (method.clone(), path.clone());
-    let answered = tokio::task::spawn_blocking(move || {
-        if let Some(auth) = auth {
-            if !auth.check(authorization.as_deref()) {
-                return super::auth::challenge();
-            }
-        }
-        registry.respond(&api::Request {
-            method: &m,
-            path: &p,
-            query: query.as_deref(),
-            accept: &accept,
-            range: range.as_deref(),
-            if_none_match: if_none_match.as_deref(),
-        })
-    })
-    .await;
-    let reply = answered.unwrap_or_else(|e| {
-        log::error!("answering {method} {}: {e}", crate::error::printable(&path));
-        Reply::error(super::reply::Code::Unknown, None)
+    let asked = Arc::new(Asked {
+        method: req.method().as_str().to_owned(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().map(str::to_owned),
+        accept: accept.join(","),
+        range: header(hyper::header::RANGE),
+        if_none_match: header(hyper::header::IF_NONE_MATCH),
     });
+    let authorization = header(hyper::header::AUTHORIZATION);
+    let auth = shared.auth.clone();
+    let authorized = match auth {
+        // bcrypt is slow on purpose: off the async threads.
+        Some(auth) => tokio::task::spawn_blocking(move || auth.check(authorization.as_deref()))
+            .await
+            .unwrap_or(false),
+        None => true,
+    };
+    let reply = if authorized {
+        answer(&shared, &asked).await
+    } else {
+        super::auth::challenge()
+    };
+    let (method, path) = (&asked.method, &asked.path);
     log::info!(
         "{peer} \"{method} {}\" {} {} {:?}",
-        crate::error::printable(&path),
+        crate::error::printable(path),
         reply.status,
         reply.header("Content-Length").unwrap_or("-"),
         started.elapsed()
@@ -312,6 +307,61 @@ fn response(reply: Reply, shared: &Shared) -> Response<ReplyBody> {
         r
     })
 }
+
+/// A request as [`Registry::respond`] reads it, owned.
+#[derive(Debug)]
+struct Asked {
+    method: String,
+    path: String,
+    query: Option<String>,
+    accept: String,
+    range: Option<String>,
+    if_none_match: Option<String>,
+}
+
+impl Asked {
+    fn request(&self) -> api::Request<'_> {
+        api::Request {
+            method: &self.method,
+            path: &self.path,
+            query: self.query.as_deref(),
+            accept: &self.accept,
+            range: self.range.as_deref(),
+            if_none_match: self.if_none_match.as_deref(),
+        }
+    }
+}
+
+/// The reply to `asked`, from the blocking pool. A blob that must be hashed
+/// first is hashed with at most [`HASHING`] at once, waiting without a
+/// thread; no request holds a thread while another hashes.
+async fn answer(shared: &Arc<Shared>, asked: &Arc<Asked>) -> Reply {
+    let ask = |defer: bool| {
+        let (registry, asked) = (shared.registry.clone(), asked.clone());
+        tokio::task::spawn_blocking(move || registry.respond(&asked.request(), defer))
+    };
+    let mut answered = ask(true).await;
+    if let Ok(api::Answer::Hash(repo, blob)) = answered {
+        let permit = shared.hashing.acquire().await;
+        let proved = tokio::task::spawn_blocking(move || repo.prove(&blob)).await;
+        drop(permit);
+        if let Err(e) = proved {
+            log::error!("hashing: {e}");
+        }
+        answered = ask(false).await;
+    }
+    match answered {
+        Ok(api::Answer::Reply(reply)) => reply,
+        Ok(api::Answer::Hash(..)) => Reply::error(super::reply::Code::Unknown, None),
+        Err(e) => {
+            log::error!("answering {}: {e}", crate::error::printable(&asked.path));
+            Reply::error(super::reply::Code::Unknown, None)
+        }
+    }
+}
+
+/// Blobs hashed at once (as the mount's hashing pool).
+const HASHING: usize = 2;
 
 /// A body read from a source file a chunk at a time, each read on the
 /// blocking pool and identity-checked; a client that does not take a chunk
