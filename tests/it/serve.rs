@@ -1441,12 +1441,12 @@ fn bytes_that_fail_their_digest_are_never_served() {
     assert_ne!(pattern(3 << 20, 4), pattern(3 << 20, 5));
     let digest = layer["digest"].as_str().unwrap().to_owned();
     let path = b.blob_path(&layer);
-    let before = tree_state(&root);
     for args in [
         vec!["--static", "app", s(&root)],
         vec!["app", s(&root)],
         vec!["--verify", "app", s(&root)],
     ] {
+        let before = tree_state(&root);
         let server = Server::start(&args);
         let url = server.url(&format!("/v2/app/blobs/{digest}"));
         assert_eq!(Digest::sha256_of(&get(&url, &[]).body).to_string(), digest);
