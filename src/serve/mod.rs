@@ -184,7 +184,13 @@ pub(crate) fn add(
     if registry.len() >= MAX_REPOSITORIES {
         return Err(ServeError::TooMany(registry.len() + 1));
     }
-    let comp = r.plan.compose().map_err(|err| ServeError::Source {
+    // Referrers (signatures, SBOMs) listed in a source's index.json are
+    // served for the referrers API.
+    let mut plan = r.plan;
+    for spec in &mut plan.specs {
+        spec.with_referrers = true;
+    }
+    let comp = plan.compose().map_err(|err| ServeError::Source {
         repo: r.name.clone(),
         err: Box::new(err),
     })?;
@@ -212,7 +218,7 @@ pub(crate) fn add(
                 }
             }
         });
-        crate::watch::spawn(r.plan, &comp, snapshots, notify).map_err(|err| ServeError::Start {
+        crate::watch::spawn(plan, &comp, snapshots, notify).map_err(|err| ServeError::Start {
             what: "starting a watcher",
             err,
         })?;

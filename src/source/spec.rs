@@ -43,6 +43,10 @@ pub struct SourceSpec {
     /// [`Contribution::broken`](super::Contribution::broken) rather than
     /// failing the read (`ocimux verify`, which names every bad blob).
     pub report_broken_layers: bool,
+    /// Whether manifests of the source's `index.json` whose `subject` is a
+    /// served manifest (signatures, SBOMs, attestations as referrers) are
+    /// served too, with their blobs (`ocimux serve`'s referrers API).
+    pub with_referrers: bool,
 }
 
 impl SourceSpec {
@@ -65,6 +69,7 @@ impl SourceSpec {
             ref_name,
             allow_ocimux_mount: false,
             report_broken_layers: false,
+            with_referrers: false,
         })
     }
 }

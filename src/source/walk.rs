@@ -35,6 +35,9 @@ pub fn read(
         Some(Kind::Index) => reader.add_index(&mut out, entry, spec.platform.as_ref())?,
         None => return Err(reader.err("index.json", Problem::MediaType(entry.media_type.clone()))),
     }
+    if spec.with_referrers {
+        reader.add_referrers(&mut out, &index, entry);
+    }
     out.blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
     out.blobs.dedup_by(|a, b| a.digest == b.digest);
     bounded(out.blobs.len(), MAX_BLOBS).map_err(|p| reader.err("index.json", p))?;
@@ -46,6 +49,10 @@ pub fn read(
     }
     Ok(out)
 }
+
+/// The most `index.json` entries looked at for referrers per source (each
+/// is read and hashed at every rebuild).
+pub const MAX_REFERRER_ENTRIES: usize = 256;
 
 /// The most blobs one source may contribute (documented in README.md): each
 /// costs the daemon about 340 bytes in every live snapshot (BENCHMARKS.md).
@@ -378,6 +385,67 @@ impl<'a> Reader<'a> {
 
     /// Each layer's blob; with `report_broken_layers`, a missing or mis-sized
     /// one is recorded instead of failing the read.
+    /// Adds the manifests of `index` (other than the chosen `entry`) whose
+    /// `subject` is a manifest served from this source, with their config
+    /// and layers. A referrer that cannot be served whole is skipped with a
+    /// warning: it never fails the image it refers to. At most
+    /// [`MAX_REFERRER_ENTRIES`] entries are looked at.
+    fn add_referrers(
+        &self,
+        out: &mut Contribution,
+        index: &[RawDescriptor],
+        entry: &RawDescriptor,
+    ) {
+        let subjects: Vec<String> = out
+            .images
+            .iter()
+            .map(|i| i.digest.to_string())
+            .chain(std::iter::once(entry.digest.clone()))
+            .collect();
+        let candidates = index
+            .iter()
+            .filter(|d| d.digest != entry.digest && d.size <= document::MAX_JSON)
+            .filter(|d| document::kind_of(&d.media_type) == Some(Kind::Manifest))
+            .take(MAX_REFERRER_ENTRIES);
+        for d in candidates {
+            match self.referrer(d, &subjects) {
+                Ok(Some(blobs)) => out.blobs.extend(blobs.into_iter().map(Arc::new)),
+                Ok(None) => {}
+                Err(e) => log::warn!(
+                    "{e}; referrer {} not served",
+                    crate::error::printable(&d.digest)
+                ),
+            }
+        }
+    }
+
+    /// The blobs of manifest `d` if its subject is one of `subjects`.
+    fn referrer(&self, d: &RawDescriptor, subjects: &[String]) -> Result<Option<Vec<Blob>>, Error> {
+        /// What a referrer's manifest says of itself.
+        #[derive(serde::Deserialize)]
+        struct Referring {
+            #[serde(default)]
+            subject: Option<RawDescriptor>,
+            #[serde(default)]
+            config: Option<RawDescriptor>,
+            #[serde(default)]
+            layers: Vec<RawDescriptor>,
+        }
+        let (manifest, bytes) = self.json_blob(d, "index.json")?;
+        let rel = manifest.digest.blob_path();
+        let doc: Referring =
+            document::parse(&bytes).map_err(|e| self.err(&rel, Problem::Json(e)))?;
+        let subject = doc.subject.as_ref().map(|s| s.digest.as_str());
+        if !subject.is_some_and(|s| subjects.iter().any(|x| x == s)) {
+            return Ok(None);
+        }
+        let mut blobs = vec![manifest];
+        for desc in doc.config.iter().chain(&doc.layers) {
+            blobs.push(self.blob(desc, &rel)?.0);
+        }
+        Ok(Some(blobs))
+    }
+
     fn add_layers(
         &self,
         out: &mut Contribution,
@@ -555,6 +623,7 @@ mod tests {
             ref_name: None,
             allow_ocimux_mount: false,
             report_broken_layers: false,
+            with_referrers: false,
         }
     }
 

@@ -1573,3 +1573,58 @@ fn hashing_holds_no_request_thread() {
         "slowest answer {slowest:?} ({asked} asked)"
     );
 }
+
+/// The referrers API lists the manifests of a source's index.json whose
+/// subject is a served manifest (an SBOM here), filtered by artifactType;
+/// the referrer and its blobs are served by digest.
+#[test]
+fn referrers_listed_in_a_source_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("app-oci");
+    let b = ocimux::testutil::LayoutBuilder::new(&root);
+    let image = b.image(
+        serde_json::json!({"os": "linux", "architecture": "amd64"}),
+        &[b"layer"],
+    );
+    let empty = b.blob("application/vnd.oci.empty.v1+json", b"{}");
+    let sbom = b.blob("application/spdx+json", br#"{"spdxVersion":"SPDX-2.3"}"#);
+    let referrer = b.json_blob(
+        OCI_MANIFEST,
+        &serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "artifactType": "application/spdx+json", "config": empty, "layers": [sbom],
+            "subject": image, "annotations": {"org.example": "sbom"}}),
+    );
+    b.index(&[(image.clone(), Some("latest")), (referrer.clone(), None)]);
+    let server = Server::start(&["app", s(&root)]);
+    let subject = image["digest"].as_str().unwrap();
+    let url = |q: &str| server.url(&format!("/v2/app/referrers/{subject}{q}"));
+    let all = get(&url(""), &[]);
+    assert_eq!(all.header("content-type"), Some(OCI_INDEX));
+    let listed = all.json()["manifests"].clone();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["digest"], referrer["digest"]);
+    assert_eq!(listed[0]["artifactType"], "application/spdx+json");
+    assert_eq!(listed[0]["annotations"]["org.example"], "sbom");
+    let only = get(&url("?artifactType=application%2Fspdx%2Bjson"), &[]);
+    assert_eq!(only.json()["manifests"].as_array().map(Vec::len), Some(1));
+    assert_eq!(only.header("oci-filters-applied"), Some("artifactType"));
+    let other = get(&url("?artifactType=application%2Fvnd.example"), &[]);
+    assert_eq!(other.json()["manifests"], serde_json::json!([]));
+    // The referrer and its blobs, by digest.
+    let accept = format!("Accept: {OCI_MANIFEST}");
+    let d = referrer["digest"].as_str().unwrap();
+    let man = get(&server.url(&format!("/v2/app/manifests/{d}")), &[&accept]);
+    assert_eq!(Digest::sha256_of(&man.body).to_string(), d);
+    let sd = sbom["digest"].as_str().unwrap();
+    assert_eq!(
+        get(&server.url(&format!("/v2/app/blobs/{sd}")), &[]).body,
+        br#"{"spdxVersion":"SPDX-2.3"}"#
+    );
+    // The image itself is what the tag names, as before.
+    let index = get(
+        &server.url("/v2/app/manifests/latest"),
+        &[&format!("Accept: {OCI_INDEX}")],
+    )
+    .json();
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1));
+}
