@@ -146,11 +146,13 @@ pub(crate) struct IndexArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct ServeArgs {
-    /// REPOSITORY then its SOURCEs (as `mount` takes them); none with
-    /// --config or --yocto alone.
+    /// REPOSITORY (a distribution-spec name: `yocto/app`) then its SOURCEs;
+    /// none with --config or --yocto alone. SOURCE is [PLATFORM=]PATH,
+    /// oci:PATH[:REF] or oci-archive:PATH[:REF], as `mount` takes them.
     #[arg(value_name = "REPOSITORY SOURCE")]
     pub(crate) args: Vec<String>,
-    /// Where to listen; port 0 picks a free one.
+    /// Where to listen (default 127.0.0.1:5000, or the configuration's);
+    /// port 0 picks a free one.
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) listen: Option<std::net::SocketAddr>,
     /// A TOML file of repositories and options (see README.md).
