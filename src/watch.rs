@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,15 +49,41 @@ pub fn release_freed_memory() {
 /// Tells the kernel what a swap made stale (see [`Invalidation`]).
 pub type Notify = Box<dyn Fn(&[Invalidation]) + Send>;
 
+/// Gives a running watcher other sources (`serve`'s Yocto mode, when an
+/// image gains a machine): it rebuilds from them as from a change.
+#[derive(Debug, Clone)]
+pub struct Replan {
+    slot: Arc<std::sync::Mutex<Option<Plan>>>,
+    wake: Arc<OwnedFd>,
+}
+
+impl Replan {
+    /// Hands `plan` over; the watcher takes the latest one given.
+    pub fn send(&self, plan: Plan) {
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(plan);
+        // A full pipe already holds a wake-up.
+        let _ = nix::unistd::write(self.wake.as_fd(), &[1]);
+    }
+}
+
 /// Starts the watcher thread. It runs until the process exits.
 pub fn spawn(
     plan: Plan,
     first: &Composition,
     snapshots: Arc<Generations>,
     notify: Notify,
-) -> std::io::Result<()> {
+) -> std::io::Result<Replan> {
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
         .map_err(std::io::Error::from)?;
+    let flags = nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK;
+    let (woken, wake) = nix::unistd::pipe2(flags).map_err(std::io::Error::from)?;
+    let replan = Replan {
+        slot: Arc::default(),
+        wake: Arc::new(wake),
+    };
     let mut watcher = Watcher {
         plan,
         snapshots,
@@ -66,6 +92,11 @@ pub fn spawn(
         names: HashMap::new(),
         last: Fingerprint::of(first),
         last_error: None,
+        replanned: Replanned {
+            woken,
+            slot: replan.slot.clone(),
+            _wake: replan.wake.clone(),
+        },
     };
     watcher.arm();
     std::thread::Builder::new()
@@ -77,7 +108,7 @@ pub fn spawn(
             release_freed_memory();
             watcher.run()
         })?;
-    Ok(())
+    Ok(replan)
 }
 
 /// What makes two compositions serve the same tree.
@@ -130,6 +161,16 @@ struct Watcher {
     names: HashMap<WatchDescriptor, (PathBuf, Filter)>,
     last: Fingerprint,
     last_error: Option<String>,
+    replanned: Replanned,
+}
+
+/// Where [`Replan::send`] wakes a watcher, and what it sent.
+struct Replanned {
+    woken: OwnedFd,
+    slot: Arc<std::sync::Mutex<Option<Plan>>>,
+    /// The write end, held here too: with no writer left the read end would
+    /// be readable (end of file) for ever, and `wait` would spin.
+    _wake: Arc<OwnedFd>,
 }
 
 /// Which events of a watched directory matter.
@@ -229,8 +270,21 @@ impl Watcher {
     }
 
     /// Whether any pending event concerns a source.
-    fn drain(&self) -> bool {
+    fn drain(&mut self) -> bool {
         let mut relevant = false;
+        let mut byte = [0u8; 64];
+        while matches!(nix::unistd::read(&self.replanned.woken, &mut byte), Ok(n) if n > 0) {}
+        let sent = self
+            .replanned
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(plan) = sent {
+            log::info!("sources replaced: {} now", plan.specs.len());
+            self.plan = plan;
+            relevant = true;
+        }
         while let Ok(events) = self.inotify.read_events() {
             if events.is_empty() {
                 break;
@@ -253,7 +307,10 @@ impl Watcher {
             Some(t) => PollTimeout::try_from(t.saturating_duration_since(Instant::now()))
                 .unwrap_or(PollTimeout::MAX),
         };
-        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.replanned.woken.as_fd(), PollFlags::POLLIN),
+        ];
         match poll(&mut fds, timeout) {
             Ok(n) => n > 0,
             Err(nix::errno::Errno::EINTR) => false,

@@ -164,7 +164,8 @@ pub(crate) fn registry(
     }
     let registry = Arc::new(Registry::default());
     for r in repos {
-        add(&registry, r, cfg)?;
+        // Without the Yocto mode, sources are never replaced.
+        drop(add(&registry, r, cfg)?);
     }
     Ok(registry)
 }
@@ -174,7 +175,7 @@ pub(crate) fn add(
     registry: &Arc<Registry>,
     r: RepoPlan,
     cfg: &ServeConfig,
-) -> Result<(), ServeError> {
+) -> Result<Option<crate::watch::Replan>, ServeError> {
     if !route::is_name(&r.name) {
         return Err(ServeError::Name(r.name));
     }
@@ -203,33 +204,37 @@ pub(crate) fn add(
         snapshots.clone(),
         cfg.verify,
     ));
-    if cfg.live {
-        let reg = Arc::downgrade(registry);
-        let name = r.name.clone();
-        // After each rebuild: name what is no longer the owner's to publish.
-        let notify: crate::watch::Notify = Box::new(move |_| {
-            let Some(reg) = reg.upgrade() else { return };
-            for (repo, what) in reg.unpublishable() {
-                if repo == name {
-                    log::warn!(
-                        "repository {repo:?}: {}: its source's owner may not read it; not served",
-                        crate::error::printable(&what)
-                    );
+    let replan = match cfg.live {
+        true => {
+            let reg = Arc::downgrade(registry);
+            let name = r.name.clone();
+            // After each rebuild: name what is no longer the owner's to publish.
+            let notify: crate::watch::Notify = Box::new(move |_| {
+                let Some(reg) = reg.upgrade() else { return };
+                for (repo, what) in reg.unpublishable() {
+                    if repo == name {
+                        log::warn!(
+                            "repository {repo:?}: {}: its source's owner may not read it; not served",
+                            crate::error::printable(&what)
+                        );
+                    }
                 }
-            }
-        });
-        crate::watch::spawn(plan, &comp, snapshots, notify).map_err(|err| ServeError::Start {
-            what: "starting a watcher",
-            err,
-        })?;
-    }
+            });
+            let spawned = crate::watch::spawn(plan, &comp, snapshots, notify);
+            Some(spawned.map_err(|err| ServeError::Start {
+                what: "starting a watcher",
+                err,
+            })?)
+        }
+        false => None,
+    };
     log::info!(
         "repository {:?}: index {} ({} blobs)",
         r.name,
         comp.index_digest,
         comp.blobs.len()
     );
-    Ok(())
+    Ok(replan)
 }
 
 impl ServeConfig {

@@ -21,24 +21,16 @@ pub fn run(
 ) -> Result<u8, ServeError> {
     let registry = match &finder {
         // The Yocto mode may start with nothing found yet.
-        Some(f) => {
+        Some(_) => {
             let reg = Arc::new(super::api::Registry::default());
             for r in repos {
                 super::add(&reg, r, &cfg)?;
-            }
-            // A found image that does not compose (yet) is not the user's
-            // input error: it is skipped now and tried again later.
-            for r in f.plans() {
-                let name = r.name.clone();
-                if let Err(e) = super::add(&reg, r, &cfg) {
-                    log::warn!("{e}; image skipped for now");
-                    debug_assert!(reg.get(&name).is_none());
-                }
             }
             reg
         }
         None => super::registry(repos, &cfg)?,
     };
+    let found = finder.as_ref().map(|f| f.start(&registry, &cfg));
     let auth = match &cfg.htpasswd {
         Some(p) => Some(Arc::new(super::auth::Htpasswd::load(p)?)),
         None => None,
@@ -105,13 +97,16 @@ pub fn run(
         if !scoped {
             spawn_reloader(tls);
         }
-        if let Some(finder) = finder {
-            let cfg_live = cfg.live;
-            let verify = cfg.verify;
+        if let (Some(finder), Some(found)) = (finder, found) {
             let reg = registry.clone();
+            let follow_cfg = ServeConfig {
+                live: cfg.live,
+                verify: cfg.verify,
+                ..ServeConfig::placeholder()
+            };
             std::thread::Builder::new()
                 .name("yocto".into())
-                .spawn(move || finder.follow(&reg, cfg_live, verify))
+                .spawn(move || finder.follow(&reg, &follow_cfg, found))
                 .map_err(|err| ServeError::Start {
                     what: "starting the Yocto finder",
                     err,

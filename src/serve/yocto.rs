@@ -90,14 +90,6 @@ impl Finder {
         route::is_name(&name).then_some(name)
     }
 
-    /// A plan per image found now.
-    pub fn plans(&self) -> Vec<RepoPlan> {
-        self.scan()
-            .into_iter()
-            .filter_map(|(image, paths)| self.plan(&image, &paths))
-            .collect()
-    }
-
     fn plan(&self, image: &str, paths: &[PathBuf]) -> Option<RepoPlan> {
         let Some(name) = self.repo_name(image) else {
             log::warn!(
@@ -120,46 +112,68 @@ impl Finder {
         }
     }
 
-    /// Looks again every [`RESCAN`] and adds images not served yet (one that
-    /// does not compose yet is tried again at the next look).
-    pub(crate) fn follow(&self, registry: &Arc<Registry>, live: bool, verify: bool) {
-        let cfg = ServeConfig {
-            live,
-            verify,
-            ..ServeConfig::placeholder()
-        };
-        // The last refusal per image, so each is logged once, not every look.
-        let mut refused: BTreeMap<String, String> = BTreeMap::new();
+    /// Serves every image found now; an image that does not compose (yet),
+    /// or holds what its publishers may not read, is skipped by name and
+    /// looked at again by [`Finder::follow`].
+    pub(crate) fn start(&self, registry: &Arc<Registry>, cfg: &ServeConfig) -> Served {
+        let mut served = Served::default();
+        self.look(registry, cfg, &mut served);
+        served
+    }
+
+    /// Looks again every [`RESCAN`]: adds images not served yet, and gives a
+    /// served image its new set of sources when a machine appears or goes.
+    pub(crate) fn follow(&self, registry: &Arc<Registry>, cfg: &ServeConfig, mut served: Served) {
         loop {
             std::thread::sleep(RESCAN);
-            for (image, paths) in self.scan() {
-                let Some(name) = self.repo_name(&image) else {
-                    continue;
-                };
-                if registry.get(&name).is_some() {
-                    continue;
-                }
-                let Some(plan) = self.plan(&image, &paths) else {
-                    continue;
-                };
-                match super::add(registry, plan, &cfg) {
-                    Ok(()) => {
-                        refused.remove(&name);
-                        log::info!("new image: serving repository {name:?}");
+            self.look(registry, cfg, &mut served);
+        }
+    }
+
+    fn look(&self, registry: &Arc<Registry>, cfg: &ServeConfig, served: &mut Served) {
+        for (image, paths) in self.scan() {
+            let Some(name) = self.repo_name(&image) else {
+                continue;
+            };
+            if let Some((was, replan)) = served.repos.get_mut(&name) {
+                if *was != paths {
+                    if let (Some(replan), Some(p)) = (replan.as_ref(), self.plan(&image, &paths)) {
+                        log::info!("repository {name:?}: {} sources now", paths.len());
+                        replan.send(p.plan);
                     }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        if refused.get(&name) != Some(&msg) {
-                            log::warn!("{msg}; image skipped for now");
-                            if refused.len() < super::MAX_REPOSITORIES * 4 {
-                                refused.insert(name, msg);
-                            }
+                    *was = paths;
+                }
+                continue;
+            }
+            let Some(plan) = self.plan(&image, &paths) else {
+                continue;
+            };
+            match super::add(registry, plan, cfg) {
+                Ok(replan) => {
+                    served.refused.remove(&name);
+                    log::info!("image found: serving repository {name:?}");
+                    served.repos.insert(name, (paths, replan));
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if served.refused.get(&name) != Some(&msg) {
+                        log::warn!("{msg}; image skipped for now");
+                        if served.refused.len() < super::MAX_REPOSITORIES * 4 {
+                            served.refused.insert(name, msg);
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// What the finder serves: per repository its sources and how to give it
+/// others; and the last refusal per image (each logged once, not every look).
+#[derive(Debug, Default)]
+pub(crate) struct Served {
+    repos: BTreeMap<String, (Vec<PathBuf>, Option<crate::watch::Replan>)>,
+    refused: BTreeMap<String, String>,
 }
 
 /// `BUILD/tmp*/deploy/images` directories.

@@ -1275,6 +1275,14 @@ fn the_yocto_mode_serves_every_image_and_picks_up_new_ones() {
         get(&server.url("/v2/yocto/base/tags/list"), &[]).json()["tags"],
         serde_json::json!(["latest"])
     );
+    // A machine built later joins the image it builds.
+    let riscv = umoci_layout(&layouts, "riscv64", "s8");
+    deploy("qemuriscv64", "app-container", &riscv);
+    let index_url = server.url("/v2/yocto/app-container/manifests/latest");
+    wait_for("the new machine", Duration::from_secs(20), || {
+        let index = get(&index_url, &[&format!("Accept: {OCI_INDEX}")]).json();
+        index["manifests"].as_array().map(Vec::len) == Some(3)
+    });
 }
 
 fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
