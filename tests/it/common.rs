@@ -260,15 +260,19 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if is_mounted(&self.dir) {
+        // Busy for a moment is possible: other tests of this process fork
+        // children (curl, skopeo …), and a child holds copies of this test's
+        // open files until it execs. Busy for 10 s is a failure.
+        let end = Instant::now() + Duration::from_secs(10);
+        while is_mounted(&self.dir) {
             let out = ocimux(&["umount", &self.dir.to_string_lossy()]);
-            if !std::thread::panicking() {
-                assert!(
-                    out.status.success(),
-                    "umount: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+            let err = String::from_utf8_lossy(&out.stderr);
+            let busy = err.contains("Device or resource busy");
+            if out.status.success() || std::thread::panicking() {
+                break;
             }
+            assert!(busy && Instant::now() < end, "umount: {err}");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
