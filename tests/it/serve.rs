@@ -1636,3 +1636,27 @@ fn referrers_listed_in_a_source_are_served() {
     .json();
     assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1));
 }
+
+/// A short replay of scripts/serve_soak.py (its figures from long runs are in
+/// BENCHMARKS.md): readers re-hash every blob they pull while the source is
+/// rebuilt in place; no wrong byte, the server exits 0.
+#[test]
+fn soak_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/serve_soak.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(script)
+        .env("OCIMUX", bin())
+        .env("SOAK_SECS", "4")
+        .env("READERS", "4")
+        .env("SOAK_DIR", tmp.path().join("soak"))
+        .output()
+        .expect("run python3");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("wrong bytes: 0,"), "{report}");
+}
