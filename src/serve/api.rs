@@ -129,19 +129,15 @@ impl Registry {
             .map(|b| b.describe())
     }
 
-    /// Every blob of the current snapshots that its source's owner could
-    /// not read: (repository, what it is), for refusing by name.
-    pub fn unpublishable(&self) -> Vec<(String, String)> {
-        let repos: Vec<Arc<Repository>> = self.read().values().cloned().collect();
-        let mut out = Vec::new();
-        for repo in repos {
-            for (_, blob) in repo.snapshots.current().blobs() {
-                if !access::recorded(&self.readers, blob) {
-                    out.push((repo.name.clone(), blob.describe()));
-                }
-            }
-        }
-        out
+    /// Every blob of `snapshots`' current snapshot that is not its
+    /// publishers' to publish (what each is, for refusing by name).
+    pub fn unpublishable_now(&self, snapshots: &Generations) -> Vec<String> {
+        let current = snapshots.current();
+        let blobs = current.blobs().map(|(_, b)| b);
+        blobs
+            .filter(|b| !access::recorded(&self.readers, b))
+            .map(|b| b.describe())
+            .collect()
     }
 
     /// Answers a request. With `may_defer`, a blob that must be hashed

@@ -207,17 +207,27 @@ pub(crate) fn add(
     let replan = match cfg.live {
         true => {
             let reg = Arc::downgrade(registry);
-            let name = r.name.clone();
-            // After each rebuild: name what is no longer the owner's to publish.
+            let (name, watched) = (r.name.clone(), Arc::downgrade(&snapshots));
+            // After each rebuild (once per snapshot: prunes call this too),
+            // name what is no longer the owner's to publish.
+            let reported = std::sync::Mutex::new(None);
             let notify: crate::watch::Notify = Box::new(move |_| {
-                let Some(reg) = reg.upgrade() else { return };
-                for (repo, what) in reg.unpublishable() {
-                    if repo == name {
-                        log::warn!(
-                            "repository {repo:?}: {}: its source's owner may not read it; not served",
-                            crate::error::printable(&what)
-                        );
-                    }
+                let (Some(reg), Some(watched)) = (reg.upgrade(), watched.upgrade()) else {
+                    return;
+                };
+                // The snapshot itself (a rebuild may keep every digest).
+                let now = Some(Arc::as_ptr(&watched.current()) as usize);
+                let mut last = reported.lock().unwrap_or_else(|p| p.into_inner());
+                if *last == now {
+                    return;
+                }
+                *last = now;
+                drop(last);
+                for what in reg.unpublishable_now(&watched) {
+                    log::warn!(
+                        "repository {name:?}: {}: its source's owner may not read it; not served",
+                        crate::error::printable(&what)
+                    );
                 }
             });
             let spawned = crate::watch::spawn(plan, &comp, snapshots, notify);
