@@ -51,10 +51,12 @@ pub struct Htpasswd {
 impl Htpasswd {
     /// Reads `path`.
     pub fn load(path: &Path) -> Result<Self, HtpasswdError> {
-        let text = std::fs::read_to_string(path).map_err(|err| HtpasswdError::Read {
-            path: path.to_owned(),
-            err,
-        })?;
+        let text = super::config::read_settings(path)
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+            .map_err(|err| HtpasswdError::Read {
+                path: path.to_owned(),
+                err,
+            })?;
         Self::parse(&text).map_err(|line| match line {
             0 => HtpasswdError::Empty(path.to_owned()),
             line => HtpasswdError::Line {

@@ -93,13 +93,40 @@ fn default_namespace() -> String {
     "yocto".into()
 }
 
+/// Most bytes of a file `serve` reads its settings from (configuration,
+/// htpasswd, certificate, key).
+pub const MAX_SETTINGS_FILE: u64 = 1 << 20;
+
+/// Reads a settings file: opened without blocking (a FIFO is refused at
+/// once, never waited on), only a regular file, at most
+/// [`MAX_SETTINGS_FILE`] bytes.
+pub(crate) fn read_settings(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_SETTINGS_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_SETTINGS_FILE} bytes"
+        )));
+    }
+    crate::readat::read_up_to(&file, 0, MAX_SETTINGS_FILE, meta.len())
+}
+
 impl Config {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
-            path: path.to_owned(),
-            err,
-        })?;
+        let text = read_settings(path)
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+            .map_err(|err| ConfigError::Read {
+                path: path.to_owned(),
+                err,
+            })?;
         Self::parse(&text).map_err(|why| ConfigError::Parse {
             path: path.to_owned(),
             why,

@@ -71,7 +71,7 @@ impl Tls {
 
 fn config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|err| TlsError::Read {
+        super::config::read_settings(path).map_err(|err| TlsError::Read {
             path: path.to_owned(),
             err,
         })

@@ -212,6 +212,19 @@ pub(crate) fn two_layouts(dir: &Path, seed: &str) -> (PathBuf, PathBuf) {
     )
 }
 
+/// `skopeo copy --all docker://SERVER/REPO:latest oci:DEST:latest` (skopeo
+/// verifies every digest it pulls).
+fn skopeo_pull(server: &Server, repo: &str, dest: &Path) {
+    run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{}/{repo}:latest", server.host),
+        &format!("oci:{}:latest", dest.display()),
+    ]));
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -230,14 +243,7 @@ fn skopeo_pulls_what_the_mount_shows() {
     let (amd64, arm64) = two_layouts(tmp.path(), "s1");
     let server = Server::start(&["yocto/app", s(&amd64), s(&arm64)]);
     let pulled = tmp.path().join("pulled");
-    run(Command::new("skopeo").args([
-        "copy",
-        "--all",
-        "-q",
-        "--src-tls-verify=false",
-        &format!("docker://{}/yocto/app:latest", server.host),
-        &format!("oci:{}:latest", pulled.display()),
-    ]));
+    skopeo_pull(&server, "yocto/app", &pulled);
     let m = Mount::new(&tmp.path().join("mnt"), &[s(&amd64), s(&arm64)]);
     let copied = tmp.path().join("copied");
     skopeo_copy_all(&m.dir, &copied, "latest");
@@ -642,8 +648,23 @@ fn a_scoped_command_gets_the_address_and_its_status_is_the_servers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Bad input: a clear line and exit 2; the port is not taken.
+    // Bad input: a clear line and exit 2; the port is not taken. A FIFO
+    // given as a settings file is refused at once, never waited on.
+    let fifo = tmp.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let f = s(&fifo);
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["--config", f], 2, "not a regular file"),
+        (
+            vec!["--htpasswd", f, "app", s(&amd64)],
+            2,
+            "not a regular file",
+        ),
+        (
+            vec!["--tls-cert", f, "--tls-key", f, "app", s(&amd64)],
+            2,
+            "not a regular file",
+        ),
         (vec!["Bad", s(&amd64)], 2, "repository name \"Bad\""),
         (vec!["app"], 2, "expected REPOSITORY SOURCE"),
         (vec!["app", "/nonexistent"], 2, "/nonexistent"),
@@ -897,14 +918,7 @@ fn only_what_the_sources_owner_may_read_is_published() {
     run(Command::new("chmod").args(["u+rwx"]).arg(&amd64));
     let server = Server::start(&["app", s(&amd64), s(&arm64)]);
     let pulled = tmp.path().join("pulled");
-    run(Command::new("skopeo").args([
-        "copy",
-        "--all",
-        "-q",
-        "--src-tls-verify=false",
-        &format!("docker://{}/app:latest", server.host),
-        &format!("oci:{}:latest", pulled.display()),
-    ]));
+    skopeo_pull(&server, "app", &pulled);
     // A root-only file put into the build user's layout while serving (same
     // bytes, renamed over the blob): no longer served, and named in the log.
     let layer = first_layer(&arm64);
