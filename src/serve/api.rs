@@ -431,16 +431,16 @@ fn read_document(range: &FileRange) -> Result<Bytes, FsError> {
 /// Tag → digest, from the current snapshot's `index.json`.
 pub fn tags(snapshots: &Generations) -> BTreeMap<String, Digest> {
     let bytes = snapshots.index_json();
-    let Ok(index) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+    let Ok(index) = document::parse::<document::Document>(&bytes) else {
         return BTreeMap::new();
     };
-    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
-    entries
+    index
+        .manifests
         .iter()
+        .flatten()
         .filter_map(|e| {
-            let tag = e["annotations"][document::REF_NAME].as_str()?;
-            let digest = Digest::parse(e["digest"].as_str()?).ok()?;
-            route::is_tag(tag).then(|| (tag.to_owned(), digest))
+            let tag = e.ref_name().filter(|t| route::is_tag(t))?;
+            Some((tag.to_owned(), Digest::parse(&e.digest).ok()?))
         })
         .collect()
 }
