@@ -93,8 +93,7 @@ impl Finder {
     fn plan(&self, image: &str, paths: &[PathBuf]) -> Option<RepoPlan> {
         let Some(name) = self.repo_name(image) else {
             log::warn!(
-                "image {}: not a valid repository name under {:?}; skipped",
-                crate::error::printable(image),
+                "image {image:?}: not a valid repository name under {:?}; skipped",
                 self.namespace
             );
             return None;
@@ -106,7 +105,7 @@ impl Finder {
         match Plan::from_args(&sources, &self.index) {
             Ok(plan) => Some(RepoPlan { name, plan }),
             Err(e) => {
-                log::warn!("image {}: {e}; skipped", crate::error::printable(image));
+                log::warn!("image {image:?}: {e}; skipped");
                 None
             }
         }
