@@ -95,7 +95,9 @@ impl FileRange {
             }
         };
         let as_recorded = blob.origin.file_id() == range.id;
-        let passthrough = as_recorded && !verify && !blob.replaced && blob.access.passthrough;
+        // A replaced blob may pass through too: it is hashed (must_hash)
+        // before the first byte is served, like any version not yet proven.
+        let passthrough = as_recorded && !verify && blob.access.passthrough;
         Ok((
             Opened {
                 range,
