@@ -21,22 +21,29 @@ pub fn read(
 ) -> Result<Contribution, Error> {
     let reader = Reader::open(spec, only)?;
     let index = reader.read_index_json()?;
-    let entry = choose_entry(&index, want_ref).map_err(|p| reader.err("index.json", p))?;
     let mut out = Contribution {
         name: spec.name.clone(),
         images: Vec::new(),
         blobs: Vec::new(),
         broken: Vec::new(),
     };
-    match document::kind_of(&entry.media_type) {
-        Some(Kind::Manifest) => {
-            reader.add_image(&mut out, entry, "index.json", spec.platform.as_ref())?
+    if let Some(rows) = multi_arch_rows(&index, want_ref) {
+        // index.json itself is the multi-arch index (see multi_arch_rows).
+        reader.add_children(&mut out, &rows, "index.json", spec.platform.as_ref())?;
+    } else {
+        let entry = choose_entry(&index, want_ref).map_err(|p| reader.err("index.json", p))?;
+        match document::kind_of(&entry.media_type) {
+            Some(Kind::Manifest) => {
+                reader.add_image(&mut out, entry, "index.json", spec.platform.as_ref())?
+            }
+            Some(Kind::Index) => reader.add_index(&mut out, entry, spec.platform.as_ref())?,
+            None => {
+                return Err(reader.err("index.json", Problem::MediaType(entry.media_type.clone())));
+            }
         }
-        Some(Kind::Index) => reader.add_index(&mut out, entry, spec.platform.as_ref())?,
-        None => return Err(reader.err("index.json", Problem::MediaType(entry.media_type.clone()))),
-    }
-    if spec.with_referrers {
-        reader.add_referrers(&mut out, &index, entry);
+        if spec.with_referrers {
+            reader.add_referrers(&mut out, &index, entry);
+        }
     }
     out.blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
     out.blobs.dedup_by(|a, b| a.digest == b.digest);
@@ -108,6 +115,32 @@ fn choose_entry<'a>(
             }),
         },
     }
+}
+
+/// The rows of an `index.json` that is itself a multi-arch index: no ref
+/// asked for, several manifests and not one name among them, each with a
+/// platform (what `oci-multiarch.bbclass` wrote before it nested its index,
+/// `buildah manifest push oci:` and some CI scripts write). Attestations are
+/// left out as in a nested index. `None` when the entries are anything else
+/// (then [`choose_entry`] decides, and explains).
+fn multi_arch_rows<'a>(
+    index: &'a [RawDescriptor],
+    want_ref: Option<&str>,
+) -> Option<Vec<&'a RawDescriptor>> {
+    let platformed = |d: &RawDescriptor| {
+        d.platform
+            .as_ref()
+            .is_some_and(|p| p.os.is_some() && p.architecture.is_some())
+    };
+    let fits = want_ref.is_none()
+        && index.len() > 1
+        && one_choice(&index.iter().collect::<Vec<_>>()).is_none()
+        && index.iter().all(|d| {
+            d.ref_name().is_none()
+                && platformed(d)
+                && document::kind_of(&d.media_type) == Some(Kind::Manifest)
+        });
+    fits.then(|| index.iter().filter(|d| !is_attestation(d)).collect())
 }
 
 /// The entry, when every one of `entries` names the same document (digest
@@ -324,17 +357,30 @@ impl<'a> Reader<'a> {
                 !skip
             })
             .collect();
+        self.add_children(out, &children, &rel, platform)
+    }
+
+    /// Adds each platform manifest of an index (`holder`: the file that lists them).
+    fn add_children(
+        &self,
+        out: &mut Contribution,
+        children: &[&RawDescriptor],
+        holder: &str,
+        platform: Option<&Platform>,
+    ) -> Result<(), Error> {
         if children.is_empty() {
-            return Err(self.err(&rel, Problem::NoPlatformManifests));
+            return Err(self.err(holder, Problem::NoPlatformManifests));
         }
         if platform.is_some() && children.len() > 1 {
-            return Err(self.err(&rel, Problem::OverrideOnIndex));
+            return Err(self.err(holder, Problem::OverrideOnIndex));
         }
         for child in children {
             match document::kind_of(&child.media_type) {
-                Some(Kind::Manifest) => self.add_image(out, child, &rel, platform)?,
-                Some(Kind::Index) => return Err(self.err(&rel, Problem::NestedIndex)),
-                None => return Err(self.err(&rel, Problem::MediaType(child.media_type.clone()))),
+                Some(Kind::Manifest) => self.add_image(out, child, holder, platform)?,
+                Some(Kind::Index) => return Err(self.err(holder, Problem::NestedIndex)),
+                None => {
+                    return Err(self.err(holder, Problem::MediaType(child.media_type.clone())));
+                }
             }
         }
         Ok(())
@@ -822,6 +868,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("single-platform source"), "{err}");
+    }
+
+    #[test]
+    fn an_index_json_of_platform_manifests_without_names_is_a_multi_arch_source() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = LayoutBuilder::new(tmp.path().join("s"));
+        let mut amd = b.image(json!({"os": "linux", "architecture": "amd64"}), &[b"a"]);
+        let mut arm = b.image(json!({"os": "linux", "architecture": "arm"}), &[b"b"]);
+        amd["platform"] = json!({"os": "linux", "architecture": "amd64"});
+        // The entry's variant fills in what umoci's config lacks.
+        arm["platform"] = json!({"os": "linux", "architecture": "arm", "variant": "v7"});
+        b.index(&[(amd.clone(), None), (arm.clone(), None)]);
+        let c = read(&spec(&b.root, None), None, &[]).unwrap();
+        let platforms: Vec<String> = c.images.iter().map(|i| i.platform.to_string()).collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm/v7"]);
+        assert_eq!(c.blobs.len(), 6, "two images of three blobs each");
+        // Not a multi-arch index: a ref asked for, a name on an entry, an
+        // entry without a platform. Each is a choice of one entry, as before.
+        let cases: [(Vec<(serde_json::Value, Option<&str>)>, Option<&str>, &str); 3] = [
+            (
+                vec![(amd.clone(), None), (arm.clone(), None)],
+                Some("latest"),
+                "no entry has ref name",
+            ),
+            (
+                vec![(amd.clone(), Some("v1")), (arm.clone(), None)],
+                None,
+                "entries",
+            ),
+            (
+                vec![
+                    (amd.clone(), None),
+                    (
+                        b.image(json!({"os": "linux", "architecture": "arm64"}), &[b"c"]),
+                        None,
+                    ),
+                ],
+                None,
+                "entries",
+            ),
+        ];
+        for (entries, want, err) in cases {
+            b.index(&entries);
+            let got = read(&spec(&b.root, None), want, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(got.contains(err), "{want:?}: {got}");
+        }
     }
 
     #[test]
