@@ -67,8 +67,25 @@ pub enum PlatformError {
 pub struct Normalized {
     /// The normalised platform.
     pub platform: Platform,
-    /// Human-readable notes (renamed architecture, missing ARM variant …).
+    /// Human-readable notes (renamed architecture, variant taken from it …).
     pub warnings: Vec<String>,
+    /// 32-bit ARM came without a variant: clients pick arm images by
+    /// variant, so whoever reports it says how to give one (see
+    /// [`Normalized::arm_advice`]).
+    pub missing_arm_variant: bool,
+}
+
+impl Normalized {
+    /// The command line's advice for a [`Normalized::missing_arm_variant`].
+    pub fn arm_advice(&self) -> Option<String> {
+        let os = &self.platform.os;
+        self.missing_arm_variant.then(|| {
+            format!(
+                "{os}/arm has no variant; clients pick arm images by variant: \
+                 give it as {os}/arm/v7=PATH (or v6, v5)"
+            )
+        })
+    }
 }
 
 impl Platform {
@@ -126,13 +143,9 @@ impl Platform {
                 .map_or("none".to_owned(), |n| format!("{n:?}"));
             warnings.push(format!("variant {v:?} of {go_arch} normalised to {now}"));
         }
-        if go_arch == "arm" && variant.is_none() {
-            warnings.push(format!(
-                "{os_lc}/arm has no variant; clients pick arm images by variant: \
-                 give it as {os_lc}/arm/v7=PATH (or v6, v5)"
-            ));
-        }
+        let missing_arm_variant = go_arch == "arm" && variant.is_none();
         Ok(Normalized {
+            missing_arm_variant,
             platform: Platform {
                 architecture: go_arch.to_owned(),
                 os: os_lc,
@@ -280,7 +293,7 @@ mod tests {
             ("linux/riscv64", Ok(("linux/riscv64", 0))),
             ("linux/mips64el", Ok(("linux/mips64le", 1))),
             ("Linux/AMD64", Ok(("linux/amd64", 2))),
-            ("linux/arm", Ok(("linux/arm", 1))),
+            ("linux/arm", Ok(("linux/arm", 0))),
             // containerd's normalisation.
             ("linux/arm64/v8", Ok(("linux/arm64", 1))),
             ("linux/aarch64/v8", Ok(("linux/arm64", 2))),
@@ -307,6 +320,7 @@ mod tests {
                 (Ok(n), Ok((display, warnings))) => {
                     assert_eq!(n.platform.to_string(), *display, "{input}");
                     assert_eq!(n.warnings.len(), *warnings, "{input}: {:?}", n.warnings);
+                    assert_eq!(n.missing_arm_variant, *display == "linux/arm", "{input}");
                 }
                 (Err(e), Err(want)) => assert_eq!(&e, want, "{input}"),
                 (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
@@ -368,11 +382,10 @@ mod tests {
     #[test]
     fn arm_without_variant_suggests_override() {
         let n = Platform::normalize("linux", "arm", None).unwrap();
-        assert!(
-            n.warnings[0].contains("linux/arm/v7=PATH"),
-            "{:?}",
-            n.warnings
-        );
+        let advice = n.arm_advice().unwrap_or_default();
+        assert!(advice.contains("linux/arm/v7=PATH"), "{advice:?}");
+        let n = Platform::normalize("linux", "arm", Some("v7")).unwrap();
+        assert_eq!(n.arm_advice(), None);
     }
 
     #[test]

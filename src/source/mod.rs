@@ -21,7 +21,7 @@ mod root;
 mod spec;
 mod walk;
 
-pub use spec::{SourceSpec, Transport};
+pub use spec::{ArmVariant, SourceSpec, Transport};
 pub use walk::read;
 
 /// A blob in a source, with the file its bytes come from.

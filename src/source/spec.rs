@@ -47,6 +47,31 @@ pub struct SourceSpec {
     /// served manifest (signatures, SBOMs, attestations as referrers) are
     /// served too, with their blobs (`ocimux serve`'s referrers API).
     pub with_referrers: bool,
+    /// What a config that names 32-bit ARM without a variant comes to.
+    pub arm_variant: ArmVariant,
+}
+
+/// What to do with a config that says `arm` and no variant (umoci cannot
+/// set one, so every Yocto image of a 32-bit ARM machine says only `arm`).
+/// Only ever fills in a missing variant: a config's own never changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ArmVariant {
+    /// Warn, with the command line's advice (`linux/arm/v7=PATH`).
+    #[default]
+    Advise,
+    /// Take `variant` (`v7`), found where `from` says (logged once per read).
+    Known {
+        /// The variant, normalised (`v5`, `v6`, `v7`, `v8`).
+        variant: String,
+        /// Where it was found, for the log (`qemuarm's …testdata.json`).
+        from: String,
+    },
+    /// Warn with this advice instead (the Yocto mode names the machine and
+    /// the configuration key that fixes it).
+    Unknown {
+        /// What to do about it.
+        advice: String,
+    },
 }
 
 impl SourceSpec {
@@ -70,6 +95,7 @@ impl SourceSpec {
             allow_ocimux_mount: false,
             report_broken_layers: false,
             with_referrers: false,
+            arm_variant: ArmVariant::Advise,
         })
     }
 }
@@ -93,7 +119,7 @@ fn split_platform(arg: &str) -> Result<(Option<Platform>, &str), Error> {
         value: platform.to_owned(),
         why: why.to_string(),
     })?;
-    for w in &normalized.warnings {
+    for w in normalized.warnings.iter().chain(&normalized.arm_advice()) {
         log::warn!("source {arg}: {w}");
     }
     Ok((Some(normalized.platform), source))

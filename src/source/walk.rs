@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::root::{Found, Root};
-use super::spec::Transport;
+use super::spec::{ArmVariant, Transport};
 use super::{Blob, BrokenBlob, Contribution, Image, SourceSpec};
 use crate::digest::Digest;
 use crate::document::{self, Document, Kind, RawDescriptor, RawPlatform};
@@ -196,6 +196,8 @@ struct Reader<'a> {
     only: &'a [Platform],
     /// See [`SourceSpec::report_broken_layers`].
     report_broken: bool,
+    /// See [`SourceSpec::arm_variant`].
+    arm_variant: &'a ArmVariant,
     /// The name again, shared by every blob found.
     source: std::sync::Arc<str>,
     root: Root,
@@ -222,6 +224,7 @@ impl<'a> Reader<'a> {
             name,
             only,
             report_broken: spec.report_broken_layers,
+            arm_variant: &spec.arm_variant,
             source: name.into(),
             root,
         };
@@ -544,7 +547,27 @@ impl<'a> Reader<'a> {
         for w in &normalized.warnings {
             log::warn!("source {}: {w}", self.name);
         }
-        let mut platform = normalized.platform;
+        let mut platform = normalized.platform.clone();
+        if normalized.missing_arm_variant {
+            match self.arm_variant {
+                ArmVariant::Advise => {
+                    normalized.arm_advice().into_iter().for_each(|w| {
+                        log::warn!("source {}: {w}", self.name);
+                    });
+                }
+                ArmVariant::Known { variant, from } => {
+                    log::info!("source {}: variant {variant} from {from}", self.name);
+                    platform.variant = Some(variant.clone());
+                }
+                ArmVariant::Unknown { advice } => {
+                    log::warn!(
+                        "source {}: {}/arm has no variant; {advice}",
+                        self.name,
+                        platform.os
+                    );
+                }
+            }
+        }
         platform.os_version = pick(|p| p.os_version.as_ref()).cloned();
         platform.os_features = config
             .os_features
@@ -670,6 +693,7 @@ mod tests {
             allow_ocimux_mount: false,
             report_broken_layers: false,
             with_referrers: false,
+            arm_variant: ArmVariant::Advise,
         }
     }
 
@@ -915,6 +939,65 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(got.contains(err), "{want:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn an_arm_variant_hint_fills_in_only_what_the_config_lacks() {
+        let known = ArmVariant::Known {
+            variant: "v7".into(),
+            from: "a table".into(),
+        };
+        let unknown = ArmVariant::Unknown {
+            advice: "say so".into(),
+        };
+        // config (os, architecture, variant), hint, platform read
+        let cases = [
+            (
+                json!({"os": "linux", "architecture": "arm"}),
+                &known,
+                "linux/arm/v7",
+            ),
+            (
+                json!({"os": "linux", "architecture": "arm"}),
+                &unknown,
+                "linux/arm",
+            ),
+            (
+                json!({"os": "linux", "architecture": "arm"}),
+                &ArmVariant::Advise,
+                "linux/arm",
+            ),
+            (
+                json!({"os": "linux", "architecture": "arm", "variant": "v6"}),
+                &known,
+                "linux/arm/v6",
+            ),
+            (
+                json!({"os": "linux", "architecture": "armv5"}),
+                &known,
+                "linux/arm/v5",
+            ),
+            (
+                json!({"os": "linux", "architecture": "arm64"}),
+                &known,
+                "linux/arm64",
+            ),
+            (
+                json!({"os": "linux", "architecture": "amd64"}),
+                &known,
+                "linux/amd64",
+            ),
+        ];
+        for (i, (config, hint, want)) in cases.into_iter().enumerate() {
+            let tmp = tempfile::tempdir().unwrap();
+            let b = LayoutBuilder::new(tmp.path().join(format!("s{i}")));
+            let m = b.image(config.clone(), &[b"x"]);
+            b.index(&[(m, None)]);
+            let mut s = spec(&b.root, None);
+            s.arm_variant = hint.clone();
+            let c = read(&s, None, &[]).unwrap();
+            assert_eq!(c.images[0].platform.to_string(), want, "{config} {hint:?}");
         }
     }
 
