@@ -25,13 +25,16 @@ use super::route::{self, Reference, Route, RouteError};
 /// Most entries one `tags/list` or `_catalog` page holds.
 pub const MAX_PAGE: usize = 1000;
 
-/// One repository: the live snapshots of a set of sources.
+/// One repository: per tag, the live snapshots of that tag's set of
+/// sources (a configuration file's `[[repository]]` entries of one name,
+/// the Yocto mode's link tag and dated builds).
 #[derive(Debug)]
 pub struct Repository {
     /// Its name (`yocto/app`).
     pub name: String,
-    /// The snapshots the watcher keeps current.
-    pub snapshots: Arc<Generations>,
+    /// Tag → the snapshots composed under it. Cloned out before any I/O:
+    /// the lock is never held across a read.
+    tags: RwLock<BTreeMap<String, Arc<Generations>>>,
     /// Hash every blob version before serving it (`--verify`).
     pub verify: bool,
     verifier: Verifier,
@@ -39,19 +42,80 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// A repository over `snapshots`.
-    pub fn new(name: String, snapshots: Arc<Generations>, verify: bool) -> Self {
+    /// A repository with no tag yet.
+    pub fn new(name: String, verify: bool) -> Self {
         Repository {
             name,
-            snapshots,
+            tags: RwLock::default(),
             verify,
             verifier: Verifier::default(),
             referrers: Referrers::default(),
         }
     }
-}
 
-impl Repository {
+    /// Serves `snapshots` under `tag` (replacing what it named).
+    pub fn set_tag(&self, tag: &str, snapshots: Arc<Generations>) {
+        let mut tags = self.tags.write().unwrap_or_else(|p| p.into_inner());
+        tags.insert(tag.to_owned(), snapshots);
+    }
+
+    /// Stops serving `tag`; whether it was served.
+    pub fn remove_tag(&self, tag: &str) -> bool {
+        let mut tags = self.tags.write().unwrap_or_else(|p| p.into_inner());
+        tags.remove(tag).is_some()
+    }
+
+    /// The tags given sources, in order.
+    pub fn tag_names(&self) -> Vec<String> {
+        self.read_tags().keys().cloned().collect()
+    }
+
+    /// Every tag's snapshots (tag order).
+    pub(crate) fn snapshots(&self) -> Vec<Arc<Generations>> {
+        self.read_tags().values().cloned().collect()
+    }
+
+    fn read_tags(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Generations>>> {
+        self.tags.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tag → digest over every tag's current snapshot. A tag's own
+    /// snapshots decide what it names; names a snapshot adds beside it
+    /// (`--platform-tags`) come after, first one kept.
+    pub fn tags(&self) -> BTreeMap<String, Digest> {
+        let tags: Vec<(String, Arc<Generations>)> = self
+            .read_tags()
+            .iter()
+            .map(|(t, g)| (t.clone(), g.clone()))
+            .collect();
+        let each: Vec<(String, BTreeMap<String, Digest>)> =
+            tags.into_iter().map(|(t, g)| (t, tags_of(&g))).collect();
+        let mut out = BTreeMap::new();
+        for (tag, names) in &each {
+            if let Some(d) = names.get(tag) {
+                out.insert(tag.clone(), d.clone());
+            }
+        }
+        for (_, names) in each {
+            for (name, d) in names {
+                out.entry(name).or_insert(d);
+            }
+        }
+        out
+    }
+
+    /// What a digest names in any tag's current snapshot.
+    fn by_digest(&self, digest: &Digest) -> Result<Content, FsError> {
+        let mut last = Err(FsError::NotFound);
+        for g in self.snapshots() {
+            last = g.by_digest(digest);
+            if last.is_ok() {
+                break;
+            }
+        }
+        last
+    }
+
     /// Hashes `blob`'s current file (once per file version: the result is
     /// kept) so that the next answer about it needs no hash; failures are
     /// found and reported by that answer.
@@ -67,6 +131,8 @@ impl Repository {
 pub struct Registry {
     repos: RwLock<BTreeMap<String, Arc<Repository>>>,
     readers: Readers,
+    /// Watchers started for its tags (each runs until the process exits).
+    watched: std::sync::atomic::AtomicUsize,
 }
 
 /// What [`Registry::respond`] comes to.
@@ -100,10 +166,23 @@ pub struct Request<'a> {
 }
 
 impl Registry {
-    /// Adds (or replaces) a repository.
-    pub fn insert(&self, repo: Repository) {
+    /// Adds (or replaces) a repository; the one now served.
+    pub fn insert(&self, repo: Repository) -> Arc<Repository> {
+        let repo = Arc::new(repo);
         let mut repos = self.repos.write().unwrap_or_else(|p| p.into_inner());
-        repos.insert(repo.name.clone(), Arc::new(repo));
+        repos.insert(repo.name.clone(), repo.clone());
+        repo
+    }
+
+    /// How many watchers its tags have started.
+    pub fn watched(&self) -> usize {
+        self.watched.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts one more watcher.
+    pub(crate) fn watching(&self) {
+        self.watched
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How many repositories there are.
@@ -187,7 +266,7 @@ impl Registry {
         };
         Ok(match route {
             Route::Tags { name } => {
-                let tags: Vec<String> = tags(&repo.snapshots).into_keys().collect();
+                let tags: Vec<String> = repo.tags().into_keys().collect();
                 let path = format!("/v2/{name}/tags/list");
                 page(
                     req.query,
@@ -202,7 +281,7 @@ impl Registry {
                 let filter = query_param(req.query, "artifactType");
                 let index = repo
                     .referrers
-                    .of(&repo.snapshots, &digest, filter.as_deref());
+                    .of(&repo.snapshots(), &digest, filter.as_deref());
                 let mut reply = Reply::json(200, &index);
                 if let Some(kv) = reply.headers.iter_mut().find(|(n, _)| *n == "Content-Type") {
                     kv.1 = OCI_INDEX.to_owned();
@@ -232,12 +311,12 @@ impl Registry {
         };
         let digest = match &reference {
             Reference::Digest(d) => d.clone(),
-            Reference::Tag(t) => match tags(&repo.snapshots).remove(t) {
+            Reference::Tag(t) => match repo.tags().remove(t) {
                 Some(d) => d,
                 None => return Ok(unknown(&reference)),
             },
         };
-        let (media_type, body) = match repo.snapshots.by_digest(&digest) {
+        let (media_type, body) = match repo.by_digest(&digest) {
             Ok(Content::Memory(bytes)) => (OCI_INDEX.to_owned(), Bytes::from(bytes.to_vec())),
             Ok(Content::Blob(blob)) if document::kind_of(&blob.media_type).is_some() => {
                 match self.open(repo, &blob, defer) {
@@ -297,7 +376,7 @@ impl Registry {
                 Some(json!({ "digest": digest.to_string() })),
             )
         };
-        let (size, source) = match repo.snapshots.by_digest(digest) {
+        let (size, source) = match repo.by_digest(digest) {
             Ok(Content::Memory(bytes)) => (bytes.len() as u64, Err(bytes)),
             Ok(Content::Blob(blob)) => (blob.size, Ok(blob)),
             Err(_) => return Ok(unknown()),
@@ -428,8 +507,8 @@ fn read_document(range: &FileRange) -> Result<Bytes, FsError> {
     range.read(0, size).map(Bytes::from)
 }
 
-/// Tag → digest, from the current snapshot's `index.json`.
-pub fn tags(snapshots: &Generations) -> BTreeMap<String, Digest> {
+/// Tag → digest, from one snapshot's current `index.json`.
+fn tags_of(snapshots: &Generations) -> BTreeMap<String, Digest> {
     let bytes = snapshots.index_json();
     let Ok(index) = document::parse::<document::Document>(&bytes) else {
         return BTreeMap::new();
@@ -517,8 +596,66 @@ mod tests {
         let comp = plan.compose().unwrap();
         let reg = Registry::default();
         let snapshots = Arc::new(Generations::new(&comp));
-        reg.insert(Repository::new("a/b".into(), snapshots, false));
+        reg.insert(tagged("a/b", "v1", snapshots, false));
         (reg, layer)
+    }
+
+    fn tagged(name: &str, tag: &str, snapshots: Arc<Generations>, verify: bool) -> Repository {
+        let repo = Repository::new(name.into(), verify);
+        repo.set_tag(tag, snapshots);
+        repo
+    }
+
+    #[test]
+    fn each_tag_serves_its_own_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::new("a".into(), false);
+        let mut layers = Vec::new();
+        for (tag, bytes) in [
+            ("latest", &b"new layer"[..]),
+            ("20261204120000", b"old layer"),
+        ] {
+            let src = dir.path().join(tag);
+            let (_, layer) = LayoutBuilder::one_layer(src.clone(), bytes);
+            let args = crate::plan::IndexArgs {
+                tag: tag.into(),
+                ..Default::default()
+            };
+            let plan = crate::plan::Plan::from_args(&[src.display().to_string()], &args);
+            let comp = plan.unwrap().compose().unwrap();
+            repo.set_tag(tag, Arc::new(Generations::new(&comp)));
+            layers.push((tag, comp.index_digest, layer));
+        }
+        let reg = Registry::default();
+        reg.insert(repo);
+        let body = |r: Reply| match r.body {
+            Body::Bytes(b) => b.to_vec(),
+            _ => Vec::new(),
+        };
+        let list = body(reply(&reg, &req("GET", "/v2/a/tags/list", None)));
+        let list: serde_json::Value = serde_json::from_slice(&list).unwrap();
+        assert_eq!(list["tags"], json!(["20261204120000", "latest"]));
+        for (tag, index, layer) in &layers {
+            let r = reply(&reg, &req("GET", &format!("/v2/a/manifests/{tag}"), None));
+            let digest = r
+                .headers
+                .iter()
+                .find(|(n, _)| *n == "Docker-Content-Digest");
+            assert_eq!(
+                digest.map(|(_, v)| v.as_str()),
+                Some(index.to_string().as_str())
+            );
+            let l = format!("/v2/a/blobs/{}", layer["digest"].as_str().unwrap());
+            assert_eq!(reply(&reg, &req("GET", &l, None)).status, 200, "{tag}");
+        }
+        // A tag taken away is gone; the other stays.
+        reg.get("a").unwrap().remove_tag("20261204120000");
+        let r = reply(&reg, &req("GET", "/v2/a/manifests/20261204120000", None));
+        assert_eq!(r.status, 404);
+        assert_eq!(
+            reply(&reg, &req("GET", "/v2/a/manifests/latest", None)).status,
+            200
+        );
     }
 
     fn reply(reg: &Registry, r: &Request<'_>) -> Reply {
@@ -537,7 +674,7 @@ mod tests {
         let comp = plan.unwrap().compose().unwrap();
         let reg = Registry::default();
         let snapshots = Arc::new(Generations::new(&comp));
-        reg.insert(Repository::new("a".into(), snapshots, true)); // --verify
+        reg.insert(tagged("a", "latest", snapshots, true)); // --verify
         let l = format!("/v2/a/blobs/{}", layer["digest"].as_str().unwrap());
         let Answer::Hash(repo, blob) = reg.respond(&req("GET", &l, None), true) else {
             panic!("a --verify blob not hashed yet is deferred");

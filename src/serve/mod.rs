@@ -78,9 +78,14 @@ pub enum ServeError {
         "repository name {0:?}: not a valid name (lower-case letters, digits, separators . _ __ -, components joined by /, at most 255 bytes)"
     )]
     Name(String),
-    /// Two repositories of one name.
-    #[error("repository {0:?} is given twice")]
-    Duplicate(String),
+    /// One tag of a repository given twice.
+    #[error("repository {repo:?}: tag {tag:?} is given twice")]
+    Duplicate {
+        /// The repository.
+        repo: String,
+        /// The tag.
+        tag: String,
+    },
     /// Nothing to serve.
     #[error("no repository to serve")]
     Nothing,
@@ -137,7 +142,7 @@ impl crate::lifecycle::ExitStatus for ServeError {
         use crate::lifecycle::exit;
         match self {
             ServeError::Name(_)
-            | ServeError::Duplicate(_)
+            | ServeError::Duplicate { .. }
             | ServeError::Nothing
             | ServeError::TooMany(_)
             | ServeError::Source { .. }
@@ -170,21 +175,42 @@ pub(crate) fn registry(
     Ok(registry)
 }
 
-/// Adds one repository (at start, or when the Yocto mode finds an image).
+/// Adds one tag of a repository, with its sources (at start, or when the
+/// Yocto mode finds an image); a repository's first tag adds it. Followed
+/// live when `cfg.live` (one watcher each, [`MAX_REPOSITORIES`] at most).
 pub(crate) fn add(
     registry: &Arc<Registry>,
     r: RepoPlan,
     cfg: &ServeConfig,
 ) -> Result<Option<crate::watch::Replan>, ServeError> {
+    let tag = r.plan.opts.tag.to_string();
+    if let Some(repo) = registry.get(&r.name) {
+        if repo.tag_names().contains(&tag) {
+            return Err(ServeError::Duplicate { repo: r.name, tag });
+        }
+    }
+    set_tag(registry, r, cfg.verify, cfg.live)
+}
+
+/// Serves `r`'s sources under its tag, replacing what the tag named (the
+/// Yocto mode's dated builds, composed again when they change).
+pub(crate) fn set_tag(
+    registry: &Arc<Registry>,
+    r: RepoPlan,
+    verify: bool,
+    live: bool,
+) -> Result<Option<crate::watch::Replan>, ServeError> {
     if !route::is_name(&r.name) {
         return Err(ServeError::Name(r.name));
     }
-    if registry.get(&r.name).is_some() {
-        return Err(ServeError::Duplicate(r.name));
-    }
-    if registry.len() >= MAX_REPOSITORIES {
+    let known = registry.get(&r.name);
+    if known.is_none() && registry.len() >= MAX_REPOSITORIES {
         return Err(ServeError::TooMany(registry.len() + 1));
     }
+    if live && registry.watched() >= MAX_REPOSITORIES {
+        return Err(ServeError::TooMany(registry.watched() + 1));
+    }
+    let tag = r.plan.opts.tag.to_string();
     // Referrers (signatures, SBOMs) listed in a source's index.json are
     // served for the referrers API.
     let mut plan = r.plan;
@@ -199,12 +225,12 @@ pub(crate) fn add(
         return Err(ServeError::Unpublishable { repo: r.name, what });
     }
     let snapshots = Arc::new(Generations::new(&comp));
-    registry.insert(Repository::new(
-        r.name.clone(),
-        snapshots.clone(),
-        cfg.verify,
-    ));
-    let replan = match cfg.live {
+    let repo = match known {
+        Some(repo) => repo,
+        None => registry.insert(Repository::new(r.name.clone(), verify)),
+    };
+    repo.set_tag(&tag, snapshots.clone());
+    let replan = match live {
         true => {
             let reg = Arc::downgrade(registry);
             let (name, watched) = (r.name.clone(), Arc::downgrade(&snapshots));
@@ -231,18 +257,27 @@ pub(crate) fn add(
                 }
             });
             let spawned = crate::watch::spawn(plan, &comp, snapshots, notify);
-            Some(spawned.map_err(|err| ServeError::Start {
+            let replan = spawned.map_err(|err| ServeError::Start {
                 what: "starting a watcher",
                 err,
-            })?)
+            })?;
+            registry.watching();
+            Some(replan)
         }
         false => None,
     };
+    let platforms: Vec<String> = comp
+        .rows
+        .iter()
+        .map(|r| r.image.platform.to_string())
+        .collect();
     log::info!(
-        "repository {:?}: index {} ({} blobs)",
+        "repository {:?} tag {tag:?}: index {}, {} ({} blobs{})",
         r.name,
         comp.index_digest,
-        comp.blobs.len()
+        platforms.join(", "),
+        comp.blobs.len(),
+        if live { "" } else { ", static" }
     );
     Ok(replan)
 }

@@ -15,17 +15,18 @@ use crate::generations::Generations;
 /// Descriptors of referring manifests, by subject.
 type BySubject = HashMap<Digest, Vec<Value>>;
 
-/// The referrers of the snapshot last asked about.
+/// The referrers of the snapshots last asked about (one per tag), known by
+/// their index digests.
 #[derive(Debug, Default)]
 pub struct Referrers {
-    cache: Mutex<Option<(Digest, Arc<BySubject>)>>,
+    cache: Mutex<Option<(Vec<Digest>, Arc<BySubject>)>>,
 }
 
 impl Referrers {
     /// The referrers index for `subject`, filtered by `artifact_type`.
     pub fn of(
         &self,
-        snapshots: &Generations,
+        snapshots: &[Arc<Generations>],
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Value {
@@ -39,9 +40,9 @@ impl Referrers {
         json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests })
     }
 
-    fn map(&self, snapshots: &Generations) -> Arc<BySubject> {
-        let layout = snapshots.current();
-        let key = layout.index_digest().clone();
+    fn map(&self, snapshots: &[Arc<Generations>]) -> Arc<BySubject> {
+        let layouts: Vec<_> = snapshots.iter().map(|g| g.current()).collect();
+        let key: Vec<Digest> = layouts.iter().map(|l| l.index_digest().clone()).collect();
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((_, map)) = cache.as_ref().filter(|(k, _)| *k == key) {
@@ -50,8 +51,12 @@ impl Referrers {
         }
         // Built outside the lock: it reads files.
         let mut map = BySubject::new();
-        for (_, blob) in layout.blobs() {
-            if document::kind_of(&blob.media_type).is_none() || blob.size > document::MAX_JSON {
+        let mut seen = std::collections::HashSet::new();
+        for (_, blob) in layouts.iter().flat_map(|l| l.blobs()) {
+            if document::kind_of(&blob.media_type).is_none()
+                || blob.size > document::MAX_JSON
+                || !seen.insert(blob.digest.clone())
+            {
                 continue;
             }
             let Ok(range) = FileRange::open_once(blob, true) else {
