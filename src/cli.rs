@@ -158,12 +158,17 @@ pub(crate) struct ServeArgs {
     /// A TOML file of repositories and options (see README.md).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
-    /// A Yocto build directory whose images are all served (repeatable).
+    /// A Yocto build whose images are all served (repeatable): its TOPDIR,
+    /// a TMPDIR, a deploy/images directory or one machine's.
     #[arg(long, value_name = "BUILDDIR")]
     pub(crate) yocto: Vec<PathBuf>,
     /// The namespace of the Yocto mode's repositories.
     #[arg(long, value_name = "NAME", default_value = "yocto")]
     pub(crate) namespace: String,
+    /// Dated builds served as tags of their own per image, newest first
+    /// (Yocto mode; default 5, at most 32, 0 for none).
+    #[arg(long, value_name = "N")]
+    pub(crate) history: Option<usize>,
     #[command(flatten)]
     pub(crate) index: IndexArgs,
     /// Hash every blob version before it is served.

@@ -96,7 +96,11 @@ pub(crate) fn run(command: Command) -> Result<u8, Failure> {
 }
 
 fn serve(args: ServeArgs) -> Result<u8, Failure> {
-    use ocimux::serve::{RepoPlan, ServeConfig, config::Config, yocto::Finder};
+    use ocimux::serve::{
+        RepoPlan, ServeConfig,
+        config::Config,
+        yocto::{Finder, Settings},
+    };
     let file = match &args.config {
         Some(p) => Config::load(p).map_err(ocimux::serve::ServeError::from)?,
         None => Config::default(),
@@ -122,19 +126,30 @@ fn serve(args: ServeArgs) -> Result<u8, Failure> {
             plan: Plan::from_args(&r.sources, &r.index)?,
         });
     }
-    let mut finder = file.yocto.map(|y| Finder {
-        build_dirs: y.build_dirs,
+    // The file's [yocto] with the command line's paths added (its own
+    // settings win; a --history given wins over the file's).
+    let mut yocto = file.yocto.map(|y| Settings {
+        paths: y.build_dirs,
         namespace: y.namespace,
         index: y.index,
+        history: y.history,
+        platforms: y.platforms,
     });
     if !args.yocto.is_empty() {
-        let f = finder.get_or_insert_with(|| Finder {
-            build_dirs: Vec::new(),
+        let y = yocto.get_or_insert_with(|| Settings {
             namespace: args.namespace.clone(),
             index: args.index.to_lib(),
+            ..Settings::default()
         });
-        f.build_dirs.extend(args.yocto.iter().cloned());
+        y.paths.extend(args.yocto.iter().cloned());
     }
+    if let Some(y) = yocto.as_mut() {
+        y.history = args.history.or(y.history);
+    }
+    let finder = yocto
+        .map(Finder::new)
+        .transpose()
+        .map_err(ocimux::serve::ServeError::from)?;
     let tls = match (
         args.tls_cert.or(file.tls_cert),
         args.tls_key.or(file.tls_key),

@@ -84,6 +84,12 @@ pub struct YoctoConfig {
     /// Namespace (default `yocto`).
     #[serde(default = "default_namespace")]
     pub namespace: String,
+    /// Dated builds served as tags per image (default 5).
+    #[serde(default)]
+    pub history: Option<usize>,
+    /// Machine → platform (`qemuarm = "linux/arm/v7"`), as `PLATFORM=PATH`.
+    #[serde(default)]
+    pub platforms: std::collections::BTreeMap<String, String>,
     /// Index options for every image.
     #[serde(flatten)]
     pub index: IndexArgs,
@@ -101,6 +107,11 @@ pub const MAX_SETTINGS_FILE: u64 = 1 << 20;
 /// once, never waited on), only a regular file, at most
 /// [`MAX_SETTINGS_FILE`] bytes.
 pub(crate) fn read_settings(path: &Path) -> std::io::Result<Vec<u8>> {
+    read_settings_capped(path, MAX_SETTINGS_FILE)
+}
+
+/// [`read_settings`] with another cap (a build's `testdata.json`).
+pub(crate) fn read_settings_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -110,12 +121,10 @@ pub(crate) fn read_settings(path: &Path) -> std::io::Result<Vec<u8>> {
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
-    if meta.len() > MAX_SETTINGS_FILE {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_SETTINGS_FILE} bytes"
-        )));
+    if meta.len() > cap {
+        return Err(std::io::Error::other(format!("larger than {cap} bytes")));
     }
-    crate::readat::read_up_to(&file, 0, MAX_SETTINGS_FILE, meta.len())
+    crate::readat::read_up_to(&file, 0, cap, meta.len())
 }
 
 impl Config {

@@ -127,6 +127,9 @@ pub enum ServeError {
     /// The certificate or key is wrong.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The Yocto mode's settings are wrong (`--yocto` is no build …).
+    #[error(transparent)]
+    Yocto(#[from] yocto::YoctoError),
     /// Starting threads, watchers or the runtime failed.
     #[error("{what}: {err}")]
     Start {
@@ -149,7 +152,8 @@ impl crate::lifecycle::ExitStatus for ServeError {
             | ServeError::Unpublishable { .. }
             | ServeError::Config(_)
             | ServeError::Htpasswd(_)
-            | ServeError::Tls(_) => exit::BAD_INPUT,
+            | ServeError::Tls(_)
+            | ServeError::Yocto(_) => exit::BAD_INPUT,
             ServeError::Listen { .. } | ServeError::Start { .. } => exit::SERVE,
         }
     }

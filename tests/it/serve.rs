@@ -1285,9 +1285,10 @@ fn the_yocto_mode_serves_every_image_and_picks_up_new_ones() {
         get(&server.url("/v2/_catalog"), &[]).json()["repositories"]
             == serde_json::json!(["yocto/app-container", "yocto/base"])
     });
+    // Its link's tag, and its dated build as a tag of its own.
     assert_eq!(
         get(&server.url("/v2/yocto/base/tags/list"), &[]).json()["tags"],
-        serde_json::json!(["latest"])
+        serde_json::json!(["20261203120000", "latest"])
     );
     // A machine built later joins the image it builds.
     let riscv = umoci_layout(&layouts, "riscv64", "s8");
