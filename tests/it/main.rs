@@ -18,3 +18,4 @@ mod serve;
 mod tar;
 mod trust;
 mod trust2;
+mod yocto;

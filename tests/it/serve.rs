@@ -214,18 +214,23 @@ pub(crate) fn two_layouts(dir: &Path, seed: &str) -> (PathBuf, PathBuf) {
 
 /// `skopeo copy --all docker://SERVER/REPO:latest oci:DEST:latest` (skopeo
 /// verifies every digest it pulls).
-fn skopeo_pull(server: &Server, repo: &str, dest: &Path) {
+pub(crate) fn skopeo_pull(server: &Server, repo: &str, dest: &Path) {
+    skopeo_pull_tag(server, repo, "latest", dest);
+}
+
+/// `skopeo copy --all docker://SERVER/REPO:TAG oci:DEST:TAG`.
+pub(crate) fn skopeo_pull_tag(server: &Server, repo: &str, tag: &str, dest: &Path) {
     run(Command::new("skopeo").args([
         "copy",
         "--all",
         "-q",
         "--src-tls-verify=false",
-        &format!("docker://{}/{repo}:latest", server.host),
-        &format!("oci:{}:latest", dest.display()),
+        &format!("docker://{}/{repo}:{tag}", server.host),
+        &format!("oci:{}:{tag}", dest.display()),
     ]));
 }
 
-fn s(p: &Path) -> &str {
+pub(crate) fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
@@ -891,7 +896,7 @@ fn hostile_clients_get_errors_and_the_server_keeps_answering() {
     assert!(status.success(), "{status}: {log}");
 }
 
-fn chown_r(path: &Path, owner: &str) {
+pub(crate) fn chown_r(path: &Path, owner: &str) {
     run(Command::new("chown").args(["-R", owner]).arg(path));
 }
 
@@ -1119,42 +1124,18 @@ fn podman_buildah_and_containerd_pull() {
     .to_owned();
 
     let d = tmp.path();
-    let storage = |tool: &str| {
-        let mut c = Command::new(tool);
-        c.arg("--root")
-            .arg(d.join(format!("{tool}-root")))
-            .arg("--runroot")
-            .arg(d.join(format!("{tool}-run")))
-            .args(["--storage-driver", "vfs"]);
-        if tool == "podman" {
-            c.args(["--events-backend", "file", "--cgroup-manager", "cgroupfs"]);
-        }
-        c
-    };
     let cases: [(&[&str], &str); 3] = [
         (&["--arch", "arm64"], "arm64"),
         (&["--arch", "arm", "--variant", "v7"], "arm"),
         (&["--platform", "linux/amd64"], "amd64"),
     ];
     for (how, arch) in cases {
-        run(storage("podman")
-            .args(["pull", "-q", "--tls-verify=false"])
-            .args(how)
-            .arg(format!("docker://{image}")));
-        let got = run(storage("podman").args([
-            "image",
-            "inspect",
-            "--format",
-            "{{.Architecture}}",
-            &image,
-        ]));
-        assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), arch, "{how:?}");
-        run(storage("podman").args(["rmi", "-f", &image]));
+        assert_eq!(podman_pull_arch(d, &image, how), arch, "{how:?}");
     }
-    run(storage("buildah")
+    run(storage(d, "buildah")
         .args(["pull", "-q", "--tls-verify=false", "--arch", "arm64"])
         .arg(format!("docker://{image}")));
-    let got = run(storage("buildah").args([
+    let got = run(storage(d, "buildah").args([
         "inspect",
         "--type",
         "image",
@@ -1163,8 +1144,55 @@ fn podman_buildah_and_containerd_pull() {
         &image,
     ]));
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "arm64");
+    let (listed, content) = ctr_pull_all_platforms(d, &image);
+    assert!(listed.contains(&index_digest), "{listed}");
+    assert!(
+        listed.contains("linux/amd64,linux/arm/v7,linux/arm64"),
+        "{listed}"
+    );
+    assert_eq!(
+        content.lines().count(),
+        10,
+        "index, 3 manifests, 3 configs, 3 layers: {content}"
+    );
+}
 
-    // containerd: its own root, state and socket; every platform's content.
+/// podman or buildah with its storage under `d` (vfs, no daemon).
+pub(crate) fn storage(d: &Path, tool: &str) -> Command {
+    let mut c = Command::new(tool);
+    c.arg("--root")
+        .arg(d.join(format!("{tool}-root")))
+        .arg("--runroot")
+        .arg(d.join(format!("{tool}-run")))
+        .args(["--storage-driver", "vfs"]);
+    if tool == "podman" {
+        c.args(["--events-backend", "file", "--cgroup-manager", "cgroupfs"]);
+    }
+    c
+}
+
+/// `podman pull HOW docker://IMAGE` (plain HTTP) with storage under `d`:
+/// the architecture pulled (then the image is removed).
+pub(crate) fn podman_pull_arch(d: &Path, image: &str, how: &[&str]) -> String {
+    run(storage(d, "podman")
+        .args(["pull", "-q", "--tls-verify=false"])
+        .args(how)
+        .arg(format!("docker://{image}")));
+    let got = run(storage(d, "podman").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Architecture}}",
+        image,
+    ]));
+    run(storage(d, "podman").args(["rmi", "-f", image]));
+    String::from_utf8_lossy(&got.stdout).trim().to_owned()
+}
+
+/// A private containerd under `d` (its own root, state and socket) pulls
+/// every platform of `image` with `ctr --plain-http`: `ctr images ls` and
+/// `ctr content ls -q` afterwards. Panics with ctr's complaint if the pull fails.
+pub(crate) fn ctr_pull_all_platforms(d: &Path, image: &str) -> (String, String) {
     let cd = d.join("containerd");
     fs::create_dir_all(&cd).unwrap();
     let sock = cd.join("sock");
@@ -1197,7 +1225,7 @@ fn podman_buildah_and_containerd_pull() {
     wait_for("containerd to answer", Duration::from_secs(20), || {
         ctr(&["version"]).status.success()
     });
-    let pulled = ctr(&["images", "pull", "--plain-http", "--all-platforms", &image]);
+    let pulled = ctr(&["images", "pull", "--plain-http", "--all-platforms", image]);
     let listed = ctr(&["images", "ls"]);
     let content = ctr(&["content", "ls", "-q"]);
     let _ = containerd.kill();
@@ -1207,18 +1235,8 @@ fn podman_buildah_and_containerd_pull() {
         "{}",
         String::from_utf8_lossy(&pulled.stderr)
     );
-    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
-    assert!(listed.contains(&index_digest), "{listed}");
-    assert!(
-        listed.contains("linux/amd64,linux/arm/v7,linux/arm64"),
-        "{listed}"
-    );
-    let content = String::from_utf8_lossy(&content.stdout).into_owned();
-    assert_eq!(
-        content.lines().count(),
-        10,
-        "index, 3 manifests, 3 configs, 3 layers: {content}"
-    );
+    let text = |o: std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    (text(listed), text(content))
 }
 
 #[test]
