@@ -413,7 +413,7 @@ fn start(
     // as the process (closed by the kernel however it ends).
     let alive = crate::mountpoint::watchdog().map_err(io_err("starting the unmount watchdog"))?;
     std::mem::forget(alive);
-    raise_fd_limit();
+    crate::lifecycle::raise_fd_limit();
     let snapshots = Arc::new(Generations::new(&served.first));
     crate::watch::release_freed_memory();
     let mut fs = OciFs::new(
@@ -504,15 +504,6 @@ pub enum FuseDevice {
         /// What access(2) said.
         errno: nix::errno::Errno,
     },
-}
-
-/// Open source files are shared per file version (see `handles`), so fds
-/// grow with the files in use; let them reach the hard limit.
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
 }
 
 /// Sends a swap's invalidations to the kernel (from the watcher's thread).

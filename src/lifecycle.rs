@@ -131,6 +131,16 @@ pub fn unmount_own_mount() -> Result<bool, crate::mountpoint::UnmountError> {
         .or_else(|_| crate::mountpoint::unmount_ours(me, true))
 }
 
+/// Lets open files reach the hard limit: a mount shares open source files
+/// per file version, a server holds each served tag's source roots (the
+/// Yocto mode's dated builds among them), so fds grow with what is served.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ pub fn run(
     repos: Vec<RepoPlan>,
     finder: Option<yocto::Finder>,
 ) -> Result<u8, ServeError> {
+    crate::lifecycle::raise_fd_limit();
     let registry = match &finder {
         // The Yocto mode may start with nothing found yet.
         Some(_) => {

@@ -1157,6 +1157,45 @@ fn podman_buildah_and_containerd_pull() {
     );
 }
 
+/// A configuration file may give one repository several tags, each its own
+/// sources; the same tag twice is refused by name.
+#[test]
+fn a_repository_has_a_tag_per_set_of_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = two_layouts(tmp.path(), "tags");
+    let file = tmp.path().join("tags.toml");
+    let entry = |tag: &str, p: &Path| {
+        format!(
+            "[[repository]]\nname = \"app\"\ntag = {tag:?}\nsources = [{:?}]\n",
+            s(p)
+        )
+    };
+    fs::write(&file, entry("latest", &amd64) + &entry("v1", &arm64)).unwrap();
+    let server = Server::start(&["--config", s(&file)]);
+    let tags = get(&server.url("/v2/app/tags/list"), &[]).json();
+    assert_eq!(tags["tags"], serde_json::json!(["latest", "v1"]));
+    for (tag, arch) in [("latest", "amd64"), ("v1", "arm64")] {
+        let index = get(
+            &server.url(&format!("/v2/app/manifests/{tag}")),
+            &[&format!("Accept: {OCI_INDEX}")],
+        )
+        .json();
+        assert_eq!(
+            index["manifests"][0]["platform"]["architecture"], arch,
+            "{tag}"
+        );
+    }
+    drop(server);
+    fs::write(&file, entry("v1", &amd64) + &entry("v1", &arm64)).unwrap();
+    let out = ocimux(&["serve", "--listen", "127.0.0.1:0", "--config", s(&file)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("repository \"app\": tag \"v1\" is given twice"),
+        "{stderr}"
+    );
+}
+
 /// podman or buildah with its storage under `d` (vfs, no daemon).
 pub(crate) fn storage(d: &Path, tool: &str) -> Command {
     let mut c = Command::new(tool);
