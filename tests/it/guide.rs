@@ -1,7 +1,7 @@
 //! The README's Yocto guide, run as written: its command block is taken from
-//! README.md and run with bash on a build tree laid out as multiconfig
-//! Yocto builds lay it out (umoci layouts behind `-latest-oci` symlinks, and
-//! an `-oci.tar`), pushing to a local plain-HTTP registry: the only change is
+//! README.md and run with bash on a build tree laid out as meta-virtualization
+//! lays it out (`yocto::meta_virtualization_tree`), pushing to a local
+//! plain-HTTP registry: the only change is
 //! a `skopeo` shim first on the PATH that adds `--dest-tls-verify=false`
 //! (and `--tls-verify=false` to inspect), as a user of such a registry would.
 
@@ -11,6 +11,7 @@ use std::process::Command;
 
 use crate::common::*;
 use crate::registry::Registry;
+use crate::yocto::meta_virtualization_tree;
 
 /// The command block between the guide's markers in README.md.
 fn guide_block() -> String {
@@ -31,41 +32,14 @@ fn guide_block() -> String {
     code.to_owned()
 }
 
-fn deploy(build: &Path, mc: &str, machine: &str) -> std::path::PathBuf {
-    let dir = build.join(format!("tmp-{mc}/deploy/images/{machine}"));
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn the_yocto_guide_runs_as_written() {
     require_tool("bash");
     require_tool("tar");
+    require_tool("curl");
     let tmp = tempfile::tempdir().unwrap();
     let build = tmp.path().join("build");
-    let work = tmp.path().join("work");
-    fs::create_dir_all(&work).unwrap();
-    for (mc, machine, arch) in [
-        ("x86-64", "qemux86-64", "amd64"),
-        ("arm64", "qemuarm64", "arm64"),
-    ] {
-        let dir = deploy(&build, mc, machine);
-        let layout = umoci_layout(&dir, arch, "guide");
-        let dated = dir.join(format!("app-container-{machine}-20261129.rootfs-oci"));
-        fs::rename(&layout, &dated).unwrap();
-        std::os::unix::fs::symlink(
-            dated.file_name().unwrap(),
-            dir.join(format!("app-container-{machine}-latest-oci")),
-        )
-        .unwrap();
-    }
-    let arm = umoci_layout(&work, "arm", "guide");
-    let dir = deploy(&build, "arm", "qemuarm");
-    run(Command::new("tar")
-        .arg("-cf")
-        .arg(dir.join("app-container-qemuarm-oci.tar"))
-        .arg(".")
-        .current_dir(&arm));
+    meta_virtualization_tree(&build);
     let registry = Registry::start();
     let reg = format!("127.0.0.1:{}", registry.port);
     let skopeo =
@@ -124,6 +98,14 @@ fn the_yocto_guide_runs_as_written() {
     };
     let pushed = raw("latest");
     assert_eq!(pushed, raw("export"));
+    // What the server served, pushed on: the two machines built by then.
+    let served: serde_json::Value = serde_json::from_slice(&raw("20261204130000")).unwrap();
+    assert_eq!(
+        served["manifests"].as_array().map(Vec::len),
+        Some(2),
+        "{served}"
+    );
+    assert!(stdout.contains("\"20261205140000\""), "tags/list: {stdout}");
     let index: serde_json::Value = serde_json::from_slice(&pushed).unwrap();
     let platforms: Vec<String> = index["manifests"]
         .as_array()
