@@ -153,9 +153,18 @@ impl Finder {
     }
 
     fn look(&self, registry: &Arc<Registry>, cfg: &ServeConfig, served: &mut Served) {
-        for (name, sel) in self.scan(served) {
+        let began = std::time::Instant::now();
+        let found = self.scan(served);
+        let scanned = began.elapsed();
+        let images = found.len();
+        for (name, sel) in found {
             self.serve_image(registry, cfg, served, &name, sel);
         }
+        log::debug!(
+            "yocto: {images} images looked at: scan {} us, serve {} us",
+            scanned.as_micros(),
+            (began.elapsed() - scanned).as_micros()
+        );
     }
 
     /// Repository name → its tags' selections, from what is on disk now.
@@ -257,6 +266,13 @@ impl Finder {
         name: &str,
         selections: Vec<Selection>,
     ) {
+        if registry.get(name).is_none() && registry.len() >= super::MAX_REPOSITORIES {
+            served.say_once(format!(
+                "image {name:?}: {}; skipped",
+                super::ServeError::TooMany(registry.len() + 1)
+            ));
+            return;
+        }
         let mut state = served.images.remove(name).unwrap_or_default();
         let mut dated_now = BTreeSet::new();
         for sel in selections {
