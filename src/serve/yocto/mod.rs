@@ -280,7 +280,7 @@ impl Finder {
             if sel.live {
                 match state.live.get_mut(&sel.tag) {
                     Some((was, replan)) if *was != print => {
-                        if let (Some(replan), Some(plan)) = (replan.as_ref(), self.plan(&sel)) {
+                        if let (Some(replan), Ok(plan)) = (replan.as_ref(), self.plan(&sel)) {
                             log::info!(
                                 "repository {name:?} tag {:?}: now from {}",
                                 sel.tag,
@@ -347,7 +347,13 @@ impl Finder {
         name: &str,
         sel: &Selection,
     ) -> Option<Option<crate::watch::Replan>> {
-        let plan = self.plan(sel)?;
+        let plan = match self.plan(sel) {
+            Ok(plan) => plan,
+            Err(e) => {
+                served.say_once(format!("image {name:?} tag {:?}: {e}; skipped", sel.tag));
+                return None;
+            }
+        };
         let r = RepoPlan {
             name: name.to_owned(),
             plan,
@@ -373,12 +379,13 @@ impl Finder {
 
     /// The plan of one tag: each machine's output as what it is (an
     /// archive is an archive whatever its name), with its platform hint.
-    fn plan(&self, sel: &Selection) -> Option<Plan> {
+    /// A tag a link's name gave that is no OCI tag is refused here, by name.
+    fn plan(&self, sel: &Selection) -> Result<Plan, crate::Error> {
         let args = IndexArgs {
             tag: sel.tag.clone(),
             ..self.index.clone()
         };
-        let mut plan = Plan::from_args(&[], &args).ok()?;
+        let mut plan = Plan::from_args(&[], &args)?;
         plan.specs = sel
             .sources
             .iter()
@@ -400,7 +407,7 @@ impl Finder {
                 }
             })
             .collect();
-        Some(plan)
+        Ok(plan)
     }
 }
 
