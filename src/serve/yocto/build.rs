@@ -67,6 +67,16 @@ fn named(p: &Path, name: &str) -> bool {
 }
 
 impl BuildPath {
+    /// The path given.
+    pub fn path(&self) -> &Path {
+        match self {
+            BuildPath::Top(p)
+            | BuildPath::Tmp(p)
+            | BuildPath::Images(p)
+            | BuildPath::Machine(p) => p,
+        }
+    }
+
     /// What `path` is, or why it is none of them.
     pub fn classify(path: &Path) -> Result<BuildPath, BuildError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());

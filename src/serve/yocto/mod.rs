@@ -141,6 +141,18 @@ impl Finder {
     pub(crate) fn start(&self, registry: &Arc<Registry>, cfg: &ServeConfig) -> Served {
         let mut served = Served::default();
         self.look(registry, cfg, &mut served);
+        if served.images.is_empty() {
+            let paths: Vec<String> = self
+                .paths
+                .iter()
+                .map(|p| format!("{:?}", p.path()))
+                .collect();
+            log::warn!(
+                "--yocto {}: no image served yet (none found, or none complete); looking again every {} s",
+                paths.join(", "),
+                RESCAN.as_secs()
+            );
+        }
         served
     }
 
@@ -546,4 +558,61 @@ fn tar_ends(path: &Path, size: u64) -> bool {
     let mut tail = [0u8; 1024];
     crate::readat::fill_at(&file, size - 1024, &mut tail).is_ok_and(|n| n == 1024)
         && tail.iter().all(|b| *b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_checked() {
+        let t = tempfile::tempdir().unwrap();
+        let images = t.path().join("tmp/deploy/images");
+        std::fs::create_dir_all(&images).unwrap();
+        let ok = || Settings {
+            paths: vec![t.path().to_owned()],
+            namespace: "yocto".into(),
+            ..Settings::default()
+        };
+        assert!(Finder::new(ok()).is_ok());
+        // setting, what the one-line error says
+        let cases: Vec<(Settings, &str)> = vec![
+            (
+                Settings {
+                    history: Some(HISTORY.1 + 1),
+                    ..ok()
+                },
+                "--history 33: at most 32",
+            ),
+            (
+                Settings {
+                    platforms: BTreeMap::from([("qemuarm".into(), "linux".into())]),
+                    ..ok()
+                },
+                "[yocto.platforms] qemuarm = \"linux\"",
+            ),
+            (
+                Settings {
+                    paths: vec![t.path().join("nothing")],
+                    ..ok()
+                },
+                "--yocto",
+            ),
+            (
+                Settings {
+                    index: IndexArgs {
+                        tag: "bad tag".into(),
+                        ..IndexArgs::default()
+                    },
+                    ..ok()
+                },
+                "bad tag",
+            ),
+        ];
+        for (settings, want) in cases {
+            let err = Finder::new(settings).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
 }
