@@ -46,6 +46,9 @@ pub struct Composition {
     /// Layers the sources name but cannot serve (only when read for
     /// `ocimux verify`; see [`crate::source::SourceSpec::report_broken_layers`]).
     pub broken: Vec<crate::source::BrokenBlob>,
+    /// The referrers among `blobs` (`ocimux serve` only), each with the
+    /// blobs only it brings.
+    pub referrers: Vec<crate::source::Referrer>,
 }
 
 /// One platform manifest of the generated index, and the source it came from.
@@ -122,6 +125,7 @@ pub fn compose(sources: &[Contribution], opts: &IndexOptions) -> Result<Composit
         blobs: first_of_each(sources),
         rows,
         broken: sources.iter().flat_map(|s| s.broken.clone()).collect(),
+        referrers: sources.iter().flat_map(|s| s.referrers.clone()).collect(),
     })
 }
 

@@ -134,6 +134,7 @@ fn contributions(spec: &[Vec<(bool, bool, u8)>]) -> Vec<Contribution> {
                 images: vec![image],
                 blobs: all,
                 broken: Vec::new(),
+                referrers: Vec::new(),
             }
         })
         .collect()
@@ -314,6 +315,7 @@ fn pool(root: &std::path::Path, specs: &[Vec<u8>]) -> Vec<Composition> {
                 images: vec![image],
                 blobs,
                 broken: Vec::new(),
+                referrers: Vec::new(),
             }])
         })
         .collect()

@@ -126,6 +126,7 @@ pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
         images,
         blobs,
         broken: Vec::new(),
+        referrers: Vec::new(),
     }
 }
 

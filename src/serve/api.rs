@@ -208,6 +208,44 @@ impl Registry {
             .map(|b| b.describe())
     }
 
+    /// Takes out of `comp` every referrer that brings a blob its publishers
+    /// may not publish (a referrer is optional: its subject is served
+    /// without it), with the blobs only it brings; each one taken, with the
+    /// file that decided it. Referrers that shared a taken blob go too.
+    pub fn drop_unpublishable_referrers(
+        &self,
+        comp: &mut crate::index::Composition,
+    ) -> Vec<(Digest, String)> {
+        use std::collections::{HashMap, HashSet};
+        let bad: HashMap<&Digest, String> = comp
+            .blobs
+            .iter()
+            .filter(|b| !access::recorded(&self.readers, b))
+            .map(|b| (&b.digest, b.describe()))
+            .collect();
+        let mut gone: HashSet<Digest> = HashSet::new();
+        let mut dropped: Vec<(Digest, String)> = Vec::new();
+        // Until no referrer left needs a blob that is gone or bad.
+        loop {
+            let hit = comp.referrers.iter().find_map(|r| {
+                let why = r.only.iter().find_map(|d| match bad.get(d) {
+                    Some(what) => Some(what.clone()),
+                    None => gone
+                        .contains(d)
+                        .then(|| format!("{d} (shared with a referrer left out)")),
+                })?;
+                Some((r.manifest.clone(), why))
+            });
+            let Some((manifest, why)) = hit else { break };
+            if let Some(i) = comp.referrers.iter().position(|r| r.manifest == manifest) {
+                gone.extend(comp.referrers.swap_remove(i).only);
+            }
+            dropped.push((manifest, why));
+        }
+        comp.blobs.retain(|b| !gone.contains(&b.digest));
+        dropped
+    }
+
     /// Every blob of `snapshots`' current snapshot that is not its
     /// publishers' to publish (what each is, for refusing by name).
     pub fn unpublishable_now(&self, snapshots: &Generations) -> Vec<String> {
@@ -279,13 +317,11 @@ impl Registry {
             Route::Blob { digest, .. } => self.blob(&repo, req, &digest, defer)?,
             Route::Referrers { digest, .. } => {
                 let filter = query_param(req.query, "artifactType");
-                let index = repo
-                    .referrers
-                    .of(&repo.snapshots(), &digest, filter.as_deref());
-                let mut reply = Reply::json(200, &index);
-                if let Some(kv) = reply.headers.iter_mut().find(|(n, _)| *n == "Content-Type") {
-                    kv.1 = OCI_INDEX.to_owned();
-                }
+                let snapshots = repo.snapshots();
+                let index =
+                    repo.referrers
+                        .of(&snapshots, &self.readers, &digest, filter.as_deref());
+                let reply = Reply::bytes(200, OCI_INDEX, index);
                 match filter {
                     Some(_) => reply.with("OCI-Filters-Applied", "artifactType".into()),
                     None => reply,

@@ -221,10 +221,18 @@ pub(crate) fn set_tag(
     for spec in &mut plan.specs {
         spec.with_referrers = true;
     }
-    let comp = plan.compose().map_err(|err| ServeError::Source {
+    let mut comp = plan.compose().map_err(|err| ServeError::Source {
         repo: r.name.clone(),
         err: Box::new(err),
     })?;
+    for (referrer, what) in registry.drop_unpublishable_referrers(&mut comp) {
+        log::warn!(
+            "repository {:?}: referrer {referrer}: {}: its source's owner may not read it; \
+             the referrer is not served",
+            r.name,
+            crate::error::printable(&what)
+        );
+    }
     if let Some(what) = registry.unpublishable_in(&comp) {
         return Err(ServeError::Unpublishable { repo: r.name, what });
     }

@@ -1,61 +1,102 @@
 //! The referrers API: an image index of the served manifests whose
 //! `subject` is a digest. Built once per snapshot (each manifest read and
-//! hashed once), then answered from memory; an empty index when none refers.
+//! hashed once), every subject's reply serialized then and shared by every
+//! request; an empty index when none refers. Only referrers whose every blob
+//! its publishers may publish are listed, and a reply holds at most
+//! [`MAX_REPLY`] bytes (the rest are left out, logged once per snapshot).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::access::{self, Readers};
 use crate::blob::FileRange;
 use crate::digest::Digest;
 use crate::document::{self, OCI_INDEX};
 use crate::generations::Generations;
+use crate::layout::Layout;
 
-/// Descriptors of referring manifests, by subject.
-type BySubject = HashMap<Digest, Vec<Value>>;
+/// Most bytes of one referrers reply (a registry's manifest limit).
+pub const MAX_REPLY: usize = document::MAX_JSON as usize;
+/// Most bytes of a referrer's annotations copied into its descriptor.
+const MAX_ANNOTATIONS: usize = 16 * 1024;
+
+/// One subject's referrers: their descriptors, and the unfiltered reply.
+#[derive(Debug, Default)]
+struct Listed {
+    descriptors: Vec<Value>,
+    reply: Bytes,
+}
+
+/// Referrers by subject.
+type BySubject = HashMap<Digest, Listed>;
 
 /// The referrers of the snapshots last asked about (one per tag), known by
-/// their index digests.
+/// the snapshots themselves (a rebuild that keeps every digest may still
+/// change who may read a blob).
 #[derive(Debug, Default)]
 pub struct Referrers {
-    cache: Mutex<Option<(Vec<Digest>, Arc<BySubject>)>>,
+    cache: Mutex<Option<(Vec<Arc<Layout>>, Arc<BySubject>)>>,
+}
+
+fn index_of(manifests: &[&Value]) -> Bytes {
+    let doc = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
+    Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
 }
 
 impl Referrers {
-    /// The referrers index for `subject`, filtered by `artifact_type`.
+    /// The referrers index for `subject` (JSON bytes), filtered by
+    /// `artifact_type`: unfiltered, the reply built with the snapshot.
     pub fn of(
         &self,
         snapshots: &[Arc<Generations>],
+        readers: &Readers,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Value {
-        let map = self.map(snapshots);
-        let manifests: Vec<&Value> = map
-            .get(subject)
-            .into_iter()
-            .flatten()
-            .filter(|d| artifact_type.is_none_or(|t| d["artifactType"] == t))
-            .collect();
-        json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests })
+    ) -> Bytes {
+        let map = self.map(snapshots, readers);
+        let Some(listed) = map.get(subject) else {
+            return index_of(&[]);
+        };
+        match artifact_type {
+            None => listed.reply.clone(),
+            Some(t) => {
+                let kept: Vec<&Value> = listed
+                    .descriptors
+                    .iter()
+                    .filter(|d| d["artifactType"] == t)
+                    .collect();
+                index_of(&kept)
+            }
+        }
     }
 
-    fn map(&self, snapshots: &[Arc<Generations>]) -> Arc<BySubject> {
+    fn map(&self, snapshots: &[Arc<Generations>], readers: &Readers) -> Arc<BySubject> {
         let layouts: Vec<_> = snapshots.iter().map(|g| g.current()).collect();
-        let key: Vec<Digest> = layouts.iter().map(|l| l.index_digest().clone()).collect();
+        let same = |k: &[Arc<Layout>]| {
+            k.len() == layouts.len() && k.iter().zip(&layouts).all(|(a, b)| Arc::ptr_eq(a, b))
+        };
         {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, map)) = cache.as_ref().filter(|(k, _)| *k == key) {
+            if let Some((_, map)) = cache.as_ref().filter(|(k, _)| same(k)) {
                 return map.clone();
             }
         }
         // Built outside the lock: it reads files.
-        let mut map = BySubject::new();
-        let mut seen = std::collections::HashSet::new();
-        for (_, blob) in layouts.iter().flat_map(|l| l.blobs()) {
+        let all: HashMap<&Digest, &Arc<crate::source::Blob>> = layouts
+            .iter()
+            .flat_map(|l| l.blobs())
+            .map(|(_, b)| (&b.digest, b))
+            .collect();
+        let publishable = |d: &Digest| all.get(d).is_some_and(|b| access::recorded(readers, b));
+        let mut found: HashMap<Digest, Vec<Value>> = HashMap::new();
+        let mut sizes: HashMap<Digest, usize> = HashMap::new();
+        for (digest, blob) in &all {
             if document::kind_of(&blob.media_type).is_none()
                 || blob.size > document::MAX_JSON
-                || !seen.insert(blob.digest.clone())
+                || !publishable(digest)
             {
                 continue;
             }
@@ -66,19 +107,51 @@ impl Referrers {
             let Ok(bytes) = range.read(0, size) else {
                 continue;
             };
-            if let Some((subject, descriptor)) = referrer(&bytes, &blob.digest, &blob.media_type) {
-                map.entry(subject).or_default().push(descriptor);
+            let Some(r) = referrer(&bytes, &blob.digest, &blob.media_type) else {
+                continue;
+            };
+            if !r.needs.iter().all(&publishable) {
+                continue;
             }
+            let len = serde_json::to_vec(&r.descriptor).map_or(usize::MAX, |v| v.len() + 1);
+            let total = sizes.entry(r.subject.clone()).or_insert(64);
+            if total.saturating_add(len) > MAX_REPLY {
+                log::warn!(
+                    "referrers of {}: more than {MAX_REPLY} bytes; {digest} not listed",
+                    r.subject
+                );
+                continue;
+            }
+            *total += len;
+            found.entry(r.subject).or_default().push(r.descriptor);
         }
+        let map: BySubject = found
+            .into_iter()
+            .map(|(subject, mut descriptors)| {
+                // Stable order: by digest.
+                descriptors.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+                let reply = index_of(&descriptors.iter().collect::<Vec<_>>());
+                (subject, Listed { descriptors, reply })
+            })
+            .collect();
         let map = Arc::new(map);
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        *cache = Some((key, map.clone()));
+        *cache = Some((layouts, map.clone()));
         map
     }
 }
 
-/// The subject of a manifest and the descriptor that lists it, if it has one.
-fn referrer(bytes: &[u8], digest: &Digest, media_type: &str) -> Option<(Digest, Value)> {
+/// What a referring manifest says: its subject, the descriptor that lists
+/// it, and the blobs it needs served (config and layers).
+struct Referring {
+    subject: Digest,
+    descriptor: Value,
+    needs: Vec<Digest>,
+}
+
+/// What a manifest says as a referrer, if it has a subject. Annotations
+/// over [`MAX_ANNOTATIONS`] bytes are left out of its descriptor.
+fn referrer(bytes: &[u8], digest: &Digest, media_type: &str) -> Option<Referring> {
     let doc: Value = serde_json::from_slice(bytes).ok()?;
     let subject = Digest::parse(doc["subject"]["digest"].as_str()?).ok()?;
     let artifact_type = doc["artifactType"]
@@ -94,11 +167,24 @@ fn referrer(bytes: &[u8], digest: &Digest, media_type: &str) -> Option<(Digest, 
         if let Some(t) = artifact_type {
             obj.insert("artifactType".into(), Value::String(t));
         }
-        if let Some(a) = doc.get("annotations").filter(|a| a.is_object()) {
+        let small = |a: &&Value| serde_json::to_vec(a).is_ok_and(|v| v.len() <= MAX_ANNOTATIONS);
+        if let Some(a) = doc
+            .get("annotations")
+            .filter(|a| a.is_object())
+            .filter(small)
+        {
             obj.insert("annotations".into(), a.clone());
         }
     }
-    Some((subject, d))
+    let needs = std::iter::once(&doc["config"])
+        .chain(doc["layers"].as_array().into_iter().flatten())
+        .filter_map(|d| Digest::parse(d["digest"].as_str()?).ok())
+        .collect();
+    Some(Referring {
+        subject,
+        descriptor: d,
+        needs,
+    })
 }
 
 #[cfg(test)]
@@ -122,10 +208,10 @@ mod tests {
         ];
         for (doc, want) in cases {
             let bytes = serde_json::to_vec(&doc).unwrap();
-            let (subject, d) = referrer(&bytes, &me, document::OCI_MANIFEST).unwrap();
-            assert_eq!(subject.to_string(), s);
-            assert_eq!(d["artifactType"].as_str(), want);
-            assert_eq!(d["size"], bytes.len());
+            let r = referrer(&bytes, &me, document::OCI_MANIFEST).unwrap();
+            assert_eq!(r.subject.to_string(), s);
+            assert_eq!(r.descriptor["artifactType"].as_str(), want);
+            assert_eq!(r.descriptor["size"], bytes.len());
         }
         assert!(referrer(br#"{"config": {}}"#, &me, document::OCI_MANIFEST).is_none());
         assert!(referrer(b"not json", &me, document::OCI_MANIFEST).is_none());

@@ -148,6 +148,21 @@ pub struct Contribution {
     /// was read with [`SourceSpec::report_broken_layers`] (`ocimux verify`);
     /// otherwise such a layer fails the read.
     pub broken: Vec<BrokenBlob>,
+    /// The referrers served with it ([`SourceSpec::with_referrers`]), each
+    /// with the blobs only it brings (their blobs are in `blobs` too).
+    pub referrers: Vec<Referrer>,
+}
+
+/// A manifest served because its `subject` is a served manifest (a
+/// signature, an SBOM): optional, so one that cannot be published is left
+/// out, never its subject's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    /// Its manifest's digest.
+    pub manifest: Digest,
+    /// The digests of the blobs it brings that no image of the source
+    /// needs (its manifest, config and layers, less those).
+    pub only: Vec<Digest>,
 }
 
 /// A layer named by a manifest that cannot be served: missing, of another

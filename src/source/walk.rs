@@ -26,6 +26,7 @@ pub fn read(
         images: Vec::new(),
         blobs: Vec::new(),
         broken: Vec::new(),
+        referrers: Vec::new(),
     };
     if let Some(rows) = multi_arch_rows(&index, want_ref) {
         // index.json itself is the multi-arch index (see multi_arch_rows).
@@ -456,9 +457,20 @@ impl<'a> Reader<'a> {
             .filter(|d| d.digest != entry.digest && d.size <= document::MAX_JSON)
             .filter(|d| document::kind_of(&d.media_type) == Some(Kind::Manifest))
             .take(MAX_REFERRER_ENTRIES);
+        let images: std::collections::HashSet<Digest> =
+            out.blobs.iter().map(|b| b.digest.clone()).collect();
         for d in candidates {
             match self.referrer(d, &subjects) {
-                Ok(Some(blobs)) => out.blobs.extend(blobs.into_iter().map(Arc::new)),
+                Ok(Some(blobs)) => {
+                    let only = blobs.iter().map(|b| b.digest.clone());
+                    let mut only: Vec<Digest> = only.filter(|d| !images.contains(d)).collect();
+                    only.sort();
+                    only.dedup();
+                    if let Some(manifest) = blobs.first().map(|b| b.digest.clone()) {
+                        out.referrers.push(super::Referrer { manifest, only });
+                    }
+                    out.blobs.extend(blobs.into_iter().map(Arc::new));
+                }
                 Ok(None) => {}
                 Err(e) => log::warn!(
                     "{e}; referrer {} not served",

@@ -1157,6 +1157,159 @@ fn podman_buildah_and_containerd_pull() {
     );
 }
 
+/// A layout with `count` SBOM referrers of `image`, each with an annotation
+/// of `annotation` bytes; their descriptors, in index order.
+fn with_referrers(
+    b: &ocimux::testutil::LayoutBuilder,
+    image: &Value,
+    count: usize,
+    annotation: usize,
+) -> Vec<Value> {
+    let empty = b.blob("application/vnd.oci.empty.v1+json", b"{}");
+    let mut entries = vec![(image.clone(), Some("latest"))];
+    let mut referrers = Vec::new();
+    for i in 0..count {
+        let sbom = b.blob("application/spdx+json", format!("{{\"n\":{i}}}").as_bytes());
+        let r = b.json_blob(
+            OCI_MANIFEST,
+            &serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "artifactType": "application/spdx+json", "config": empty, "layers": [sbom],
+                "subject": image, "annotations": {"org.example": "x".repeat(annotation)}}),
+        );
+        referrers.push(r);
+    }
+    entries.extend(referrers.iter().map(|r| (r.clone(), None)));
+    b.index(&entries);
+    referrers
+}
+
+/// Issue 23, classes 8 and 15: a referrer its publishers may not publish is
+/// left out (the image is served, the listing never names it, also after a
+/// rebuild); the referrers reply is built once per snapshot and capped.
+#[test]
+fn referrers_are_optional_published_and_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("app-oci");
+    let b = ocimux::testutil::LayoutBuilder::new(&root);
+    let image = b.image(
+        serde_json::json!({"os": "linux", "architecture": "amd64"}),
+        &[b"l"],
+    );
+    let refs = with_referrers(&b, &image, 2, 8);
+    chown_r(&root, "65534:65534");
+    // The first referrer's SBOM is root's alone: before, the server refused to start.
+    let sbom_of = |r: &Value| {
+        let d = r["digest"].as_str().unwrap();
+        let m = json_file(&root.join(Digest::parse(d).unwrap().blob_path()));
+        root.join(
+            Digest::parse(m["layers"][0]["digest"].as_str().unwrap())
+                .unwrap()
+                .blob_path(),
+        )
+    };
+    let secret = sbom_of(&refs[0]);
+    run(Command::new("chown").arg("0:0").arg(&secret));
+    chmod(&secret, 0o600);
+    let server = Server::start(&["app", s(&root)]);
+    let subject = image["digest"].as_str().unwrap();
+    let url = server.url(&format!("/v2/app/referrers/{subject}"));
+    let listed = |u: &str| -> Vec<String> {
+        let j = get(u, &[]).json();
+        j["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["digest"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(listed(&url), [refs[1]["digest"].as_str().unwrap()]);
+    assert!(
+        server
+            .log()
+            .contains(&format!("referrer {}", refs[0]["digest"].as_str().unwrap())),
+        "{}",
+        server.log()
+    );
+    let index = get(
+        &server.url("/v2/app/manifests/latest"),
+        &[&format!("Accept: {OCI_INDEX}")],
+    );
+    assert_eq!(index.status, 200);
+    // The second becomes root's alone, and the layout is rebuilt: not listed.
+    let other = sbom_of(&refs[1]);
+    run(Command::new("chown").arg("0:0").arg(&other));
+    chmod(&other, 0o600);
+    let ij = root.join("index.json");
+    let bytes = fs::read(&ij).unwrap();
+    fs::write(
+        tmp.path().join("index.json.new"),
+        [&bytes[..], b"\n"].concat(),
+    )
+    .unwrap();
+    fs::rename(tmp.path().join("index.json.new"), &ij).unwrap();
+    wait_for("the rebuilt listing", Duration::from_secs(20), || {
+        listed(&url).is_empty()
+    });
+    drop(server);
+
+    // Large annotations are left out of descriptors; a reply stays under 4 MiB.
+    let root = tmp.path().join("big-oci");
+    let b = ocimux::testutil::LayoutBuilder::new(&root);
+    let image = b.image(
+        serde_json::json!({"os": "linux", "architecture": "amd64"}),
+        &[b"m"],
+    );
+    with_referrers(&b, &image, 48, 1 << 20);
+    let root2 = tmp.path().join("many-oci");
+    let b2 = ocimux::testutil::LayoutBuilder::new(&root2);
+    let image2 = b2.image(
+        serde_json::json!({"os": "linux", "architecture": "arm64"}),
+        &[b"n"],
+    );
+    with_referrers(&b2, &image2, 255, 16_300);
+    let file = write_config(tmp.path(), &[("big", &root), ("many", &root2)]);
+    let server = Server::start(&["--config", s(&file)]);
+    let big = server.url(&format!(
+        "/v2/big/referrers/{}",
+        image["digest"].as_str().unwrap()
+    ));
+    let many = server.url(&format!(
+        "/v2/many/referrers/{}",
+        image2["digest"].as_str().unwrap()
+    ));
+    let reply = get(&big, &[]);
+    let j = reply.json();
+    assert_eq!(j["manifests"].as_array().map(Vec::len), Some(48));
+    assert!(
+        j["manifests"][0].get("annotations").is_none(),
+        "a 1 MiB annotation copied"
+    );
+    assert!(reply.body.len() < 64 * 1024, "{}", reply.body.len());
+    let reply = get(&many, &[]);
+    assert!(reply.body.len() <= 4 << 20, "{}", reply.body.len());
+    let n = reply.json()["manifests"].as_array().map_or(0, Vec::len);
+    assert!(
+        (200..255).contains(&n),
+        "{n} listed of 255: capped, not emptied"
+    );
+    let before = vm_rss_kib(server.pid());
+    std::thread::scope(|sc| {
+        for _ in 0..8 {
+            sc.spawn(|| {
+                for _ in 0..4 {
+                    assert_eq!(get(&many, &[]).status, 200);
+                    assert_eq!(get(&big, &[]).status, 200);
+                }
+            });
+        }
+    });
+    let grew = vm_rss_kib(server.pid()).saturating_sub(before);
+    assert!(
+        grew < 48 * 1024,
+        "RSS grew {grew} KiB answering 64 referrers requests"
+    );
+}
+
 /// A configuration file may give one repository several tags, each its own
 /// sources; the same tag twice is refused by name.
 #[test]

@@ -399,9 +399,11 @@ fn where_the_build_is() {
     // A build directory before its first image: served, and said so.
     fs::create_dir_all(tmp.path().join("fresh/conf")).unwrap();
     let server = Server::start(&["--yocto", s(&tmp.path().join("fresh"))]);
-    wait_for("the empty build to be named", Duration::from_secs(10), || {
-        server.log().contains("no image served yet")
-    });
+    wait_for(
+        "the empty build to be named",
+        Duration::from_secs(10),
+        || server.log().contains("no image served yet"),
+    );
     drop(server);
     // Anything else: one line, exit 2, nothing served.
     for path in [tmp.path().join("empty"), tmp.path().join("missing")] {
