@@ -452,7 +452,7 @@ fn not_found_or(e: io::Error) -> OpenError {
 }
 
 /// Reopens an `O_PATH` fd for reading, non-blocking.
-fn reopen(fd: BorrowedFd<'_>) -> Result<File, OpenError> {
+pub(crate) fn reopen(fd: BorrowedFd<'_>) -> Result<File, OpenError> {
     use std::os::fd::AsRawFd;
     let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     let file = nix::fcntl::open(proc_path.as_str(), READ_FLAGS, Mode::empty())

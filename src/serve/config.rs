@@ -106,8 +106,53 @@ pub const MAX_SETTINGS_FILE: u64 = 1 << 20;
 /// Reads a settings file: opened without blocking (a FIFO is refused at
 /// once, never waited on), only a regular file, at most
 /// [`MAX_SETTINGS_FILE`] bytes.
+///
+/// And, as sshd's `StrictModes`, only a file no one but root and the
+/// server's user could have written or chosen: owned by one of them, not
+/// writable by anyone else (mode or ACL), every directory on the way and
+/// every symlink followed theirs too (or sticky). Resolved once, through
+/// held fds, and read through the fd that was checked.
 pub(crate) fn read_settings(path: &Path) -> std::io::Result<Vec<u8>> {
-    read_settings_capped(path, MAX_SETTINGS_FILE)
+    use std::io::{Error, ErrorKind};
+    let abs = std::path::absolute(path)?;
+    let walked = crate::chain::walk(crate::chain::Start::Root, &abs).map_err(|e| match e {
+        crate::confine::OpenError::Missing => Error::from(ErrorKind::NotFound),
+        e => Error::other(e.to_string()),
+    })?;
+    let st = &walked.st;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Error::other("not a regular file"));
+    }
+    let refuse = |why: String| {
+        Err(Error::other(format!(
+            "{why}; refused, as sshd's StrictModes"
+        )))
+    };
+    if !crate::chain::trusted_owner(st.st_uid) {
+        return refuse(format!(
+            "owned by uid {}, not root or the server's user",
+            st.st_uid
+        ));
+    }
+    let acl = crate::acl::read(std::os::fd::AsFd::as_fd(&walked.fd))
+        .ok()
+        .flatten();
+    if crate::acl::others_may_write(st.st_mode, acl.as_deref()) {
+        return refuse("others may write it (chmod go-w)".into());
+    }
+    if walked.chain.iter().any(|d| d.shared) {
+        return refuse("a directory above it is another user's or writable by others".into());
+    }
+    if let Some(uid) = walked
+        .link_owners
+        .iter()
+        .find(|u| !crate::chain::trusted_owner(**u))
+    {
+        return refuse(format!("a symbolic link to it is uid {uid}'s"));
+    }
+    let file = crate::confine::reopen(std::os::fd::AsFd::as_fd(&walked.fd))
+        .map_err(|e| Error::other(e.to_string()))?;
+    read_open(&file, MAX_SETTINGS_FILE)
 }
 
 /// [`read_settings`] with another cap (a build's `testdata.json`).
@@ -117,6 +162,11 @@ pub(crate) fn read_settings_capped(path: &Path, cap: u64) -> std::io::Result<Vec
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
+    read_open(&file, cap)
+}
+
+/// Reads an open regular file of at most `cap` bytes.
+fn read_open(file: &std::fs::File, cap: u64) -> std::io::Result<Vec<u8>> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("not a regular file"));
@@ -124,7 +174,7 @@ pub(crate) fn read_settings_capped(path: &Path, cap: u64) -> std::io::Result<Vec
     if meta.len() > cap {
         return Err(std::io::Error::other(format!("larger than {cap} bytes")));
     }
-    crate::readat::read_up_to(&file, 0, cap, meta.len())
+    crate::readat::read_up_to(file, 0, cap, meta.len())
 }
 
 impl Config {
@@ -142,8 +192,19 @@ impl Config {
         })
     }
 
+    /// Where and what is wrong, never the file's own text (a settings file
+    /// may be a secret another user pointed us at).
     fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().replace('\n', " ").trim().to_owned())
+        toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| {
+                let before = text.get(..s.start).unwrap_or_default();
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            let message = e.message().replace('\n', " ");
+            format!("{}{}", at.unwrap_or_default(), message.trim())
+        })
     }
 }
 

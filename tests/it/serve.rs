@@ -1310,6 +1310,95 @@ fn referrers_are_optional_published_and_bounded() {
     );
 }
 
+/// Issue 23, class 12: settings files only root or the server's user could
+/// have written or chosen are read (as sshd's StrictModes), and an error
+/// never quotes what a settings file holds.
+#[test]
+fn settings_files_others_could_write_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (layout, _) = two_layouts(d, "strict");
+    let good = format!(
+        "[[repository]]\nname = \"app\"\nsources = [{:?}]\n",
+        s(&layout)
+    );
+    let serve = |args: &[&str]| {
+        let out = ocimux(&[&["serve", "--listen", "127.0.0.1:0"], args].concat());
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let file = |name: &str, text: &str, mode: u32, owner: Option<&str>| {
+        let p = d.join(name);
+        fs::write(&p, text).unwrap();
+        chmod(&p, mode);
+        if let Some(o) = owner {
+            run(Command::new("chown").arg(o).arg(&p));
+        }
+        p
+    };
+    let shared_dir = d.join("shared");
+    fs::create_dir(&shared_dir).unwrap();
+    run(Command::new("chown").arg("65534:65534").arg(&shared_dir));
+    fs::write(shared_dir.join("c.toml"), &good).unwrap();
+    let secret = file("secret", "supersecret = [\n", 0o600, None);
+    let link = d.join("link.toml");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    run(Command::new("chown").args(["-h", "65534:65534"]).arg(&link));
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (file("w.toml", &good, 0o666, None), "others may write it"),
+        (file("g.toml", &good, 0o620, None), "others may write it"),
+        (
+            file("n.toml", &good, 0o644, Some("65534:65534")),
+            "owned by uid 65534",
+        ),
+        (shared_dir.join("c.toml"), "a directory above it"),
+        (link.clone(), "a symbolic link to it is uid 65534's"),
+    ];
+    for (path, want) in &cases {
+        let (code, stderr) = serve(&["--config", s(path)]);
+        assert_eq!(code, Some(2), "{}: {stderr}", path.display());
+        assert!(stderr.contains(want), "{}: {stderr}", path.display());
+        assert!(!stderr.contains("supersecret"), "{stderr}");
+    }
+    // Root's own file with a mistake: where, never what.
+    let broken = file("broken.toml", "listen = supersecret\n", 0o600, None);
+    let (code, stderr) = serve(&["--config", s(&broken)]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("line 1, column"), "{stderr}");
+    assert!(!stderr.contains("supersecret"), "{stderr}");
+    // The same rule for htpasswd and TLS files.
+    let pw = file(
+        "htpasswd",
+        "u:$2y$05$abcdefghijklmnopqrstuu5Jd8e6Xq5rDgk0PqTz4a3D9j3QnQm4m\n",
+        0o664,
+        None,
+    );
+    let (code, stderr) = serve(&["--htpasswd", s(&pw), "app", s(&layout)]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("others may write it"), "{stderr}");
+    let key = file("key.pem", "not a key", 0o666, None);
+    let cert = file("cert.pem", "not a cert", 0o644, None);
+    let (code, stderr) = serve(&[
+        "--tls-cert",
+        s(&cert),
+        "--tls-key",
+        s(&key),
+        "app",
+        s(&layout),
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("others may write it"), "{stderr}");
+    // A file as it should be is read.
+    let ok = file("ok.toml", &good, 0o644, None);
+    let server = Server::start(&["--config", s(&ok)]);
+    assert_eq!(
+        get(&server.url("/v2/_catalog"), &[]).json()["repositories"],
+        serde_json::json!(["app"])
+    );
+}
+
 /// A configuration file may give one repository several tags, each its own
 /// sources; the same tag twice is refused by name.
 #[test]
