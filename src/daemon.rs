@@ -413,7 +413,7 @@ fn start(
     // as the process (closed by the kernel however it ends).
     let alive = crate::mountpoint::watchdog().map_err(io_err("starting the unmount watchdog"))?;
     std::mem::forget(alive);
-    crate::lifecycle::raise_fd_limit();
+    let _ = crate::lifecycle::raise_fd_limit();
     let snapshots = Arc::new(Generations::new(&served.first));
     crate::watch::release_freed_memory();
     let mut fs = OciFs::new(

@@ -134,11 +134,13 @@ pub fn unmount_own_mount() -> Result<bool, crate::mountpoint::UnmountError> {
 /// Lets open files reach the hard limit: a mount shares open source files
 /// per file version, a server holds each served tag's source roots (the
 /// Yocto mode's dated builds among them), so fds grow with what is served.
-pub fn raise_fd_limit() {
+/// Returns the soft limit now in force.
+pub fn raise_fd_limit() -> u64 {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
 }
 
 #[cfg(test)]

@@ -10,16 +10,34 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::http::{Shared, accept_loop};
 use super::{RepoPlan, ServeConfig, ServeError, yocto};
 
+/// Open files kept free of connections (sources, watchers, logs, the
+/// runtime): this many, or a quarter of a lower limit.
+const FD_RESERVE: u64 = 256;
+
 /// The environment variable that tells `-- CMD` where the server is (`HOST:PORT`).
 pub const REGISTRY_ENV: &str = "OCIMUX_REGISTRY";
 
 /// Serves `repos` (and what `finder` finds) until stopped; the exit code.
 pub fn run(
-    cfg: ServeConfig,
+    mut cfg: ServeConfig,
     repos: Vec<RepoPlan>,
     finder: Option<yocto::Finder>,
 ) -> Result<u8, ServeError> {
-    crate::lifecycle::raise_fd_limit();
+    // Each connection may hold its socket and a body's file: leave room
+    // for sources, watchers and the runtime, and size the bound by what is left.
+    let fds = crate::lifecycle::raise_fd_limit();
+    let reserve = FD_RESERVE.min(fds / 4);
+    let fit = usize::try_from(fds.saturating_sub(reserve) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if cfg.limits.connections > fit {
+        log::warn!(
+            "at most {fit} connections at once, not {}: the open-file limit is {fds} \
+             (raise it with LimitNOFILE= or ulimit -n)",
+            cfg.limits.connections
+        );
+        cfg.limits.connections = fit;
+    }
     let registry = match &finder {
         // The Yocto mode may start with nothing found yet.
         Some(_) => {

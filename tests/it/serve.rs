@@ -34,7 +34,18 @@ impl Server {
     }
 
     pub(crate) fn try_start(args: &[&str]) -> Result<Server, String> {
-        let mut child = Command::new(bin())
+        Self::start_as(Command::new(bin()), args)
+    }
+
+    /// [`Server::start`] with at most `n` open files (prlimit).
+    pub(crate) fn start_with_nofile(n: u64, args: &[&str]) -> Server {
+        let mut c = Command::new("prlimit");
+        c.arg(format!("--nofile={n}:{n}")).arg(bin());
+        Self::start_as(c, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn start_as(mut command: Command, args: &[&str]) -> Result<Server, String> {
+        let mut child = command
             .args(["-v", "serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
@@ -1397,6 +1408,63 @@ fn settings_files_others_could_write_are_refused() {
         get(&server.url("/v2/_catalog"), &[]).json()["repositories"],
         serde_json::json!(["app"])
     );
+}
+
+/// Issue 23, class 13: the connection bound is sized by the open-file
+/// limit, so clients past it wait to be accepted instead of failing.
+#[test]
+fn connections_fit_the_open_file_limit() {
+    require_tool("prlimit");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("l");
+    let big = pattern(16 << 20, 23);
+    let (_, layer) = ocimux::testutil::LayoutBuilder::one_layer(root.clone(), &big);
+    let server = Server::start_with_nofile(160, &["app", s(&root)]);
+    let path = format!("/v2/app/blobs/{}", layer["digest"].as_str().unwrap());
+    // 120 clients at once, each holding its connection and body a while:
+    // more sockets and files than the limit allows (before: EMFILE, 500s).
+    let fetch = || -> Result<usize, String> {
+        let mut c = BufReader::new(TcpStream::connect(&server.host).map_err(|e| e.to_string())?);
+        let _ = c.get_mut().set_read_timeout(Some(Duration::from_secs(60)));
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        c.get_mut()
+            .write_all(req.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        c.read_line(&mut line).map_err(|e| e.to_string())?;
+        if !line.contains(" 200 ") {
+            return Err(line);
+        }
+        while line != "\r\n" {
+            line.clear();
+            if c.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                return Err("head cut".into());
+            }
+        }
+        let mut first = [0u8; 1];
+        c.read_exact(&mut first).map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(500));
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).map_err(|e| e.to_string())?;
+        Ok(rest.len() + 1)
+    };
+    let results: Vec<Result<usize, String>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..120).map(|_| sc.spawn(fetch)).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let failed: Vec<_> = results.iter().filter(|r| **r != Ok(big.len())).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    let log = server.log();
+    assert!(
+        log.contains("at most 60 connections at once, not 512"),
+        "{log}"
+    );
+    assert!(!log.contains("accepting a connection"), "{log}");
 }
 
 /// A configuration file may give one repository several tags, each its own
