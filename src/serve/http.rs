@@ -59,6 +59,11 @@ impl Default for Limits {
 const CHUNK: usize = 1024 * 1024;
 /// The unit of [`Limits::body_budget`].
 const BUDGET_UNIT: usize = 64 * 1024;
+/// A body's own chunk, when the shared budget is spent: every body may
+/// always hold [`OWN_CHUNKS`] of these, whatever other clients hold.
+const OWN_CHUNK: usize = 64 * 1024;
+/// See [`OWN_CHUNK`].
+const OWN_CHUNKS: usize = 2;
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -365,10 +370,13 @@ const HASHING: usize = 2;
 
 /// A body read from a source file a chunk at a time, each read on the
 /// blocking pool and identity-checked; a client that does not take a chunk
-/// within `send_timeout` loses the connection. Every chunk holds its share
-/// of `budget` until hyper has sent it, so bodies in flight hold at most the
-/// budget whatever the number of clients (a slow client holds at most three
-/// chunks: one being read, one queued, one being sent).
+/// within `send_timeout` loses the connection. A chunk of 1 MiB holds its
+/// share of the shared `budget` until hyper has sent it, so such chunks in
+/// flight hold at most the budget whatever the number of clients. The budget
+/// is never waited for: when clients that do not read hold it all, a body
+/// goes on in chunks of its own ([`OWN_CHUNKS`] of [`OWN_CHUNK`] at most,
+/// which only it holds), so a slow or silent client delays only itself.
+/// Memory: the budget, plus 128 KiB per connection at most.
 fn stream(
     range: crate::blob::FileRange,
     offset: u64,
@@ -380,16 +388,23 @@ fn stream(
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(1);
     let range = Arc::new(range);
     tokio::spawn(async move {
+        let own = Arc::new(Semaphore::new(OWN_CHUNKS));
         let end = offset.saturating_add(len);
         let mut at = offset;
         while at < end {
             let want = usize::try_from((end - at).min(CHUNK as u64)).unwrap_or(CHUNK);
             let units = u32::try_from(want.div_ceil(BUDGET_UNIT)).unwrap_or(u32::MAX);
-            let Ok(permit) = budget.clone().acquire_many_owned(units).await else {
-                return;
+            let (want, permit, mut buf) = match budget.clone().try_acquire_many_owned(units) {
+                Ok(p) => (want, p, pool.take()),
+                Err(_) => {
+                    // Waits only for this body's own chunks to be sent.
+                    let Ok(p) = own.clone().acquire_owned().await else {
+                        return;
+                    };
+                    (want.min(OWN_CHUNK), p, Vec::with_capacity(OWN_CHUNK))
+                }
             };
             let r = range.clone();
-            let mut buf = pool.take();
             let read = tokio::task::spawn_blocking(move || {
                 let got = r.read_into(at, want, &mut buf);
                 got.map(|()| buf)

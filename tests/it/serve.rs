@@ -1467,6 +1467,50 @@ fn connections_fit_the_open_file_limit() {
     assert!(!log.contains("accepting a connection"), "{log}");
 }
 
+/// Issue 23, class 3: clients that never read hold the shared body budget,
+/// and another client's downloads go on (in chunks of their own) instead of
+/// waiting for them.
+#[test]
+fn clients_that_never_read_delay_only_themselves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (big_root, small_root) = (tmp.path().join("big"), tmp.path().join("small"));
+    let (_, big) =
+        ocimux::testutil::LayoutBuilder::one_layer(big_root.clone(), &pattern(64 << 20, 3));
+    let small_bytes = pattern(2 << 20, 4);
+    let (_, small) = ocimux::testutil::LayoutBuilder::one_layer(small_root.clone(), &small_bytes);
+    let file = write_config(tmp.path(), &[("big", &big_root), ("small", &small_root)]);
+    let server = Server::start(&["--config", s(&file), "--client-timeout", "120"]);
+    let big_path = format!("/v2/big/blobs/{}", big["digest"].as_str().unwrap());
+    // 40 connections ask for 64 MiB each and never read a byte.
+    let silent: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut c = TcpStream::connect(&server.host).unwrap();
+            c.set_nodelay(true).unwrap();
+            let req = format!("GET {big_path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            c.write_all(req.as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let url = server.url(&format!(
+        "/v2/small/blobs/{}",
+        small["digest"].as_str().unwrap()
+    ));
+    let began = Instant::now();
+    for _ in 0..20 {
+        let r = get(&url, &[]);
+        assert_eq!((r.status, r.body.len()), (200, small_bytes.len()));
+    }
+    let took = began.elapsed();
+    drop(silent);
+    // Before: each waited for a silent client's chunks to time out (minutes
+    // here); now 40 MiB in well under a second on this machine.
+    assert!(
+        took < Duration::from_secs(20),
+        "20 GETs of 2 MiB took {took:?}"
+    );
+}
+
 /// A configuration file may give one repository several tags, each its own
 /// sources; the same tag twice is refused by name.
 #[test]
