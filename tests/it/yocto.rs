@@ -415,3 +415,38 @@ fn where_the_build_is() {
         assert!(stderr.contains(&format!("--yocto {:?}", path)), "{stderr}");
     }
 }
+
+/// Issue 23, class 14: two users' builds of one image name are not merged;
+/// the first build path's owner keeps the name, the other is named once.
+#[test]
+fn builds_of_different_users_are_not_merged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mine = tmp.path().join("mine");
+    let theirs = tmp.path().join("theirs");
+    let amd64 = dated_build(
+        &deploy_dir(&mine, "tmp", "qemux86-64"),
+        "qemux86-64",
+        "20261205120000",
+        "amd64",
+        Left::Tar,
+    );
+    dated_build(
+        &deploy_dir(&theirs, "tmp", "qemuarm64"),
+        "qemuarm64",
+        "20261205120000",
+        "arm64",
+        Left::Tar,
+    );
+    crate::serve::chown_r(&theirs, "65534:65534");
+    let server = Server::start(&["--yocto", s(&mine), "--yocto", s(&theirs), "--history", "0"]);
+    assert_eq!(rows(&server, "latest"), [("linux/amd64".to_owned(), amd64)]);
+    wait_for(
+        "the other user's build to be named",
+        Duration::from_secs(10),
+        || {
+            server
+                .log()
+                .contains("of uid 65534's build, already uid 0's; skipped")
+        },
+    );
+}

@@ -56,6 +56,9 @@ pub struct MachineDir {
     pub machine: String,
     /// The directory.
     pub path: PathBuf,
+    /// Who owns the build path it was found under (`--yocto PATH`): builds
+    /// of different users are never merged into one image.
+    pub owner: u32,
 }
 
 fn is_dir(p: &Path) -> bool {
@@ -75,6 +78,11 @@ impl BuildPath {
             | BuildPath::Images(p)
             | BuildPath::Machine(p) => p,
         }
+    }
+
+    /// The owner of the path given (`u32::MAX` if it is gone).
+    fn owner(&self) -> u32 {
+        std::fs::metadata(self.path()).map_or(u32::MAX, |m| m.uid())
     }
 
     /// What `path` is, or why it is none of them.
@@ -117,6 +125,7 @@ impl BuildPath {
                     .map(|machine| MachineDir {
                         machine,
                         path: dir.clone(),
+                        owner: self.owner(),
                     })
                     .into_iter()
                     .collect();
@@ -128,7 +137,11 @@ impl BuildPath {
                 subdirs(d)
                     .into_iter()
                     .take(MAX_MACHINES)
-                    .map(|(machine, path)| MachineDir { machine, path })
+                    .map(|(machine, path)| MachineDir {
+                        machine,
+                        path,
+                        owner: self.owner(),
+                    })
             })
             .collect()
     }

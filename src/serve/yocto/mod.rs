@@ -181,18 +181,29 @@ impl Finder {
 
     /// Repository name → its tags' selections, from what is on disk now.
     fn scan(&self, served: &mut Served) -> BTreeMap<String, Vec<Selection>> {
-        let mut by_image: BTreeMap<String, Vec<Found>> = BTreeMap::new();
+        let mut by_image: BTreeMap<String, (u32, Vec<Found>)> = BTreeMap::new();
         for dir in build::machine_dirs(&self.paths) {
             for found in self.outputs(&dir, served) {
-                by_image
+                let (owner, list) = by_image
                     .entry(found.output.image.clone())
-                    .or_default()
-                    .push(found);
+                    .or_insert_with(|| (dir.owner, Vec::new()));
+                // Two users' builds of one image name are not one image:
+                // the first build path's owner keeps the name.
+                if *owner != dir.owner {
+                    served.say_once(format!(
+                        "{}: image {} of uid {}'s build, already uid {owner}'s; skipped",
+                        printable(&found.path.display().to_string()),
+                        printable(&found.output.image),
+                        dir.owner
+                    ));
+                    continue;
+                }
+                list.push(found);
             }
         }
         let mut out = BTreeMap::new();
         let mut named: BTreeMap<String, String> = BTreeMap::new();
-        for (image, found) in by_image {
+        for (image, (_, found)) in by_image {
             let Some(name) = self.repo_name(&image) else {
                 served.say_once(format!(
                     "image {}: not a valid repository name under {:?}; skipped",
