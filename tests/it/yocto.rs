@@ -55,13 +55,14 @@ pub(crate) fn dated_build(
         .arg(&layout)
         .arg(dir.join(&name)));
     // image-oci-umoci.inc: cd NAME; tar -cf ../NAME.tar .; cd ..; tar -cf NAME-dir.tar NAME
+    // --force-local: a ':' in a name is not a remote host (the odd-names test).
     run(Command::new("tar")
-        .arg("-cf")
+        .args(["--force-local", "-cf"])
         .arg(format!("../{name}.tar"))
         .arg(".")
         .current_dir(dir.join(&name)));
     run(Command::new("tar")
-        .arg("-cf")
+        .args(["--force-local", "-cf"])
         .arg(format!("{name}-dir.tar"))
         .arg(&name)
         .current_dir(dir));
@@ -449,4 +450,53 @@ fn builds_of_different_users_are_not_merged() {
                 .contains("of uid 65534's build, already uid 0's; skipped")
         },
     );
+}
+
+/// Issue 23, class 14: a ':' in a machine directory is part of a path (the
+/// mode never parses a path as a SOURCE argument); one build given several
+/// times, or through a link, is looked at once; build paths are bounded.
+#[test]
+fn odd_machine_names_and_repeated_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let build = tmp.path().join("build");
+    let digest = dated_build(
+        &deploy_dir(&build, "tmp", "my:board"),
+        "my:board",
+        "20261205120000",
+        "amd64",
+        Left::Tar,
+    );
+    let link = tmp.path().join("again");
+    std::os::unix::fs::symlink(&build, &link).unwrap();
+    let b = s(&build);
+    let server = Server::start(&[
+        "--yocto",
+        b,
+        "--yocto",
+        b,
+        "--yocto",
+        s(&link),
+        "--history",
+        "0",
+    ]);
+    assert_eq!(
+        rows(&server, "latest"),
+        [("linux/amd64".to_owned(), digest)]
+    );
+    drop(server);
+    let many: Vec<PathBuf> = (0..65)
+        .map(|i| {
+            let p = tmp.path().join(format!("b{i}/conf"));
+            fs::create_dir_all(&p).unwrap();
+            p.parent().unwrap().to_owned()
+        })
+        .collect();
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    for p in &many {
+        args.extend(["--yocto", s(p)]);
+    }
+    let out = ocimux(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("65 --yocto paths: at most 64"), "{stderr}");
 }

@@ -42,6 +42,8 @@ pub const RESCAN: Duration = Duration::from_secs(5);
 const MAX_ENTRIES: usize = 65_536;
 /// Default and most dated builds served as tags per image.
 pub const HISTORY: (usize, usize) = (5, 32);
+/// Most distinct build paths (`--yocto`) looked at.
+pub const MAX_BUILDS: usize = 64;
 /// Most distinct messages remembered as said (each is logged once).
 const MAX_SAID: usize = 4096;
 
@@ -61,6 +63,9 @@ pub enum YoctoError {
         /// Why.
         why: crate::platform::PlatformError,
     },
+    /// More build paths than [`MAX_BUILDS`].
+    #[error("{0} --yocto paths: at most {MAX_BUILDS} distinct ones")]
+    TooManyBuilds(usize),
     /// `--history` out of range.
     #[error("--history {0}: at most {max} dated builds per image", max = HISTORY.1)]
     History(usize),
@@ -98,11 +103,19 @@ pub struct Settings {
 impl Finder {
     /// Checks the settings: every path a build, every platform one.
     pub fn new(s: Settings) -> Result<Finder, YoctoError> {
-        let paths = s
-            .paths
-            .iter()
-            .map(|p| BuildPath::classify(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        // One directory given twice (or through a link) is one build.
+        let mut seen = BTreeSet::new();
+        let mut paths = Vec::new();
+        for p in &s.paths {
+            let build = BuildPath::classify(p)?;
+            let id = std::fs::metadata(build.path()).map(|m| (m.dev(), m.ino()));
+            if id.is_ok_and(|id| seen.insert(id)) {
+                paths.push(build);
+            }
+        }
+        if paths.len() > MAX_BUILDS {
+            return Err(YoctoError::TooManyBuilds(paths.len()));
+        }
         let history = s.history.unwrap_or(HISTORY.0);
         if history > HISTORY.1 {
             return Err(YoctoError::History(history));
