@@ -80,7 +80,17 @@ pub struct Shared {
     budget: Arc<Semaphore>,
     pool: Arc<Pool>,
     hashing: Semaphore,
+    /// Password checks running (bcrypt, on their own threads' share).
+    checking: Semaphore,
+    /// Password checks running or waiting; beyond, refused at once.
+    check_queue: Semaphore,
 }
+
+/// Password checks at once: unauthenticated work never takes more of the
+/// blocking pool than this, whatever clients send.
+const CHECKING: usize = 2;
+/// Password checks waiting at most; more are answered 429 at once.
+const CHECK_QUEUE: usize = 16;
 
 impl Shared {
     /// State for `registry` within `limits`.
@@ -101,6 +111,8 @@ impl Shared {
             )),
             pool: Arc::new(Pool::new((limits.body_budget / CHUNK).max(1))),
             hashing: Semaphore::new(HASHING),
+            checking: Semaphore::new(CHECKING),
+            check_queue: Semaphore::new(CHECK_QUEUE),
         }
     }
 
@@ -261,18 +273,12 @@ async fn handle(
         if_none_match: header(hyper::header::IF_NONE_MATCH),
     });
     let authorization = header(hyper::header::AUTHORIZATION);
-    let auth = shared.auth.clone();
-    let authorized = match auth {
-        // bcrypt is slow on purpose: off the async threads.
-        Some(auth) => tokio::task::spawn_blocking(move || auth.check(authorization.as_deref()))
-            .await
-            .unwrap_or(false),
-        None => true,
-    };
-    let reply = if authorized {
-        answer(&shared, &asked).await
-    } else {
-        super::auth::challenge()
+    let reply = match authorize(&shared, peer.ip(), authorization).await {
+        Authorized::Yes => answer(&shared, &asked).await,
+        Authorized::No => super::auth::challenge(),
+        Authorized::Later => {
+            Reply::error(super::reply::Code::TooManyRequests, None).with("Retry-After", "60".into())
+        }
     };
     let (method, path) = (&asked.method, &asked.path);
     log::info!(
@@ -283,6 +289,49 @@ async fn handle(
         started.elapsed()
     );
     Ok(response(reply, &shared))
+}
+
+/// What a request's credentials come to.
+enum Authorized {
+    Yes,
+    No,
+    /// Too many failures from this address, or too many checks waiting.
+    Later,
+}
+
+/// Checks credentials: remembered ones at once; others with bcrypt, off the
+/// async threads, at most [`CHECKING`] at a time and [`CHECK_QUEUE`]
+/// waiting (beyond: refused at once), never for an address that failed too
+/// often lately. Authenticated clients never wait behind password checks.
+async fn authorize(shared: &Shared, peer: IpAddr, authorization: Option<String>) -> Authorized {
+    let Some(auth) = shared.auth.clone() else {
+        return Authorized::Yes;
+    };
+    match auth.remembered(authorization.as_deref()) {
+        Some(true) => return Authorized::Yes,
+        Some(false) => return Authorized::No,
+        None => {}
+    }
+    let now = Instant::now();
+    if auth.failures.blocked(peer, now) {
+        return Authorized::Later;
+    }
+    let Ok(_queued) = shared.check_queue.try_acquire() else {
+        return Authorized::Later;
+    };
+    let Ok(_running) = shared.checking.acquire().await else {
+        return Authorized::Later;
+    };
+    let checker = auth.clone();
+    let ok = tokio::task::spawn_blocking(move || checker.check(authorization.as_deref()))
+        .await
+        .unwrap_or(false);
+    if ok {
+        Authorized::Yes
+    } else {
+        auth.failures.failed(peer, Instant::now());
+        Authorized::No
+    }
 }
 
 fn response(reply: Reply, shared: &Shared) -> Response<ReplyBody> {

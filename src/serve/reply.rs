@@ -56,6 +56,8 @@ pub enum Code {
     RangeInvalid,
     /// 401: credentials missing or wrong.
     Unauthorized,
+    /// Too many requests (failed or pending password checks).
+    TooManyRequests,
     /// 404: not an endpoint of the API.
     NotFound,
     /// 500: the bytes could not be read (the source changed, or I/O failed).
@@ -83,6 +85,7 @@ impl Code {
             Code::Unsupported => (405, "UNSUPPORTED", "The operation is unsupported."),
             Code::RangeInvalid => (416, "RANGE_INVALID", "invalid content range"),
             Code::Unauthorized => (401, "UNAUTHORIZED", "authentication required"),
+            Code::TooManyRequests => (429, "TOOMANYREQUESTS", "too many requests"),
             Code::NotFound => (404, "NOT_FOUND", "not an endpoint of the distribution API"),
             Code::Unknown => (500, "UNKNOWN", "unknown error"),
         }

@@ -1511,6 +1511,70 @@ fn clients_that_never_read_delay_only_themselves() {
     );
 }
 
+/// Issue 23, class 7: password checks are bounded apart from answers: an
+/// authenticated client is answered at once while 32 clients send wrong
+/// passwords, which are refused (429) once an address failed too often.
+#[test]
+fn password_guessing_does_not_slow_authenticated_clients() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, _) = two_layouts(tmp.path(), "pw");
+    let htpasswd = tmp.path().join("htpasswd");
+    fs::write(
+        &htpasswd,
+        format!("ci:{}\n", bcrypt::hash("pa55", 10).unwrap()),
+    )
+    .unwrap();
+    let server = Server::start(&["--htpasswd", s(&htpasswd), "app", s(&amd64)]);
+    let url = server.url("/v2/app/tags/list");
+    let b64 = |c: &str| {
+        use base64::Engine;
+        format!(
+            "Authorization: Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(c)
+        )
+    };
+    let (good, bad) = (b64("ci:pa55"), b64("ci:wrong"));
+    assert_eq!(get(&url, &[&good]).status, 200);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let statuses = std::sync::Mutex::new(Vec::new());
+    let slowest = std::thread::scope(|sc| {
+        for _ in 0..32 {
+            sc.spawn(|| {
+                for _ in 0..4 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let st = get(&url, &[&bad]).status;
+                    statuses.lock().unwrap().push(st);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut slowest = Duration::ZERO;
+        for _ in 0..20 {
+            let t = Instant::now();
+            assert_eq!(get(&url, &[&good]).status, 200);
+            slowest = slowest.max(t.elapsed());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        slowest
+    });
+    let statuses = statuses.into_inner().unwrap();
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "an address that keeps failing is refused: {statuses:?}"
+    );
+    // Each answer is a curl process; the guessing never sits in front of it.
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "slowest authenticated answer {slowest:?}"
+    );
+}
+
 /// A configuration file may give one repository several tags, each its own
 /// sources; the same tag twice is refused by name.
 #[test]
