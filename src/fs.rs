@@ -139,22 +139,36 @@ impl OciFs {
     }
 
     /// Answers a blob open from the hashing pool once its bytes hashed right.
-    fn open_after_hashing(&self, ino: u64, blob: Arc<Blob>, opened: Opened, reply: ReplyOpen) {
+    fn open_after_hashing(
+        &self,
+        uid: u32,
+        ino: u64,
+        blob: Arc<Blob>,
+        opened: Opened,
+        reply: ReplyOpen,
+    ) {
+        // The version the hash is of: opens of it share one job.
+        let r = &opened.range;
+        let key = format!("{:?} {} {} {}", r.id, r.base, r.len, blob.digest);
         let (handles, stats, verifier) = (
             self.handles.clone(),
             self.stats.clone(),
             self.verifier.clone(),
         );
-        self.hashing.submit(Box::new(move |run| {
-            if !run {
-                let busy = FsError::Io(std::io::Error::from_raw_os_error(libc::EAGAIN));
-                return refuse_open(ino, &blob, &busy, reply);
-            }
-            match opened.check(&blob, &verifier) {
-                Ok(()) => finish_open(&handles, &stats, ino, &blob, opened, reply),
-                Err(e) => refuse_open(ino, &blob, &e, reply),
-            }
-        }));
+        self.hashing.submit_keyed(
+            key,
+            uid,
+            Box::new(move |run| {
+                if !run {
+                    let busy = FsError::Io(std::io::Error::from_raw_os_error(libc::EAGAIN));
+                    return refuse_open(ino, &blob, &busy, reply);
+                }
+                match opened.check(&blob, &verifier) {
+                    Ok(()) => finish_open(&handles, &stats, ino, &blob, opened, reply),
+                    Err(e) => refuse_open(ino, &blob, &e, reply),
+                }
+            }),
+        );
     }
 
     fn file_attr(&self, a: &Attr) -> FileAttr {
@@ -338,7 +352,9 @@ impl Filesystem for OciFs {
             Ok(Opening::Ready(blob, opened)) => {
                 finish_open(&self.handles, &self.stats, ino.0, &blob, opened, reply)
             }
-            Ok(Opening::Hash(blob, opened)) => self.open_after_hashing(ino.0, blob, opened, reply),
+            Ok(Opening::Hash(blob, opened)) => {
+                self.open_after_hashing(req.uid(), ino.0, blob, opened, reply)
+            }
         }
     }
 

@@ -9,7 +9,11 @@
 //!
 //! Bounded: [`THREADS`] threads (started at the first job) and a queue of
 //! [`QUEUE`] waiting jobs; a job offered to a full queue is refused at once
-//! (its open fails with EAGAIN), so no client can grow it.
+//! (its open fails with EAGAIN), so no client can grow it. Fair:
+//! [`HashPool::submit_keyed`] runs the opens of one file version behind one
+//! queued job (one hash, one slot, however many opens), and one user may
+//! hold at most [`PER_USER`] of the queue, so another user's opens are never
+//! refused for the first one's.
 
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,6 +22,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub(crate) const THREADS: usize = 2;
 /// Jobs that may wait for a thread.
 pub(crate) const QUEUE: usize = 64;
+/// Queued jobs (distinct file versions) one user may have at once.
+pub(crate) const PER_USER: usize = 16;
+/// Opens that may wait on one file version's job.
+pub(crate) const PER_VERSION: usize = 4096;
 
 /// A job: called with `true` to do its work, or `false` when it was refused
 /// (then it only answers its request with an error).
@@ -27,6 +35,25 @@ pub(crate) type Job = Box<dyn FnOnce(bool) + Send>;
 #[derive(Debug, Default)]
 pub(crate) struct HashPool {
     tx: OnceLock<Option<SyncSender<Job>>>,
+    /// Jobs queued or running by key, with the jobs waiting on them.
+    keyed: Arc<Mutex<Keyed>>,
+}
+
+/// What [`HashPool::submit_keyed`] keeps.
+#[derive(Default)]
+struct Keyed {
+    /// Key → the jobs that run after its first, and the user it counts for.
+    waiting: std::collections::HashMap<String, (Vec<Job>, u32)>,
+    /// User → keys of theirs queued or running.
+    per_user: std::collections::HashMap<u32, usize>,
+}
+
+impl std::fmt::Debug for Keyed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyed")
+            .field("keys", &self.waiting.len())
+            .finish()
+    }
 }
 
 impl HashPool {
@@ -45,6 +72,53 @@ impl HashPool {
             log::warn!("hashing queue full ({QUEUE} opens waiting): open refused");
             job(false);
         }
+    }
+
+    /// [`HashPool::submit`] for the opens of one file version (`key`) by
+    /// user `uid`: a job whose key is already queued or running waits
+    /// behind it (the hash it needs is being made) and then runs on the
+    /// same thread, taking no queue slot; a user with [`PER_USER`] keys
+    /// queued is refused at once, not others.
+    pub(crate) fn submit_keyed(&self, key: String, uid: u32, job: Job) {
+        let mut keyed = self.keyed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((waiters, _)) = keyed.waiting.get_mut(&key) {
+            if waiters.len() < PER_VERSION {
+                waiters.push(job);
+                return;
+            }
+            drop(keyed);
+            log::warn!("{PER_VERSION} opens wait on one file's hash: open refused");
+            return job(false);
+        }
+        let mine = keyed.per_user.get(&uid).copied().unwrap_or(0);
+        if mine >= PER_USER {
+            drop(keyed);
+            log::warn!("uid {uid} has {PER_USER} files being hashed: open refused");
+            return job(false);
+        }
+        keyed.waiting.insert(key.clone(), (Vec::new(), uid));
+        *keyed.per_user.entry(uid).or_default() += 1;
+        drop(keyed);
+        let shared = self.keyed.clone();
+        self.submit(Box::new(move |run| {
+            job(run);
+            // Those that came meanwhile: their hash is made (or refused).
+            // Taken under the lock, run outside it.
+            let waiters = {
+                let mut keyed = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let (waiters, uid) = keyed.waiting.remove(&key).unwrap_or_default();
+                if let Some(n) = keyed.per_user.get_mut(&uid) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        keyed.per_user.remove(&uid);
+                    }
+                }
+                waiters
+            };
+            for w in waiters {
+                w(run);
+            }
+        }));
     }
 }
 
@@ -84,6 +158,58 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn one_version_takes_one_slot_and_one_user_cannot_refuse_another() {
+        let pool = HashPool::default();
+        let (ran, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().unwrap();
+        let job = || -> Job {
+            let (ran, refused, gate) = (ran.clone(), refused.clone(), gate.clone());
+            Box::new(move |run| match run {
+                true => {
+                    drop(gate.lock());
+                    ran.fetch_add(1, Ordering::SeqCst);
+                }
+                false => {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        // uid 1000 opens one unhashed file 200 times, then 20 other files.
+        for _ in 0..200 {
+            pool.submit_keyed("big".into(), 1000, job());
+        }
+        for i in 0..20 {
+            pool.submit_keyed(format!("other {i}"), 1000, job());
+        }
+        assert_eq!(
+            refused.load(Ordering::SeqCst),
+            21 - PER_USER,
+            "only its own beyond {PER_USER}"
+        );
+        // Root's opens of other files are all taken.
+        for i in 0..10 {
+            pool.submit_keyed(format!("root {i}"), 0, job());
+        }
+        assert_eq!(
+            refused.load(Ordering::SeqCst),
+            21 - PER_USER,
+            "root refused for uid 1000"
+        );
+        drop(held);
+        let want = 200 + PER_USER - 1 + 10;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ran.load(Ordering::SeqCst) < want {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {want} ran",
+                ran.load(Ordering::SeqCst)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 
     #[test]
     fn jobs_run_off_the_caller_and_a_full_queue_refuses() {
