@@ -54,8 +54,16 @@ pub enum NotOutput {
     Multiarch,
 }
 
-/// Length of Yocto's `DATETIME` (`%Y%m%d%H%M%S`).
+/// Length of Yocto's `DATETIME` (`%Y%m%d%H%M%S`); shorter all-digit
+/// versions down to a date (`%Y%m%d`) are taken too, and order the same way.
 const DATETIME_LEN: usize = 14;
+/// See [`DATETIME_LEN`].
+const DATE_LEN: usize = 8;
+
+/// Whether `s` is a build's date and time (or date).
+fn is_stamp(s: &str) -> bool {
+    (DATE_LEN..=DATETIME_LEN).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
 
 /// Splits the form suffix off a name: (stem, form).
 fn split_form(name: &str) -> Option<(&str, Form)> {
@@ -73,15 +81,13 @@ fn dated<'a>(stem: &'a str, machine: &str) -> Option<(&'a str, &'a str)> {
     let stem = stem.strip_suffix(".rootfs").unwrap_or(stem);
     let (rest, stamp) = stem.rsplit_once('-')?;
     let image = rest.strip_suffix(machine)?.strip_suffix('-')?;
-    let is_stamp = stamp.len() == DATETIME_LEN && stamp.bytes().all(|b| b.is_ascii_digit());
-    (is_stamp && !image.is_empty()).then_some((image, stamp))
+    (is_stamp(stamp) && !image.is_empty()).then_some((image, stamp))
 }
 
 /// Whether a stem ends in `-DATETIME[.rootfs]`, whatever the machine.
 fn looks_dated(stem: &str) -> bool {
     let stem = stem.strip_suffix(".rootfs").unwrap_or(stem);
-    stem.rsplit_once('-')
-        .is_some_and(|(_, s)| s.len() == DATETIME_LEN && s.bytes().all(|b| b.is_ascii_digit()))
+    stem.rsplit_once('-').is_some_and(|(_, s)| is_stamp(s))
 }
 
 /// What `name`, an entry of machine `machine`'s deploy directory, is.
@@ -122,7 +128,14 @@ pub fn classify(name: &str, machine: &str, target: Option<&str>) -> Result<Outpu
         // oci-multiarch.bbclass's names: IMAGE[-MACHINE]-latest-oci, IMAGE-oci.
         None => match stem.strip_suffix("-latest") {
             Some(image) => (image, Build::Tagged("latest".into())),
-            None => (stem, Build::Undated),
+            // IMAGE-MACHINE-VERSION.rootfs with a VERSION of its own.
+            None => match stem.strip_suffix(".rootfs") {
+                Some(named) => match named.split_once(&format!("-{machine}-")) {
+                    Some((image, _)) => (image, Build::Undated),
+                    None => (named, Build::Undated),
+                },
+                None => (stem, Build::Undated),
+            },
         },
     };
     let image = image
@@ -209,6 +222,22 @@ mod tests {
                 "app-container-oci",
                 None,
                 Ok(("app-container", Build::Undated, Form::Dir)),
+            ),
+            // A date alone; a version of another shape (IMAGE_VERSION_SUFFIX).
+            (
+                "app-qemux86-64-20261129.rootfs-oci",
+                None,
+                Ok(("app", d("20261129"), Form::Dir)),
+            ),
+            (
+                "app-qemux86-64-v1.2.rootfs-oci",
+                None,
+                Ok(("app", Build::Undated, Form::Dir)),
+            ),
+            (
+                "app-qemux86-64-1234567.rootfs-oci",
+                None,
+                Ok(("app", Build::Undated, Form::Dir)),
             ),
             // A link elsewhere: read by its own name.
             (
