@@ -84,6 +84,8 @@ pub struct Shared {
     checking: Semaphore,
     /// Password checks running or waiting; beyond, refused at once.
     check_queue: Semaphore,
+    /// Open connections, for closing an idle one to make room.
+    conns: Arc<super::idle::Conns>,
 }
 
 /// Password checks at once: unauthenticated work never takes more of the
@@ -113,6 +115,7 @@ impl Shared {
             hashing: Semaphore::new(HASHING),
             checking: Semaphore::new(CHECKING),
             check_queue: Semaphore::new(CHECK_QUEUE),
+            conns: Arc::default(),
         }
     }
 
@@ -166,15 +169,6 @@ pub async fn accept_loop(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
-        // A connection is accepted only when it may be served: the rest wait
-        // in the kernel's backlog.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut stop => break,
-        };
         let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
@@ -187,51 +181,122 @@ pub async fn accept_loop(
             },
             () = &mut stop => break,
         };
-        let Some(slot) = PeerSlot::take(&shared, peer.ip()) else {
-            log::warn!("{peer}: too many connections from this address; closed");
-            continue;
+        // A slot for it: when every one is taken, the oldest idle connection
+        // makes room (tried again while none frees); none idle, it waits
+        // here as the next ones wait in the kernel's backlog.
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tokio::select! {
+                        p = slots.clone().acquire_owned() => match p {
+                            Ok(p) => break p,
+                            Err(_) => return,
+                        },
+                        _ = tick.tick() => {
+                            if shared.conns.evict_oldest_idle(None) {
+                                log::info!("every connection slot taken: an idle connection closed");
+                            }
+                        }
+                        () = &mut stop => return drain_then_stop(graceful, drain).await,
+                    }
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let builder = connection_builder(&shared.limits);
-        let service = {
-            let shared = shared.clone();
-            service_fn(move |req| handle(shared.clone(), peer, req))
-        };
-        match shared.tls.as_ref().map(|t| t.acceptor()) {
-            None => {
-                let io = TokioIo::new(WriteDeadline::new(stream, shared.limits.send_timeout));
-                let conn = graceful.watch(builder.serve_connection(io, service));
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                    drop((permit, slot));
-                });
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let Some(slot) = peer_slot(&shared, peer).await else {
+                return;
+            };
+            let registered = shared.conns.add(peer.ip());
+            let evict = registered.evict.clone();
+            let busy = registered.busy.clone();
+            let serving = serve_connection(shared, stream, peer, busy.clone(), watcher);
+            tokio::pin!(serving);
+            loop {
+                tokio::select! {
+                    () = &mut serving => break,
+                    () = evict.notified() => {
+                        // Idle when picked; a request may have begun since.
+                        if busy.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                            log::info!("{peer}: idle connection closed to make room");
+                            break;
+                        }
+                    }
+                }
             }
-            Some(acceptor) => {
-                let timeout = shared.limits.header_timeout;
-                let send_timeout = shared.limits.send_timeout;
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => return log::info!("{peer}: TLS handshake: {e}"),
-                        Err(_) => return log::info!("{peer}: TLS handshake timed out"),
-                    };
-                    let io = TokioIo::new(WriteDeadline::new(stream, send_timeout));
-                    let conn = builder.serve_connection(io, service);
-                    let _ = watcher.watch(conn).await;
-                    drop((permit, slot));
-                });
-            }
-        }
+            drop((registered, permit, slot));
+        });
     }
     drop(listener);
+    drain_then_stop(graceful, drain).await;
+}
+
+/// Lets the requests in flight finish within `drain`.
+async fn drain_then_stop(
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    drain: Duration,
+) {
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()
     {
         log::warn!("requests still in flight after {drain:?}; stopping anyway");
+    }
+}
+
+/// A slot of `peer`'s share: when its connections fill it, its oldest idle
+/// one makes room (waited for at most a second); none idle: `None`, closed.
+async fn peer_slot(shared: &Arc<Shared>, peer: SocketAddr) -> Option<PeerSlot> {
+    if let Some(slot) = PeerSlot::take(shared, peer.ip()) {
+        return Some(slot);
+    }
+    if !shared.conns.evict_oldest_idle(Some(peer.ip())) {
+        log::warn!("{peer}: too many connections from this address, none idle; closed");
+        return None;
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Some(slot) = PeerSlot::take(shared, peer.ip()) {
+            return Some(slot);
+        }
+    }
+    None
+}
+
+/// Serves one connection (TLS handshake first, when asked for) until it ends.
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    busy: Arc<std::sync::atomic::AtomicUsize>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let builder = connection_builder(&shared.limits);
+    let send_timeout = shared.limits.send_timeout;
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |req| handle(shared.clone(), peer, busy.clone(), req))
+    };
+    match shared.tls.as_ref().map(|t| t.acceptor()) {
+        None => {
+            let io = TokioIo::new(WriteDeadline::new(stream, send_timeout));
+            let _ = watcher.watch(builder.serve_connection(io, service)).await;
+        }
+        Some(acceptor) => {
+            let timeout = shared.limits.header_timeout;
+            let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return log::info!("{peer}: TLS handshake: {e}"),
+                Err(_) => return log::info!("{peer}: TLS handshake timed out"),
+            };
+            let io = TokioIo::new(WriteDeadline::new(stream, send_timeout));
+            let _ = watcher.watch(builder.serve_connection(io, service)).await;
+        }
     }
 }
 
@@ -249,9 +314,12 @@ type ReplyBody = http_body_util::combinators::BoxBody<Bytes, io::Error>;
 async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    busy: Arc<std::sync::atomic::AtomicUsize>,
     req: Request<Incoming>,
 ) -> Result<Response<ReplyBody>, Infallible> {
     let started = Instant::now();
+    // In flight until its body is sent (or dropped): not idle meanwhile.
+    let in_flight = super::idle::Busy::new(&busy);
     let headers = req.headers();
     let header = |name| {
         headers
@@ -288,7 +356,15 @@ async fn handle(
         reply.header("Content-Length").unwrap_or("-"),
         started.elapsed()
     );
-    Ok(response(reply, &shared))
+    let response = response(reply, &shared);
+    Ok(response.map(|body| {
+        use http_body_util::BodyExt;
+        InFlight {
+            body,
+            _busy: in_flight,
+        }
+        .boxed()
+    }))
 }
 
 /// What a request's credentials come to.
@@ -331,6 +407,33 @@ async fn authorize(shared: &Shared, peer: IpAddr, authorization: Option<String>)
     } else {
         auth.failures.failed(peer, Instant::now());
         Authorized::No
+    }
+}
+
+/// A reply's body that keeps its request counted in flight until it is
+/// sent or dropped.
+struct InFlight {
+    body: ReplyBody,
+    _busy: super::idle::Busy,
+}
+
+impl http_body::Body for InFlight {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -14,6 +14,7 @@ pub(crate) mod api;
 pub mod auth;
 pub mod config;
 pub(crate) mod http;
+pub(crate) mod idle;
 pub(crate) mod referrers;
 pub(crate) mod reply;
 pub mod route;

@@ -1575,6 +1575,64 @@ fn password_guessing_does_not_slow_authenticated_clients() {
     );
 }
 
+/// Issue 23, class 4: idle connections cannot deny service — with every
+/// slot, or every slot of one address, held by connections that send
+/// nothing, a new client is served (the oldest idle connection makes room),
+/// and a download in flight is never the one cut.
+#[test]
+fn idle_connections_make_room() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("l");
+    let big = pattern(16 << 20, 9);
+    let (_, layer) = ocimux::testutil::LayoutBuilder::one_layer(root.clone(), &big);
+    let blob = format!("/v2/app/blobs/{}", layer["digest"].as_str().unwrap());
+    let server = Server::start(&[
+        "--max-connections",
+        "8",
+        "--client-timeout",
+        "120",
+        "app",
+        s(&root),
+    ]);
+    // A download in flight, read slowly, holds one slot.
+    let mut slow = body_of(&server.host, &blob);
+    let mut first = vec![0u8; 1 << 20];
+    slow.read_exact(&mut first).unwrap();
+    // Seven connections that never send a byte hold the rest.
+    let silent: Vec<TcpStream> = (0..7)
+        .map(|_| TcpStream::connect(&server.host).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let began = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(get(&server.url("/v2/"), &[]).status, 200);
+    }
+    // Before: each waited for an idle connection's 120 s timeout.
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    // The rest of its body (the connection stays open: keep-alive).
+    let mut rest = vec![0u8; big.len() - first.len()];
+    slow.read_exact(&mut rest).unwrap();
+    first.extend(rest);
+    assert!(first == big, "the download in flight was cut");
+    drop((silent, server));
+
+    // One address's 128 slots held by silent connections: a 129th from it
+    // is served instead of reset.
+    let server = Server::start(&["--client-timeout", "120", "app", s(&root)]);
+    let silent: Vec<TcpStream> = (0..128)
+        .map(|_| TcpStream::connect(&server.host).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        assert_eq!(get(&server.url("/v2/"), &[]).status, 200);
+    }
+    drop(silent);
+}
+
 /// A configuration file may give one repository several tags, each its own
 /// sources; the same tag twice is refused by name.
 #[test]
