@@ -78,7 +78,7 @@ pub fn hint(machine: &str, map: &BTreeMap<String, Platform>, testdata: Option<&P
         None => ArmVariant::Unknown {
             advice: format!(
                 "machine {machine:?} is not in ocimux's table and its build recorded no \
-                 TUNE_FEATURES: add {machine} = \"linux/arm/v7\" (or v6, v5) under \
+                 TUNE_FEATURES: add {machine:?} = \"linux/arm/v7\" (or v6, v5) under \
                  [yocto.platforms] in the configuration file (--config)"
             ),
         },
@@ -191,7 +191,10 @@ mod tests {
         // Neither: advice naming the machine and the key.
         match hint("myboard", &none, None).arm_variant {
             ArmVariant::Unknown { advice } => {
-                assert!(advice.contains("myboard = \"linux/arm/v7\""), "{advice}");
+                assert!(
+                    advice.contains("\"myboard\" = \"linux/arm/v7\""),
+                    "{advice}"
+                );
                 assert!(advice.contains("[yocto.platforms]"), "{advice}");
                 assert!(!advice.contains("=PATH"), "{advice}");
             }

@@ -471,7 +471,7 @@ fn describe(sel: &Selection) -> String {
         .iter()
         .map(|f| {
             let file = f.path.file_name().unwrap_or_default().to_string_lossy();
-            format!("{}: {}", f.machine, printable(&file))
+            format!("{}: {}", printable(&f.machine), printable(&file))
         })
         .collect();
     parts.join(", ")
