@@ -356,7 +356,7 @@ async fn handle(
         reply.header("Content-Length").unwrap_or("-"),
         started.elapsed()
     );
-    let response = response(reply, &shared);
+    let response = response(reply, &shared, &busy);
     Ok(response.map(|body| {
         use http_body_util::BodyExt;
         InFlight {
@@ -437,7 +437,14 @@ impl http_body::Body for InFlight {
     }
 }
 
-fn response(reply: Reply, shared: &Shared) -> Response<ReplyBody> {
+/// `busy`: the connection's count of work in flight, held by every chunk
+/// of a file body until hyper has written it (after the body itself is
+/// done, its last chunks may still be on their way to a slow client).
+fn response(
+    reply: Reply,
+    shared: &Shared,
+    busy: &Arc<std::sync::atomic::AtomicUsize>,
+) -> Response<ReplyBody> {
     use http_body_util::BodyExt;
     let body: ReplyBody = match reply.body {
         Body::Empty => http_body_util::Empty::new().map_err(|e| match e {}).boxed(),
@@ -448,7 +455,8 @@ fn response(reply: Reply, shared: &Shared) -> Response<ReplyBody> {
                 shared.budget.clone(),
                 shared.pool.clone(),
             );
-            stream(range, offset, len, timeout, budget, pool).boxed()
+            let busy = busy.clone();
+            stream(range, offset, len, timeout, budget, pool, busy).boxed()
         }
     };
     let mut builder = Response::builder()
@@ -536,6 +544,7 @@ fn stream(
     send_timeout: Duration,
     budget: Arc<Semaphore>,
     pool: Arc<Pool>,
+    busy: Arc<std::sync::atomic::AtomicUsize>,
 ) -> ChannelBody {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(1);
     let range = Arc::new(range);
@@ -567,6 +576,7 @@ fn stream(
                     buf,
                     pool: pool.clone(),
                     _permit: permit,
+                    _busy: super::idle::Busy::new(&busy),
                 })),
                 Ok(Err(e)) => Err(io::Error::other(e.to_string())),
                 Err(e) => Err(io::Error::other(e.to_string())),
@@ -591,6 +601,8 @@ struct Chunk {
     buf: Vec<u8>,
     pool: Arc<Pool>,
     _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Its connection is not idle while it is unwritten.
+    _busy: super::idle::Busy,
 }
 
 impl AsRef<[u8]> for Chunk {

@@ -1,6 +1,6 @@
 //! Which connections may be closed to make room. A connection is idle
-//! while it has no request in flight: handshaking, waiting for a head, or
-//! kept alive between requests. When every slot (or every slot of one
+//! while it has no request in flight and no body chunk unwritten:
+//! handshaking, waiting for a head, or kept alive between requests. When every slot (or every slot of one
 //! address) is taken, the oldest idle connection is closed so a new one is
 //! served: idle or handshaking connections cannot deny service, and a client
 //! with a request in flight is never cut for another.
