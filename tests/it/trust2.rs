@@ -643,7 +643,17 @@ fn a_source_leading_back_into_the_mount_never_wedges_it() {
     }
     assert_eq!(fs::read(mnt.path("index.json")).unwrap(), before);
     assert_eq!(fs::read(&layer).unwrap(), b"the first build");
-    run(std::process::Command::new("umount").arg(&ovl));
+    // The daemon's retries may hold the overlay for the instant of an open
+    // (refused a moment later): point the source home, then the overlay
+    // must come free within a few retry rounds.
+    std::os::unix::fs::symlink(&b.root, &relink).unwrap();
+    fs::rename(&relink, &live).unwrap();
+    wait_for("the overlay to unmount", Duration::from_secs(10), || {
+        std::process::Command::new("umount")
+            .arg(&ovl)
+            .status()
+            .is_ok_and(|s| s.success())
+    });
 }
 
 /// Passthrough only where an in-place rewrite cannot come from someone the
