@@ -89,8 +89,12 @@ fn fsconfig(fs: BorrowedFd<'_>, key: &str, value: Option<&str>) -> io::Result<()
 
 /// Mounts a new FUSE filesystem on the directory `dir` (an fd of the
 /// checked mountpoint), read-only, nosuid, nodev, noatime. Returns the
-/// `/dev/fuse` fd to serve it from.
-pub(crate) fn attach(dir: BorrowedFd<'_>, p: &FuseParams<'_>) -> io::Result<OwnedFd> {
+/// `/dev/fuse` fd to serve it from and the mount's identity (read from the
+/// mount made here, the one thing no other mount can claim to be).
+pub(crate) fn attach(
+    dir: BorrowedFd<'_>,
+    p: &FuseParams<'_>,
+) -> io::Result<(OwnedFd, crate::ownmount::Identity)> {
     let rootmode = File::from(dir.try_clone_to_owned()?).metadata()?.mode();
     let dev = OpenOptions::new()
         .read(true)
@@ -152,5 +156,6 @@ pub(crate) fn attach(dir: BorrowedFd<'_>, p: &FuseParams<'_>) -> io::Result<Owne
         )
     };
     unit_result(moved)?;
-    Ok(dev.into())
+    let identity = crate::ownmount::Identity::of_mount_fd(mnt.as_fd())?;
+    Ok((dev.into(), identity))
 }

@@ -21,8 +21,7 @@ use crate::fs::{FsOptions, OciFs};
 use crate::generations::{Generations, Invalidation};
 use crate::index::Composition;
 use crate::lifecycle::{exit, stop_signals, unmount_own_mount};
-use crate::mountinfo;
-use crate::mountpoint::{Mountpoint, unmount_ours};
+use crate::mountpoint::Mountpoint;
 use crate::plan::Plan;
 
 /// Why mounting or unmounting failed.
@@ -266,8 +265,8 @@ fn daemon_child(
                                 "the kernel did not complete the FUSE handshake within {HANDSHAKE_WAIT:?}"
                             ),
                         );
-                        let me = std::process::id() as i32;
-                        if let Err(e) = unmount_ours(me, true) {
+                        let gone = crate::ownmount::own().map(|m| m.unmount(true));
+                        if let Some(Err(e)) = gone {
                             log::error!("unmounting after a failed handshake: {e}");
                         }
                     }
@@ -411,8 +410,8 @@ fn start(
         .map_err(|e| io_err("blocking signals")(e.into()))?;
     // Forked while this process has one thread; the pipe end lives as long
     // as the process (closed by the kernel however it ends).
-    let alive = crate::mountpoint::watchdog().map_err(io_err("starting the unmount watchdog"))?;
-    std::mem::forget(alive);
+    let watchdog =
+        crate::mountpoint::watchdog().map_err(io_err("starting the unmount watchdog"))?;
     let _ = crate::lifecycle::raise_fd_limit();
     let snapshots = Arc::new(Generations::new(&served.first));
     crate::watch::release_freed_memory();
@@ -426,6 +425,7 @@ fn start(
         },
     );
     let handshake = fs.handshake();
+    let drain = fs.drain();
     let fsname = format!("ocimux:{}", std::process::id());
     let config = cfg.options.fuser_config(fsname.clone(), cfg.threads);
     fuse_device_usable().map_err(|why| MountError::NoFuseDevice {
@@ -443,7 +443,7 @@ fn start(
     // fuser's own mount would unmount its path once more when the session
     // ends, even after the mount was unmounted from outside, and so unmount
     // whatever was beneath it; a session built on an fd owns no mount: only
-    // [`unmount_ours`] unmounts.
+    // the daemon's stop (by the mount's identity, src/ownmount.rs) unmounts.
     let session = if nix::unistd::geteuid().is_root() && !cfg.options.sharing.auto_unmount() {
         let params = crate::attach::FuseParams {
             fsname: &fsname,
@@ -452,11 +452,24 @@ fn start(
             allow_other: cfg.options.sharing != Sharing::Owner,
             noexec: cfg.options.noexec,
         };
-        let fd = crate::attach::attach(claimed.dir(), &params).map_err(mount_err)?;
+        let (fd, identity) = crate::attach::attach(claimed.dir(), &params).map_err(mount_err)?;
+        crate::ownmount::set_own(identity);
         Session::from_fd(fs, fd, config.acl, config).map_err(mount_err)?
     } else {
-        Session::new(fs, &cfg.mountpoint, &config).map_err(mount_err)?
+        let session = Session::new(fs, &cfg.mountpoint, &config).map_err(mount_err)?;
+        let identity = crate::ownmount::Identity::of_helper_mount(&claimed.path, &fsname)
+            .map_err(io_err("finding the new mount"))?;
+        crate::ownmount::set_own(identity);
+        session
     };
+    if let Some(identity) = crate::ownmount::own() {
+        crate::mountpoint::tell_watchdog(&watchdog, identity)
+            .map_err(io_err("telling the unmount watchdog"))?;
+        crate::gone::spawn(identity, drain).map_err(io_err("starting the stop watcher"))?;
+    }
+    // Open as long as the process: its closing, however the process ends,
+    // is what the watchdog waits for.
+    std::mem::forget(watchdog);
     log::info!(
         "mounted {} ({} threads)",
         cfg.mountpoint.display(),
@@ -526,15 +539,13 @@ fn kernel_notifier(notifier: fuser::Notifier) -> crate::watch::Notify {
 
 /// Raises the readahead of the mount's bdi (`/sys/class/bdi/MAJ:MIN`), which
 /// FUSE sets low. Best effort: needs root; failure is logged, not fatal. The
-/// device number comes from mountinfo, since a stat of the mountpoint would
-/// wait for the FUSE loop that has not started yet.
+/// device number is the mount's identity's, read when it was mounted.
 fn raise_readahead(kb: u32) {
-    let me = std::process::id() as i32;
-    let entry = match mountinfo::all().map(|all| mountinfo::of_daemon(&all, me)) {
-        Ok(Some(e)) => e,
-        other => return log::info!("readahead: mount not found in mountinfo ({other:?})"),
+    let Some(own) = crate::ownmount::own() else {
+        return log::info!("readahead: the mount is not known");
     };
-    let path = format!("/sys/class/bdi/{}/read_ahead_kb", entry.dev);
+    let (major, minor) = own.dev;
+    let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
     match fs::write(&path, kb.to_string()) {
         Ok(()) => log::info!("readahead: {path} = {kb}"),
         Err(e) => log::info!("readahead: cannot write {path}: {e}"),

@@ -244,6 +244,11 @@ pub enum FsError {
     /// leads back into this mount, and answering would wait for itself.
     #[error("the request comes from this daemon itself (a source leads back into the mount)")]
     SelfRequest,
+    /// The mount was unmounted or detached in the daemon's namespace: the
+    /// service has stopped, for every namespace's copy of the mount; files
+    /// already open are served until they are closed.
+    #[error("the mount has been stopped")]
+    Stopped,
 }
 
 impl FsError {
@@ -256,6 +261,7 @@ impl FsError {
             FsError::IsDir => libc::EISDIR,
             FsError::ReadOnly => libc::EROFS,
             FsError::SelfRequest => libc::EDEADLK,
+            FsError::Stopped => libc::ENOTCONN,
             FsError::Changed
             | FsError::Corrupt { .. }
             | FsError::Refused(
@@ -272,7 +278,10 @@ impl FsError {
     pub fn is_routine(&self) -> bool {
         matches!(
             self,
-            FsError::NotFound | FsError::ReadOnly | FsError::Refused(OpenError::Missing)
+            FsError::NotFound
+                | FsError::ReadOnly
+                | FsError::Refused(OpenError::Missing)
+                | FsError::Stopped
         )
     }
 }
@@ -308,6 +317,7 @@ mod tests {
             (FsError::IsDir, libc::EISDIR, false),
             (FsError::ReadOnly, libc::EROFS, true),
             (FsError::SelfRequest, libc::EDEADLK, false),
+            (FsError::Stopped, libc::ENOTCONN, true),
             (FsError::Changed, libc::EIO, false),
             (FsError::Refused(OpenError::Escapes), libc::EIO, false),
             (

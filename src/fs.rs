@@ -85,6 +85,30 @@ pub struct OciFs {
     hashing: HashPool,
     /// Told once the kernel's INIT is handled: the mount answers from then on.
     handshake: Option<std::sync::mpsc::Sender<()>>,
+    /// Set once the mount has left the daemon's namespace (see `gone`).
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A stopping mount, seen from outside the request threads: [`Drain::stop`]
+/// refuses every new lookup and open, and [`Drain::open_files`] says how
+/// many opened files are still being served.
+#[derive(Debug, Clone)]
+pub(crate) struct Drain {
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+    handles: Arc<Handles<BackingId>>,
+}
+
+impl Drain {
+    /// From now on, nothing new is looked up or opened.
+    pub fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Files opened and not yet released.
+    pub fn open_files(&self) -> usize {
+        self.handles.open_count()
+    }
 }
 
 impl OciFs {
@@ -98,6 +122,23 @@ impl OciFs {
             stats: Arc::default(),
             hashing: HashPool::default(),
             handshake: None,
+            stopped: Arc::default(),
+        }
+    }
+
+    /// The handle that stops this filesystem from outside.
+    pub(crate) fn drain(&self) -> Drain {
+        Drain {
+            stopped: self.stopped.clone(),
+            handles: self.handles.clone(),
+        }
+    }
+
+    /// `Err(Stopped)` once the mount has been stopped.
+    fn running(&self) -> Result<(), FsError> {
+        match self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            true => Err(FsError::Stopped),
+            false => Ok(()),
         }
     }
 
@@ -320,7 +361,10 @@ impl Filesystem for OciFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.snapshots.lookup(parent.0, name) {
+        match self
+            .running()
+            .and_then(|()| self.snapshots.lookup(parent.0, name))
+        {
             Ok(a) => reply.entry(&ttl(&a), &self.file_attr(&a), Generation(0)),
             Err(e) => reply.error(failed("lookup", parent.0, &e)),
         }
@@ -340,7 +384,8 @@ impl Filesystem for OciFs {
             return reply.error(failed("open", ino.0, &FsError::SelfRequest));
         }
         let read_only = flags.acc_mode() == OpenAccMode::O_RDONLY;
-        match self.opening(ino.0, read_only) {
+        let opening = self.running().and_then(|()| self.opening(ino.0, read_only));
+        match opening {
             Err(e) => reply.error(failed("open", ino.0, &e)),
             Ok(Opening::Memory { fh, direct_io }) => {
                 let flags = match direct_io {
@@ -410,7 +455,7 @@ impl Filesystem for OciFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.snapshots.attr(ino.0) {
+        match self.running().and_then(|()| self.snapshots.attr(ino.0)) {
             Ok(a) if a.kind == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(failed("opendir", ino.0, &FsError::NotDir)),
             Err(e) => reply.error(failed("opendir", ino.0, &e)),

@@ -129,6 +129,11 @@ impl<B> Handles<B> {
         fh
     }
 
+    /// How many files are open.
+    pub fn open_count(&self) -> usize {
+        self.open.lock().map_or(0, |open| open.len())
+    }
+
     /// What a read of handle `fh` reads; `None` for an unknown handle or one
     /// the kernel serves itself.
     pub fn read_from(&self, fh: u64) -> Option<ReadFrom> {

@@ -23,7 +23,9 @@
 //! - [`daemon`]: running a mount, detaching and signals; [`options`]: the
 //!   `-o` options; [`mountpoint`]: claiming, unmounting only our own mount,
 //!   the watchdog that outlives a killed daemon; `attach`: root's mount on
-//!   the claimed directory's fd;
+//!   the claimed directory's fd; `ownmount`: a mount known by what only its
+//!   daemon holds, unmounted through the directory it is in; `gone`: the
+//!   service stops in every namespace once the mount leaves the daemon's;
 //!   [`scoped`]: `mount … -- CMD`; [`fstab`]: the mount(8) command line;
 //! - [`serve`]: the same snapshots over the OCI distribution API (pull side);
 //! - [`export`], [`check`], [`inspect`]: writing the layout out, hashing
@@ -50,6 +52,7 @@ pub mod fstab;
 #[doc(hidden)]
 pub mod fuzzing;
 pub(crate) mod generations;
+pub(crate) mod gone;
 pub(crate) mod handles;
 pub(crate) mod hashpool;
 pub(crate) mod hex;
@@ -60,6 +63,7 @@ pub mod lifecycle;
 pub mod mountinfo;
 pub mod mountpoint;
 pub mod options;
+pub(crate) mod ownmount;
 pub mod plan;
 pub mod platform;
 pub(crate) mod readat;

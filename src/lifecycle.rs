@@ -126,9 +126,10 @@ pub fn stop_signals() -> SigSet {
 /// Takes this daemon's own mount down: unmounted if it is not busy, else
 /// detached (a stop means stop); `Ok(false)` when there is none to take.
 pub fn unmount_own_mount() -> Result<bool, crate::mountpoint::UnmountError> {
-    let me = std::process::id() as i32;
-    crate::mountpoint::unmount_ours(me, false)
-        .or_else(|_| crate::mountpoint::unmount_ours(me, true))
+    let Some(own) = crate::ownmount::own() else {
+        return Ok(false);
+    };
+    own.unmount(false).or_else(|_| own.unmount(true))
 }
 
 /// Lets open files reach the hard limit: a mount shares open source files

@@ -2,7 +2,9 @@
 //!
 //! The daemon mounts with source (`fsname`) `ocimux:PID` and type
 //! `fuse.ocimux`, so `mount(8)` shows which process serves a mount and
-//! `ocimux umount` can wait for exactly that process to exit.
+//! `ocimux umount` knows which process to wait for. Those are strings any
+//! user can give a FUSE mount: what a daemon acts on is its mount's
+//! identity (`ownmount`).
 
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
@@ -108,14 +110,6 @@ pub fn all() -> std::io::Result<Vec<MountEntry>> {
     Ok(parse(&std::fs::read("/proc/self/mountinfo")?))
 }
 
-/// The ocimux mount served by daemon `pid`, wherever it is mounted now.
-pub fn of_daemon(all: &[MountEntry], pid: i32) -> Option<MountEntry> {
-    all.iter()
-        .rev()
-        .find(|m| m.ocimux_pid() == Some(pid))
-        .cloned()
-}
-
 /// The last (topmost) mount at `mountpoint`, read from this process's view.
 pub fn find(mountpoint: &Path) -> std::io::Result<Option<MountEntry>> {
     Ok(all()?
@@ -146,8 +140,8 @@ garbage line
         assert_eq!(got[1].dev, "0:52");
         assert_eq!(got[0].ocimux_pid(), None);
         assert_eq!((got[1].id, got[1].parent), (50, 23));
-        assert_eq!(of_daemon(&got, 4242).map(|m| m.id), Some(50));
-        assert_eq!(of_daemon(&got, 1), None, "another fs type is never ours");
+        assert_eq!(got[1].ocimux_pid(), Some(4242));
+        assert_eq!(got[2].ocimux_pid(), None, "another fs type is never ocimux");
         assert!(!got[1].covered(&got));
         let on_top = parse(b"70 50 0:70 / /tmp/a\\040b rw - tmpfs none rw\n");
         let mut with_top = got.clone();

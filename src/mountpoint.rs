@@ -7,10 +7,10 @@
 //!   attached to that fd (`attach`), so a name swapped after the check
 //!   changes nothing. A dead ocimux mount found there (its daemon gone) is
 //!   cleaned first.
-//! - [`unmount_ours`] unmounts the mount of the given daemon wherever the
-//!   kernel says it is (by its source `ocimux:PID`, never by a path string
-//!   that may have been swapped since), and only if nothing covers it: a
-//!   tmpfs or bind mount on or under it is never touched, whoever asks.
+//! - A daemon's own mount is unmounted by its identity (`ownmount`), never
+//!   by its source string `ocimux:PID`, which any user can give a mount,
+//!   and only if nothing covers it: a tmpfs or bind mount on or under it is
+//!   never touched, whoever asks.
 //! - [`watchdog`] forks a process that outlives a killed daemon and unmounts
 //!   its mount, so a SIGKILL, an OOM kill or a crash leaves no "Transport
 //!   endpoint is not connected" directory behind.
@@ -30,6 +30,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::daemon::MountError;
 use crate::mountinfo::{self, MountEntry};
+use crate::ownmount::{Held, IDENTITY_BYTES, Identity};
 
 /// Why a mountpoint is refused.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,9 @@ pub enum UnmountError {
     /// Neither helper is installed.
     #[error("neither fusermount3 nor fusermount found")]
     NoHelper,
+    /// The directory a mount is in could not be opened as checked.
+    #[error("{0}")]
+    Locate(#[source] io::Error),
     /// A disconnected mount that is not a dead ocimux mount.
     #[error("Transport endpoint is not connected (not a dead ocimux mount)")]
     NotDead,
@@ -256,62 +260,25 @@ fn locate(path: &Path) -> io::Result<PathBuf> {
     }
 }
 
-/// Unmounts a dead ocimux mount at `path` (its daemon no longer runs).
+/// Unmounts a dead ocimux mount at `path` (its daemon no longer runs:
+/// requests fail at once as not connected), acting on the mount that was
+/// checked (see [`Held`]).
 fn clean_dead(path: &Path) -> Result<(), UnmountError> {
-    let entry = mountinfo::find(path).map_err(UnmountError::Mountinfo)?;
-    match entry.as_ref().and_then(MountEntry::ocimux_pid) {
-        Some(pid) if !process_alive(pid) => {
-            log::warn!(
-                "{}: removing a dead ocimux mount (daemon {pid} is gone)",
-                path.display()
-            );
-            detach(path)
+    match Held::at_path(path).map_err(UnmountError::Locate)? {
+        Some(held) if held.is_dead(DEAD_PROBE) => {
+            log::warn!("{}: removing a dead ocimux mount", path.display());
+            held.unmount(true)
         }
         _ => Err(UnmountError::NotDead),
     }
 }
 
-/// Lazily unmounts `path` (`umount -l`), through fusermount3 when not root.
-fn detach(path: &Path) -> Result<(), UnmountError> {
-    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
-        Ok(()) => Ok(()),
-        Err(nix::errno::Errno::EPERM) => fusermount_u(path, true),
-        Err(e) => Err(UnmountError::Refused(e)),
-    }
-}
-
-/// Unmounts the ocimux mount of daemon `pid`, wherever it is now (found by
-/// its source `ocimux:PID` in mountinfo, never by a path string that may
-/// have been swapped since it was mounted), if nothing is mounted on top of
-/// it; `Ok(false)` when there is no such mount or something covers it (then
-/// it is left alone). Lazy detaches a busy mount.
-pub fn unmount_ours(pid: i32, lazy: bool) -> Result<bool, UnmountError> {
-    let all = mountinfo::all().map_err(UnmountError::Mountinfo)?;
-    let Some(entry) = mountinfo::of_daemon(&all, pid) else {
-        return Ok(false);
-    };
-    if entry.covered(&all) {
-        log::warn!(
-            "{}: something is mounted over this ocimux mount; left alone",
-            entry.mountpoint.display()
-        );
-        return Ok(false);
-    }
-    let path = &entry.mountpoint;
-    let mut flags = nix::mount::MntFlags::UMOUNT_NOFOLLOW;
-    if lazy {
-        flags |= nix::mount::MntFlags::MNT_DETACH;
-    }
-    match nix::mount::umount2(path, flags) {
-        Ok(()) => Ok(true),
-        Err(nix::errno::Errno::EPERM) => fusermount_u(path, lazy).map(|()| true),
-        Err(e) => Err(UnmountError::Refused(e)),
-    }
-}
+/// How long a mount is given to say it is dead (it answers at once if so).
+const DEAD_PROBE: Duration = Duration::from_secs(1);
 
 /// Unprivileged unmount goes through the setuid helper, as for any FUSE
 /// mount (it checks itself that the mount is the user's FUSE mount).
-fn fusermount_u(path: &Path, lazy: bool) -> Result<(), UnmountError> {
+pub(crate) fn fusermount_u(path: &Path, lazy: bool) -> Result<(), UnmountError> {
     let mut last = UnmountError::NoHelper;
     for helper in ["fusermount3", "fusermount"] {
         let mut cmd = Command::new(helper);
@@ -345,53 +312,39 @@ pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountErr
         path: path.to_owned(),
         why: Box::new(why),
     };
-    // Nothing here touches the mount itself: its daemon may be dead or hung.
-    let located = locate(path).map_err(|e| fail(UmountFailure::Locate(e)))?;
-    let found = |p: &Path| mountinfo::find(p).map_err(|e| fail(UnmountError::Mountinfo(e).into()));
-    let (canonical, entry) = match found(&located)? {
-        Some(e) => (located, Some(e)),
-        // Nothing mounted at that exact path: it may name the mountpoint
-        // through a symlink. Resolving it touches the mount, which is then
-        // not one found dead or hung above.
-        None => match fs::canonicalize(path) {
-            Ok(c) if c != located => {
-                let e = found(&c)?;
-                (c, e)
-            }
-            _ => (located, None),
-        },
-    };
-    let Some((entry, pid)) = entry.and_then(|e| e.ocimux_pid().map(|p| (e, p))) else {
+    // Nothing here reads through the mount: its daemon may be dead or hung.
+    let held = held_at(path).map_err(|e| fail(UmountFailure::Locate(e)))?;
+    let Some((held, pid)) = held.and_then(|h| h.entry.ocimux_pid().map(|p| (h, p))) else {
         return Err(MountError::NotOurs(path.to_owned()));
     };
-    if !process_alive(pid) {
-        return detach(&canonical).map_err(|e| fail(e.into()));
+    // The pid in the mount's source is what it claims: it is only waited
+    // for, never signalled. Everything else acts on the held mount.
+    if !process_alive(pid) && held.is_dead(DEAD_PROBE) {
+        return held.unmount(true).map_err(|e| fail(e.into()));
     }
-    match unmount_ours(pid, lazy) {
-        Ok(true) => {}
-        Ok(false) => return Err(MountError::NotOurs(path.to_owned())),
+    if let Err(cause) = held.unmount(lazy) {
         // Busy: in use, or a client is stuck on a hung daemon. Ask the
         // daemon something; if it does not answer in time, it is hung.
-        Err(cause) if !answers(&canonical, timeout) => {
-            let aborted = abort_connection(&entry);
-            let detached = match detach(&canonical) {
-                Ok(()) => Detach::Done,
-                Err(e) => Detach::Failed(e),
-            };
-            return Err(fail(UmountFailure::Hung {
-                cause,
-                pid,
-                timeout,
-                aborted,
-                detached,
-            }));
+        if held.answers(timeout) {
+            return Err(fail(cause.into()));
         }
-        Err(e) => return Err(fail(e.into())),
+        let aborted = abort_connection(&held.entry);
+        let detached = match held.unmount(true) {
+            Ok(()) => Detach::Done,
+            Err(e) => Detach::Failed(e),
+        };
+        return Err(fail(UmountFailure::Hung {
+            cause,
+            pid,
+            timeout,
+            aborted,
+            detached,
+        }));
     }
     let deadline = Instant::now() + timeout;
     while !lazy && process_alive(pid) {
         if Instant::now() > deadline {
-            let aborted = abort_connection(&entry);
+            let aborted = abort_connection(&held.entry);
             return Err(fail(UmountFailure::DidNotExit {
                 pid,
                 timeout,
@@ -403,25 +356,31 @@ pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountErr
     Ok(())
 }
 
-/// Whether the mount at `path` answers a lookup within `timeout` (asked
-/// from a thread, which a hung daemon keeps until its connection is aborted).
-fn answers(path: &Path, timeout: Duration) -> bool {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let probe = path.join("oci-layout");
-    let spawned = std::thread::Builder::new()
-        .name("probe".into())
-        .spawn(move || {
-            let _ = tx.send(fs::symlink_metadata(probe).is_ok());
-        });
-    spawned.is_ok() && rx.recv_timeout(timeout).is_ok()
+/// The ocimux mount `path` names: at that exact path (its directory made
+/// canonical, the mount itself untouched), or else where the path leads
+/// (it may name the mountpoint through a symlink; resolving it touches the
+/// mount, which is then not one found dead or hung).
+fn held_at(path: &Path) -> io::Result<Option<Held>> {
+    let located = locate(path)?;
+    if let Some(held) = Held::at_path(&located)? {
+        return Ok(Some(held));
+    }
+    match fs::canonicalize(path) {
+        Ok(c) if c != located => Held::at_path(&c),
+        _ => Ok(None),
+    }
 }
 
 /// Aborts a FUSE connection (`/sys/fs/fuse/connections/N/abort`): every
 /// request waiting on the daemon fails with ENOTCONN; says what happened.
 fn abort_connection(entry: &MountEntry) -> Abort {
-    let Some(n) = entry.fuse_connection() else {
-        return Abort::Unknown;
-    };
+    entry
+        .fuse_connection()
+        .map_or(Abort::Unknown, abort_fuse_connection)
+}
+
+/// Aborts FUSE connection `n`, mounting fusectl first where it is missing.
+pub fn abort_fuse_connection(n: u32) -> Abort {
     let dir = Path::new("/sys/fs/fuse/connections");
     let path = dir.join(n.to_string()).join("abort");
     // fusectl is not always mounted (containers): mount it where it belongs.
@@ -473,9 +432,10 @@ fn close_all_but(keep: &OwnedFd) {
 }
 
 /// Forks a watchdog that waits for this process (the daemon) to end, however
-/// it ends, then unmounts this daemon's mount wherever it is (see
-/// [`unmount_ours`]). Returns the end of the pipe the daemon keeps open (close-on-exec,
-/// so fusermount3 does not inherit it): its closing, by exit or kill, is what
+/// it ends, then detaches the daemon's mount (by its [`Identity`], which the
+/// daemon sends through the pipe once mounted: see [`tell_watchdog`]).
+/// Returns the end of the pipe the daemon keeps open (close-on-exec, so
+/// fusermount3 does not inherit it): its closing, by exit or kill, is what
 /// the watchdog waits for.
 ///
 /// Must be called while the process has a single thread.
@@ -501,26 +461,39 @@ pub fn watchdog() -> io::Result<OwnedFd> {
                     unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
             }
             let _ = std::env::set_current_dir("/");
-            let mut pipe = File::from(read_end);
-            let mut byte = [0u8; 1];
-            // Returns at EOF: every copy of the write end is closed.
-            while matches!(pipe.read(&mut byte), Err(ref e) if e.kind() == io::ErrorKind::Interrupted)
-            {
-            }
-            let code = match unmount_ours(daemon, true) {
-                Ok(true) => {
-                    log::warn!("watchdog: daemon {daemon} ended without unmounting; unmounted it");
-                    0
-                }
-                Ok(false) => 0,
-                Err(e) => {
-                    log::error!("watchdog: unmounting daemon {daemon}'s mount: {e}");
-                    1
-                }
-            };
-            std::process::exit(code);
+            std::process::exit(watch_daemon(File::from(read_end), daemon));
         }
     }
+}
+
+/// The watchdog's life: the daemon's mount identity, then the end of the
+/// pipe, then the detach. Returns its exit code.
+fn watch_daemon(mut pipe: File, daemon: i32) -> i32 {
+    let mut bytes = [0u8; IDENTITY_BYTES];
+    // EOF first: the daemon ended before it mounted.
+    let Ok(()) = pipe.read_exact(&mut bytes) else {
+        return 0;
+    };
+    let mut byte = [0u8; 1];
+    // Returns at EOF: every copy of the write end is closed.
+    while matches!(pipe.read(&mut byte), Err(ref e) if e.kind() == io::ErrorKind::Interrupted) {}
+    match Identity::from_bytes(&bytes).unmount(true) {
+        Ok(true) => {
+            log::warn!("watchdog: daemon {daemon} ended without unmounting; unmounted it");
+            0
+        }
+        Ok(false) => 0,
+        Err(e) => {
+            log::error!("watchdog: unmounting daemon {daemon}'s mount: {e}");
+            1
+        }
+    }
+}
+
+/// Sends the watchdog the daemon's mount, through the pipe [`watchdog`] returned.
+pub fn tell_watchdog(pipe: &OwnedFd, identity: Identity) -> io::Result<()> {
+    use std::io::Write;
+    File::from(pipe.try_clone()?).write_all(&identity.to_bytes())
 }
 
 #[cfg(test)]

@@ -18,4 +18,5 @@ mod serve;
 mod tar;
 mod trust;
 mod trust2;
+mod trust3;
 mod yocto;

@@ -1,0 +1,172 @@
+//! Issue 23, trust round three, on the mount side: a mount is known by what
+//! only its daemon holds, and a stop ends the service everywhere.
+
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use std::time::Duration;
+
+use crate::common::*;
+use ocimux::testutil::LayoutBuilder;
+
+/// A FUSE mount that claims to be `daemon`'s (source `ocimux:PID`, type
+/// `fuse.ocimux`, owned by nobody, as `fusermount3 -o fsname=…,subtype=ocimux`
+/// makes it for any user), served by no one: anything that touches it hangs
+/// until the connection is closed. Dropping closes it and detaches it.
+struct Impostor {
+    dir: PathBuf,
+    fuse: Option<OwnedFd>,
+}
+
+impl Impostor {
+    fn new(dir: &Path, daemon: i32) -> Impostor {
+        fs::create_dir_all(dir).unwrap();
+        chown(dir, NOBODY);
+        let fuse: OwnedFd = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")
+            .unwrap()
+            .into();
+        let data = format!(
+            "fd={},rootmode=40000,user_id={NOBODY},group_id={NOBODY}",
+            fuse.as_raw_fd()
+        );
+        nix::mount::mount(
+            Some(format!("ocimux:{daemon}").as_str()),
+            dir,
+            Some("fuse.ocimux"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some(data.as_str()),
+        )
+        .unwrap();
+        Impostor {
+            dir: dir.to_path_buf(),
+            fuse: Some(fuse),
+        }
+    }
+
+    /// Whether it is still mounted (read from mountinfo, never touched).
+    fn mounted(&self) -> bool {
+        let all = ocimux::mountinfo::all().unwrap();
+        all.iter().any(|e| e.mountpoint == self.dir)
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        self.fuse.take();
+        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn mounted_at(tmp: &Path, extra: &[&str]) -> (PathBuf, Mount, i32) {
+    let s = LayoutBuilder::simple(tmp.join("s"), "linux", "amd64", "x");
+    for dir in ["", "blobs", "blobs/sha256"] {
+        chmod(&s.root.join(dir), 0o755);
+    }
+    let mnt = fs::canonicalize(tmp).unwrap().join("mnt");
+    let mut args = vec![s.root.to_str().unwrap()];
+    args.extend(extra);
+    let m = Mount::new(&mnt, &args);
+    let pid = daemon_pid(&m.dir);
+    (mnt, m, pid)
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+}
+
+/// Class 1: a mount made after the daemon's, with the daemon's `ocimux:PID`
+/// as its source, is never what a stop, `ocimux umount` or the watchdog
+/// unmounts; the daemon's own mount is.
+#[test]
+fn a_mount_named_like_ours_is_never_unmounted_in_its_place() {
+    use nix::sys::signal::Signal;
+    for stop in ["SIGTERM", "umount", "SIGKILL"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mnt, m, pid) = mounted_at(tmp.path(), &[]);
+        let fake = Impostor::new(&fs::canonicalize(tmp.path()).unwrap().join("fake"), pid);
+        assert!(fake.mounted() && is_mounted(&mnt));
+        match stop {
+            "SIGTERM" => signal(pid, Signal::SIGTERM),
+            "SIGKILL" => signal(pid, Signal::SIGKILL),
+            _ => {
+                let out = ocimux(&["umount", "--timeout", "5", mnt.to_str().unwrap()]);
+                assert!(
+                    out.status.success(),
+                    "{stop}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        wait_for("our mount to go", Duration::from_secs(10), || {
+            !is_mounted(&mnt)
+        });
+        assert!(fake.mounted(), "{stop}: the impostor was unmounted");
+        std::mem::forget(m);
+    }
+}
+
+/// Class 10: a user's `unshare -Urm` holds a copy of the mount in a
+/// namespace of their own. Whatever stops the mount (umount(8), SIGTERM,
+/// `ocimux umount`) ends the service there too: the daemon exits and the
+/// copy answers "not connected".
+#[test]
+fn a_stop_ends_the_service_in_every_namespace() {
+    require_tool("unshare");
+    require_tool("setpriv");
+    use std::io::BufRead;
+    for stop in ["umount(8)", "SIGTERM", "ocimux umount"] {
+        let tmp = tempfile::tempdir().unwrap();
+        open_to_all(tmp.path());
+        let (mnt, m, pid) = mounted_at(tmp.path(), &["-o", "allow_other"]);
+        let index = mnt.join("index.json");
+        let script = format!(
+            "cat '{0}' >/dev/null || exit 3; echo ready; while cat '{0}' >/dev/null 2>&1; do sleep 0.05; done; echo ended",
+            index.display()
+        );
+        let mut copy = nobody("timeout")
+            .args(["20", "unshare", "-Urm", "sh", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = std::io::BufReader::new(copy.stdout.take().unwrap()).lines();
+        assert_eq!(said.next().unwrap().unwrap(), "ready", "{stop}");
+        let started = std::time::Instant::now();
+        match stop {
+            "umount(8)" => {
+                run(Command::new("umount").arg(&mnt));
+            }
+            "SIGTERM" => signal(pid, nix::sys::signal::Signal::SIGTERM),
+            _ => {
+                let out = ocimux(&["umount", "--timeout", "10", mnt.to_str().unwrap()]);
+                assert!(
+                    out.status.success(),
+                    "{stop}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let ended = said.next().map(|l| l.unwrap());
+        let _ = copy.kill();
+        let _ = copy.wait();
+        assert_eq!(
+            ended.as_deref(),
+            Some("ended"),
+            "{stop}: the copy still served"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{stop}: took {:?}",
+            started.elapsed()
+        );
+        wait_for("the daemon to exit", Duration::from_secs(10), || {
+            !ocimux::mountpoint::process_alive(pid)
+        });
+        assert!(!is_mounted(&mnt));
+        std::mem::forget(m);
+    }
+}
