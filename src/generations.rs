@@ -258,6 +258,25 @@ impl Generations {
         self.file(attr.ino).map(|(_, content)| content)
     }
 
+    /// The document `digest` as a snapshot still served (the current one or
+    /// a retained one) read it, with its blob: there even when its file is
+    /// gone.
+    pub fn document(
+        &self,
+        digest: &crate::digest::Digest,
+    ) -> Option<(Arc<Blob>, crate::source::KeptDocument)> {
+        let of = |l: &Layout| {
+            let kept = l.document(digest)?;
+            let dir = ino::dir_of(digest.algorithm());
+            let attr = l.lookup(dir, OsStr::new(digest.encoded())).ok()?;
+            match l.content(attr.ino) {
+                Ok(Content::Blob(blob)) => Some((blob, kept)),
+                _ => None,
+            }
+        };
+        of(&self.current()).or_else(|| self.retired().iter().find_map(|l| of(l)))
+    }
+
     /// The current snapshot's `index.json`.
     pub fn index_json(&self) -> Arc<[u8]> {
         match self.current().content(ino::INDEX_JSON) {

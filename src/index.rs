@@ -4,7 +4,7 @@
 //! Output is compact JSON with a fixed key order and no timestamps, so the same
 //! inputs always give byte-identical documents (and so the same digest).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -49,6 +49,9 @@ pub struct Composition {
     /// The referrers among `blobs` (`ocimux serve` only), each with the
     /// blobs only it brings.
     pub referrers: Vec<crate::source::Referrer>,
+    /// The sources' documents as read when composed, by digest (shared
+    /// with the snapshots built from it).
+    pub documents: Arc<HashMap<Digest, crate::source::KeptDocument>>,
 }
 
 /// One platform manifest of the generated index, and the source it came from.
@@ -126,7 +129,17 @@ pub fn compose(sources: &[Contribution], opts: &IndexOptions) -> Result<Composit
         rows,
         broken: sources.iter().flat_map(|s| s.broken.clone()).collect(),
         referrers: sources.iter().flat_map(|s| s.referrers.clone()).collect(),
+        documents: Arc::new(kept_documents(sources)),
     })
+}
+
+/// Every source's kept documents, the first source's where several keep one.
+fn kept_documents(sources: &[Contribution]) -> HashMap<Digest, crate::source::KeptDocument> {
+    let mut out = HashMap::new();
+    for doc in sources.iter().flat_map(|s| &s.documents) {
+        out.entry(doc.digest.clone()).or_insert_with(|| doc.clone());
+    }
+    out
 }
 
 /// One row per platform manifest, sources in order; refuses a platform two

@@ -135,6 +135,9 @@ fn contributions(spec: &[Vec<(bool, bool, u8)>]) -> Vec<Contribution> {
                 blobs: all,
                 broken: Vec::new(),
                 referrers: Vec::new(),
+                documents: Vec::new(),
+                kept_bytes: 0,
+                keeps_documents: false,
             }
         })
         .collect()
@@ -316,6 +319,9 @@ fn pool(root: &std::path::Path, specs: &[Vec<u8>]) -> Vec<Composition> {
                 blobs,
                 broken: Vec::new(),
                 referrers: Vec::new(),
+                documents: Vec::new(),
+                kept_bytes: 0,
+                keeps_documents: false,
             }])
         })
         .collect()

@@ -127,6 +127,9 @@ pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
         blobs,
         broken: Vec::new(),
         referrers: Vec::new(),
+        documents: Vec::new(),
+        kept_bytes: 0,
+        keeps_documents: false,
     }
 }
 

@@ -116,6 +116,11 @@ impl Repository {
         last
     }
 
+    /// A document as a served snapshot read it, for when its file is gone.
+    fn kept(&self, digest: &Digest) -> Option<(Arc<Blob>, crate::source::KeptDocument)> {
+        self.snapshots().iter().find_map(|g| g.document(digest))
+    }
+
     /// Hashes `blob`'s current file (once per file version: the result is
     /// kept) so that the next answer about it needs no hash; failures are
     /// found and reported by that answer.
@@ -352,20 +357,30 @@ impl Registry {
                 None => return Ok(unknown(&reference)),
             },
         };
+        let is_document = |b: &Blob| document::kind_of(&b.media_type).is_some();
         let (media_type, body) = match repo.by_digest(&digest) {
             Ok(Content::Memory(bytes)) => (OCI_INDEX.to_owned(), Bytes::from(bytes.to_vec())),
-            Ok(Content::Blob(blob)) if document::kind_of(&blob.media_type).is_some() => {
-                match self.open(repo, &blob, defer) {
-                    Ok(range) => match read_document(&range) {
-                        Ok(bytes) => (blob.media_type.to_string(), bytes),
-                        Err(e) => return Ok(io_failure(&blob, &e)),
-                    },
-                    Err(Refusal::Unknown) => return Ok(unknown(&reference)),
-                    Err(Refusal::Failed(e)) => return Ok(io_failure(&blob, &e)),
-                    Err(Refusal::Unproven) => return Err(Deferred(repo.clone(), blob)),
+            Ok(Content::Blob(blob)) if is_document(&blob) => match self.open(repo, &blob, defer) {
+                Ok(range) => match read_document(&range) {
+                    Ok(bytes) => (blob.media_type.to_string(), bytes),
+                    Err(e) => return Ok(io_failure(&blob, &e)),
+                },
+                Err(Refusal::Gone) => match self.kept(repo, &digest) {
+                    Some((media_type, bytes)) => (media_type, bytes),
+                    None => return Ok(unknown(&reference)),
+                },
+                Err(Refusal::Unknown) => return Ok(unknown(&reference)),
+                Err(Refusal::Failed(e)) => return Ok(io_failure(&blob, &e)),
+                Err(Refusal::Unproven) => return Err(Deferred(repo.clone(), blob)),
+            },
+            Ok(Content::Blob(_)) => return Ok(unknown(&reference)),
+            // Its file is gone: a snapshot still served read it.
+            Err(_) => match self.kept(repo, &digest) {
+                Some((media_type, bytes)) if document::kind_of(&media_type).is_some() => {
+                    (media_type, bytes)
                 }
-            }
-            _ => return Ok(unknown(&reference)),
+                _ => return Ok(unknown(&reference)),
+            },
         };
         // As docker-distribution 2.8: an OCI document is served only to a
         // client that says it accepts its media type.
@@ -412,10 +427,18 @@ impl Registry {
                 Some(json!({ "digest": digest.to_string() })),
             )
         };
+        let kept = || {
+            self.kept(repo, digest)
+                .map(|(_, b)| Arc::<[u8]>::from(&b[..]))
+        };
         let (size, source) = match repo.by_digest(digest) {
             Ok(Content::Memory(bytes)) => (bytes.len() as u64, Err(bytes)),
             Ok(Content::Blob(blob)) => (blob.size, Ok(blob)),
-            Err(_) => return Ok(unknown()),
+            // Its file is gone: a document a snapshot still served read.
+            Err(_) => match kept() {
+                Some(bytes) => (bytes.len() as u64, Err(bytes)),
+                None => return Ok(unknown()),
+            },
         };
         let (status, start, len) = match reply::range(req.range, size) {
             Range::Whole => (200, 0, size),
@@ -425,20 +448,25 @@ impl Registry {
                     .with("Content-Range", format!("bytes */{size}")));
             }
         };
+        let part = |bytes: &[u8]| {
+            let part = usize::try_from(start)
+                .ok()
+                .zip(usize::try_from(start + len).ok())
+                .and_then(|(a, b)| bytes.get(a..b))
+                .unwrap_or_default();
+            Body::Bytes(Bytes::copy_from_slice(part))
+        };
         let body = match source {
-            Err(bytes) => {
-                let part = usize::try_from(start)
-                    .ok()
-                    .zip(usize::try_from(start + len).ok())
-                    .and_then(|(a, b)| bytes.get(a..b))
-                    .unwrap_or_default();
-                Body::Bytes(Bytes::copy_from_slice(part))
-            }
+            Err(bytes) => part(&bytes),
             Ok(blob) => match self.open(repo, &blob, defer) {
                 Ok(range) => Body::File {
                     range,
                     offset: start,
                     len,
+                },
+                Err(Refusal::Gone) => match kept() {
+                    Some(bytes) if bytes.len() as u64 == size => part(&bytes),
+                    _ => return Ok(unknown()),
                 },
                 Err(Refusal::Unknown) => return Ok(unknown()),
                 Err(Refusal::Failed(e)) => return Ok(io_failure(&blob, &e)),
@@ -462,6 +490,19 @@ impl Registry {
             headers,
             body,
         })
+    }
+
+    /// A kept document (see [`Repository::kept`]), published as its blob
+    /// was: only if its source's owner could read it.
+    fn kept(&self, repo: &Repository, digest: &Digest) -> Option<(String, Bytes)> {
+        let (blob, kept) = repo.kept(digest)?;
+        if !access::recorded(&self.readers, &blob) {
+            return None;
+        }
+        Some((
+            kept.media_type.to_string(),
+            Bytes::from(kept.bytes.to_vec()),
+        ))
     }
 
     /// Opens a blob for sending: published only if its source's owner could
@@ -498,7 +539,9 @@ impl Registry {
 /// Why a blob is not sent.
 #[derive(Debug)]
 enum Refusal {
-    /// Answered as unknown: gone, or not the owner's to publish.
+    /// Its file is gone (a kept document may stand in).
+    Gone,
+    /// Answered as unknown: not the owner's to publish.
     Unknown,
     /// It must be hashed first, and the caller hashes elsewhere.
     Unproven,
@@ -510,7 +553,7 @@ impl From<FsError> for Refusal {
     fn from(e: FsError) -> Self {
         match e {
             FsError::NotFound | FsError::Refused(crate::confine::OpenError::Missing) => {
-                Refusal::Unknown
+                Refusal::Gone
             }
             e => Refusal::Failed(e),
         }

@@ -217,10 +217,12 @@ pub(crate) fn set_tag(
     }
     let tag = r.plan.opts.tag.to_string();
     // Referrers (signatures, SBOMs) listed in a source's index.json are
-    // served for the referrers API.
+    // served for the referrers API; documents are kept, so that a tag's
+    // outlive their files.
     let mut plan = r.plan;
     for spec in &mut plan.specs {
         spec.with_referrers = true;
+        spec.keep_documents = true;
     }
     let mut comp = plan.compose().map_err(|err| ServeError::Source {
         repo: r.name.clone(),

@@ -151,6 +151,47 @@ pub struct Contribution {
     /// The referrers served with it ([`SourceSpec::with_referrers`]), each
     /// with the blobs only it brings (their blobs are in `blobs` too).
     pub referrers: Vec<Referrer>,
+    /// The documents (manifests, configs, indexes) as they were read and
+    /// hashed, up to [`MAX_KEPT_BYTES`]: served after their files are gone.
+    pub documents: Vec<KeptDocument>,
+    /// The bytes of `documents`.
+    pub kept_bytes: usize,
+    /// Whether documents are kept ([`SourceSpec::keep_documents`]).
+    pub keeps_documents: bool,
+}
+
+/// How many bytes of documents a source keeps (a Yocto image's manifest and
+/// config are a few KiB; past this, documents are read from their files).
+pub const MAX_KEPT_BYTES: usize = 8 << 20;
+
+/// A document's bytes as they were read and shown to hash to its digest
+/// when the snapshot was built. A tag names documents of a snapshot; kept,
+/// they can be served for as long as the snapshot is, even once a rebuild
+/// has deleted their files (`ocimux serve`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptDocument {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: Arc<str>,
+    /// Its bytes (hashing to `digest`).
+    pub bytes: Arc<[u8]>,
+}
+
+impl Contribution {
+    /// Keeps `bytes`, the document `blob` (already hashed), while the
+    /// source's budget allows.
+    pub(crate) fn keep(&mut self, blob: &Blob, bytes: &[u8]) {
+        if !self.keeps_documents || self.kept_bytes + bytes.len() > MAX_KEPT_BYTES {
+            return;
+        }
+        self.kept_bytes += bytes.len();
+        self.documents.push(KeptDocument {
+            digest: blob.digest.clone(),
+            media_type: blob.media_type.clone(),
+            bytes: Arc::from(bytes),
+        });
+    }
 }
 
 /// A manifest served because its `subject` is a served manifest (a

@@ -47,6 +47,10 @@ pub struct SourceSpec {
     /// served manifest (signatures, SBOMs, attestations as referrers) are
     /// served too, with their blobs (`ocimux serve`'s referrers API).
     pub with_referrers: bool,
+    /// Whether the documents read are kept in memory
+    /// ([`Contribution::documents`](super::Contribution::documents)), so
+    /// that a tag's documents outlive their files (`ocimux serve`).
+    pub keep_documents: bool,
     /// What a config that names 32-bit ARM without a variant comes to.
     pub arm_variant: ArmVariant,
 }
@@ -95,6 +99,7 @@ impl SourceSpec {
             allow_ocimux_mount: false,
             report_broken_layers: false,
             with_referrers: false,
+            keep_documents: false,
             arm_variant: ArmVariant::Advise,
         })
     }

@@ -27,6 +27,9 @@ pub fn read(
         blobs: Vec::new(),
         broken: Vec::new(),
         referrers: Vec::new(),
+        documents: Vec::new(),
+        kept_bytes: 0,
+        keeps_documents: spec.keep_documents,
     };
     if let Some(rows) = multi_arch_rows(&index, want_ref) {
         // index.json itself is the multi-arch index (see multi_arch_rows).
@@ -340,6 +343,7 @@ impl<'a> Reader<'a> {
         platform: Option<&Platform>,
     ) -> Result<(), Error> {
         let (blob, bytes) = self.json_blob(entry, "index.json")?;
+        out.keep(&blob, &bytes);
         let rel = blob.digest.blob_path();
         let doc: Document =
             document::parse(&bytes).map_err(|e| self.err(&rel, Problem::Json(e)))?;
@@ -408,6 +412,8 @@ impl<'a> Reader<'a> {
         };
         check_config_type(&desc.media_type, &config.media_type).map_err(|p| self.err(&rel, p))?;
         let (config_blob, config_bytes) = self.json_blob(config, &rel)?;
+        out.keep(&manifest_blob, &bytes);
+        out.keep(&config_blob, &config_bytes);
         let config_rel = config_blob.digest.blob_path();
         let platform = match platform {
             Some(p) => p.clone(),
@@ -705,6 +711,7 @@ mod tests {
             allow_ocimux_mount: false,
             report_broken_layers: false,
             with_referrers: false,
+            keep_documents: false,
             arm_variant: ArmVariant::Advise,
         }
     }

@@ -2208,3 +2208,87 @@ fn soak_replay() {
     );
     assert!(report.contains("wrong bytes: 0,"), "{report}");
 }
+
+/// Issue 23, class 11: a rebuild flips `…-latest-oci` to a new dated
+/// directory and deletes the old one at once, again and again, while
+/// clients pull. Every tag a client got names documents (the index, its
+/// manifests, their configs) that are then served, whole.
+#[test]
+fn a_tag_names_only_documents_that_can_be_served() {
+    use ocimux::testutil::LayoutBuilder;
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = pattern(4096, 7);
+    let build = |n: u32| {
+        let dir = tmp
+            .path()
+            .join(format!("app-qemux86-64-2026120500{n:04}.rootfs-oci"));
+        let b = LayoutBuilder::new(&dir);
+        let m = b.image(
+            serde_json::json!({"os": "linux", "architecture": "amd64", "created": n.to_string()}),
+            &[&layer],
+        );
+        b.index(&[(m, Some("latest"))]);
+        dir
+    };
+    let link = tmp.path().join("app-qemux86-64-latest-oci");
+    let mut current = build(0);
+    std::os::unix::fs::symlink(&current, &link).unwrap();
+    let server = Server::start(&["app", s(&link)]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (pulls, failures) = std::thread::scope(|scope| {
+        let puller = scope.spawn(|| {
+            let accept = [format!("Accept: {OCI_INDEX}, {OCI_MANIFEST}")];
+            let accept: Vec<&str> = accept.iter().map(String::as_str).collect();
+            let (mut pulls, mut failures) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                pulls += 1;
+                let tag = get(&server.url("/v2/app/manifests/latest"), &accept);
+                let Some(index) = tag.header("docker-content-digest").map(str::to_owned) else {
+                    failures.push(format!("tag: {}", tag.status));
+                    continue;
+                };
+                let mut docs = vec![format!("manifests/{index}")];
+                for m in tag.json()["manifests"].as_array().unwrap() {
+                    let digest = m["digest"].as_str().unwrap();
+                    let manifest =
+                        get(&server.url(&format!("/v2/app/manifests/{digest}")), &accept);
+                    if manifest.status != 200 {
+                        failures.push(format!("manifest {digest}: {}", manifest.status));
+                        continue;
+                    }
+                    assert_eq!(Digest::sha256_of(&manifest.body).to_string(), digest);
+                    let config = manifest.json()["config"]["digest"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned();
+                    docs.push(format!("blobs/{config}"));
+                }
+                for doc in docs {
+                    let got = get(&server.url(&format!("/v2/app/{doc}")), &accept);
+                    if got.status != 200 {
+                        failures.push(format!("{doc}: {}", got.status));
+                    }
+                }
+            }
+            (pulls, failures)
+        });
+        for n in 1..=30 {
+            let next = build(n);
+            let relink = tmp.path().join("relink");
+            std::os::unix::fs::symlink(&next, &relink).unwrap();
+            fs::rename(&relink, &link).unwrap();
+            fs::remove_dir_all(&current).unwrap();
+            current = next;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        puller.join().unwrap()
+    });
+    eprintln!("{pulls} pulls over 30 rebuilds, {} failed", failures.len());
+    assert!(pulls > 30, "only {pulls} pulls");
+    assert!(
+        failures.is_empty(),
+        "{} of {pulls} pulls failed: {failures:?}",
+        failures.len()
+    );
+}

@@ -439,6 +439,7 @@ impl Finder {
                     allow_ocimux_mount: false,
                     report_broken_layers: false,
                     with_referrers: false,
+                    keep_documents: false,
                     arm_variant: hint.arm_variant,
                 }
             })
