@@ -87,24 +87,51 @@ pub(crate) fn effective_mode(mode: u32, acl: Option<&[u8]>) -> u32 {
     parse(acl).map_or(mode & 0o700, |entries| fold(mode, &entries))
 }
 
-/// Whether anyone but the owner (and root) may write a file or directory of
-/// mode `mode` with access ACL `acl`: the group or others by the mode, or any
-/// named user or group by the ACL (after its mask). An ACL that does not
-/// parse counts as yes.
-pub(crate) fn others_may_write(mode: u32, acl: Option<&[u8]>) -> bool {
+/// Who besides the owner (and root) may write a file or directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Writers {
+    /// The owning group, by its bits (after the ACL's mask).
+    pub(crate) group: bool,
+    /// Others, by their bits, or any named user or group of the ACL
+    /// (counted as anyone: who they are is not followed further).
+    pub(crate) anyone: bool,
+}
+
+/// Who besides the owner may write a file or directory of mode `mode` with
+/// access ACL `acl`. An ACL that does not parse counts as anyone.
+pub(crate) fn writers(mode: u32, acl: Option<&[u8]>) -> Writers {
     const W: u32 = 0o2;
     let Some(acl) = acl else {
-        return mode & 0o022 != 0;
+        return Writers {
+            group: mode & 0o020 != 0,
+            anyone: mode & 0o002 != 0,
+        };
     };
     let Some(entries) = parse(acl) else {
-        return true;
+        return Writers {
+            group: true,
+            anyone: true,
+        };
     };
     let mask = entries.iter().find(|(t, _)| *t == MASK).map(|(_, p)| *p);
-    entries.iter().any(|&(tag, perm)| match tag {
-        USER | GROUP | GROUP_OBJ => mask.map_or(perm, |m| perm & m) & W != 0,
-        OTHER => perm & W != 0,
-        _ => false,
-    })
+    let writes = |perm: u32| mask.map_or(perm, |m| perm & m) & W != 0;
+    let mut out = Writers::default();
+    for &(tag, perm) in &entries {
+        match tag {
+            GROUP_OBJ => out.group |= writes(perm),
+            USER | GROUP => out.anyone |= writes(perm),
+            OTHER => out.anyone |= perm & W != 0,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether anyone but the owner (and root) may write a file or directory of
+/// mode `mode` with access ACL `acl` (see [`writers`]).
+pub(crate) fn others_may_write(mode: u32, acl: Option<&[u8]>) -> bool {
+    let w = writers(mode, acl);
+    w.group || w.anyone
 }
 
 fn parse(acl: &[u8]) -> Option<Vec<(u16, u32)>> {

@@ -30,6 +30,10 @@ pub(crate) struct DirPerm {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) mode: u32,
+    /// Who besides its owner may rename or replace what is in it: none in a
+    /// sticky directory (there only an entry's owner may, and that owner is
+    /// counted where the entry is used).
+    pub(crate) writers: crate::acl::Writers,
     /// Someone other than root and the mounting user could replace what is
     /// in it: its owner is another user, or others may write it (and it is
     /// not sticky).
@@ -38,23 +42,66 @@ pub(crate) struct DirPerm {
 
 impl DirPerm {
     /// The permission of the directory `fd` (an `O_PATH` fd will do), ACL
-    /// included; a directory whose ACL cannot be read grants others nothing.
+    /// included; a directory whose ACL cannot be read grants others nothing
+    /// and counts as writable by anyone.
     pub(crate) fn of(fd: BorrowedFd<'_>, st: &libc::stat) -> Self {
         let acl = crate::acl::read(fd);
-        let (mode, others_write) = match &acl {
+        let (mode, writers) = match &acl {
             Ok(acl) => (
                 crate::acl::effective_mode(st.st_mode, acl.as_deref()),
-                crate::acl::others_may_write(st.st_mode, acl.as_deref()),
+                crate::acl::writers(st.st_mode, acl.as_deref()),
             ),
-            Err(_) => (st.st_mode & 0o700, true),
+            Err(_) => (
+                st.st_mode & 0o700,
+                crate::acl::Writers {
+                    group: true,
+                    anyone: true,
+                },
+            ),
         };
-        let sticky = st.st_mode & libc::S_ISVTX != 0;
+        let writers = match st.st_mode & libc::S_ISVTX != 0 {
+            true => crate::acl::Writers::default(),
+            false => writers,
+        };
         DirPerm {
             uid: st.st_uid,
             gid: st.st_gid,
             mode,
-            shared: !trusted_owner(st.st_uid) || (others_write && !sticky),
+            writers,
+            shared: !trusted_owner(st.st_uid) || writers.group || writers.anyone,
         }
+    }
+}
+
+/// Who could have decided what a path names: the owners of the symlinks
+/// followed and of what it ends on, and the owner of, and whoever else may
+/// write, each directory a name of it was looked up in. What a source
+/// publishes must be readable by every one of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Publishers {
+    /// Users, each of whom must be able to read it.
+    pub users: Vec<u32>,
+    /// Groups whose every member must be able to read it.
+    pub groups: Vec<u32>,
+    /// Anyone could have: it must be readable by all.
+    pub anyone: bool,
+}
+
+impl Publishers {
+    /// Adds a user.
+    pub fn add_user(&mut self, uid: u32) {
+        if !self.users.contains(&uid) {
+            self.users.push(uid);
+        }
+    }
+
+    /// Adds the deciders of a directory a name was looked up in.
+    pub(crate) fn add_dir(&mut self, dir: &DirPerm) {
+        self.add_user(dir.uid);
+        if dir.writers.group && !self.groups.contains(&dir.gid) {
+            self.groups.push(dir.gid);
+        }
+        self.anyone |= dir.writers.anyone;
     }
 }
 
@@ -130,6 +177,9 @@ pub(crate) struct Walked {
     /// The owners of the symlinks followed, in order: each had a say in
     /// what the path names.
     pub(crate) link_owners: Vec<u32>,
+    /// The directories a name was looked up in: their owners and writers
+    /// chose what the path names.
+    pub(crate) deciders: Publishers,
 }
 
 fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat, OpenError> {
@@ -175,6 +225,7 @@ pub(crate) fn walk(start: Start<'_>, path: &Path) -> Result<Walked, OpenError> {
     let mut stack: Vec<(OwnedFd, DirPerm)> = Vec::new();
     let mut hops = 0;
     let mut link_owners = Vec::new();
+    let mut deciders = Publishers::default();
     let mut last: Option<(OwnedFd, libc::stat)> = None;
     while let Some(name) = todo.pop_front() {
         if let Some((_, st)) = &last {
@@ -195,6 +246,11 @@ pub(crate) fn walk(start: Start<'_>, path: &Path) -> Result<Walked, OpenError> {
             continue;
         }
         let at = stack.last().map_or(base_fd.as_fd(), |(fd, _)| fd.as_fd());
+        match stack.last().map(|(_, perm)| perm).or(base_chain.last()) {
+            Some(perm) => deciders.add_dir(perm),
+            // Beneath a root whose chain was not given: anyone, to be safe.
+            None => deciders.anyone = true,
+        }
         let fd = nix::fcntl::openat(
             at,
             name.as_os_str(),
@@ -260,6 +316,7 @@ pub(crate) fn walk(start: Start<'_>, path: &Path) -> Result<Walked, OpenError> {
         chain,
         path: shown,
         link_owners,
+        deciders,
     })
 }
 
@@ -278,6 +335,7 @@ mod tests {
             uid,
             gid,
             mode,
+            writers: crate::acl::Writers::default(),
             shared: false,
         };
         // file (uid, gid, mode), dirs, shown mode

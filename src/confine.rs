@@ -28,7 +28,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::chain::{DirPerm, Start, reachable_mode, trusted_owner, walk};
+use crate::chain::{DirPerm, Publishers, Start, reachable_mode, trusted_owner, walk};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
@@ -143,7 +143,7 @@ pub enum Resolved {
     Dir(SourceDir),
     /// A regular file, opened for reading, and who had a say in what it is
     /// (its owner and the owners of the symlinks followed).
-    File(File, FileInfo, Vec<u32>),
+    File(File, FileInfo, Publishers),
 }
 
 /// A source's root directory, held open for the life of a snapshot.
@@ -155,16 +155,18 @@ pub struct SourceDir {
     ino: u64,
     /// Search permissions from `/` down to and including the root.
     above: Vec<DirPerm>,
-    /// Who had a say in what this source is: the root's owner and the
-    /// owners of the symlinks followed to reach it.
-    publishers: Vec<u32>,
+    /// Who had a say in what this source is (see [`Publishers`]).
+    publishers: Publishers,
     /// [`SourceDir::dir_of`]'s answers, per directory under the root.
     dir_cache: Mutex<HashMap<String, (Arc<OwnedFd>, Vec<DirPerm>)>>,
 }
 
+/// The same directory, with the same deciders: a snapshot whose publishers
+/// changed is a new snapshot (they are re-checked at every one).
 impl PartialEq for SourceDir {
     fn eq(&self, other: &Self) -> bool {
-        (self.dev, self.ino, &self.path) == (other.dev, other.ino, &other.path)
+        (self.dev, self.ino, &self.path, &self.publishers)
+            == (other.dev, other.ino, &other.path, &other.publishers)
     }
 }
 
@@ -196,11 +198,10 @@ fn resolve_checked(path: &Path, refuse_ocimux: bool) -> Result<Resolved, OpenErr
     // One walk: the directories it went through are the ones whose bits
     // narrow what the mount shows, and what it ends on is what is served.
     let walked = walk(Start::Root, &abs)?;
-    let mut publishers = vec![walked.st.st_uid];
+    let mut publishers = walked.deciders.clone();
+    publishers.add_user(walked.st.st_uid);
     for uid in &walked.link_owners {
-        if !publishers.contains(uid) {
-            publishers.push(*uid);
-        }
+        publishers.add_user(*uid);
     }
     let probe = File::from(walked.fd);
     let meta = probe.metadata()?;
@@ -262,7 +263,7 @@ impl SourceDir {
     /// the root directory's owner, and the owner of every symlink followed
     /// to reach it (a build user's `…-latest-oci` link to a layout of
     /// root's is the build user's choice, not root's).
-    pub fn publishers(&self) -> &[u32] {
+    pub fn publishers(&self) -> &Publishers {
         &self.publishers
     }
 

@@ -3,8 +3,10 @@
 //! only if the owner of its source's root (the user who built it) could read
 //! it — owner, group and other bits and ACLs, along every directory above the
 //! file, as the mount computes them ([`crate::confine::Access`]) — and only
-//! while the open file still shows that. Whoever owns a symlink followed to
-//! the source had a say in it too, and must be able to read it as well.
+//! while the open file still shows that. Whoever else had a say in what the
+//! source path names must be able to read it as well: the owners of the
+//! symlinks followed, and the owner of and whoever may write each directory
+//! a name of the path was looked up in ([`Publishers`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -12,6 +14,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
+use crate::chain::Publishers;
 use crate::confine::Access;
 use crate::source::{Blob, Origin};
 
@@ -88,20 +91,32 @@ fn lookup(uid: u32) -> Reader {
     Reader { uid, groups }
 }
 
-/// Who had a say in the source a blob comes from: its root directory's (or
-/// archive's) owner and the owners of the symlinks followed to it. Each of
-/// them must be able to read a blob for it to be published.
-pub fn publishers(blob: &Blob) -> &[u32] {
+/// Who had a say in the source a blob comes from (see [`Publishers`]):
+/// each of them must be able to read a blob for it to be published.
+pub fn publishers(blob: &Blob) -> &Publishers {
     match &blob.origin {
         Origin::File { dir, .. } => dir.publishers(),
         Origin::Range { archive, .. } => &archive.publishers,
     }
 }
 
-/// Whether every publisher may read a file of `uid`, `gid` and read bits `mode`.
+/// Whether every publisher may read a file of `uid`, `gid` and read bits
+/// `mode`. A group's every member may: they read by the group bits if it is
+/// the file's group, else by the group or other bits (they may be in the
+/// file's group too), and by the owner bits if one owns it.
 fn all_may_read(readers: &Readers, blob: &Blob, uid: u32, gid: u32, mode: u32) -> bool {
     let who = publishers(blob);
-    !who.is_empty() && who.iter().all(|p| readers.of(*p).may_read(uid, gid, mode))
+    let all_bits = |need: u32| mode & need == need;
+    !who.users.is_empty()
+        && who
+            .users
+            .iter()
+            .all(|p| readers.of(*p).may_read(uid, gid, mode))
+        && who
+            .groups
+            .iter()
+            .all(|g| all_bits(if *g == gid { 0o440 } else { 0o444 }))
+        && (!who.anyone || all_bits(0o444))
 }
 
 /// Whether `blob`, as its snapshot recorded it, is its publishers' to publish.

@@ -109,13 +109,15 @@ pub struct Archive {
     pub file: Arc<File>,
     /// Its identity when indexed.
     pub id: FileId,
-    /// Its owner and the owners of the symlinks followed to reach it.
-    pub publishers: Vec<u32>,
+    /// Who had a say in what it is (see [`crate::chain::Publishers`]).
+    pub publishers: crate::chain::Publishers,
 }
 
+/// The same archive, with the same deciders: a snapshot whose publishers
+/// changed is a new snapshot (they are re-checked at every one).
 impl PartialEq for Archive {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id && self.path == other.path
+        (self.id, &self.path, &self.publishers) == (other.id, &other.path, &other.publishers)
     }
 }
 

@@ -71,7 +71,7 @@ fn open_archive(
     path: &Path,
     file: File,
     info: FileInfo,
-    publishers: Vec<u32>,
+    publishers: crate::chain::Publishers,
 ) -> Result<Root, Problem> {
     let mut head = [0u8; 512];
     let n = fill_at(&file, 0, &mut head).map_err(Problem::Io)?;

@@ -995,20 +995,7 @@ fn only_what_the_sources_owner_may_read_is_published() {
     let link = home.join("app-latest-oci");
     std::os::unix::fs::symlink(secret.join("l"), &link).unwrap();
     run(Command::new("chown").args(["-h", "65534:65534"]).arg(&link));
-    let scoped = |source: &Path| {
-        Command::new(bin())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "app",
-                s(source),
-                "--",
-                "true",
-            ])
-            .output()
-            .expect("run")
-    };
+    let scoped = serve_once;
     let out = scoped(&link);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -1022,6 +1009,22 @@ fn only_what_the_sources_owner_may_read_is_published() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `ocimux serve … app SOURCE -- true`: a start, its checks, and a stop.
+fn serve_once(source: &Path) -> std::process::Output {
+    Command::new(bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "app",
+            s(source),
+            "--",
+            "true",
+        ])
+        .output()
+        .expect("run")
 }
 
 /// A GET of `path` on a new connection, its head read: the body is next.
@@ -1767,11 +1770,10 @@ fn the_yocto_mode_serves_every_image_and_picks_up_new_ones() {
         fs::create_dir_all(&dir).unwrap();
         let dated = dir.join(format!("{image}-{machine}-20261203120000.rootfs-oci"));
         run(Command::new("cp").arg("-a").arg(layout).arg(&dated));
-        std::os::unix::fs::symlink(
-            dated.file_name().unwrap(),
-            dir.join(format!("{image}-{machine}-latest-oci")),
-        )
-        .unwrap();
+        let link = dir.join(format!("{image}-{machine}-latest-oci"));
+        std::os::unix::fs::symlink(dated.file_name().unwrap(), &link).unwrap();
+        // The build user's, as everything BitBake writes.
+        chown_r(&dir, "65534:65534");
     };
     deploy("qemux86-64", "app-container", &amd64);
     deploy("qemuarm64", "app-container", &arm64);
@@ -2291,4 +2293,87 @@ fn a_tag_names_only_documents_that_can_be_served() {
         "{} of {pulls} pulls failed: {failures:?}",
         failures.len()
     );
+}
+
+/// Issue 23, class 2: everyone who could have decided what a source path
+/// names must be able to read what is published — the owner of and whoever
+/// may write each directory on the path, so a build user's rename in a
+/// shared deploy directory, or a hard link into their own, publishes
+/// nothing they could not read. Checked at start and at every snapshot.
+#[test]
+fn whoever_chose_the_name_must_be_able_to_read_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let refused = |source: &Path| {
+        let out = serve_once(source);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        match out.status.code() {
+            Some(2) if err.contains("may not read") => true,
+            Some(0) => false,
+            other => panic!("{other:?}: {err}"),
+        }
+    };
+    // Another user's private layout (0700, 0600 files), renamed to the
+    // served name in a deploy directory group 4242 may write.
+    let deploy = tmp.path().join("deploy");
+    fs::create_dir(&deploy).unwrap();
+    let (private, _) =
+        ocimux::testutil::LayoutBuilder::one_layer(deploy.join("app-latest-oci"), b"private");
+    chown_r(&private.root, "65534:65534");
+    run(Command::new("chmod")
+        .args(["-R", "go-rwx"])
+        .arg(&private.root));
+    run(Command::new("chown").args(["0:4242"]).arg(&deploy));
+    chmod(&deploy, 0o755);
+    assert!(!refused(&private.root), "its owner's to publish");
+    chmod(&deploy, 0o775);
+    assert!(
+        refused(&private.root),
+        "group 4242 could have renamed it there"
+    );
+    chmod(&deploy, 0o1777);
+    assert!(!refused(&private.root), "sticky: only its owner could have");
+    chmod(&deploy, 0o757);
+    assert!(refused(&private.root), "anyone could have renamed it there");
+    chmod(&deploy, 0o755);
+
+    // A root-only archive hard-linked into a build user's own directory.
+    let archive = tmp.path().join("root-only.tar");
+    let (layout, _) = ocimux::testutil::LayoutBuilder::one_layer(tmp.path().join("l"), b"root's");
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&layout.root)
+        .arg("."));
+    chmod(&archive, 0o600);
+    let home = tmp.path().join("home");
+    fs::create_dir(&home).unwrap();
+    chown(&home, 65534);
+    let linked = home.join("app-oci.tar");
+    fs::hard_link(&archive, &linked).unwrap();
+    assert!(!refused(&archive), "root's own name for it");
+    assert!(refused(&linked), "the build user chose this name");
+
+    // Live: the directory becomes group-writable while served; the next
+    // snapshot withholds the blobs.
+    chmod(&deploy, 0o755);
+    let server = Server::start(&["app", s(&private.root)]);
+    let accept = [format!("Accept: {OCI_INDEX}, {OCI_MANIFEST}")];
+    let accept: Vec<&str> = accept.iter().map(String::as_str).collect();
+    let tag = get(&server.url("/v2/app/manifests/latest"), &accept);
+    let manifest = tag.json()["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = server.url(&format!("/v2/app/manifests/{manifest}"));
+    assert_eq!(get(&url, &accept).status, 200);
+    chmod(&deploy, 0o775);
+    wait_for(
+        "the manifest to be withheld",
+        Duration::from_secs(10),
+        || get(&url, &accept).status == 404,
+    );
+    let (_, log) = server.stop();
+    assert!(log.contains("may not read"), "{log}");
 }
