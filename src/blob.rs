@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::confine::FileId;
 use crate::layout::FsError;
+use crate::lease::Lease;
 use crate::readat::read_at;
 use crate::source::{Blob, Origin};
 use crate::verify::Verifier;
@@ -25,6 +26,10 @@ pub(crate) struct FileRange {
     pub len: u64,
     /// The identity the file had when opened; reads fail once it changes.
     pub id: FileId,
+    /// The read lease a hash of it stands on: reads fail once it breaks
+    /// (someone opened the file for writing). `None` when it was not hashed,
+    /// or no lease can be had (see `lease`).
+    pub lease: Option<Arc<Lease>>,
 }
 
 /// A source blob opened for reading.
@@ -55,7 +60,7 @@ impl FileRange {
     /// threads: [`FileRange::open_unhashed`], then [`Opened::check`].)
     #[cfg(test)]
     pub fn open(blob: &Blob, verify: bool, verifier: &Verifier) -> Result<Opened, FsError> {
-        let (opened, must_hash) = Self::open_unhashed(blob, verify)?;
+        let (mut opened, must_hash) = Self::open_unhashed(blob, verify)?;
         if must_hash {
             opened.check(blob, verifier)?;
         }
@@ -77,6 +82,7 @@ impl FileRange {
                     base: 0,
                     len: blob.size,
                     id: now,
+                    lease: None,
                 };
                 (range, verify || replaced || blob.replaced)
             }
@@ -90,6 +96,7 @@ impl FileRange {
                     base: *offset,
                     len: blob.size,
                     id: now,
+                    lease: None,
                 };
                 (range, verify || blob.replaced)
             }
@@ -119,7 +126,7 @@ impl FileRange {
             u64::from(size),
             self.base.saturating_add(self.len),
         )?;
-        if bytes.len() as u64 == want && self.id.holds(&FileId::of(&self.file)?) {
+        if bytes.len() as u64 == want && self.still_holds()? {
             Ok(bytes)
         } else {
             Err(FsError::Changed)
@@ -128,6 +135,13 @@ impl FileRange {
 }
 
 impl FileRange {
+    /// Whether what was read is still the version that was opened (and,
+    /// once hashed, that no one has opened it for writing since).
+    fn still_holds(&self) -> Result<bool, FsError> {
+        let leased = self.lease.as_ref().is_none_or(|l| l.held());
+        Ok(leased && self.id.holds(&FileId::of(&self.file)?))
+    }
+
     /// Appends up to `size` bytes of the blob at `offset` to `buf` (reused
     /// between calls): exactly what the blob holds there, or an error, as
     /// [`FileRange::read`].
@@ -135,7 +149,7 @@ impl FileRange {
         let want = self.len.saturating_sub(offset).min(size as u64);
         let want = usize::try_from(want).unwrap_or(size);
         let n = crate::readat::append_at(&self.file, self.base.saturating_add(offset), buf, want)?;
-        if n == want && self.id.holds(&FileId::of(&self.file)?) {
+        if n == want && self.still_holds()? {
             Ok(())
         } else {
             Err(FsError::Changed)
@@ -167,9 +181,11 @@ impl FileRange {
 impl Opened {
     /// Hashes the range (once per file version: `verifier` keeps results)
     /// and fails unless it hashes to `blob`'s digest.
-    pub fn check(&self, blob: &Blob, verifier: &Verifier) -> Result<(), FsError> {
+    pub fn check(&mut self, blob: &Blob, verifier: &Verifier) -> Result<(), FsError> {
         let r = &self.range;
-        verifier.check(&r.file, r.base, r.len, r.id, &blob.digest)
+        let lease = verifier.check(&r.file, r.base, r.len, r.id, &blob.digest)?;
+        self.range.lease = lease;
+        Ok(())
     }
 
     /// Whether [`Opened::check`] would answer at once from a kept result.
@@ -194,6 +210,7 @@ mod tests {
             file: Arc::new(f.try_clone().unwrap()),
             base: 2,
             len: 10,
+            lease: None,
         };
         // offset, size, what the blob holds there
         let cases: &[(u64, u32, &[u8])] = &[

@@ -249,6 +249,10 @@ pub enum FsError {
     /// already open are served until they are closed.
     #[error("the mount has been stopped")]
     Stopped,
+    /// Someone has the file open for writing (or opened it for writing
+    /// since it was hashed): its bytes may change unseen, so it is not served.
+    #[error("the file is open for writing")]
+    BeingWritten,
 }
 
 impl FsError {
@@ -262,6 +266,7 @@ impl FsError {
             FsError::ReadOnly => libc::EROFS,
             FsError::SelfRequest => libc::EDEADLK,
             FsError::Stopped => libc::ENOTCONN,
+            FsError::BeingWritten => libc::EBUSY,
             FsError::Changed
             | FsError::Corrupt { .. }
             | FsError::Refused(
@@ -318,6 +323,7 @@ mod tests {
             (FsError::ReadOnly, libc::EROFS, true),
             (FsError::SelfRequest, libc::EDEADLK, false),
             (FsError::Stopped, libc::ENOTCONN, true),
+            (FsError::BeingWritten, libc::EBUSY, false),
             (FsError::Changed, libc::EIO, false),
             (FsError::Refused(OpenError::Escapes), libc::EIO, false),
             (

@@ -185,7 +185,7 @@ impl OciFs {
         uid: u32,
         ino: u64,
         blob: Arc<Blob>,
-        opened: Opened,
+        mut opened: Opened,
         reply: ReplyOpen,
     ) {
         // The version the hash is of: opens of it share one job.
@@ -631,7 +631,7 @@ mod tests {
         // --verify: hashed at the first open, ready once that version hashed right.
         let tmp = tempfile::tempdir().unwrap();
         let (fs, layer, _) = served(tmp.path(), true);
-        let Ok(Opening::Hash(blob, opened)) = fs.opening(layer, true) else {
+        let Ok(Opening::Hash(blob, mut opened)) = fs.opening(layer, true) else {
             panic!("--verify hashes first");
         };
         opened.check(&blob, &fs.verifier).unwrap();

@@ -308,6 +308,7 @@ mod tests {
             file: Arc::new(f),
             base: 0,
             len: 0,
+            lease: None,
         };
         // Not allowed: daemon reads, nothing registered.
         let never = || -> Result<u32, &str> { panic!("registered") };

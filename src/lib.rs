@@ -16,6 +16,8 @@
 //!   (`schedule`: when, as a pure state machine);
 //! - `tar`: indexing uncompressed tar archives, served in place;
 //! - `verify`: `--verify`, hashing each blob version once before serving it;
+//!   [`lease`]: the read lease a hash stands on (no writer can change the
+//!   bytes unseen);
 //! - `handles`: what open files hold and how their bytes are read (no FUSE types);
 //! - `fs`: the thin `fuser` adapter that answers kernel requests from a snapshot;
 //! - [`lifecycle`]: exit codes, stop signals, a daemon taking its own mount
@@ -59,6 +61,7 @@ pub(crate) mod hex;
 pub mod index;
 pub mod inspect;
 pub(crate) mod layout;
+pub mod lease;
 pub mod lifecycle;
 pub mod mountinfo;
 pub mod mountpoint;

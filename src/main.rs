@@ -20,6 +20,9 @@ use cli::{Cli, Command};
 use ocimux::lifecycle::exit;
 
 fn main() -> ExitCode {
+    // Before any thread starts: every thread inherits the mask, so a lease
+    // break (a real-time signal) never ends the process.
+    ocimux::lease::block_signal();
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cli = match mount_helper_form(&argv) {
         Some(Ok(helper)) => helper_cli(helper),

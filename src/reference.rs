@@ -536,7 +536,7 @@ proptest! {
                     let handle = match content {
                         crate::layout::Content::Memory(b) => crate::handles::Handle::Memory(b),
                         crate::layout::Content::Blob(blob) => {
-                            let (opened, must_hash) =
+                            let (mut opened, must_hash) =
                                 crate::blob::FileRange::open_unhashed(&blob, false).unwrap();
                             // A file rewritten since it was recorded (the pool
                             // writes a repeated seed twice) is hashed first, as

@@ -7,7 +7,9 @@
 //! identity ([`FileId`], which changes when the file is rewritten or
 //! replaced), byte range and digest, so each version of a file is hashed
 //! once, however often it is opened. Concurrent first opens of one blob wait
-//! for one hash. The table is bounded: past [`MAX_ENTRIES`] finished results
+//! for one hash. A proof stands on a read lease taken before hashing
+//! (`lease`): once someone opens the file for writing, it is made again, and
+//! a file open for writing is not served. The table is bounded: past [`MAX_ENTRIES`] finished results
 //! are dropped (and recomputed on demand).
 
 use std::collections::HashMap;
@@ -18,19 +20,25 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::confine::FileId;
 use crate::digest::{Digest, Hasher};
 use crate::layout::FsError;
+use crate::lease::{Lease, NoLease};
 
 /// How many results are kept before finished ones are dropped.
 pub const MAX_ENTRIES: usize = 65_536;
 
 /// What hashing one version of a blob found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Outcome {
-    Matches,
+    /// It hashes to its name, and no one may write it unseen while the
+    /// lease holds (`None`: no lease can be had here, see [`NoLease`]).
+    Matches(Option<Arc<Lease>>),
     /// The bytes hash to this instead.
     Mismatch(Digest),
     /// Reading failed (not kept: the next open tries again): the errno, or
     /// the kind of an error without one (a short read).
     Failed(Result<i32, io::ErrorKind>),
+    /// The file was open for writing, or opened for writing while it was
+    /// hashed (not kept).
+    BeingWritten,
 }
 
 /// A file version, a byte range of it, and the name it must hash to.
@@ -44,63 +52,81 @@ pub struct Verifier {
 
 impl Verifier {
     /// Checks that `len` bytes of `file` from `base` hash to `digest`, and
-    /// that the file still has identity `id` afterwards. The table's lock is
-    /// held only to find or insert an entry, never while hashing.
+    /// that the file still has identity `id` afterwards; returns the lease
+    /// the proof stands on (reads must stop once it breaks). The table's
+    /// lock is held only to find or insert an entry, never while hashing.
     pub fn check(
         &self,
-        file: &File,
+        file: &Arc<File>,
         base: u64,
         len: u64,
         id: FileId,
         digest: &Digest,
-    ) -> Result<(), FsError> {
+    ) -> Result<Option<Arc<Lease>>, FsError> {
         let key = (id, base, len, digest.clone());
-        let cell = {
-            let mut results = self
-                .results
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if results.len() >= MAX_ENTRIES && !results.contains_key(&key) {
-                results.retain(|_, cell| cell.get().is_none());
-            }
-            results.entry(key.clone()).or_default().clone()
-        };
-        let outcome = cell.get_or_init(|| match hash_range(file, base, len, digest) {
-            Ok(actual) if actual == *digest => Outcome::Matches,
-            Ok(actual) => Outcome::Mismatch(actual),
-            Err(e) => Outcome::Failed(e.raw_os_error().ok_or(e.kind())),
-        });
-        match outcome {
-            Outcome::Matches => {}
-            Outcome::Mismatch(actual) => {
-                return Err(FsError::Corrupt {
-                    actual: actual.clone(),
-                });
-            }
-            Outcome::Failed(e) => {
-                let e = match *e {
-                    Ok(errno) => io::Error::from_raw_os_error(errno),
-                    Err(kind) => io::Error::from(kind),
-                };
-                if let Ok(mut results) = self.results.lock() {
-                    results.remove(&key);
+        // Twice at most: a kept proof whose lease broke is made again.
+        for _ in 0..2 {
+            let cell = self.cell(&key);
+            match cell.get_or_init(|| prove(file, base, len, digest)) {
+                Outcome::Matches(Some(lease)) if !lease.held() => self.forget(&key, &cell),
+                Outcome::Matches(lease) => {
+                    // Hashed bytes of a file rewritten while hashing prove nothing.
+                    if !id.holds(&FileId::of(file)?) {
+                        return Err(FsError::Changed);
+                    }
+                    return Ok(lease.clone());
                 }
-                return Err(FsError::Io(e));
+                Outcome::Mismatch(actual) => {
+                    return Err(FsError::Corrupt {
+                        actual: actual.clone(),
+                    });
+                }
+                Outcome::Failed(e) => {
+                    self.forget(&key, &cell);
+                    return Err(FsError::Io(match *e {
+                        Ok(errno) => io::Error::from_raw_os_error(errno),
+                        Err(kind) => io::Error::from(kind),
+                    }));
+                }
+                Outcome::BeingWritten => {
+                    self.forget(&key, &cell);
+                    return Err(FsError::BeingWritten);
+                }
             }
         }
-        // Hashed bytes of a file rewritten while hashing prove nothing.
-        if !id.holds(&FileId::of(file)?) {
-            return Err(FsError::Changed);
-        }
-        Ok(())
+        Err(FsError::BeingWritten)
     }
 
-    /// Whether this version and range is known to hash to `digest`.
+    /// The entry of `key`, made if there is none.
+    fn cell(&self, key: &Key) -> Arc<OnceLock<Outcome>> {
+        let mut results = self
+            .results
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if results.len() >= MAX_ENTRIES && !results.contains_key(key) {
+            results.retain(|_, cell| cell.get().is_none());
+        }
+        results.entry(key.clone()).or_default().clone()
+    }
+
+    /// Drops the entry of `key` if it is still `cell`.
+    fn forget(&self, key: &Key, cell: &Arc<OnceLock<Outcome>>) {
+        if let Ok(mut results) = self.results.lock() {
+            if results.get(key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+                results.remove(key);
+            }
+        }
+    }
+
+    /// Whether this version and range is known to hash to `digest`, with
+    /// its lease still held.
     pub fn known_good(&self, id: FileId, base: u64, len: u64, digest: &Digest) -> bool {
         let key = (id, base, len, digest.clone());
         self.results.lock().is_ok_and(|r| {
-            r.get(&key)
-                .is_some_and(|cell| cell.get() == Some(&Outcome::Matches))
+            r.get(&key).is_some_and(|cell| match cell.get() {
+                Some(Outcome::Matches(lease)) => lease.as_ref().is_none_or(|l| l.held()),
+                _ => false,
+            })
         })
     }
 
@@ -108,6 +134,32 @@ impl Verifier {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.results.lock().map_or(0, |r| r.len())
+    }
+}
+
+/// Takes a read lease on `file`, then hashes the range: a proof that holds
+/// while the lease does. A file open for writing proves nothing.
+fn prove(file: &Arc<File>, base: u64, len: u64, digest: &Digest) -> Outcome {
+    let lease = match Lease::take(file) {
+        Ok(lease) => Some(lease),
+        Err(NoLease::BeingWritten) => return Outcome::BeingWritten,
+        Err(NoLease::Unavailable(errno)) => {
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::warn!(
+                    "no read lease on a blob's file ({}): a writer that maps it could change \
+                     hashed bytes unseen (a lease needs the file's owner or CAP_LEASE)",
+                    io::Error::from_raw_os_error(errno)
+                );
+            }
+            None
+        }
+    };
+    match hash_range(file, base, len, digest) {
+        Ok(_) if lease.as_ref().is_some_and(|l| !l.held()) => Outcome::BeingWritten,
+        Ok(actual) if actual == *digest => Outcome::Matches(lease),
+        Ok(actual) => Outcome::Mismatch(actual),
+        Err(e) => Outcome::Failed(e.raw_os_error().ok_or(e.kind())),
     }
 }
 
@@ -137,10 +189,20 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// A file holding `bytes`, opened read-only (a file open for writing
+    /// is never proven), and a way to write it.
+    fn read_only(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf, Arc<File>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, bytes).unwrap();
+        let f = Arc::new(File::open(&path).unwrap());
+        (dir, path, f)
+    }
+
     #[test]
     fn verify_table() {
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(b"headerPAYLOADtrailer").unwrap();
+        crate::lease::block_signal();
+        let (_dir, path, f) = read_only(b"headerPAYLOADtrailer");
         let id = FileId::of(&f).unwrap();
         let payload = Digest::sha256_of(b"PAYLOAD");
         let v = Verifier::default();
@@ -161,18 +223,32 @@ mod tests {
         }
         // The match and two mismatches are kept; the failed read is not.
         assert_eq!(v.len(), 3);
+        assert!(v.known_good(id, 6, 7, &payload));
+        // Opened for writing: the proof no longer stands, and while the
+        // writer holds the file nothing is proven.
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        assert!(!v.known_good(id, 6, 7, &payload));
+        let err = v.check(&f, 6, 7, id, &payload).unwrap_err();
+        assert!(matches!(err, FsError::BeingWritten), "{err:?}");
         // A rewrite gives a new identity: the old result does not apply.
-        f.write_all(b"more").unwrap();
+        w.write_all(b"more").unwrap();
+        drop(w);
         let err = v.check(&f, 6, 7, id, &payload).unwrap_err();
         assert!(matches!(err, FsError::Changed), "{err:?}");
         let id2 = FileId::of(&f).unwrap();
-        assert!(v.check(&f, 6, 7, id2, &payload).is_ok());
+        assert!(
+            v.check(&f, 6, 7, id2, &payload).unwrap().is_some(),
+            "leased"
+        );
     }
 
     #[test]
     fn the_table_is_bounded() {
-        let mut f = tempfile::tempfile().unwrap();
-        f.write_all(b"x").unwrap();
+        crate::lease::block_signal();
+        let (_dir, _path, f) = read_only(b"x");
         let id = FileId::of(&f).unwrap();
         let v = Verifier::default();
         for i in 0..(MAX_ENTRIES as u64 + 10) {

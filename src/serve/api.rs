@@ -125,7 +125,7 @@ impl Repository {
     /// kept) so that the next answer about it needs no hash; failures are
     /// found and reported by that answer.
     pub(crate) fn prove(&self, blob: &Blob) {
-        if let Ok((opened, true)) = FileRange::open_unhashed(blob, self.verify) {
+        if let Ok((mut opened, true)) = FileRange::open_unhashed(blob, self.verify) {
             let _ = opened.check(blob, &self.verifier);
         }
     }
@@ -517,7 +517,7 @@ impl Registry {
             );
             return Err(Refusal::Unknown);
         }
-        let (opened, must_hash) =
+        let (mut opened, must_hash) =
             FileRange::open_unhashed(blob, repo.verify).map_err(Refusal::from)?;
         if !access::still(&self.readers, blob, &opened.range.file) {
             log::warn!(

@@ -1773,7 +1773,9 @@ fn the_yocto_mode_serves_every_image_and_picks_up_new_ones() {
         let link = dir.join(format!("{image}-{machine}-latest-oci"));
         std::os::unix::fs::symlink(dated.file_name().unwrap(), &link).unwrap();
         // The build user's, as everything BitBake writes.
-        chown_r(&dir, "65534:65534");
+        chown_r(&dated, "65534:65534");
+        run(Command::new("chown").args(["-h", "65534:65534"]).arg(&link));
+        chown(&dir, 65534);
     };
     deploy("qemux86-64", "app-container", &amd64);
     deploy("qemuarm64", "app-container", &arm64);

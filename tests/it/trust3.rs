@@ -170,3 +170,117 @@ fn a_stop_ends_the_service_in_every_namespace() {
         std::mem::forget(m);
     }
 }
+
+/// A writer holding the file open with a shared writable mapping, as an
+/// attacker would: stores into pages already dirty change no mtime.
+struct Mapped {
+    ptr: *mut u8,
+    len: usize,
+    _file: fs::File,
+}
+
+impl Mapped {
+    fn new(path: &Path) -> Mapped {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        // SAFETY: a fresh shared mapping of the whole file, unmapped in drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        Mapped {
+            ptr: ptr.cast(),
+            len,
+            _file: file,
+        }
+    }
+
+    /// Stores `bytes` at the start (the page is dirty after the first store).
+    fn store(&self, bytes: &[u8]) {
+        assert!(bytes.len() <= self.len);
+        // SAFETY: within the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr, bytes.len()) };
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in new.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Class 5: `--verify` trusts a hashed version only while no one can
+/// write it unseen. A writer's dirty pages keep (dev, ino, size, mtime,
+/// ctime); before, a second GET (or a fresh open through the mount) sent
+/// the writer's bytes under the digest.
+#[test]
+fn a_writer_with_a_mapping_never_gets_its_bytes_served_as_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("app-oci");
+    let good: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let (b, layer) = LayoutBuilder::one_layer(&root, &good);
+    let digest = layer["digest"].as_str().unwrap().to_owned();
+    let path = b.blob_path(&layer);
+    let hashes_right =
+        |bytes: &[u8]| ocimux::digest::Digest::sha256_of(bytes).to_string() == digest;
+    // serve --verify
+    let server =
+        crate::serve::Server::start(&["--verify", "--static", "app", root.to_str().unwrap()]);
+    let url = server.url(&format!("/v2/app/blobs/{digest}"));
+    // mount --verify
+    let mnt = tmp.path().join("mnt");
+    let m = Mount::new(&mnt, &[root.to_str().unwrap(), "--verify", "--static"]);
+    let through_mount = m.path(&format!("blobs/sha256/{}", hex(&layer)));
+    let map = Mapped::new(&path);
+    map.store(&good[..4096]); // dirty, same bytes
+    // While the writer holds it: refused, never served.
+    let r = crate::serve::get(&url, &[]);
+    assert_ne!(r.status, 200, "served while mapped writable");
+    let err = fs::read(&through_mount).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EBUSY), "{err}");
+    // The attack: a first verified read, then a store into the dirty page.
+    let mut evil = good[..4096].to_vec();
+    evil[0] ^= 0xff;
+    map.store(&evil);
+    // Refused, or the right bytes: never the writer's.
+    let never_other_bytes = || {
+        let r = crate::serve::get(&url, &[]);
+        assert!(
+            r.status != 200 || hashes_right(&r.body),
+            "serve sent other bytes"
+        );
+        drop_caches();
+        if let Ok(bytes) = fs::read(&through_mount) {
+            assert!(hashes_right(&bytes), "the mount read other bytes");
+        }
+    };
+    for _ in 0..3 {
+        never_other_bytes();
+    }
+    // Good bytes back and the writer gone: served again, hashed anew.
+    map.store(&good[..4096]);
+    drop(map);
+    let r = crate::serve::get(&url, &[]);
+    assert_eq!(r.status, 200);
+    assert!(hashes_right(&r.body));
+    drop_caches();
+    assert!(hashes_right(&fs::read(&through_mount).unwrap()));
+    // A writer that comes after the proof: the next open proves again, and
+    // while it holds the file the blob is refused.
+    let map = Mapped::new(&path);
+    map.store(&evil);
+    never_other_bytes();
+    map.store(&good[..4096]);
+}

@@ -1,0 +1,313 @@
+//! Read leases: a hashed file version stays trusted only while no one can
+//! write it unseen.
+//!
+//! A file version is known by (device, inode, size, mtime, ctime), and a
+//! store through a shared writable mapping into pages already dirty changes
+//! none of them. So the proof that a version hashes to its name (`verify`)
+//! holds only together with a read lease (`F_SETLEASE`, `F_RDLCK`) taken
+//! before hashing: the kernel grants one only while nobody has the file
+//! open for writing (a writable mapping keeps its file open), and breaks it
+//! as soon as someone opens it for writing or truncates it. A broken lease
+//! makes the next open hash again and every read of a handle that relied
+//! on it fail ([`Lease::held`]).
+//!
+//! The kernel tells the lease's owner of a break with a signal:
+//! [`LEASE_SIGNAL`], blocked in every thread from the start of `main`
+//! ([`block_signal`]) and taken by one thread ([`Registry`]), which marks
+//! the lease broken and releases it at once, so the writer is not kept
+//! waiting for the break timeout. At most [`MAX_LEASES`] are held (each
+//! holds an fd); past that the oldest is released, and its version is
+//! hashed again at its next open.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+// Kernel ABI (include/uapi/asm-generic/fcntl.h), not in the libc crate.
+const F_SETSIG: libc::c_int = 10;
+const F_SETOWN_EX: libc::c_int = 15;
+const F_OWNER_TID: libc::c_int = 0;
+
+/// `struct f_owner_ex`.
+#[repr(C)]
+struct OwnerEx {
+    kind: libc::c_int,
+    pid: libc::pid_t,
+}
+
+/// The thread that hears lease breaks (0 until it runs): each lease's
+/// signal is sent to it alone.
+static LISTENER: AtomicI32 = AtomicI32::new(0);
+
+/// Most leases held at once.
+pub const MAX_LEASES: usize = 1024;
+
+/// The signal a lease break is told by: the second real-time signal for
+/// applications (glibc keeps the first ones).
+pub fn lease_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+/// Blocks [`lease_signal`] in this thread, and so in every thread it starts.
+/// Called first thing in `main` (a real-time signal's default action ends
+/// the process).
+pub fn block_signal() {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use;
+    // pthread_sigmask only reads it.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, lease_signal());
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Why a lease was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoLease {
+    /// Someone has the file open for writing (or mapped writable): its
+    /// bytes may change at any time.
+    BeingWritten,
+    /// Leases are not available here (another user's file without
+    /// CAP_LEASE, a filesystem without leases, `fs.leases-enable = 0`).
+    Unavailable(i32),
+}
+
+/// A read lease on an open file.
+#[derive(Debug)]
+pub struct Lease {
+    file: Arc<File>,
+    broken: AtomicBool,
+}
+
+impl Lease {
+    /// Takes a read lease on `file` (opened read-only). A lease already held
+    /// on the same open file is shared.
+    pub fn take(file: &Arc<File>) -> Result<Arc<Lease>, NoLease> {
+        registry().take(file)
+    }
+
+    /// Whether the lease still holds: no one has opened the file for
+    /// writing since it was taken.
+    pub fn held(&self) -> bool {
+        if self.broken.load(Ordering::SeqCst) {
+            return false;
+        }
+        // SAFETY: F_GETLEASE takes no argument and reads nothing of ours.
+        #[allow(unsafe_code)]
+        let now = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_GETLEASE) };
+        now == libc::F_RDLCK
+    }
+
+    fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    fn release(&self) {
+        self.broken.store(true, Ordering::SeqCst);
+        // SAFETY: plain fcntl on an fd this lease keeps open.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::fcntl(self.fd(), libc::F_SETLEASE, libc::F_UNLCK);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The leases held, by fd, oldest first; the thread that hears of breaks.
+#[derive(Debug, Default)]
+struct Registry {
+    held: Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    by_fd: HashMap<RawFd, Arc<Lease>>,
+    order: VecDeque<Weak<Lease>>,
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("leases".into())
+            .spawn(move || hear_breaks(&tx));
+        match spawned {
+            // Leases are set once it listens: their signals go to it alone.
+            Ok(_) => {
+                let _ = rx.recv_timeout(std::time::Duration::from_secs(5));
+            }
+            Err(e) => log::error!("starting the lease thread: {e}; leases break only by timeout"),
+        }
+        Registry::default()
+    })
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take(&self, file: &Arc<File>) -> Result<Arc<Lease>, NoLease> {
+        let fd = file.as_raw_fd();
+        if let Some(live) = self.lock().by_fd.get(&fd).filter(|l| l.held()) {
+            return Ok(live.clone());
+        }
+        set_lease(fd)?;
+        let lease = Arc::new(Lease {
+            file: file.clone(),
+            broken: AtomicBool::new(false),
+        });
+        let evicted = {
+            let mut held = self.lock();
+            held.by_fd.insert(fd, lease.clone());
+            held.order.push_back(Arc::downgrade(&lease));
+            let mut evicted = Vec::new();
+            while held.by_fd.len() > MAX_LEASES {
+                match held.order.pop_front().and_then(|w| w.upgrade()) {
+                    Some(old) => {
+                        held.by_fd.remove(&old.fd());
+                        evicted.push(old);
+                    }
+                    None if held.order.is_empty() => break,
+                    None => {}
+                }
+            }
+            evicted
+        };
+        // Released outside the lock.
+        for old in evicted {
+            old.release();
+        }
+        Ok(lease)
+    }
+
+    /// The lease on `fd` was broken: marked and released at once.
+    fn broken(&self, fd: RawFd) {
+        let lease = self.lock().by_fd.remove(&fd);
+        if let Some(lease) = lease {
+            log::info!("a blob's file was opened for writing: its hash will be checked again");
+            lease.release();
+        }
+    }
+}
+
+/// `F_SETSIG` then `F_SETLEASE F_RDLCK` on `fd`, then its signal directed
+/// to the listening thread (setting a lease makes the process its owner).
+fn set_lease(fd: RawFd) -> Result<(), NoLease> {
+    // SAFETY: plain fcntls on an open fd.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        match libc::fcntl(fd, F_SETSIG, lease_signal()) {
+            0 => libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK),
+            rc => rc,
+        }
+    };
+    if rc != 0 {
+        return match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) => Err(NoLease::BeingWritten),
+            Some(errno) => Err(NoLease::Unavailable(errno)),
+            None => Err(NoLease::Unavailable(0)),
+        };
+    }
+    let tid = LISTENER.load(Ordering::SeqCst);
+    if tid != 0 {
+        let owner = OwnerEx {
+            kind: F_OWNER_TID,
+            pid: tid,
+        };
+        // SAFETY: `owner` outlives the call, which only reads it.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::fcntl(fd, F_SETOWN_EX, &owner as *const OwnerEx);
+        }
+    }
+    Ok(())
+}
+
+/// Waits for lease-break signals and handles each (the signal carries the
+/// fd whose lease is being broken).
+fn hear_breaks(listening: &std::sync::mpsc::Sender<()>) {
+    block_signal();
+    // SAFETY: gettid has no arguments.
+    #[allow(unsafe_code)]
+    LISTENER.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+    let _ = listening.send(());
+    // SAFETY: sigset_t and siginfo_t are plain data; sigwaitinfo fills the
+    // latter; si_fd is read from the SIGPOLL-style fields the kernel sets
+    // for F_SETSIG signals.
+    #[allow(unsafe_code)]
+    loop {
+        let fd = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, lease_signal());
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            if libc::sigwaitinfo(&set, &mut info) < 0 {
+                continue;
+            }
+            poll_fd(&info)
+        };
+        registry().broken(fd);
+    }
+}
+
+/// The fd of a SIGPOLL-style siginfo (`si_fd`: after `si_band`, a long).
+#[allow(unsafe_code)]
+fn poll_fd(info: &libc::siginfo_t) -> RawFd {
+    #[repr(C)]
+    struct Poll {
+        signo: libc::c_int,
+        errno: libc::c_int,
+        code: libc::c_int,
+        band: libc::c_long,
+        fd: libc::c_int,
+    }
+    // SAFETY: siginfo_t is larger than this prefix, which is its layout for
+    // signals queued by F_SETSIG (kernel: struct kernel_siginfo, _sigpoll).
+    unsafe { (*(info as *const libc::siginfo_t).cast::<Poll>()).fd }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_lease_holds_until_someone_opens_the_file_for_writing() {
+        block_signal();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"bytes").unwrap();
+        let reader = Arc::new(File::open(&path).unwrap());
+        let lease = Lease::take(&reader).unwrap();
+        assert!(lease.held());
+        assert!(
+            Arc::ptr_eq(&lease, &Lease::take(&reader).unwrap()),
+            "shared"
+        );
+        // A writer: the lease breaks, and is released at once (the open
+        // does not wait for the 45 s break timeout).
+        let started = std::time::Instant::now();
+        let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(!lease.held());
+        // While it is open for writing, no lease is granted.
+        let again = Arc::new(File::open(&path).unwrap());
+        assert_eq!(Lease::take(&again).unwrap_err(), NoLease::BeingWritten);
+        w.write_all(b"!").unwrap();
+        drop(w);
+        assert!(Lease::take(&again).unwrap().held());
+    }
+}
