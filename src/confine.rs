@@ -159,6 +159,10 @@ pub struct SourceDir {
     publishers: Publishers,
     /// [`SourceDir::dir_of`]'s answers, per directory under the root.
     dir_cache: Mutex<HashMap<String, (Arc<OwnedFd>, Vec<DirPerm>)>>,
+    /// Directories under the root that a symlinked blob's target is in
+    /// (beyond `blobs/<alg>`): their permissions narrow what it shows, so
+    /// they are watched as long as a snapshot of this source is served.
+    target_dirs: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The same directory, with the same deciders: a snapshot whose publishers
@@ -217,6 +221,7 @@ fn resolve_checked(path: &Path, refuse_ocimux: bool) -> Result<Resolved, OpenErr
             above: walked.chain,
             publishers,
             dir_cache: Mutex::default(),
+            target_dirs: Mutex::default(),
         }));
     }
     if !meta.is_file() {
@@ -328,6 +333,7 @@ impl SourceDir {
         let (file, dirs) = if meta.is_symlink() {
             // Walk the whole way, so the chain is the target's.
             let w = walk(Start::Beneath(self.fd.as_fd(), &self.above), Path::new(rel))?;
+            self.note_target_dirs(&w.path);
             let target = File::from(w.fd);
             let meta = target.metadata()?;
             if !meta.is_file() {
@@ -396,6 +402,30 @@ impl SourceDir {
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
         .is_ok()
+    }
+
+    /// Records the directories (under the root) that `target` (a path as
+    /// walked, relative to the root) is in, each prefix of its parent.
+    fn note_target_dirs(&self, target: &Path) {
+        let Ok(mut dirs) = self.target_dirs.lock() else {
+            return;
+        };
+        for dir in target.ancestors().skip(1) {
+            let dir = dir.to_string_lossy();
+            if !dir.is_empty() {
+                dirs.insert(dir.into_owned());
+            }
+        }
+    }
+
+    /// The directories symlinked blobs' targets are in, as absolute paths.
+    pub fn target_dirs(&self) -> Vec<PathBuf> {
+        let dirs = self
+            .target_dirs
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
+        dirs.iter().map(|d| self.path.join(d)).collect()
     }
 
     /// Closes the directories [`SourceDir::dir_of`] kept (once the snapshot

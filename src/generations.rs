@@ -170,6 +170,36 @@ impl Generations {
             .collect()
     }
 
+    /// Drops every retained snapshot at once: they hold the access of their
+    /// time, and a directory's permissions have changed since. Returns the
+    /// names the kernel must forget.
+    pub fn drop_retired(&self) -> Vec<Invalidation> {
+        let dropped = std::mem::take(&mut self.write().retired);
+        if dropped.is_empty() {
+            return Vec::new();
+        }
+        // Closed outside the lock; then the names only they served go.
+        drop(dropped);
+        self.prune()
+    }
+
+    /// The source directories of every snapshot still served (once each).
+    pub fn source_dirs(&self) -> Vec<Arc<crate::confine::SourceDir>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        let layouts = std::iter::once(self.current()).chain(self.retired());
+        for layout in layouts {
+            for (_, blob) in layout.blobs() {
+                if let crate::source::Origin::File { dir, .. } = &blob.origin {
+                    if seen.insert(Arc::as_ptr(dir)) {
+                        out.push(dir.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// How many replaced snapshots are kept.
     pub fn retired_count(&self) -> usize {
         match self.inner.read() {

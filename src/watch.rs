@@ -90,6 +90,8 @@ pub fn spawn(
         notify,
         inotify,
         names: HashMap::new(),
+        dirs_changed: false,
+        dir_perms: HashMap::new(),
         last: Fingerprint::of(first),
         last_error: None,
         replanned: Replanned {
@@ -159,6 +161,11 @@ struct Watcher {
     /// Per watch: its directory and which of its events matter. Only
     /// directories the current sources use are watched.
     names: HashMap<WatchDescriptor, (PathBuf, Filter)>,
+    /// A watched directory's permissions (mode, owner, ACL) changed since
+    /// the last rebuild: retained snapshots hold stale access.
+    dirs_changed: bool,
+    /// The permissions of each watched directory when last seen.
+    dir_perms: HashMap<PathBuf, crate::chain::DirPerm>,
     last: Fingerprint,
     last_error: Option<String>,
     replanned: Replanned,
@@ -250,6 +257,21 @@ impl Watcher {
                 }
             }
         }
+        // The directories symlinked blobs' targets are in, for every
+        // snapshot still served: their permissions narrow those blobs.
+        for dir in self.snapshots.source_dirs() {
+            for target_dir in dir.target_dirs() {
+                want(target_dir, only(None));
+            }
+        }
+        self.dir_perms.retain(|dir, _| wanted.contains_key(dir));
+        for dir in wanted.keys() {
+            if !self.dir_perms.contains_key(dir) {
+                if let Some(perm) = dir_perm(dir) {
+                    self.dir_perms.insert(dir.clone(), perm);
+                }
+            }
+        }
         let mut names = HashMap::new();
         for (dir, filter) in wanted {
             match self.inotify.add_watch(&dir, filter.mask()) {
@@ -295,6 +317,9 @@ impl Watcher {
                     .get(&ev.wd)
                     .is_some_and(|(_, filter)| filter.matches(ev.name.as_ref()))
                     || ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW);
+                if ev.mask.contains(AddWatchFlags::IN_ATTRIB) {
+                    self.note_attrib(ev.wd, ev.name.as_ref(), ev.mask);
+                }
             }
         }
         relevant
@@ -348,6 +373,42 @@ impl Watcher {
         }
     }
 
+    /// A directory's attributes changed (the watched one, or an entry of it
+    /// that is a directory): whether its permissions did, not only its times.
+    fn note_attrib(&mut self, wd: WatchDescriptor, name: Option<&OsString>, mask: AddWatchFlags) {
+        let Some((dir, _)) = self.names.get(&wd) else {
+            return;
+        };
+        let path = match name {
+            None => dir.clone(),
+            Some(n) if mask.contains(AddWatchFlags::IN_ISDIR) => dir.join(n),
+            Some(_) => return,
+        };
+        // Only the directories whose permissions go into blobs' access.
+        let Some(was) = self.dir_perms.get(&path).copied() else {
+            return;
+        };
+        let now = dir_perm(&path);
+        match now {
+            Some(perm) => self.dir_perms.insert(path, perm),
+            None => self.dir_perms.remove(&path),
+        };
+        self.dirs_changed |= now != Some(was);
+    }
+
+    /// Drops the retained snapshots (a directory's permissions changed:
+    /// they hold the access of their time) and tells the kernel.
+    fn drop_retired(&mut self) {
+        let stale = self.snapshots.drop_retired();
+        if !stale.is_empty() {
+            log::info!(
+                "a directory's permissions changed: {} names of replaced snapshots dropped",
+                stale.len()
+            );
+            (self.notify)(&stale);
+        }
+    }
+
     fn rebuild(&mut self) {
         let started = Instant::now();
         match self.plan.compose() {
@@ -358,8 +419,12 @@ impl Watcher {
                     log::info!("sources compose again (was: {e})");
                 }
                 let fingerprint = Fingerprint::of(&comp);
+                let dirs_changed = std::mem::take(&mut self.dirs_changed);
                 self.arm();
                 if fingerprint == self.last {
+                    if dirs_changed {
+                        self.drop_retired();
+                    }
                     return;
                 }
                 let stale = self.snapshots.swap(&comp);
@@ -373,6 +438,10 @@ impl Watcher {
                 );
                 (self.notify)(&stale);
                 self.last = fingerprint;
+                // The snapshot just replaced holds the old access too.
+                if dirs_changed {
+                    self.drop_retired();
+                }
             }
             Err(e) => {
                 self.snapshots.set_degraded(true);
@@ -387,4 +456,17 @@ impl Watcher {
             }
         }
     }
+}
+
+/// The permissions of the directory `path` now (no symlink followed).
+fn dir_perm(path: &std::path::Path) -> Option<crate::chain::DirPerm> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    let st = nix::sys::stat::fstat(&fd).ok()?;
+    Some(crate::chain::DirPerm::of(fd.as_fd(), &st))
 }

@@ -53,6 +53,14 @@ pub fn open_to_all(dir: &Path) {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod 0755");
 }
 
+/// Whether nobody (uid 65534) can read `path` (through a mount).
+pub fn nobody_reads(path: &Path) -> bool {
+    nobody("cat")
+        .arg(path)
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
+}
+
 /// `chmod MODE PATH`.
 pub fn chmod(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
@@ -307,6 +315,15 @@ pub fn snapshot_time(mnt: &Path) -> std::time::SystemTime {
     fs::metadata(mnt.join("blobs/sha256"))
         .and_then(|m| m.modified())
         .expect("stat blobs/sha256")
+}
+
+/// [`wait_for`], then says how long it took (a figure for the notes).
+pub fn wait_timed(what: &str, deadline: Duration, cond: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    wait_for(what, deadline, cond);
+    let took = started.elapsed();
+    eprintln!("{what}: {took:?}");
+    took
 }
 
 /// Polls `cond` every 10 ms until it holds or `deadline` passes.

@@ -284,3 +284,64 @@ fn a_writer_with_a_mapping_never_gets_its_bytes_served_as_verified() {
     never_other_bytes();
     map.store(&good[..4096]);
 }
+
+/// Class 6: every directory whose permissions went into a blob's access is
+/// watched, for every snapshot still served — the directory a symlinked
+/// blob's target is in, and those above a layout whose blobs only a
+/// replaced snapshot still serves.
+#[test]
+fn every_directory_that_narrows_a_blob_is_watched() {
+    let tmp = tempfile::tempdir().unwrap();
+    open_to_all(tmp.path());
+    let above = tmp.path().join("home");
+    fs::create_dir(&above).unwrap();
+    chmod(&above, 0o755);
+    let root = above.join("app-oci");
+    let (b, desc) = LayoutBuilder::one_layer(&root, b"layers/amd64 layer");
+    // The layer lives in layers/amd64; its blob name is a symlink there.
+    let src = b.blob_path(&desc);
+    let target_dir = root.join("layers/amd64");
+    fs::create_dir_all(&target_dir).unwrap();
+    fs::rename(&src, target_dir.join("layer")).unwrap();
+    std::os::unix::fs::symlink("../../layers/amd64/layer", &src).unwrap();
+    for dir in ["", "blobs", "blobs/sha256", "layers", "layers/amd64"] {
+        chmod(&root.join(dir), 0o755);
+    }
+    let m = Mount::new(
+        &tmp.path().join("mnt"),
+        &[root.to_str().unwrap(), "-o", "allow_other"],
+    );
+    let name = m.path(&format!("blobs/sha256/{}", hex(&desc)));
+    assert!(nobody_reads(&name));
+    chmod(&target_dir, 0o700);
+    wait_timed(
+        "chmod 700 of the target's directory to reach the mount",
+        Duration::from_secs(3),
+        || !nobody_reads(&name),
+    );
+    chmod(&target_dir, 0o755);
+    wait_for(
+        "chmod 755 to reach the mount",
+        Duration::from_secs(3),
+        || nobody_reads(&name),
+    );
+
+    // A rebuild replaces the layer: the old one is served by its name from
+    // the replaced snapshot. Closing the directory above the layout closes
+    // it too.
+    let old = m.path(&format!("blobs/sha256/{}", hex(&desc)));
+    let (_, new_desc) = LayoutBuilder::one_layer(&root, b"the next build");
+    let new = m.path(&format!("blobs/sha256/{}", hex(&new_desc)));
+    wait_for("the rebuild", Duration::from_secs(5), || nobody_reads(&new));
+    assert!(
+        nobody_reads(&old),
+        "the replaced snapshot serves the old layer"
+    );
+    chmod(&above, 0o700);
+    wait_for(
+        "chmod 700 above the layout to reach the old layer",
+        Duration::from_secs(3),
+        || !nobody_reads(&old),
+    );
+    assert!(!nobody_reads(&new));
+}
