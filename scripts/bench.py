@@ -465,6 +465,7 @@ def open_section(mnt, many, rel):
     kinds = {"this build": (OCIMUX, ()), "this build --verify": (OCIMUX, ("--verify",))}
     if OLD_OCIMUX:
         kinds["previous build"] = (OLD_OCIMUX, ())
+        kinds["previous build --verify"] = (OLD_OCIMUX, ("--verify",))
     mounts = {k: Mount("passthrough", os.path.join(mnt, f"open{i}"), [many], extra=extra, binary=b)
               for i, (k, (b, extra)) in enumerate(kinds.items())}
     variants = ["source", *mounts]
@@ -476,10 +477,11 @@ def open_section(mnt, many, rel):
     for m in mounts.values():
         m.close()
     ref = "previous build" if OLD_OCIMUX else "source"
+    vref = "previous build --verify" if OLD_OCIMUX else "source"
     table(f"10. open + 1-byte read + close of {len(hexes)} small blobs, warm (µs per file)",
-          [*variants, f"this build/{ref}", f"--verify/{ref}"],
+          [*variants, f"this build/{ref}", f"--verify/{vref}"],
           [[*(fmt(r[v], 1) for v in variants), fmt(r["this build"] / r[ref]),
-            fmt(r["this build --verify"] / r[ref])]])
+            fmt(r["this build --verify"] / r[vref])]])
 
 
 def verify_section(mnt, big, rel, big_hex):

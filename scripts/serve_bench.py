@@ -10,8 +10,13 @@ of the same images from a local layout, the floor); 2 16 parallel GETs of a
 keep-alive (ab); 4 daemon RSS with 64 concurrent clients; 5 time from start
 to the first answer vs `ocimux mount`'s ready time.
 
+With OLD_OCIMUX (an earlier build), section 6 puts this build's serve
+beside that one's, with and without --verify: the cost of new checks on
+throughput and HEAD rate.
+
 Run through scripts/serve_bench.sh. Environment: REPS (default 5), BENCH_DIR
-(default /var/tmp/ocimux-serve-bench), BIG_MIB (default 512).
+(default /var/tmp/ocimux-serve-bench), BIG_MIB (default 512), OLD_OCIMUX,
+SECTIONS=6 (only section 6).
 """
 
 import json
@@ -31,6 +36,7 @@ from bench import MIB, OCIMUX, make_layout, random_file, sh, interleaved, proc_c
 REPS = int(os.environ.get("REPS", "5"))
 WORK = os.environ.get("BENCH_DIR", "/var/tmp/ocimux-serve-bench")
 BIG_MIB = int(os.environ.get("BIG_MIB", "512"))
+OLD_OCIMUX = os.environ.get("OLD_OCIMUX")
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -76,9 +82,9 @@ class Registry:
 
 
 class Serve:
-    def __init__(self, *args):
+    def __init__(self, *args, binary=OCIMUX):
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen([OCIMUX, "-q", "serve", "--listen", "127.0.0.1:0", *args],
+        self.proc = subprocess.Popen([binary, "-q", "serve", "--listen", "127.0.0.1:0", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline().strip()
         if not line.startswith("http://"):
@@ -146,7 +152,18 @@ def registry_version():
     return out.stdout.strip() or "?"
 
 
+def write_config(tmp, srcs, big):
+    cfg = os.path.join(tmp, "serve.toml")
+    with open(cfg, "w") as f:
+        f.write('[[repository]]\nname = "bench/app"\nsources = [%s]\n' % ", ".join(json.dumps(s) for s in srcs))
+        f.write('[[repository]]\nname = "bench/big"\nsources = [%s]\n' % json.dumps(big))
+    return cfg
+
+
 def run_sections(tmp, srcs, big):
+    if os.environ.get("SECTIONS") == "6":  # only this build vs OLD_OCIMUX
+        builds_section(write_config(tmp, srcs, big))
+        return
     # The same images in the registry, byte for byte (an export of the
     # composition, pushed with --preserve-digests), then served read-only.
     exported = os.path.join(tmp, "exported")
@@ -160,10 +177,7 @@ def run_sections(tmp, srcs, big):
        f"oci:{big}", f"docker://{r.host}/bench/big:latest")
     r.stop()
     reg = Registry(reg_root, readonly=True)
-    cfg = os.path.join(tmp, "serve.toml")
-    with open(cfg, "w") as f:
-        f.write('[[repository]]\nname = "bench/app"\nsources = [%s]\n' % ", ".join(json.dumps(s) for s in srcs))
-        f.write('[[repository]]\nname = "bench/big"\nsources = [%s]\n' % json.dumps(big))
+    cfg = write_config(tmp, srcs, big)
     ours = Serve("--config", cfg)
     hosts = {"ocimux serve": ours.host, "docker-registry": reg.host}
     try:
@@ -176,6 +190,38 @@ def run_sections(tmp, srcs, big):
         ours.stop()
         reg.stop()
     ready_section(tmp, srcs, cfg)
+    if OLD_OCIMUX:
+        builds_section(cfg)
+
+
+def builds_section(cfg):
+    """This build's serve beside OLD_OCIMUX's, plain and --verify (hashed once
+    before the runs, so each run reads under a held proof)."""
+    servers = {
+        "this build": Serve("--config", cfg),
+        "previous build": Serve("--config", cfg, binary=OLD_OCIMUX),
+        "this build --verify": Serve("--verify", "--config", cfg),
+        "previous build --verify": Serve("--verify", "--config", cfg, binary=OLD_OCIMUX),
+    }
+    try:
+        hosts = {v: s.host for v, s in servers.items()}
+        digest = blob_digest(hosts["this build"], "bench/big")
+        for v in hosts:
+            parallel_gets(hosts[v], digest, 1)
+        m = interleaved(list(hosts), lambda v: parallel_gets(hosts[v], digest, 16), reps=REPS, rotate=True)
+        mib_s = {v: 16 * BIG_MIB / t for v, t in m.items()}
+        heads = interleaved(list(hosts), lambda v: head_rate(hosts[v]), reps=REPS, rotate=True)
+        rows = []
+        for mode in ("", " --verify"):
+            new, old = f"this build{mode}", f"previous build{mode}"
+            rows.append([f"16 GETs, MiB/s{mode}", fmt(mib_s[new], 0), fmt(mib_s[old], 0),
+                         fmt(mib_s[new] / mib_s[old])])
+            rows.append([f"manifest HEADs/s{mode}", fmt(heads[new], 0), fmt(heads[old], 0),
+                         fmt(heads[new] / heads[old])])
+        table(f"6. this build vs {OLD_OCIMUX} (median)", ["", "this build", "previous", "ratio"], rows)
+    finally:
+        for s in servers.values():
+            s.stop()
 
 
 def copy_section(tmp, hosts, exported):
@@ -229,19 +275,20 @@ def throughput_section(hosts, digest):
             fmt(mib_s["ocimux serve"] / mib_s["docker-registry"])]])
 
 
-def heads_section(hosts):
+def head_rate(host):
     # ab, not wrk: wrk's parser waits for a HEAD response's Content-Length
     # bytes and measured 0 requests against both servers.
-    def rate(v):
-        out = sh("ab", "-q", "-k", "-i", "-c", "8", "-n", "20000", "-H", f"Accept: {OCI_INDEX}",
-                 f"http://{hosts[v]}/v2/bench/app/manifests/latest").stdout
-        failed = [l for l in out.splitlines() if l.startswith(("Failed requests:", "Non-2xx"))]
-        if any(l.split(":")[1].strip() != "0" for l in failed):
-            sys.exit(f"bench: {v}: {failed}")
-        line = [l for l in out.splitlines() if l.startswith("Requests per second:")][0]
-        return float(line.split()[3])
+    out = sh("ab", "-q", "-k", "-i", "-c", "8", "-n", "20000", "-H", f"Accept: {OCI_INDEX}",
+             f"http://{host}/v2/bench/app/manifests/latest").stdout
+    failed = [l for l in out.splitlines() if l.startswith(("Failed requests:", "Non-2xx"))]
+    if any(l.split(":")[1].strip() != "0" for l in failed):
+        sys.exit(f"bench: {host}: {failed}")
+    line = [l for l in out.splitlines() if l.startswith("Requests per second:")][0]
+    return float(line.split()[3])
 
-    m = interleaved(list(hosts), rate, reps=REPS, rotate=True)
+
+def heads_section(hosts):
+    m = interleaved(list(hosts), lambda v: head_rate(hosts[v]), reps=REPS, rotate=True)
     table("3. manifest HEADs by tag per second, keep-alive, ab -k -c8 (median)",
           ["ocimux serve", "docker-registry", "ratio"],
           [[fmt(m["ocimux serve"], 0), fmt(m["docker-registry"], 0),

@@ -15,9 +15,9 @@
 //! [`LEASE_SIGNAL`], blocked in every thread from the start of `main`
 //! ([`block_signal`]) and taken by one thread ([`Registry`]), which marks
 //! the lease broken and releases it at once, so the writer is not kept
-//! waiting for the break timeout. At most [`MAX_LEASES`] are held (each
-//! holds an fd); past that the oldest is released, and its version is
-//! hashed again at its next open.
+//! waiting for the break timeout. At most a quarter of the open-file limit
+//! (and [`MAX_LEASES`]) are held, each holding an fd; past that the oldest
+//! is released, and its version is hashed again at its next open.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -41,8 +41,20 @@ struct OwnerEx {
 /// signal is sent to it alone.
 static LISTENER: AtomicI32 = AtomicI32::new(0);
 
-/// Most leases held at once.
-pub const MAX_LEASES: usize = 1024;
+/// Most leases held at once, whatever the open-file limit.
+pub const MAX_LEASES: usize = 65_536;
+
+/// Most leases held at once here: a quarter of the open-file limit (each
+/// holds an fd), within 64 and [`MAX_LEASES`]. Read once, after the
+/// daemon raised its limit.
+fn max_leases() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft);
+        usize::try_from(soft / 4).unwrap_or(MAX_LEASES).clamp(64, MAX_LEASES)
+    })
+}
 
 /// The signal a lease break is told by: the second real-time signal for
 /// applications (glibc keeps the first ones).
@@ -174,7 +186,7 @@ impl Registry {
             held.by_fd.insert(fd, lease.clone());
             held.order.push_back(Arc::downgrade(&lease));
             let mut evicted = Vec::new();
-            while held.by_fd.len() > MAX_LEASES {
+            while held.by_fd.len() > max_leases() {
                 match held.order.pop_front().and_then(|w| w.upgrade()) {
                     Some(old) => {
                         held.by_fd.remove(&old.fd());
