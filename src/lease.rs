@@ -52,7 +52,9 @@ fn max_leases() -> usize {
     *MAX.get_or_init(|| {
         let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map_or(1024, |(soft, _)| soft);
-        usize::try_from(soft / 4).unwrap_or(MAX_LEASES).clamp(64, MAX_LEASES)
+        usize::try_from(soft / 4)
+            .unwrap_or(MAX_LEASES)
+            .clamp(64, MAX_LEASES)
     })
 }
 

@@ -105,18 +105,54 @@ pub fn publishers(blob: &Blob) -> &Publishers {
 /// the file's group, else by the group or other bits (they may be in the
 /// file's group too), and by the owner bits if one owns it.
 fn all_may_read(readers: &Readers, blob: &Blob, uid: u32, gid: u32, mode: u32) -> bool {
-    let who = publishers(blob);
+    who_may_not_read(readers, publishers(blob), uid, gid, mode).is_none()
+}
+
+/// The first publisher of `who` who may not read a file of `uid`, `gid`
+/// and read bits `mode`, said for a message.
+fn who_may_not_read(
+    readers: &Readers,
+    who: &Publishers,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+) -> Option<String> {
     let all_bits = |need: u32| mode & need == need;
-    !who.users.is_empty()
-        && who
-            .users
-            .iter()
-            .all(|p| readers.of(*p).may_read(uid, gid, mode))
-        && who
-            .groups
-            .iter()
-            .all(|g| all_bits(if *g == gid { 0o440 } else { 0o444 }))
-        && (!who.anyone || all_bits(0o444))
+    if who.users.is_empty() {
+        return Some("no owner is known".to_owned());
+    }
+    if let Some(u) = who
+        .users
+        .iter()
+        .find(|p| !readers.of(**p).may_read(uid, gid, mode))
+    {
+        return Some(format!(
+            "uid {u} (who owns its source, a symlink followed to it or a directory on its path) \
+             may not read it"
+        ));
+    }
+    if let Some(g) = who
+        .groups
+        .iter()
+        .find(|g| !all_bits(if **g == gid { 0o440 } else { 0o444 }))
+    {
+        return Some(format!(
+            "group {g} may write a directory on its path, and some of its members may not read it"
+        ));
+    }
+    if who.anyone && !all_bits(0o444) {
+        return Some(
+            "anyone may write a directory on its path, and some users may not read it".into(),
+        );
+    }
+    None
+}
+
+/// Why `blob`, as recorded, is not its publishers' to publish, said for a
+/// message (`None`: it is theirs).
+pub fn refusal(readers: &Readers, blob: &Blob) -> Option<String> {
+    let Access { uid, gid, mode, .. } = blob.access;
+    who_may_not_read(readers, publishers(blob), uid, gid, u32::from(mode))
 }
 
 /// Whether `blob`, as its snapshot recorded it, is its publishers' to publish.

@@ -207,10 +207,9 @@ impl Registry {
     /// The first blob of `comp` that is not its publishers' to publish
     /// (what it is, for refusing by name).
     pub fn unpublishable_in(&self, comp: &crate::index::Composition) -> Option<String> {
-        comp.blobs
-            .iter()
-            .find(|b| !access::recorded(&self.readers, b))
-            .map(|b| b.describe())
+        comp.blobs.iter().find_map(|b| {
+            access::refusal(&self.readers, b).map(|why| format!("{}: {why}", b.describe()))
+        })
     }
 
     /// Takes out of `comp` every referrer that brings a blob its publishers
@@ -225,8 +224,10 @@ impl Registry {
         let bad: HashMap<&Digest, String> = comp
             .blobs
             .iter()
-            .filter(|b| !access::recorded(&self.readers, b))
-            .map(|b| (&b.digest, b.describe()))
+            .filter_map(|b| {
+                let why = access::refusal(&self.readers, b)?;
+                Some((&b.digest, format!("{}: {why}", b.describe())))
+            })
             .collect();
         let mut gone: HashSet<Digest> = HashSet::new();
         let mut dropped: Vec<(Digest, String)> = Vec::new();
@@ -257,8 +258,10 @@ impl Registry {
         let current = snapshots.current();
         let blobs = current.blobs().map(|(_, b)| b);
         blobs
-            .filter(|b| !access::recorded(&self.readers, b))
-            .map(|b| b.describe())
+            .filter_map(|b| {
+                let why = access::refusal(&self.readers, b)?;
+                Some(format!("{}: {why}", b.describe()))
+            })
             .collect()
     }
 
@@ -510,9 +513,9 @@ impl Registry {
     /// under `--verify` or when its file was replaced since the snapshot
     /// (with `defer`, a hash not made yet is [`Refusal::Unproven`]).
     fn open(&self, repo: &Repository, blob: &Blob, defer: bool) -> Result<FileRange, Refusal> {
-        if !access::recorded(&self.readers, blob) {
+        if let Some(why) = access::refusal(&self.readers, blob) {
             log::warn!(
-                "{}: not served: its source's owner may not read it",
+                "{}: not served: {why}",
                 crate::error::printable(&blob.describe())
             );
             return Err(Refusal::Unknown);

@@ -101,10 +101,8 @@ pub enum ServeError {
         /// Why.
         err: Box<crate::Error>,
     },
-    /// A blob its source's owner may not read.
-    #[error(
-        "repository {repo:?}: {what}: its source's owner may not read it, so it is not published"
-    )]
+    /// A blob someone who had a say in its path may not read.
+    #[error("repository {repo:?}: {what}, so it is not published")]
     Unpublishable {
         /// The repository.
         repo: String,
@@ -230,8 +228,7 @@ pub(crate) fn set_tag(
     })?;
     for (referrer, what) in registry.drop_unpublishable_referrers(&mut comp) {
         log::warn!(
-            "repository {:?}: referrer {referrer}: {}: its source's owner may not read it; \
-             the referrer is not served",
+            "repository {:?}: referrer {referrer}: {}; the referrer is not served",
             r.name,
             crate::error::printable(&what)
         );
@@ -266,7 +263,7 @@ pub(crate) fn set_tag(
                 drop(last);
                 for what in reg.unpublishable_now(&watched) {
                     log::warn!(
-                        "repository {name:?}: {}: its source's owner may not read it; not served",
+                        "repository {name:?}: {}; not served",
                         crate::error::printable(&what)
                     );
                 }

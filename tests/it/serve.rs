@@ -1792,7 +1792,7 @@ fn the_yocto_mode_serves_every_image_and_picks_up_new_ones() {
     fs::create_dir_all(build.join("tmp/deploy/images/qemuarm64/half-qemuarm64-latest-oci"))
         .unwrap();
     let server = Server::start(&["--yocto", s(&build)]);
-    let refused = format!("{}: its source's owner may not read it", planted.display());
+    let refused = format!("{}: uid 65534 (who owns its source", planted.display());
     wait_for(
         "the planted file to be refused by name",
         Duration::from_secs(10),
@@ -2332,6 +2332,11 @@ fn whoever_chose_the_name_must_be_able_to_read_it() {
     assert!(
         refused(&private.root),
         "group 4242 could have renamed it there"
+    );
+    let err = String::from_utf8_lossy(&serve_once(&private.root).stderr).into_owned();
+    assert!(
+        err.contains("group 4242 may write a directory on its path"),
+        "{err}"
     );
     chmod(&deploy, 0o1777);
     assert!(!refused(&private.root), "sticky: only its owner could have");
