@@ -18,10 +18,31 @@ use std::path::{Component, Path, PathBuf};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
-use crate::confine::OpenError;
-
 /// Symlinks followed in one walk at most, as the kernel's limit.
 pub(crate) const MAX_HOPS: usize = 40;
+
+/// Why a file of a source was not opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Nothing has that name.
+    #[error("does not exist")]
+    Missing,
+    /// The name resolves outside the source (a symlink leaving it), or through
+    /// a symlink where symlinks cannot be followed safely.
+    #[error("a symbolic link leads outside the source")]
+    Escapes,
+    /// It exists but is not a regular file.
+    #[error("is a {0}, not a regular file")]
+    NotRegular(&'static str),
+    /// The source resolves into an ocimux mount (this one or another).
+    #[error(
+        "is inside an ocimux mount ({0}); a mount cannot serve its own or another mount's files"
+    )]
+    OcimuxMount(String),
+    /// Any other failure.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// Search permission of one directory on the way to a file.
 /// `mode` is the directory's mode with its ACL folded in (see `acl`).

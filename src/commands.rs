@@ -7,12 +7,12 @@ use std::time::Duration;
 use clap::CommandFactory;
 
 use crate::cli::{Command, ExportArgs, ExportFormat, IndexArgs, LinkArg, MountArgs, ServeArgs};
+use crate::failure::Failure;
 use ocimux::Error;
 use ocimux::daemon::{self, MountConfig, MountOptions, Run, Served};
 use ocimux::error::printable;
 use ocimux::export::{ExportOptions, Format, LinkMode};
 use ocimux::index::Composition;
-use ocimux::lifecycle::Failure;
 use ocimux::plan::Plan;
 use ocimux::{check, inspect};
 

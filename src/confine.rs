@@ -34,28 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{Mode, SFlag};
 
-/// Why a file of a source was not opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// Nothing has that name.
-    #[error("does not exist")]
-    Missing,
-    /// The name resolves outside the source (a symlink leaving it), or through
-    /// a symlink where symlinks cannot be followed safely.
-    #[error("a symbolic link leads outside the source")]
-    Escapes,
-    /// It exists but is not a regular file.
-    #[error("is a {0}, not a regular file")]
-    NotRegular(&'static str),
-    /// The source resolves into an ocimux mount (this one or another).
-    #[error(
-        "is inside an ocimux mount ({0}); a mount cannot serve its own or another mount's files"
-    )]
-    OcimuxMount(String),
-    /// Any other failure.
-    #[error("{0}")]
-    Io(#[from] io::Error),
-}
+pub use crate::chain::OpenError;
 
 /// What must stay the same for a file to keep the bytes it had: device,
 /// inode, size, and modification and change times (nanoseconds). A rewrite in

@@ -20,24 +20,20 @@ use nix::unistd::{ForkResult, Pid};
 use crate::fs::{FsOptions, OciFs};
 use crate::generations::{Generations, Invalidation};
 use crate::index::Composition;
-use crate::lifecycle::{exit, stop_signals, unmount_own_mount};
+use crate::lifecycle::{exit, stop_signals};
 use crate::mountpoint::Mountpoint;
+use crate::ownmount::unmount_own as unmount_own_mount;
 use crate::plan::Plan;
 
 /// Why mounting or unmounting failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    /// The mountpoint cannot be used.
-    #[error("mountpoint {path}: {why}")]
-    Mountpoint {
-        /// The mountpoint as given.
-        path: PathBuf,
-        /// Why it is refused.
-        why: crate::mountpoint::MountpointProblem,
-    },
+    /// The mountpoint cannot be used, or unmounting failed.
+    #[error(transparent)]
+    Mountpoint(#[from] crate::mountpoint::MountpointError),
     /// A `-o` option is unknown or conflicts.
     #[error("mount option {0}")]
-    Option(crate::options::OptionProblem),
+    Option(#[from] crate::options::OptionProblem),
     /// The kernel or fusermount refused the mount.
     #[error("mounting {path}: {err}")]
     Mount {
@@ -69,17 +65,6 @@ pub enum MountError {
     /// The detached daemon reported a failure or died.
     #[error("{0}")]
     Daemon(DaemonFailure),
-    /// `umount` of something that is not an ocimux mount.
-    #[error("{0} is not an ocimux mount")]
-    NotOurs(PathBuf),
-    /// Unmounting failed.
-    #[error("unmounting {path}: {why}")]
-    Unmount {
-        /// The mountpoint.
-        path: PathBuf,
-        /// Why.
-        why: Box<crate::mountpoint::UmountFailure>,
-    },
     /// Other I/O around the mount (pipes, log file, signals).
     #[error("{what}: {err}")]
     Io {
@@ -486,6 +471,18 @@ fn start(
         log::info!("--static: sources are not watched");
     }
     Ok((session, handshake))
+}
+
+impl crate::lifecycle::ExitStatus for MountError {
+    fn exit_code(&self) -> u8 {
+        use crate::lifecycle::exit;
+        use MountError as E;
+        match self {
+            E::Option(_) | E::LogFile { .. } => exit::BAD_INPUT,
+            E::Mountpoint(e) => e.exit_code(),
+            E::Mount { .. } | E::NoFuseDevice { .. } | E::Daemon(_) | E::Io { .. } => exit::MOUNT,
+        }
+    }
 }
 
 /// Whether this user may open `/dev/fuse` for reading and writing; why not.

@@ -70,7 +70,7 @@ fn stop(own: Identity, drain: &Drain) {
     while drain.open_files() > 0 {
         std::thread::sleep(DRAIN_POLL);
     }
-    let aborted = crate::mountpoint::abort_fuse_connection(own.connection());
+    let aborted = crate::ownmount::abort_fuse_connection(own.connection());
     log::info!("stopped: {aborted}");
     std::thread::sleep(EXIT_WAIT);
     // The session did not end (no fusectl to abort through): end here.

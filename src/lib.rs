@@ -20,13 +20,15 @@
 //!   bytes unseen);
 //! - `handles`: what open files hold and how their bytes are read (no FUSE types);
 //! - `fs`: the thin `fuser` adapter that answers kernel requests from a snapshot;
-//! - [`lifecycle`]: exit codes, stop signals, a daemon taking its own mount
-//!   down, shared by every process;
+//! - [`lifecycle`]: exit codes (each error type gives its own), stop signals,
+//!   the open-file limit, shared by every process; nothing here names a front
+//!   end (the binary's `Failure` does);
 //! - [`daemon`]: running a mount, detaching and signals; [`options`]: the
 //!   `-o` options; [`mountpoint`]: claiming, unmounting only our own mount,
 //!   the watchdog that outlives a killed daemon; `attach`: root's mount on
 //!   the claimed directory's fd; `ownmount`: a mount known by what only its
-//!   daemon holds, unmounted through the directory it is in; `gone`: the
+//!   daemon holds, unmounted through the directory it is in (and the
+//!   fusermount3 and fusectl paths); `gone`: the
 //!   service stops in every namespace once the mount leaves the daemon's;
 //!   [`scoped`]: `mount … -- CMD`; [`fstab`]: the mount(8) command line;
 //! - [`serve`]: the same snapshots over the OCI distribution API (pull side);

@@ -13,6 +13,7 @@ use ocimux::fstab;
 
 mod cli;
 mod commands;
+mod failure;
 mod logging;
 
 use cli::{Cli, Command};

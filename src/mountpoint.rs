@@ -23,14 +23,47 @@ use std::os::fd::AsRawFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::daemon::MountError;
+use crate::lifecycle::process_alive;
 use crate::mountinfo::{self, MountEntry};
-use crate::ownmount::{Held, IDENTITY_BYTES, Identity};
+use crate::ownmount::{Abort, Held, IDENTITY_BYTES, Identity, UnmountError, abort_fuse_connection};
+
+/// Why a mountpoint was refused, or an unmount failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountpointError {
+    /// The mountpoint cannot be used.
+    #[error("mountpoint {path}: {why}")]
+    Mountpoint {
+        /// The mountpoint as given.
+        path: PathBuf,
+        /// Why it is refused.
+        why: MountpointProblem,
+    },
+    /// `umount` of something that is not an ocimux mount.
+    #[error("{0} is not an ocimux mount")]
+    NotOurs(PathBuf),
+    /// Unmounting failed.
+    #[error("unmounting {path}: {why}")]
+    Unmount {
+        /// The mountpoint.
+        path: PathBuf,
+        /// Why.
+        why: Box<UmountFailure>,
+    },
+}
+
+impl crate::lifecycle::ExitStatus for MountpointError {
+    fn exit_code(&self) -> u8 {
+        use crate::lifecycle::exit;
+        match self {
+            MountpointError::Mountpoint { .. } => exit::MOUNT,
+            MountpointError::NotOurs(_) | MountpointError::Unmount { .. } => exit::UMOUNT,
+        }
+    }
+}
 
 /// Why a mountpoint is refused.
 #[derive(Debug, thiserror::Error)]
@@ -53,43 +86,6 @@ pub enum MountpointProblem {
     /// Opening or reading it failed.
     #[error("{0}")]
     Io(#[source] io::Error),
-}
-
-/// Why an unmount did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum UnmountError {
-    /// `/proc/self/mountinfo` could not be read.
-    #[error("reading mountinfo: {0}")]
-    Mountinfo(#[source] io::Error),
-    /// The kernel refused (busy, permission …).
-    #[error("{}", .0.desc())]
-    Refused(#[source] nix::errno::Errno),
-    /// The unprivileged helper failed; what it said.
-    #[error("{helper}: {stderr}")]
-    Helper {
-        /// fusermount3 or fusermount.
-        helper: &'static str,
-        /// Its error output.
-        stderr: String,
-    },
-    /// The helper could not be run.
-    #[error("running {helper}: {err}")]
-    HelperIo {
-        /// fusermount3 or fusermount.
-        helper: &'static str,
-        /// Why.
-        #[source]
-        err: io::Error,
-    },
-    /// Neither helper is installed.
-    #[error("neither fusermount3 nor fusermount found")]
-    NoHelper,
-    /// The directory a mount is in could not be opened as checked.
-    #[error("{0}")]
-    Locate(#[source] io::Error),
-    /// A disconnected mount that is not a dead ocimux mount.
-    #[error("Transport endpoint is not connected (not a dead ocimux mount)")]
-    NotDead,
 }
 
 /// Why `ocimux umount` failed.
@@ -127,28 +123,6 @@ pub enum UmountFailure {
     },
 }
 
-/// What aborting a FUSE connection did.
-#[derive(Debug, thiserror::Error)]
-pub enum Abort {
-    /// Done, through this control file.
-    #[error("aborted its FUSE connection ({0})")]
-    Aborted(String),
-    /// Mountinfo does not say which connection it is.
-    #[error("its FUSE connection is unknown")]
-    Unknown,
-    /// The connection had already ended.
-    #[error("its FUSE connection {0} is already gone")]
-    Gone(u32),
-    /// Writing the control file failed.
-    #[error("could not abort its FUSE connection ({path}: {err})")]
-    Failed {
-        /// The control file.
-        path: String,
-        /// Why.
-        err: io::Error,
-    },
-}
-
 /// What detaching a hung mount did.
 #[derive(Debug, thiserror::Error)]
 pub enum Detach {
@@ -174,13 +148,13 @@ const CLAIM_WAIT: Duration = Duration::from_secs(10);
 
 /// Checks that `path` is an existing, empty directory that nothing else is
 /// mounting, and locks it. A dead ocimux mount there is unmounted first.
-pub fn claim(path: &Path) -> Result<Mountpoint, MountError> {
+pub fn claim(path: &Path) -> Result<Mountpoint, MountpointError> {
     claim_within(path, CLAIM_WAIT)
 }
 
 /// [`claim`], waiting at most `wait` for another claim of the directory.
-fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountError> {
-    let refuse = |why: MountpointProblem| MountError::Mountpoint {
+fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountpointError> {
+    let refuse = |why: MountpointProblem| MountpointError::Mountpoint {
         path: path.to_owned(),
         why,
     };
@@ -276,46 +250,21 @@ fn clean_dead(path: &Path) -> Result<(), UnmountError> {
 /// How long a mount is given to say it is dead (it answers at once if so).
 const DEAD_PROBE: Duration = Duration::from_secs(1);
 
-/// Unprivileged unmount goes through the setuid helper, as for any FUSE
-/// mount (it checks itself that the mount is the user's FUSE mount).
-pub(crate) fn fusermount_u(path: &Path, lazy: bool) -> Result<(), UnmountError> {
-    let mut last = UnmountError::NoHelper;
-    for helper in ["fusermount3", "fusermount"] {
-        let mut cmd = Command::new(helper);
-        cmd.arg("-u");
-        if lazy {
-            cmd.arg("-z");
-        }
-        match cmd.arg("--").arg(path).output() {
-            Ok(out) if out.status.success() => return Ok(()),
-            Ok(out) => {
-                last = UnmountError::Helper {
-                    helper,
-                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(err) => last = UnmountError::HelperIo { helper, err },
-        }
-    }
-    Err(last)
-}
-
 /// `ocimux umount`: unmounts the ocimux mount at `path` and waits up to
 /// `timeout` for its daemon to exit. A daemon that does not exit (hung,
 /// stopped) has its FUSE connection aborted, and that is an error. A lazy
 /// unmount detaches at once and does not wait: the daemon keeps serving
 /// open files until they are closed, then exits. A dead mount (its daemon
 /// gone) is removed.
-pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountError> {
-    let fail = |why: UmountFailure| MountError::Unmount {
+pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), MountpointError> {
+    let fail = |why: UmountFailure| MountpointError::Unmount {
         path: path.to_owned(),
         why: Box::new(why),
     };
     // Nothing here reads through the mount: its daemon may be dead or hung.
     let held = held_at(path).map_err(|e| fail(UmountFailure::Locate(e)))?;
     let Some((held, pid)) = held.and_then(|h| h.entry.ocimux_pid().map(|p| (h, p))) else {
-        return Err(MountError::NotOurs(path.to_owned()));
+        return Err(MountpointError::NotOurs(path.to_owned()));
     };
     // The pid in the mount's source is what it claims: it is only waited
     // for, never signalled. Everything else acts on the held mount.
@@ -377,42 +326,6 @@ fn abort_connection(entry: &MountEntry) -> Abort {
     entry
         .fuse_connection()
         .map_or(Abort::Unknown, abort_fuse_connection)
-}
-
-/// Aborts FUSE connection `n`, mounting fusectl first where it is missing.
-pub fn abort_fuse_connection(n: u32) -> Abort {
-    let dir = Path::new("/sys/fs/fuse/connections");
-    let path = dir.join(n.to_string()).join("abort");
-    // fusectl is not always mounted (containers): mount it where it belongs.
-    if !path.exists() && fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()) {
-        let mounted = nix::mount::mount(
-            Some("fusectl"),
-            dir,
-            Some("fusectl"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        );
-        if let Err(e) = mounted {
-            log::info!("mounting fusectl on {}: {e}", dir.display());
-        }
-    }
-    let path = path.display().to_string();
-    match fs::write(&path, "1") {
-        Ok(()) => Abort::Aborted(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Abort::Gone(n),
-        Err(err) => Abort::Failed { path, err },
-    }
-}
-
-/// Whether `pid` still runs (a zombie has finished: it only awaits its parent).
-pub fn process_alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which is in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 /// Closes every fd above stderr but `keep`: the watchdog must hold nothing

@@ -3,8 +3,6 @@
 
 use fuser::{Config, MountOption, SessionACL};
 
-use crate::daemon::MountError;
-
 /// Why a `-o` value is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OptionProblem {
@@ -65,7 +63,7 @@ pub struct MountOptions {
 
 impl MountOptions {
     /// Parses comma-separated `-o` values (each `-o` may hold several).
-    pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Self, MountError> {
+    pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Self, OptionProblem> {
         let (mut other, mut root, mut auto_unmount) = (false, false, false);
         let mut o = MountOptions::default();
         for opt in values
@@ -82,18 +80,16 @@ impl MountOptions {
                 "allow_root" => root = true,
                 "default_permissions" => o.permissions_asked = true,
                 "auto_unmount" => auto_unmount = true,
-                "rw" => return Err(MountError::Option(OptionProblem::ReadWrite)),
+                "rw" => return Err(OptionProblem::ReadWrite),
                 other => {
-                    return Err(MountError::Option(OptionProblem::Unsupported(
-                        other.to_owned(),
-                    )));
+                    return Err(OptionProblem::Unsupported(other.to_owned()));
                 }
             }
         }
         o.sharing = match (other, root, auto_unmount) {
-            (true, true, _) => return Err(MountError::Option(OptionProblem::OtherAndRoot)),
+            (true, true, _) => return Err(OptionProblem::OtherAndRoot),
             (false, false, true) => {
-                return Err(MountError::Option(OptionProblem::AutoUnmountAlone));
+                return Err(OptionProblem::AutoUnmountAlone);
             }
             (true, false, auto_unmount) => Sharing::Everyone { auto_unmount },
             (false, true, auto_unmount) => Sharing::Root { auto_unmount },

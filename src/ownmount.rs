@@ -17,15 +17,16 @@
 //! fusermount3, which unmounts only the caller's own FUSE mounts.
 
 use std::ffi::{CStr, CString};
+use std::fs;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::mountinfo::{self, MountEntry};
-use crate::mountpoint::UnmountError;
 
 /// A mount, by what no other mount can share while it exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +165,15 @@ pub fn own() -> Option<Identity> {
     OWN.get().copied()
 }
 
+/// Takes this daemon's own mount down: unmounted if it is not busy, else
+/// detached (a stop means stop); `Ok(false)` when there is none to take.
+pub fn unmount_own() -> Result<bool, UnmountError> {
+    let Some(own) = own() else {
+        return Ok(false);
+    };
+    own.unmount(false).or_else(|_| own.unmount(true))
+}
+
 /// `major:minor`, as mountinfo writes a device.
 fn dev_string((major, minor): (u32, u32)) -> String {
     format!("{major}:{minor}")
@@ -263,9 +273,7 @@ impl Held {
         }
         match nix::mount::umount2(&self.path(), flags) {
             Ok(()) => Ok(()),
-            Err(nix::errno::Errno::EPERM) => {
-                crate::mountpoint::fusermount_u(&self.entry.mountpoint, lazy)
-            }
+            Err(nix::errno::Errno::EPERM) => fusermount_u(&self.entry.mountpoint, lazy),
             Err(e) => Err(UnmountError::Refused(e)),
         }
     }
@@ -298,6 +306,115 @@ impl Held {
     /// Whether its daemon answers within `wait` (whatever it answers).
     pub fn answers(&self, wait: Duration) -> bool {
         self.ask(wait).is_some()
+    }
+}
+
+/// Why an unmount did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UnmountError {
+    /// `/proc/self/mountinfo` could not be read.
+    #[error("reading mountinfo: {0}")]
+    Mountinfo(#[source] io::Error),
+    /// The kernel refused (busy, permission …).
+    #[error("{}", .0.desc())]
+    Refused(#[source] nix::errno::Errno),
+    /// The unprivileged helper failed; what it said.
+    #[error("{helper}: {stderr}")]
+    Helper {
+        /// fusermount3 or fusermount.
+        helper: &'static str,
+        /// Its error output.
+        stderr: String,
+    },
+    /// The helper could not be run.
+    #[error("running {helper}: {err}")]
+    HelperIo {
+        /// fusermount3 or fusermount.
+        helper: &'static str,
+        /// Why.
+        #[source]
+        err: io::Error,
+    },
+    /// Neither helper is installed.
+    #[error("neither fusermount3 nor fusermount found")]
+    NoHelper,
+    /// The directory a mount is in could not be opened as checked.
+    #[error("{0}")]
+    Locate(#[source] io::Error),
+    /// A disconnected mount that is not a dead ocimux mount.
+    #[error("Transport endpoint is not connected (not a dead ocimux mount)")]
+    NotDead,
+}
+
+/// What aborting a FUSE connection did.
+#[derive(Debug, thiserror::Error)]
+pub enum Abort {
+    /// Done, through this control file.
+    #[error("aborted its FUSE connection ({0})")]
+    Aborted(String),
+    /// Mountinfo does not say which connection it is.
+    #[error("its FUSE connection is unknown")]
+    Unknown,
+    /// The connection had already ended.
+    #[error("its FUSE connection {0} is already gone")]
+    Gone(u32),
+    /// Writing the control file failed.
+    #[error("could not abort its FUSE connection ({path}: {err})")]
+    Failed {
+        /// The control file.
+        path: String,
+        /// Why.
+        err: io::Error,
+    },
+}
+
+/// Unprivileged unmount goes through the setuid helper, as for any FUSE
+/// mount (it checks itself that the mount is the user's FUSE mount).
+pub(crate) fn fusermount_u(path: &Path, lazy: bool) -> Result<(), UnmountError> {
+    let mut last = UnmountError::NoHelper;
+    for helper in ["fusermount3", "fusermount"] {
+        let mut cmd = Command::new(helper);
+        cmd.arg("-u");
+        if lazy {
+            cmd.arg("-z");
+        }
+        match cmd.arg("--").arg(path).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                last = UnmountError::Helper {
+                    helper,
+                    stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => last = UnmountError::HelperIo { helper, err },
+        }
+    }
+    Err(last)
+}
+
+/// Aborts FUSE connection `n`, mounting fusectl first where it is missing.
+pub fn abort_fuse_connection(n: u32) -> Abort {
+    let dir = Path::new("/sys/fs/fuse/connections");
+    let path = dir.join(n.to_string()).join("abort");
+    // fusectl is not always mounted (containers): mount it where it belongs.
+    if !path.exists() && fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()) {
+        let mounted = nix::mount::mount(
+            Some("fusectl"),
+            dir,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+        if let Err(e) = mounted {
+            log::info!("mounting fusectl on {}: {e}", dir.display());
+        }
+    }
+    let path = path.display().to_string();
+    match fs::write(&path, "1") {
+        Ok(()) => Abort::Aborted(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Abort::Gone(n),
+        Err(err) => Abort::Failed { path, err },
     }
 }
 

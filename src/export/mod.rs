@@ -484,3 +484,13 @@ fn copy_range_to(range: &FileRange, out: &mut File) -> io::Result<()> {
     }
     Ok(())
 }
+impl crate::lifecycle::ExitStatus for ExportError {
+    fn exit_code(&self) -> u8 {
+        use crate::lifecycle::exit;
+        use ExportError as E;
+        match self {
+            E::Exists(_) | E::Overlaps { .. } => exit::BAD_INPUT,
+            E::Blob { .. } | E::Io { .. } => exit::OTHER,
+        }
+    }
+}

@@ -9,7 +9,7 @@ use crate::common::*;
 use ocimux::testutil::LayoutBuilder;
 
 fn alive(pid: i32) -> bool {
-    ocimux::mountpoint::process_alive(pid)
+    ocimux::lifecycle::process_alive(pid)
 }
 
 /// A one-image layout mounted, and its daemon's pid.

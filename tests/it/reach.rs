@@ -68,7 +68,7 @@ fn mount_8_and_fstab_lines_mount_and_umount_8_unmounts() {
     run(Command::new("umount").arg(&mnt));
     assert!(!is_mounted(&mnt));
     wait_for("the daemon to exit", Duration::from_secs(10), || {
-        !ocimux::mountpoint::process_alive(pid)
+        !ocimux::lifecycle::process_alive(pid)
     });
     // The same through an fstab file (mount --fstab), as systemd would.
     let fstab = tmp.path().join("fstab");
@@ -252,7 +252,7 @@ fn a_killed_scoped_mount_does_not_outlive_ocimux() {
         !is_mounted(&mnt)
     });
     wait_for("the daemon to exit", Duration::from_secs(10), || {
-        !ocimux::mountpoint::process_alive(pid)
+        !ocimux::lifecycle::process_alive(pid)
     });
     kill_pid(sleep_pid);
     // With --tmp, the temporary mountpoint goes too.

@@ -164,7 +164,7 @@ fn a_stop_ends_the_service_in_every_namespace() {
             started.elapsed()
         );
         wait_for("the daemon to exit", Duration::from_secs(10), || {
-            !ocimux::mountpoint::process_alive(pid)
+            !ocimux::lifecycle::process_alive(pid)
         });
         assert!(!is_mounted(&mnt));
         std::mem::forget(m);
