@@ -40,50 +40,64 @@
 //! reports what nothing uses.
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 
-pub(crate) mod acl;
-pub(crate) mod attach;
-pub(crate) mod blob;
-pub(crate) mod chain;
-pub mod check;
-pub(crate) mod confine;
-pub mod daemon;
-pub mod digest;
-pub mod document;
+// Folders in the order data flows, each imported only by those after it:
+// the OCI vocabulary, files as a source offers them, the library's errors
+// (which name both), process facts (exit codes, signals), sources,
+// snapshots, blobs, then the front ends. Each module is also reachable by its
+// short name (`crate::digest`, …) through the re-exports below.
+pub mod oci;
+pub mod files;
 pub mod error;
+pub mod process;
+pub mod source;
+pub mod snapshot;
+pub(crate) mod blob;
+pub mod mount;
+pub mod serve;
 pub mod export;
-pub(crate) mod fs;
-pub mod fstab;
+pub mod report;
 #[doc(hidden)]
-pub mod fuzzing;
-pub(crate) mod generations;
-pub(crate) mod gone;
-pub(crate) mod handles;
-pub(crate) mod hashpool;
-pub(crate) mod hex;
-pub mod index;
-pub mod inspect;
-pub(crate) mod layout;
-pub mod lease;
-pub mod lifecycle;
-pub mod mountinfo;
-pub mod mountpoint;
-pub mod options;
-pub(crate) mod ownmount;
-pub mod plan;
-pub mod platform;
-pub(crate) mod readat;
+pub mod testing;
 #[cfg(test)]
 mod reference;
-pub(crate) mod schedule;
-pub mod scoped;
-pub mod serve;
-pub mod source;
-pub(crate) mod staging;
-pub mod tag;
-pub(crate) mod tar;
+
+pub(crate) use blob::hashpool;
+pub(crate) use blob::verify;
+pub(crate) use export::staging;
+pub(crate) use files::acl;
+pub(crate) use files::chain;
+pub(crate) use files::confine;
+pub use files::lease;
+pub use files::mountinfo;
+pub(crate) use files::readat;
+pub(crate) use files::tar;
+pub(crate) use mount::attach;
+pub use mount::daemon;
+pub(crate) use mount::fs;
+pub use mount::fstab;
+pub(crate) use mount::gone;
+pub(crate) use mount::handles;
+pub use mount::mountpoint;
+pub use mount::options;
+pub(crate) use mount::ownmount;
+pub use oci::digest;
+pub use oci::document;
+pub(crate) use oci::hex;
+pub use oci::platform;
+pub use oci::tag;
+pub use process::lifecycle;
+pub use process::scoped;
+pub use report::check;
+pub use report::inspect;
+pub(crate) use snapshot::generations;
+pub use snapshot::index;
+pub(crate) use snapshot::layout;
+pub use snapshot::plan;
+pub(crate) use snapshot::schedule;
+pub(crate) use snapshot::watch;
 #[doc(hidden)]
-pub mod testutil;
-pub(crate) mod verify;
-pub(crate) mod watch;
+pub use testing::fuzzing;
+#[doc(hidden)]
+pub use testing::testutil;
 
 pub use error::{Error, Problem};

@@ -38,6 +38,7 @@ use crate::source::{Blob, Origin};
 use crate::staging::Staging;
 
 mod archive;
+pub(crate) mod staging;
 use archive::{RangeReader, write_archive};
 
 /// What to write.

@@ -4,6 +4,9 @@
 //! with the one positional-read loop and the identity re-checked after every
 //! read.
 
+pub(crate) mod hashpool;
+pub(crate) mod verify;
+
 use std::fs::File;
 use std::sync::Arc;
 
