@@ -203,8 +203,8 @@ pub(crate) struct ServeArgs {
 
 impl IndexArgs {
     /// The library's form of these options.
-    pub(crate) fn to_lib(&self) -> ocimux::plan::IndexArgs {
-        ocimux::plan::IndexArgs {
+    pub(crate) fn to_lib(&self) -> ocimux::snapshot::plan::IndexArgs {
+        ocimux::snapshot::plan::IndexArgs {
             tag: self.tag.clone(),
             ref_name: self.ref_name.clone(),
             annotations: self.annotations.clone(),

@@ -9,12 +9,12 @@ use clap::CommandFactory;
 use crate::cli::{Command, ExportArgs, ExportFormat, IndexArgs, LinkArg, MountArgs, ServeArgs};
 use crate::failure::Failure;
 use ocimux::Error;
-use ocimux::daemon::{self, MountConfig, MountOptions, Run, Served};
 use ocimux::error::printable;
 use ocimux::export::{ExportOptions, Format, LinkMode};
-use ocimux::index::Composition;
-use ocimux::plan::Plan;
-use ocimux::{check, inspect};
+use ocimux::mount::daemon::{self, MountConfig, MountOptions, Run, Served};
+use ocimux::report::{check, inspect};
+use ocimux::snapshot::index::Composition;
+use ocimux::snapshot::plan::Plan;
 
 pub(crate) fn run(command: Command) -> Result<u8, Failure> {
     match command {
@@ -25,7 +25,7 @@ pub(crate) fn run(command: Command) -> Result<u8, Failure> {
             lazy,
             timeout,
         } => {
-            ocimux::mountpoint::umount(&mountpoint, lazy, Duration::from_secs(timeout))?;
+            ocimux::mount::mountpoint::umount(&mountpoint, lazy, Duration::from_secs(timeout))?;
             Ok(0)
         }
         Command::Inspect {
@@ -304,13 +304,13 @@ fn mount(args: MountArgs) -> Result<u8, Failure> {
         }
     };
     if !args.command.is_empty() {
-        ocimux::scoped::block_stop_signals();
+        ocimux::process::scoped::block_stop_signals();
     }
     let mounted = mount_at(&mountpoint, &args, options, plan, comp);
     let result = match mounted {
         Ok(()) if args.command.is_empty() => Ok(0),
         Ok(()) => {
-            let outcome = ocimux::scoped::run(&args.command, &mountpoint);
+            let outcome = ocimux::process::scoped::run(&args.command, &mountpoint);
             unmount_after(&mountpoint).map(|()| outcome.code)
         }
         Err(e) => Err(e),
@@ -327,10 +327,10 @@ fn mount(args: MountArgs) -> Result<u8, Failure> {
 /// is detached lazily.
 fn unmount_after(mountpoint: &std::path::Path) -> Result<(), Failure> {
     let timeout = Duration::from_secs(30);
-    ocimux::mountpoint::umount(mountpoint, false, timeout)
+    ocimux::mount::mountpoint::umount(mountpoint, false, timeout)
         .or_else(|e| {
             log::warn!("{e}; detaching lazily");
-            ocimux::mountpoint::umount(mountpoint, true, timeout)
+            ocimux::mount::mountpoint::umount(mountpoint, true, timeout)
         })
         .map_err(Failure::from)
 }
@@ -342,7 +342,7 @@ fn mount_at(
     plan: Plan,
     comp: Composition,
 ) -> Result<(), Failure> {
-    let claimed = ocimux::mountpoint::claim(mountpoint)?;
+    let claimed = ocimux::mount::mountpoint::claim(mountpoint)?;
     let log_file = match &args.log_file {
         // The daemon moves to `/`: make the path absolute first.
         Some(p) => Some(std::path::absolute(p).map_err(|err| Failure::Setup {

@@ -7,7 +7,7 @@
 
 use std::io;
 
-use crate::confine::OpenError;
+use crate::files::confine::OpenError;
 
 /// A refusal to build the virtual layout from the given inputs.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +85,7 @@ pub enum Problem {
     LayoutVersion(String),
     /// A JSON document does not parse or does not fit the schema.
     #[error("malformed JSON: {0}")]
-    Json(#[source] crate::document::JsonError),
+    Json(#[source] crate::oci::document::JsonError),
     /// A JSON document is larger than the cap.
     #[error("{size} bytes is larger than the {cap}-byte limit for JSON documents")]
     TooLarge {
@@ -140,13 +140,13 @@ pub enum Problem {
     /// A file could not be opened confined to its source (it leaves the
     /// source, is not a regular file, or is inside an ocimux mount).
     #[error("{0}")]
-    Open(#[source] crate::confine::OpenError),
+    Open(#[source] crate::files::confine::OpenError),
     /// An archive member that a layout needs is a hard or symbolic link.
     #[error("is a link in the archive; blobs must be regular members")]
     Link,
     /// A tar archive that cannot be served.
     #[error("{0}")]
-    Archive(#[source] crate::tar::TarError),
+    Archive(#[source] crate::files::tar::TarError),
     /// A blob's size differs from the descriptor that references it.
     #[error("size {actual} differs from descriptor size {expected}")]
     SizeMismatch {
@@ -166,13 +166,13 @@ pub enum Problem {
     MediaType(String),
     /// A document contradicts its descriptor or itself (CVE-2021-41190).
     #[error("ambiguous document: {0}")]
-    Ambiguous(#[source] crate::document::DocError),
+    Ambiguous(#[source] crate::oci::document::DocError),
     /// The image config names no platform and none was given.
     #[error("config has no {0}; give the platform as PLATFORM=PATH (e.g. linux/arm64=PATH)")]
     NoPlatform(&'static str),
     /// A platform value read from the config is unusable.
     #[error("{0}")]
-    BadPlatform(#[source] crate::platform::PlatformError),
+    BadPlatform(#[source] crate::oci::platform::PlatformError),
     /// Media types that a registry would refuse together.
     #[error("refused: {0}")]
     MixedMediaTypes(String),
@@ -232,7 +232,7 @@ pub enum FsError {
     #[error("content hashes to {actual}, not to its name")]
     Corrupt {
         /// What the bytes hash to.
-        actual: crate::digest::Digest,
+        actual: crate::oci::digest::Digest,
     },
     /// The source file cannot be opened confined to its source any more.
     #[error("{0}")]

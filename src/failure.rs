@@ -3,7 +3,7 @@
 //! the code with a match. It lives in the binary: it names every front end,
 //! and nothing in the library needs to.
 
-use ocimux::lifecycle::{ExitStatus, exit};
+use ocimux::process::lifecycle::{ExitStatus, exit};
 
 /// Every way a command can fail, each with its exit code: the one error
 /// type the CLI returns, so the code is a match, not a search.
@@ -14,7 +14,7 @@ pub enum Failure {
     Input(#[from] ocimux::Error),
     /// Mounting, serving a mount or unmounting failed.
     #[error(transparent)]
-    Mount(#[from] ocimux::daemon::MountError),
+    Mount(#[from] ocimux::mount::daemon::MountError),
     /// An export failed.
     #[error(transparent)]
     Export(#[from] ocimux::export::ExportError),
@@ -35,14 +35,14 @@ pub enum Failure {
     },
 }
 
-impl From<ocimux::mountpoint::MountpointError> for Failure {
-    fn from(e: ocimux::mountpoint::MountpointError) -> Self {
+impl From<ocimux::mount::mountpoint::MountpointError> for Failure {
+    fn from(e: ocimux::mount::mountpoint::MountpointError) -> Self {
         Failure::Mount(e.into())
     }
 }
 
-impl From<ocimux::options::OptionProblem> for Failure {
-    fn from(e: ocimux::options::OptionProblem) -> Self {
+impl From<ocimux::mount::options::OptionProblem> for Failure {
+    fn from(e: ocimux::mount::options::OptionProblem) -> Self {
         Failure::Mount(e.into())
     }
 }
@@ -78,7 +78,7 @@ mod tests {
 
     #[test]
     fn each_failure_has_its_code() {
-        use ocimux::daemon::MountError;
+        use ocimux::mount::daemon::MountError;
         use std::io::{Error as IoError, ErrorKind};
         let cases: Vec<(Failure, u8, bool)> = vec![
             (
@@ -88,7 +88,7 @@ mod tests {
             ),
             (
                 Failure::Mount(MountError::Mountpoint(
-                    ocimux::mountpoint::MountpointError::NotOurs("/x".into()),
+                    ocimux::mount::mountpoint::MountpointError::NotOurs("/x".into()),
                 )),
                 exit::UMOUNT,
                 false,

@@ -9,7 +9,7 @@ use clap::{CommandFactory, Parser};
 
 use ocimux::Error;
 use ocimux::error::printable;
-use ocimux::fstab;
+use ocimux::mount::fstab;
 
 mod cli;
 mod commands;
@@ -18,12 +18,12 @@ mod logging;
 
 use cli::{Cli, Command};
 
-use ocimux::lifecycle::exit;
+use ocimux::process::lifecycle::exit;
 
 fn main() -> ExitCode {
     // Before any thread starts: every thread inherits the mask, so a lease
     // break (a real-time signal) never ends the process.
-    ocimux::lease::block_signal();
+    ocimux::files::lease::block_signal();
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cli = match mount_helper_form(&argv) {
         Some(Ok(helper)) => helper_cli(helper),

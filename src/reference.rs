@@ -28,16 +28,16 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use crate::confine::Access;
-use crate::digest::{Algorithm, Digest};
-use crate::document::OCI_MANIFEST;
-use crate::generations::{Generations, Invalidation, Retention};
-use crate::index::Composition;
-use crate::layout::{FsError, Inodes, Kind, Layout, OCI_LAYOUT, ino};
-use crate::platform::Platform;
-use crate::schedule::{MAX_DELAY, MIN_GAP, PRUNE_EVERY, RETRY, SETTLE, Schedule};
+use crate::files::confine::Access;
+use crate::oci::digest::{Algorithm, Digest};
+use crate::oci::document::OCI_MANIFEST;
+use crate::oci::platform::Platform;
+use crate::snapshot::generations::{Generations, Invalidation, Retention};
+use crate::snapshot::index::Composition;
+use crate::snapshot::layout::{FsError, Inodes, Kind, Layout, OCI_LAYOUT, ino};
+use crate::snapshot::schedule::{MAX_DELAY, MIN_GAP, PRUNE_EVERY, RETRY, SETTLE, Schedule};
 use crate::source::{Blob, Contribution, Image};
-use crate::testutil::{composed, file_blob, file_origin, root_dir};
+use crate::testing::testutil::{composed, file_blob, file_origin, root_dir};
 
 const CASES_LAYOUT: u32 = 256;
 const CASES_GENERATIONS: u32 = 64;
@@ -98,7 +98,7 @@ fn fake_blob(digest: Digest) -> Blob {
             mode: 0o444,
             passthrough: true,
         },
-        media_type: crate::document::OCI_LAYER.into(),
+        media_type: crate::oci::document::OCI_LAYER.into(),
         source: "src".into(),
         replaced: false,
     }
@@ -429,8 +429,8 @@ proptest! {
                 .map(|d| d.encoded().to_owned()).collect();
             prop_assert_eq!(listed, want);
             let json = match g.content(ino::INDEX_JSON).unwrap() {
-                crate::layout::Content::Memory(b) => b,
-                crate::layout::Content::Blob(_) => unreachable!(),
+                crate::snapshot::layout::Content::Memory(b) => b,
+                crate::snapshot::layout::Content::Blob(_) => unreachable!(),
             };
             prop_assert_eq!(&json[..], &comps[current].index_json[..]);
         }
@@ -499,8 +499,8 @@ proptest! {
             max_bytes: u64::MAX,
         };
         let g = Generations::with_retention(&comps[0], retention);
-        let handles: crate::handles::Handles<()> = crate::handles::Handles::default();
-        let verifier = crate::verify::Verifier::default();
+        let handles: crate::mount::handles::Handles<()> = crate::mount::handles::Handles::default();
+        let verifier = crate::blob::verify::Verifier::default();
         let bytes = bytes_of(&comps);
         let all: Vec<&Digest> = bytes.keys().collect();
         let (mut current, mut retired) = (0usize, Vec::<usize>::new());
@@ -534,8 +534,8 @@ proptest! {
                     prop_assert_eq!(attr.size, bytes[d].len() as u64);
                     let (_, content) = g.file(attr.ino).unwrap();
                     let handle = match content {
-                        crate::layout::Content::Memory(b) => crate::handles::Handle::Memory(b),
-                        crate::layout::Content::Blob(blob) => {
+                        crate::snapshot::layout::Content::Memory(b) => crate::mount::handles::Handle::Memory(b),
+                        crate::snapshot::layout::Content::Blob(blob) => {
                             let (mut opened, must_hash) =
                                 crate::blob::FileRange::open_unhashed(&blob, false).unwrap();
                             // A file rewritten since it was recorded (the pool
@@ -544,7 +544,7 @@ proptest! {
                             if must_hash {
                                 prop_assert!(opened.check(&blob, &verifier).is_ok(), "{}", d);
                             }
-                            crate::handles::Handle::Read { ino: attr.ino, range: opened.range }
+                            crate::mount::handles::Handle::Read { ino: attr.ino, range: opened.range }
                         }
                     };
                     open.push((handles.insert(handle), bytes[d].clone()));
@@ -552,8 +552,8 @@ proptest! {
                 Op::Read(h) if !open.is_empty() => {
                     let (fh, want) = &open[h % open.len()];
                     let got = match handles.read_from(*fh) {
-                        Some(crate::handles::ReadFrom::Memory(b)) => b.to_vec(),
-                        Some(crate::handles::ReadFrom::File(range)) => {
+                        Some(crate::mount::handles::ReadFrom::Memory(b)) => b.to_vec(),
+                        Some(crate::mount::handles::ReadFrom::File(range)) => {
                             range.read(0, u32::MAX).unwrap()
                         }
                         None => {
@@ -775,9 +775,9 @@ proptest! {
             want.insert(name, (e.raw_file_position(), size, kind));
         }
         let unique: BTreeSet<&String> = names.iter().collect();
-        let got = crate::tar::index(&write(&bytes));
+        let got = crate::files::tar::index(&write(&bytes));
         if unique.len() < names.len() {
-            prop_assert!(matches!(got, Err(crate::tar::TarError::Duplicate(_))), "{:?}", got);
+            prop_assert!(matches!(got, Err(crate::files::tar::TarError::Duplicate(_))), "{:?}", got);
         } else {
             let got = got.map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(got.members.len(), want.len());
@@ -785,16 +785,16 @@ proptest! {
                 let m = got.members.get(name)
                     .ok_or_else(|| TestCaseError::fail(format!("{name} missing")))?;
                 let kind = match kind {
-                    b'5' => crate::tar::MemberKind::Dir,
-                    b'2' => crate::tar::MemberKind::Link,
-                    _ => crate::tar::MemberKind::File,
+                    b'5' => crate::files::tar::MemberKind::Dir,
+                    b'2' => crate::files::tar::MemberKind::Link,
+                    _ => crate::files::tar::MemberKind::File,
                 };
                 prop_assert_eq!((m.offset, m.size, m.kind), (*offset, *size, kind), "{}", name);
             }
         }
         // Any truncation is refused, never half-indexed.
         let short = cut.index(bytes.len());
-        prop_assert!(crate::tar::index(&write(&bytes[..short])).is_err(), "cut at {}", short);
+        prop_assert!(crate::files::tar::index(&write(&bytes[..short])).is_err(), "cut at {}", short);
     }
 }
 

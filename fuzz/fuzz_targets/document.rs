@@ -1,3 +1,3 @@
 #![no_main]
-//! Fuzzes ocimux::fuzzing::document_bytes (see src/fuzzing.rs).
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ocimux::fuzzing::document_bytes(data));
+//! Fuzzes ocimux::testing::fuzzing::document_bytes (see src/fuzzing.rs).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ocimux::testing::fuzzing::document_bytes(data));

@@ -1,3 +1,3 @@
 #![no_main]
-//! Fuzzes ocimux::fuzzing::mount_helper (see src/fuzzing.rs).
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ocimux::fuzzing::mount_helper(data));
+//! Fuzzes ocimux::testing::fuzzing::mount_helper (see src/fuzzing.rs).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ocimux::testing::fuzzing::mount_helper(data));

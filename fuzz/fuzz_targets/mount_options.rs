@@ -1,3 +1,3 @@
 #![no_main]
-//! Fuzzes ocimux::fuzzing::mount_options (see src/fuzzing.rs).
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ocimux::fuzzing::mount_options(data));
+//! Fuzzes ocimux::testing::fuzzing::mount_options (see src/fuzzing.rs).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ocimux::testing::fuzzing::mount_options(data));

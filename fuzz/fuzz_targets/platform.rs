@@ -1,3 +1,3 @@
 #![no_main]
-//! Fuzzes ocimux::fuzzing::platform (see src/fuzzing.rs).
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ocimux::fuzzing::platform(data));
+//! Fuzzes ocimux::testing::fuzzing::platform (see src/fuzzing.rs).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ocimux::testing::fuzzing::platform(data));

@@ -1,3 +1,3 @@
 #![no_main]
-//! Fuzzes ocimux::fuzzing::source_arg (see src/fuzzing.rs).
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ocimux::fuzzing::source_arg(data));
+//! Fuzzes ocimux::testing::fuzzing::source_arg (see src/fuzzing.rs).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ocimux::testing::fuzzing::source_arg(data));

@@ -10,12 +10,12 @@ pub(crate) mod verify;
 use std::fs::File;
 use std::sync::Arc;
 
-use crate::confine::FileId;
-use crate::layout::FsError;
-use crate::lease::Lease;
-use crate::readat::read_at;
+use crate::blob::verify::Verifier;
+use crate::files::confine::FileId;
+use crate::files::lease::Lease;
+use crate::files::readat::read_at;
+use crate::snapshot::layout::FsError;
 use crate::source::{Blob, Origin};
-use crate::verify::Verifier;
 
 /// A byte range of an open source file that must keep identity `id`.
 #[derive(Debug, Clone)]
@@ -44,7 +44,7 @@ pub(crate) struct Opened {
     /// the kernel cached for the inode are the blob's (`FOPEN_KEEP_CACHE`).
     pub as_recorded: bool,
     /// Whether the kernel may read it directly: the recorded file, whose
-    /// owner and writers are trusted ([`crate::confine::Access::passthrough`]), and not
+    /// owner and writers are trusted ([`crate::files::confine::Access::passthrough`]), and not
     /// under `--verify` (then every read is the daemon's, identity-checked).
     pub passthrough: bool,
 }
@@ -151,7 +151,12 @@ impl FileRange {
     pub fn read_into(&self, offset: u64, size: usize, buf: &mut Vec<u8>) -> Result<(), FsError> {
         let want = self.len.saturating_sub(offset).min(size as u64);
         let want = usize::try_from(want).unwrap_or(size);
-        let n = crate::readat::append_at(&self.file, self.base.saturating_add(offset), buf, want)?;
+        let n = crate::files::readat::append_at(
+            &self.file,
+            self.base.saturating_add(offset),
+            buf,
+            want,
+        )?;
         if n == want && self.still_holds()? {
             Ok(())
         } else {
@@ -168,7 +173,7 @@ impl FileRange {
         let (opened, must_hash) = Self::open_unhashed(blob, hash)?;
         if must_hash {
             let r = &opened.range;
-            let actual = crate::verify::hash_range(&r.file, r.base, r.len, &blob.digest)?;
+            let actual = crate::blob::verify::hash_range(&r.file, r.base, r.len, &blob.digest)?;
             if actual != blob.digest {
                 return Err(FsError::Corrupt { actual });
             }
@@ -201,7 +206,7 @@ impl Opened {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::file_blob;
+    use crate::testing::testutil::file_blob;
     use std::io::Write;
 
     #[test]
@@ -271,7 +276,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(
             FileRange::open(&blob, false, &verifier),
-            Err(FsError::Refused(crate::confine::OpenError::Missing))
+            Err(FsError::Refused(crate::files::confine::OpenError::Missing))
         ));
     }
 }

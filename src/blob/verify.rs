@@ -17,10 +17,10 @@ use std::fs::File;
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::confine::FileId;
-use crate::digest::{Digest, Hasher};
-use crate::layout::FsError;
-use crate::lease::{Lease, NoLease};
+use crate::files::confine::FileId;
+use crate::files::lease::{Lease, NoLease};
+use crate::oci::digest::{Digest, Hasher};
+use crate::snapshot::layout::FsError;
 
 /// How many results are kept before finished ones are dropped.
 pub const MAX_ENTRIES: usize = 65_536;
@@ -174,7 +174,7 @@ pub(crate) fn hash_range(file: &File, base: u64, len: u64, digest: &Digest) -> i
         let want = usize::try_from((len - done).min(CHUNK as u64)).unwrap_or(CHUNK);
         let chunk = buf.get_mut(..want).unwrap_or_default();
         // The crate's one positional-read loop; short only at end of file.
-        let n = crate::readat::fill_at(file, base.saturating_add(done), chunk)?;
+        let n = crate::files::readat::fill_at(file, base.saturating_add(done), chunk)?;
         if n == 0 {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
         }
@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn verify_table() {
-        crate::lease::block_signal();
+        crate::files::lease::block_signal();
         let (_dir, path, f) = read_only(b"headerPAYLOADtrailer");
         let id = FileId::of(&f).unwrap();
         let payload = Digest::sha256_of(b"PAYLOAD");
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn the_table_is_bounded() {
-        crate::lease::block_signal();
+        crate::files::lease::block_signal();
         let (_dir, _path, f) = read_only(b"x");
         let id = FileId::of(&f).unwrap();
         let v = Verifier::default();

@@ -13,11 +13,11 @@ use super::{
     still_same,
 };
 use crate::blob::FileRange;
-use crate::confine::Access;
-use crate::digest::{Digest, Hasher};
-use crate::index::Composition;
-use crate::layout::OCI_LAYOUT;
-use crate::readat::fill_at;
+use crate::files::confine::Access;
+use crate::files::readat::fill_at;
+use crate::oci::digest::{Digest, Hasher};
+use crate::snapshot::index::Composition;
+use crate::snapshot::layout::OCI_LAYOUT;
 use crate::source::Blob;
 
 /// What an archive of `blobs` may grant: the read bits every blob grants,
@@ -225,7 +225,7 @@ mod tests {
     #[test]
     fn an_archive_grants_what_every_blob_grants() {
         let blob = |uid, mode| {
-            let mut b = crate::testutil::blob("x");
+            let mut b = crate::testing::testutil::blob("x");
             b.access = Access {
                 uid,
                 gid: uid,

@@ -30,12 +30,12 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 
 use crate::blob::FileRange;
-use crate::confine::{Access, FileId};
-use crate::digest::Digest;
-use crate::index::Composition;
-use crate::layout::OCI_LAYOUT;
+use crate::export::staging::Staging;
+use crate::files::confine::{Access, FileId};
+use crate::oci::digest::Digest;
+use crate::snapshot::index::Composition;
+use crate::snapshot::layout::OCI_LAYOUT;
 use crate::source::{Blob, Origin};
-use crate::staging::Staging;
 
 mod archive;
 pub(crate) mod staging;
@@ -165,11 +165,11 @@ pub fn export(comp: &Composition, out: &Path, opts: &ExportOptions) -> Result<Re
     };
     refuse_overlap(&out, comp)?;
     let replaces = check_out(&out, opts.force)?;
-    crate::staging::remove_stale(&parent, &name);
+    crate::export::staging::remove_stale(&parent, &name);
     let staging = Staging::create(&parent, &name)
         .map_err(io_err("creating a staging directory in", &parent))?;
     let temp = staging.item();
-    let progress = crate::inspect::progress_bar(opts.progress, comp, "export");
+    let progress = crate::report::inspect::progress_bar(opts.progress, comp, "export");
     let written = match opts.format {
         Format::Dir => write_dir(comp, &temp, opts, &progress),
         Format::OciArchive => write_archive(comp, &temp, opts, &progress),
@@ -485,9 +485,9 @@ fn copy_range_to(range: &FileRange, out: &mut File) -> io::Result<()> {
     }
     Ok(())
 }
-impl crate::lifecycle::ExitStatus for ExportError {
+impl crate::process::lifecycle::ExitStatus for ExportError {
     fn exit_code(&self) -> u8 {
-        use crate::lifecycle::exit;
+        use crate::process::lifecycle::exit;
         use ExportError as E;
         match self {
             E::Exists(_) | E::Overlaps { .. } => exit::BAD_INPUT,

@@ -142,7 +142,7 @@ pub(crate) fn remove_stale(parent: &Path, out_name: &str) {
         }) else {
             continue;
         };
-        if crate::lifecycle::process_alive(pid as i32) {
+        if crate::process::lifecycle::process_alive(pid as i32) {
             continue;
         }
         match proven(parent_fd.as_fd(), name, pid) {

@@ -54,7 +54,7 @@ pub(crate) struct DirPerm {
     /// Who besides its owner may rename or replace what is in it: none in a
     /// sticky directory (there only an entry's owner may, and that owner is
     /// counted where the entry is used).
-    pub(crate) writers: crate::acl::Writers,
+    pub(crate) writers: crate::files::acl::Writers,
     /// Someone other than root and the mounting user could replace what is
     /// in it: its owner is another user, or others may write it (and it is
     /// not sticky).
@@ -66,22 +66,22 @@ impl DirPerm {
     /// included; a directory whose ACL cannot be read grants others nothing
     /// and counts as writable by anyone.
     pub(crate) fn of(fd: BorrowedFd<'_>, st: &libc::stat) -> Self {
-        let acl = crate::acl::read(fd);
+        let acl = crate::files::acl::read(fd);
         let (mode, writers) = match &acl {
             Ok(acl) => (
-                crate::acl::effective_mode(st.st_mode, acl.as_deref()),
-                crate::acl::writers(st.st_mode, acl.as_deref()),
+                crate::files::acl::effective_mode(st.st_mode, acl.as_deref()),
+                crate::files::acl::writers(st.st_mode, acl.as_deref()),
             ),
             Err(_) => (
                 st.st_mode & 0o700,
-                crate::acl::Writers {
+                crate::files::acl::Writers {
                     group: true,
                     anyone: true,
                 },
             ),
         };
         let writers = match st.st_mode & libc::S_ISVTX != 0 {
-            true => crate::acl::Writers::default(),
+            true => crate::files::acl::Writers::default(),
             false => writers,
         };
         DirPerm {
@@ -356,7 +356,7 @@ mod tests {
             uid,
             gid,
             mode,
-            writers: crate::acl::Writers::default(),
+            writers: crate::files::acl::Writers::default(),
             shared: false,
         };
         // file (uid, gid, mode), dirs, shown mode

@@ -28,13 +28,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::chain::{DirPerm, Publishers, Start, reachable_mode, trusted_owner, walk};
+use crate::files::chain::{DirPerm, Publishers, Start, reachable_mode, trusted_owner, walk};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{Mode, SFlag};
 
-pub use crate::chain::OpenError;
+pub use crate::files::chain::OpenError;
 
 /// What must stay the same for a file to keep the bytes it had: device,
 /// inode, size, and modification and change times (nanoseconds). A rewrite in
@@ -216,11 +216,11 @@ fn resolve_checked(path: &Path, refuse_ocimux: bool) -> Result<Resolved, OpenErr
 /// The identity and access of an opened file reached through `dirs`.
 fn info_of(file: &File, dirs: &[DirPerm]) -> Result<FileInfo, OpenError> {
     let meta = file.metadata()?;
-    let acl = crate::acl::read(file.as_fd());
+    let acl = crate::files::acl::read(file.as_fd());
     let (mode, others_write) = match &acl {
         Ok(acl) => (
-            crate::acl::effective_mode(meta.mode(), acl.as_deref()),
-            crate::acl::others_may_write(meta.mode(), acl.as_deref()),
+            crate::files::acl::effective_mode(meta.mode(), acl.as_deref()),
+            crate::files::acl::others_may_write(meta.mode(), acl.as_deref()),
         ),
         Err(_) => (meta.mode() & 0o700, true),
     };
@@ -500,7 +500,10 @@ fn refuse_ocimux_mount(fd: BorrowedFd<'_>, meta: &std::fs::Metadata) -> Result<(
         nix::sys::stat::major(meta.dev()),
         nix::sys::stat::minor(meta.dev())
     );
-    match crate::mountinfo::all()?.iter().find(|e| e.dev == dev) {
+    match crate::files::mountinfo::all()?
+        .iter()
+        .find(|e| e.dev == dev)
+    {
         Some(e) if e.ocimux_pid().is_some() => Err(OpenError::OcimuxMount(e.source.clone())),
         _ => Ok(()),
     }

@@ -12,7 +12,7 @@
 //! on it fail ([`Lease::held`]).
 //!
 //! The kernel tells the lease's owner of a break with a signal:
-//! [`LEASE_SIGNAL`], blocked in every thread from the start of `main`
+//! [`lease_signal`], blocked in every thread from the start of `main`
 //! ([`block_signal`]) and taken by one thread ([`Registry`]), which marks
 //! the lease broken and releases it at once, so the writer is not kept
 //! waiting for the break timeout. At most a quarter of the open-file limit

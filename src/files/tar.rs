@@ -142,7 +142,7 @@ fn index_at_most(file: &File, max_members: usize) -> Result<TarIndex, TarError> 
 /// Refuses a compressed archive, naming its compression.
 fn refuse_compressed(file: &File) -> Result<(), TarError> {
     let mut head = [0u8; 6];
-    let n = crate::readat::fill_at(file, 0, &mut head)?;
+    let n = crate::files::readat::fill_at(file, 0, &mut head)?;
     match compression(head.get(..n).unwrap_or_default()) {
         Some((name, hint)) => Err(TarError::Compressed(name, hint)),
         None => Ok(()),
@@ -453,7 +453,7 @@ mod tests {
     /// every one indexes or is refused, none panics.
     #[test]
     fn corrupted_archives_never_panic() {
-        use crate::testutil::tarw;
+        use crate::testing::testutil::tarw;
         let mut good = Vec::new();
         for (name, data) in [
             ("./oci-layout", &b"{}"[..]),

@@ -94,7 +94,7 @@ fn fsconfig(fs: BorrowedFd<'_>, key: &str, value: Option<&str>) -> io::Result<()
 pub(crate) fn attach(
     dir: BorrowedFd<'_>,
     p: &FuseParams<'_>,
-) -> io::Result<(OwnedFd, crate::ownmount::Identity)> {
+) -> io::Result<(OwnedFd, crate::mount::ownmount::Identity)> {
     let rootmode = File::from(dir.try_clone_to_owned()?).metadata()?.mode();
     let dev = OpenOptions::new()
         .read(true)
@@ -156,6 +156,6 @@ pub(crate) fn attach(
         )
     };
     unit_result(moved)?;
-    let identity = crate::ownmount::Identity::of_mount_fd(mnt.as_fd())?;
+    let identity = crate::mount::ownmount::Identity::of_mount_fd(mnt.as_fd())?;
     Ok((dev.into(), identity))
 }

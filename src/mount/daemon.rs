@@ -14,26 +14,26 @@ use std::time::Duration;
 
 use fuser::{INodeNo, Session};
 
-pub use crate::options::{MountOptions, Sharing};
+pub use crate::mount::options::{MountOptions, Sharing};
 use nix::unistd::{ForkResult, Pid};
 
-use crate::fs::{FsOptions, OciFs};
-use crate::generations::{Generations, Invalidation};
-use crate::index::Composition;
-use crate::lifecycle::{exit, stop_signals};
-use crate::mountpoint::Mountpoint;
-use crate::ownmount::unmount_own as unmount_own_mount;
-use crate::plan::Plan;
+use crate::mount::fs::{FsOptions, OciFs};
+use crate::mount::mountpoint::Mountpoint;
+use crate::mount::ownmount::unmount_own as unmount_own_mount;
+use crate::process::lifecycle::{exit, stop_signals};
+use crate::snapshot::generations::{Generations, Invalidation};
+use crate::snapshot::index::Composition;
+use crate::snapshot::plan::Plan;
 
 /// Why mounting or unmounting failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     /// The mountpoint cannot be used, or unmounting failed.
     #[error(transparent)]
-    Mountpoint(#[from] crate::mountpoint::MountpointError),
+    Mountpoint(#[from] crate::mount::mountpoint::MountpointError),
     /// A `-o` option is unknown or conflicts.
     #[error("mount option {0}")]
-    Option(#[from] crate::options::OptionProblem),
+    Option(#[from] crate::mount::options::OptionProblem),
     /// The kernel or fusermount refused the mount.
     #[error("mounting {path}: {err}")]
     Mount {
@@ -85,7 +85,7 @@ fn io_err(what: &str) -> impl FnOnce(io::Error) -> MountError + '_ {
 /// How to mount.
 #[derive(Debug, Clone)]
 pub struct MountConfig {
-    /// Canonical mountpoint (see [`crate::mountpoint::claim`]).
+    /// Canonical mountpoint (see [`crate::mount::mountpoint::claim`]).
     pub mountpoint: PathBuf,
     /// How the mount runs.
     pub run: Run,
@@ -250,7 +250,7 @@ fn daemon_child(
                                 "the kernel did not complete the FUSE handshake within {HANDSHAKE_WAIT:?}"
                             ),
                         );
-                        let gone = crate::ownmount::own().map(|m| m.unmount(true));
+                        let gone = crate::mount::ownmount::own().map(|m| m.unmount(true));
                         if let Some(Err(e)) = gone {
                             log::error!("unmounting after a failed handshake: {e}");
                         }
@@ -396,10 +396,10 @@ fn start(
     // Forked while this process has one thread; the pipe end lives as long
     // as the process (closed by the kernel however it ends).
     let watchdog =
-        crate::mountpoint::watchdog().map_err(io_err("starting the unmount watchdog"))?;
-    let _ = crate::lifecycle::raise_fd_limit();
+        crate::mount::mountpoint::watchdog().map_err(io_err("starting the unmount watchdog"))?;
+    let _ = crate::process::lifecycle::raise_fd_limit();
     let snapshots = Arc::new(Generations::new(&served.first));
-    crate::watch::release_freed_memory();
+    crate::snapshot::watch::release_freed_memory();
     let mut fs = OciFs::new(
         snapshots.clone(),
         FsOptions {
@@ -424,33 +424,34 @@ fn start(
     // Root mounts directly; others (and auto_unmount) through fusermount3,
     // which checks itself what it unmounts.
     //
-    // Root's mount is attached to the claimed directory's fd (src/attach.rs).
+    // Root's mount is attached to the claimed directory's fd (src/mount/attach.rs).
     // fuser's own mount would unmount its path once more when the session
     // ends, even after the mount was unmounted from outside, and so unmount
     // whatever was beneath it; a session built on an fd owns no mount: only
-    // the daemon's stop (by the mount's identity, src/ownmount.rs) unmounts.
+    // the daemon's stop (by the mount's identity, src/mount/ownmount.rs) unmounts.
     let session = if nix::unistd::geteuid().is_root() && !cfg.options.sharing.auto_unmount() {
-        let params = crate::attach::FuseParams {
+        let params = crate::mount::attach::FuseParams {
             fsname: &fsname,
             default_permissions: cfg.options.default_permissions(),
             // allow_root is allow_other in the kernel, narrowed by the session's ACL.
             allow_other: cfg.options.sharing != Sharing::Owner,
             noexec: cfg.options.noexec,
         };
-        let (fd, identity) = crate::attach::attach(claimed.dir(), &params).map_err(mount_err)?;
-        crate::ownmount::set_own(identity);
+        let (fd, identity) =
+            crate::mount::attach::attach(claimed.dir(), &params).map_err(mount_err)?;
+        crate::mount::ownmount::set_own(identity);
         Session::from_fd(fs, fd, config.acl, config).map_err(mount_err)?
     } else {
         let session = Session::new(fs, &cfg.mountpoint, &config).map_err(mount_err)?;
-        let identity = crate::ownmount::Identity::of_helper_mount(&claimed.path, &fsname)
+        let identity = crate::mount::ownmount::Identity::of_helper_mount(&claimed.path, &fsname)
             .map_err(io_err("finding the new mount"))?;
-        crate::ownmount::set_own(identity);
+        crate::mount::ownmount::set_own(identity);
         session
     };
-    if let Some(identity) = crate::ownmount::own() {
-        crate::mountpoint::tell_watchdog(&watchdog, identity)
+    if let Some(identity) = crate::mount::ownmount::own() {
+        crate::mount::mountpoint::tell_watchdog(&watchdog, identity)
             .map_err(io_err("telling the unmount watchdog"))?;
-        crate::gone::spawn(identity, drain).map_err(io_err("starting the stop watcher"))?;
+        crate::mount::gone::spawn(identity, drain).map_err(io_err("starting the stop watcher"))?;
     }
     // Open as long as the process: its closing, however the process ends,
     // is what the watchdog waits for.
@@ -465,7 +466,7 @@ fn start(
     }
     if cfg.live {
         let notify = kernel_notifier(session.notifier());
-        crate::watch::spawn(served.plan, &served.first, snapshots, notify)
+        crate::snapshot::watch::spawn(served.plan, &served.first, snapshots, notify)
             .map_err(io_err("starting the source watcher"))?;
     } else {
         log::info!("--static: sources are not watched");
@@ -473,9 +474,9 @@ fn start(
     Ok((session, handshake))
 }
 
-impl crate::lifecycle::ExitStatus for MountError {
+impl crate::process::lifecycle::ExitStatus for MountError {
     fn exit_code(&self) -> u8 {
-        use crate::lifecycle::exit;
+        use crate::process::lifecycle::exit;
         use MountError as E;
         match self {
             E::Option(_) | E::LogFile { .. } => exit::BAD_INPUT,
@@ -517,7 +518,7 @@ pub enum FuseDevice {
 }
 
 /// Sends a swap's invalidations to the kernel (from the watcher's thread).
-fn kernel_notifier(notifier: fuser::Notifier) -> crate::watch::Notify {
+fn kernel_notifier(notifier: fuser::Notifier) -> crate::snapshot::watch::Notify {
     Box::new(move |stale: &[Invalidation]| {
         for inv in stale {
             let sent = match inv {
@@ -538,7 +539,7 @@ fn kernel_notifier(notifier: fuser::Notifier) -> crate::watch::Notify {
 /// FUSE sets low. Best effort: needs root; failure is logged, not fatal. The
 /// device number is the mount's identity's, read when it was mounted.
 fn raise_readahead(kb: u32) {
-    let Some(own) = crate::ownmount::own() else {
+    let Some(own) = crate::mount::ownmount::own() else {
         return log::info!("readahead: the mount is not known");
     };
     let (major, minor) = own.dev;

@@ -10,7 +10,7 @@
 //! which then serves read, splice and mmap itself; else daemon reads. The
 //! first failed registration switches passthrough off for good (logged once).
 //! What open files hold, and the checks that keep a name from serving bytes
-//! that are not its own, are in `crate::handles`.
+//! that are not its own, are in `crate::mount::handles`.
 //!
 //! Caching: blobs are content-addressed, so their entries, attributes and
 //! pages are cached long; when a swap changes what a blob's bytes come from,
@@ -32,14 +32,14 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 
+use crate::blob::hashpool::HashPool;
+use crate::blob::verify::Verifier;
 use crate::blob::{FileRange, Opened};
 use crate::error::printable;
-use crate::generations::Generations;
-use crate::handles::{Handle, Handles, ReadFrom, Stats};
-use crate::hashpool::HashPool;
-use crate::layout::{Attr, Content, FsError, Kind, slice_at};
+use crate::mount::handles::{Handle, Handles, ReadFrom, Stats};
+use crate::snapshot::generations::Generations;
+use crate::snapshot::layout::{Attr, Content, FsError, Kind, slice_at};
 use crate::source::{Blob, Origin};
-use crate::verify::Verifier;
 
 /// How long the kernel may cache entries and attributes that never change.
 const TTL: Duration = Duration::from_secs(3600);
@@ -568,8 +568,8 @@ fn is_own_thread(tid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::ino;
-    use crate::testutil::{composed, contribution, file_blob, image};
+    use crate::snapshot::layout::ino;
+    use crate::testing::testutil::{composed, contribution, file_blob, image};
     use std::ffi::OsStr;
 
     /// A filesystem serving one real layer file under `dir`; the layer's inode.

@@ -15,8 +15,8 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use crate::fs::Drain;
-use crate::ownmount::Identity;
+use crate::mount::fs::Drain;
+use crate::mount::ownmount::Identity;
 
 /// How often the mount table is read without a change being signalled.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -44,7 +44,7 @@ fn wait_until_gone(own: Identity) {
     let table = std::fs::File::open("/proc/self/mountinfo");
     let timeout = PollTimeout::try_from(RECHECK).unwrap_or(PollTimeout::NONE);
     loop {
-        match crate::mountinfo::all() {
+        match crate::files::mountinfo::all() {
             Ok(all) if own.entry(&all).is_some() => {}
             Ok(_) => return,
             Err(e) => return log::error!("reading mountinfo: {e}; stopping"),
@@ -70,7 +70,7 @@ fn stop(own: Identity, drain: &Drain) {
     while drain.open_files() > 0 {
         std::thread::sleep(DRAIN_POLL);
     }
-    let aborted = crate::ownmount::abort_fuse_connection(own.connection());
+    let aborted = crate::mount::ownmount::abort_fuse_connection(own.connection());
     log::info!("stopped: {aborted}");
     std::thread::sleep(EXIT_WAIT);
     // The session did not end (no fusectl to abort through): end here.

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::blob::FileRange;
-use crate::confine::FileId;
+use crate::files::confine::FileId;
 
 /// What an open file handle holds.
 #[derive(Debug)]

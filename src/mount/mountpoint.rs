@@ -27,9 +27,11 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::lifecycle::process_alive;
-use crate::mountinfo::{self, MountEntry};
-use crate::ownmount::{Abort, Held, IDENTITY_BYTES, Identity, UnmountError, abort_fuse_connection};
+use crate::files::mountinfo::{self, MountEntry};
+use crate::mount::ownmount::{
+    Abort, Held, IDENTITY_BYTES, Identity, UnmountError, abort_fuse_connection,
+};
+use crate::process::lifecycle::process_alive;
 
 /// Why a mountpoint was refused, or an unmount failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +57,9 @@ pub enum MountpointError {
     },
 }
 
-impl crate::lifecycle::ExitStatus for MountpointError {
+impl crate::process::lifecycle::ExitStatus for MountpointError {
     fn exit_code(&self) -> u8 {
-        use crate::lifecycle::exit;
+        use crate::process::lifecycle::exit;
         match self {
             MountpointError::Mountpoint { .. } => exit::MOUNT,
             MountpointError::NotOurs(_) | MountpointError::Unmount { .. } => exit::UMOUNT,
@@ -173,7 +175,7 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountpointErr
         }
     }
     // Opened once; every check below is made on this directory, and the
-    // mount is attached to it (src/attach.rs), whatever its name becomes.
+    // mount is attached to it (src/mount/attach.rs), whatever its name becomes.
     let dir = nix::fcntl::open(
         path,
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
@@ -367,7 +369,7 @@ pub fn watchdog() -> io::Result<OwnedFd> {
             drop(write_end);
             close_all_but(&read_end);
             // Stop signals are for the daemon; the watchdog ends with it.
-            for sig in crate::lifecycle::STOP_SIGNALS {
+            for sig in crate::process::lifecycle::STOP_SIGNALS {
                 // SAFETY: SIG_IGN installs no handler code.
                 #[allow(unsafe_code)]
                 let _ =

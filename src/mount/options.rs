@@ -10,7 +10,7 @@ pub enum OptionProblem {
     #[error("rw: ocimux mounts are read-only")]
     ReadWrite,
     /// A word ocimux does not know.
-    #[error("{0:?} is not supported (supported: ro, nodev, nosuid, {words})", words = crate::fstab::FUSE_WORDS.join(", "))]
+    #[error("{0:?} is not supported (supported: ro, nodev, nosuid, {words})", words = crate::mount::fstab::FUSE_WORDS.join(", "))]
     Unsupported(String),
     /// `allow_other` with `allow_root`.
     #[error("allow_other and allow_root exclude each other")]

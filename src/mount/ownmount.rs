@@ -26,7 +26,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::mountinfo::{self, MountEntry};
+use crate::files::mountinfo::{self, MountEntry};
 
 /// A mount, by what no other mount can share while it exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

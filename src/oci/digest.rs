@@ -72,8 +72,8 @@ impl Hasher {
     /// The digest of everything added.
     pub fn finish(self) -> Digest {
         let hex = match self {
-            Hasher::Sha256(h) => Hex::Sha256(crate::hex::encode(&h.finalize())),
-            Hasher::Sha512(h) => Hex::Sha512(Box::new(crate::hex::encode(&h.finalize()))),
+            Hasher::Sha256(h) => Hex::Sha256(crate::oci::hex::encode(&h.finalize())),
+            Hasher::Sha512(h) => Hex::Sha512(Box::new(crate::oci::hex::encode(&h.finalize()))),
         };
         Digest { hex }
     }
@@ -175,7 +175,7 @@ impl Digest {
     /// The SHA-256 digest whose bytes are `bytes`.
     pub fn from_sha256_bytes(bytes: &[u8; 32]) -> Self {
         Digest {
-            hex: Hex::Sha256(crate::hex::encode(bytes)),
+            hex: Hex::Sha256(crate::oci::hex::encode(bytes)),
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use nix::sys::signal::kill;
 
-use crate::lifecycle::stop_signals;
+use crate::process::lifecycle::stop_signals;
 use nix::unistd::Pid;
 
 /// The environment variable that names the mountpoint for CMD.

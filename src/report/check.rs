@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::Serialize;
 
 use crate::blob::FileRange;
-use crate::index::Composition;
+use crate::snapshot::index::Composition;
 use crate::source::Blob;
 
 /// What checking one blob found.
@@ -40,7 +40,7 @@ pub struct BlobResult {
 pub fn verify(comp: &Composition, threads: usize, progress: bool) -> Vec<BlobResult> {
     let mut order: Vec<&Blob> = comp.blobs.iter().map(|b| &**b).collect();
     order.sort_by_key(|b| std::cmp::Reverse(b.size));
-    let bar = crate::inspect::progress_bar(progress, comp, "verify");
+    let bar = crate::report::inspect::progress_bar(progress, comp, "verify");
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(order.len()));
     std::thread::scope(|s| {
@@ -108,7 +108,7 @@ fn is_media_type(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{composed, contribution, file_blob, image};
+    use crate::testing::testutil::{composed, contribution, file_blob, image};
 
     #[test]
     fn media_type_table() {

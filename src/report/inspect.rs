@@ -8,10 +8,10 @@ use std::io::{self, Write};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::document::OCI_INDEX;
 use crate::error::printable;
-use crate::index::{Composition, Row};
-use crate::layout::OCI_LAYOUT;
+use crate::oci::document::OCI_INDEX;
+use crate::snapshot::index::{Composition, Row};
+use crate::snapshot::layout::OCI_LAYOUT;
 
 /// One file of the virtual layout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -123,7 +123,7 @@ pub fn table(out: &mut impl Write, comp: &Composition) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{blob, composed, contribution, image};
+    use crate::testing::testutil::{blob, composed, contribution, image};
 
     #[test]
     fn human_table() {
@@ -155,13 +155,13 @@ mod tests {
             .iter()
             .find(|f| {
                 f.path
-                    .ends_with(crate::digest::Digest::sha256_of(b"layer").encoded())
+                    .ends_with(crate::oci::digest::Digest::sha256_of(b"layer").encoded())
             })
             .unwrap();
         assert_eq!(layer.source.as_deref(), Some("src"));
         let want = format!(
             "/{}",
-            crate::digest::Digest::sha256_of(b"layer").blob_path()
+            crate::oci::digest::Digest::sha256_of(b"layer").blob_path()
         );
         assert_eq!(layer.file.as_deref(), Some(want.as_str()));
         let json = serde_json::to_value(&files).unwrap();

@@ -2,7 +2,7 @@
 //! runs as root, so it never reads with its own privilege: a blob goes out
 //! only if the owner of its source's root (the user who built it) could read
 //! it — owner, group and other bits and ACLs, along every directory above the
-//! file, as the mount computes them ([`crate::confine::Access`]) — and only
+//! file, as the mount computes them ([`crate::files::confine::Access`]) — and only
 //! while the open file still shows that. Whoever else had a say in what the
 //! source path names must be able to read it as well: the owners of the
 //! symlinks followed, and the owner of and whoever may write each directory
@@ -14,8 +14,8 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
-use crate::chain::Publishers;
-use crate::confine::Access;
+use crate::files::chain::Publishers;
+use crate::files::confine::Access;
 use crate::source::{Blob, Origin};
 
 /// A user and the groups they are in.
@@ -172,11 +172,11 @@ pub fn still(readers: &Readers, blob: &Blob, file: &File) -> bool {
     if (meta.uid(), meta.gid()) != (uid, gid) {
         return false;
     }
-    let acl = match crate::acl::read(file.as_fd()) {
+    let acl = match crate::files::acl::read(file.as_fd()) {
         Ok(acl) => acl,
         Err(_) => return false,
     };
-    let now = crate::acl::effective_mode(meta.mode(), acl.as_deref());
+    let now = crate::files::acl::effective_mode(meta.mode(), acl.as_deref());
     all_may_read(readers, blob, uid, gid, now & u32::from(mode))
 }
 

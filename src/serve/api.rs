@@ -10,12 +10,12 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::blob::FileRange;
-use crate::digest::Digest;
-use crate::document::{self, OCI_INDEX};
-use crate::generations::Generations;
-use crate::layout::{Content, FsError};
+use crate::blob::verify::Verifier;
+use crate::oci::digest::Digest;
+use crate::oci::document::{self, OCI_INDEX};
+use crate::snapshot::generations::Generations;
+use crate::snapshot::layout::{Content, FsError};
 use crate::source::Blob;
-use crate::verify::Verifier;
 
 use super::access::{self, Readers};
 use super::referrers::Referrers;
@@ -206,7 +206,7 @@ impl Registry {
 
     /// The first blob of `comp` that is not its publishers' to publish
     /// (what it is, for refusing by name).
-    pub fn unpublishable_in(&self, comp: &crate::index::Composition) -> Option<String> {
+    pub fn unpublishable_in(&self, comp: &crate::snapshot::index::Composition) -> Option<String> {
         comp.blobs.iter().find_map(|b| {
             access::refusal(&self.readers, b).map(|why| format!("{}: {why}", b.describe()))
         })
@@ -218,7 +218,7 @@ impl Registry {
     /// file that decided it. Referrers that shared a taken blob go too.
     pub fn drop_unpublishable_referrers(
         &self,
-        comp: &mut crate::index::Composition,
+        comp: &mut crate::snapshot::index::Composition,
     ) -> Vec<(Digest, String)> {
         use std::collections::{HashMap, HashSet};
         let bad: HashMap<&Digest, String> = comp
@@ -555,7 +555,7 @@ enum Refusal {
 impl From<FsError> for Refusal {
     fn from(e: FsError) -> Self {
         match e {
-            FsError::NotFound | FsError::Refused(crate::confine::OpenError::Missing) => {
+            FsError::NotFound | FsError::Refused(crate::files::confine::OpenError::Missing) => {
                 Refusal::Gone
             }
             e => Refusal::Failed(e),
@@ -662,14 +662,14 @@ fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::LayoutBuilder;
+    use crate::testing::testutil::LayoutBuilder;
 
     fn registry(dir: &std::path::Path) -> (Registry, serde_json::Value) {
         let (_, layer) = LayoutBuilder::one_layer(dir.join("l"), b"layer bytes");
         let sources = [dir.join("l").display().to_string()];
-        let plan = crate::plan::Plan::from_args(
+        let plan = crate::snapshot::plan::Plan::from_args(
             &sources,
-            &crate::plan::IndexArgs {
+            &crate::snapshot::plan::IndexArgs {
                 tag: "v1".into(),
                 ..Default::default()
             },
@@ -699,11 +699,11 @@ mod tests {
         ] {
             let src = dir.path().join(tag);
             let (_, layer) = LayoutBuilder::one_layer(src.clone(), bytes);
-            let args = crate::plan::IndexArgs {
+            let args = crate::snapshot::plan::IndexArgs {
                 tag: tag.into(),
                 ..Default::default()
             };
-            let plan = crate::plan::Plan::from_args(&[src.display().to_string()], &args);
+            let plan = crate::snapshot::plan::Plan::from_args(&[src.display().to_string()], &args);
             let comp = plan.unwrap().compose().unwrap();
             repo.set_tag(tag, Arc::new(Generations::new(&comp)));
             layers.push((tag, comp.index_digest, layer));
@@ -752,7 +752,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_, layer) = LayoutBuilder::one_layer(dir.path().join("l"), b"layer bytes");
         let sources = [dir.path().join("l").display().to_string()];
-        let plan = crate::plan::Plan::from_args(&sources, &crate::plan::IndexArgs::default());
+        let plan = crate::snapshot::plan::Plan::from_args(
+            &sources,
+            &crate::snapshot::plan::IndexArgs::default(),
+        );
         let comp = plan.unwrap().compose().unwrap();
         let reg = Registry::default();
         let snapshots = Arc::new(Generations::new(&comp));

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::plan::IndexArgs;
+use crate::snapshot::plan::IndexArgs;
 
 /// Why a configuration file is refused.
 #[derive(Debug, thiserror::Error)]
@@ -115,10 +115,11 @@ pub const MAX_SETTINGS_FILE: u64 = 1 << 20;
 pub(crate) fn read_settings(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::{Error, ErrorKind};
     let abs = std::path::absolute(path)?;
-    let walked = crate::chain::walk(crate::chain::Start::Root, &abs).map_err(|e| match e {
-        crate::confine::OpenError::Missing => Error::from(ErrorKind::NotFound),
-        e => Error::other(e.to_string()),
-    })?;
+    let walked =
+        crate::files::chain::walk(crate::files::chain::Start::Root, &abs).map_err(|e| match e {
+            crate::files::confine::OpenError::Missing => Error::from(ErrorKind::NotFound),
+            e => Error::other(e.to_string()),
+        })?;
     let st = &walked.st;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(Error::other("not a regular file"));
@@ -128,16 +129,16 @@ pub(crate) fn read_settings(path: &Path) -> std::io::Result<Vec<u8>> {
             "{why}; refused, as sshd's StrictModes"
         )))
     };
-    if !crate::chain::trusted_owner(st.st_uid) {
+    if !crate::files::chain::trusted_owner(st.st_uid) {
         return refuse(format!(
             "owned by uid {}, not root or the server's user",
             st.st_uid
         ));
     }
-    let acl = crate::acl::read(std::os::fd::AsFd::as_fd(&walked.fd))
+    let acl = crate::files::acl::read(std::os::fd::AsFd::as_fd(&walked.fd))
         .ok()
         .flatten();
-    if crate::acl::others_may_write(st.st_mode, acl.as_deref()) {
+    if crate::files::acl::others_may_write(st.st_mode, acl.as_deref()) {
         return refuse("others may write it (chmod go-w)".into());
     }
     if walked.chain.iter().any(|d| d.shared) {
@@ -146,11 +147,11 @@ pub(crate) fn read_settings(path: &Path) -> std::io::Result<Vec<u8>> {
     if let Some(uid) = walked
         .link_owners
         .iter()
-        .find(|u| !crate::chain::trusted_owner(**u))
+        .find(|u| !crate::files::chain::trusted_owner(**u))
     {
         return refuse(format!("a symbolic link to it is uid {uid}'s"));
     }
-    let file = crate::confine::reopen(std::os::fd::AsFd::as_fd(&walked.fd))
+    let file = crate::files::confine::reopen(std::os::fd::AsFd::as_fd(&walked.fd))
         .map_err(|e| Error::other(e.to_string()))?;
     read_open(&file, MAX_SETTINGS_FILE)
 }
@@ -174,7 +175,7 @@ fn read_open(file: &std::fs::File, cap: u64) -> std::io::Result<Vec<u8>> {
     if meta.len() > cap {
         return Err(std::io::Error::other(format!("larger than {cap} bytes")));
     }
-    crate::readat::read_up_to(file, 0, cap, meta.len())
+    crate::files::readat::read_up_to(file, 0, cap, meta.len())
 }
 
 impl Config {

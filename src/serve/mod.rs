@@ -30,8 +30,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::generations::Generations;
-use crate::plan::Plan;
+use crate::snapshot::generations::Generations;
+use crate::snapshot::plan::Plan;
 
 use api::{Registry, Repository};
 
@@ -139,9 +139,9 @@ pub enum ServeError {
     },
 }
 
-impl crate::lifecycle::ExitStatus for ServeError {
+impl crate::process::lifecycle::ExitStatus for ServeError {
     fn exit_code(&self) -> u8 {
-        use crate::lifecycle::exit;
+        use crate::process::lifecycle::exit;
         match self {
             ServeError::Name(_)
             | ServeError::Duplicate { .. }
@@ -185,7 +185,7 @@ pub(crate) fn add(
     registry: &Arc<Registry>,
     r: RepoPlan,
     cfg: &ServeConfig,
-) -> Result<Option<crate::watch::Replan>, ServeError> {
+) -> Result<Option<crate::snapshot::watch::Replan>, ServeError> {
     let tag = r.plan.opts.tag.to_string();
     if let Some(repo) = registry.get(&r.name) {
         if repo.tag_names().contains(&tag) {
@@ -202,7 +202,7 @@ pub(crate) fn set_tag(
     r: RepoPlan,
     verify: bool,
     live: bool,
-) -> Result<Option<crate::watch::Replan>, ServeError> {
+) -> Result<Option<crate::snapshot::watch::Replan>, ServeError> {
     if !route::is_name(&r.name) {
         return Err(ServeError::Name(r.name));
     }
@@ -249,7 +249,7 @@ pub(crate) fn set_tag(
             // After each rebuild (once per snapshot: prunes call this too),
             // name what is no longer the owner's to publish.
             let reported = std::sync::Mutex::new(None);
-            let notify: crate::watch::Notify = Box::new(move |_| {
+            let notify: crate::snapshot::watch::Notify = Box::new(move |_| {
                 let (Some(reg), Some(watched)) = (reg.upgrade(), watched.upgrade()) else {
                     return;
                 };
@@ -268,7 +268,7 @@ pub(crate) fn set_tag(
                     );
                 }
             });
-            let spawned = crate::watch::spawn(plan, &comp, snapshots, notify);
+            let spawned = crate::snapshot::watch::spawn(plan, &comp, snapshots, notify);
             let replan = spawned.map_err(|err| ServeError::Start {
                 what: "starting a watcher",
                 err,

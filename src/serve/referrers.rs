@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 
 use super::access::{self, Readers};
 use crate::blob::FileRange;
-use crate::digest::Digest;
-use crate::document::{self, OCI_INDEX};
-use crate::generations::Generations;
-use crate::layout::Layout;
+use crate::oci::digest::Digest;
+use crate::oci::document::{self, OCI_INDEX};
+use crate::snapshot::generations::Generations;
+use crate::snapshot::layout::Layout;
 
 /// Most bytes of one referrers reply (a registry's manifest limit).
 pub const MAX_REPLY: usize = document::MAX_JSON as usize;

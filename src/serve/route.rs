@@ -2,7 +2,7 @@
 //! repository name, a tag or a digest. Paths are taken as sent (never
 //! percent-decoded), so `%2e%2e` or `..` can only fail validation.
 
-use crate::digest::Digest;
+use crate::oci::digest::Digest;
 
 /// Longest repository name accepted (docker-distribution's limit).
 pub const MAX_NAME: usize = 255;

@@ -25,7 +25,7 @@ pub fn run(
 ) -> Result<u8, ServeError> {
     // Each connection may hold its socket and a body's file: leave room
     // for sources, watchers and the runtime, and size the bound by what is left.
-    let fds = crate::lifecycle::raise_fd_limit();
+    let fds = crate::process::lifecycle::raise_fd_limit();
     let reserve = FD_RESERVE.min(fds / 4);
     let fit = usize::try_from(fds.saturating_sub(reserve) / 2)
         .unwrap_or(usize::MAX)
@@ -73,7 +73,7 @@ pub fn run(
     if scoped {
         // Before any thread starts: they all inherit the mask, so stop
         // signals reach the command, not the runtime.
-        crate::scoped::block_stop_signals();
+        crate::process::scoped::block_stop_signals();
     }
     let listen_err = |err| ServeError::Listen {
         addr: cfg.listen,
@@ -135,10 +135,10 @@ pub fn run(
             let command = cfg.command.clone();
             let value = addr.to_string();
             let outcome = tokio::task::spawn_blocking(move || {
-                crate::scoped::run_with(&command, REGISTRY_ENV, value.as_ref())
+                crate::process::scoped::run_with(&command, REGISTRY_ENV, value.as_ref())
             })
             .await;
-            outcome.map_or(crate::lifecycle::exit::OTHER, |o| o.code)
+            outcome.map_or(crate::process::lifecycle::exit::OTHER, |o| o.code)
         } else {
             wait_for_stop().await;
             0

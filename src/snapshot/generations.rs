@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::index::Composition;
-use crate::layout::{Attr, Content, FsError, Inodes, Layout, ino};
+use crate::snapshot::index::Composition;
+use crate::snapshot::layout::{Attr, Content, FsError, Inodes, Layout, ino};
 use crate::source::{Blob, Origin};
 
 /// How long replaced snapshots stay reachable by name.
@@ -184,7 +184,7 @@ impl Generations {
     }
 
     /// The source directories of every snapshot still served (once each).
-    pub fn source_dirs(&self) -> Vec<Arc<crate::confine::SourceDir>> {
+    pub fn source_dirs(&self) -> Vec<Arc<crate::files::confine::SourceDir>> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         let layouts = std::iter::once(self.current()).chain(self.retired());
@@ -282,7 +282,7 @@ impl Generations {
     /// What the blob name `digest` serves (the generated index or a source
     /// blob), from the current snapshot or else a retained one, as a lookup
     /// in its `blobs/<algorithm>` directory would find it.
-    pub fn by_digest(&self, digest: &crate::digest::Digest) -> Result<Content, FsError> {
+    pub fn by_digest(&self, digest: &crate::oci::digest::Digest) -> Result<Content, FsError> {
         let dir = ino::dir_of(digest.algorithm());
         let attr = self.lookup(dir, OsStr::new(digest.encoded()))?;
         self.file(attr.ino).map(|(_, content)| content)
@@ -293,7 +293,7 @@ impl Generations {
     /// gone.
     pub fn document(
         &self,
-        digest: &crate::digest::Digest,
+        digest: &crate::oci::digest::Digest,
     ) -> Option<(Arc<Blob>, crate::source::KeptDocument)> {
         let of = |l: &Layout| {
             let kept = l.document(digest)?;
@@ -332,9 +332,9 @@ fn blob_gone(blob: &Blob) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Digest;
-    use crate::layout::ino;
-    use crate::testutil::{composed, contribution, file_origin, image};
+    use crate::oci::digest::Digest;
+    use crate::snapshot::layout::ino;
+    use crate::testing::testutil::{composed, contribution, file_origin, image};
 
     /// A composition whose manifest blob is the file `dir/SEED`.
     fn layout(dir: &std::path::Path, seed: &str) -> (Composition, Digest) {
@@ -342,7 +342,8 @@ mod tests {
         let path = dir.join(c.blobs[0].rel());
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, seed).unwrap();
-        let crate::confine::Resolved::Dir(d) = crate::confine::resolve(dir).unwrap() else {
+        let crate::files::confine::Resolved::Dir(d) = crate::files::confine::resolve(dir).unwrap()
+        else {
             panic!("a directory")
         };
         Arc::make_mut(&mut c.blobs[0]).origin = file_origin(Arc::new(d), seed.len() as u64);

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::digest::Digest;
-use crate::document::{MAX_JSON, OCI_INDEX, REF_NAME};
 use crate::error::Error;
-use crate::platform::Platform;
+use crate::oci::digest::Digest;
+use crate::oci::document::{MAX_JSON, OCI_INDEX, REF_NAME};
+use crate::oci::platform::Platform;
+use crate::oci::tag::Tag;
 use crate::source::{Blob, Contribution, Image};
-use crate::tag::Tag;
 
 /// Options that shape the generated documents.
 #[derive(Debug, Clone, Default)]
@@ -296,7 +296,7 @@ pub fn parse_annotation(s: &str) -> Result<(String, String), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{contribution, image};
+    use crate::testing::testutil::{contribution, image};
 
     #[test]
     fn golden_bytes() {

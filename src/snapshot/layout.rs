@@ -1,6 +1,6 @@
 //! The immutable snapshot of the virtual layout: inode numbers, directories,
 //! attributes, and where each file's bytes come from. No FUSE types here; the
-//! adapter in [`crate::fs`] only translates.
+//! adapter in [`crate::mount::fs`] only translates.
 //!
 //! Tree:
 //! ```text
@@ -14,9 +14,9 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::digest::{Algorithm, Digest};
 pub use crate::error::FsError;
-use crate::index::Composition;
+use crate::oci::digest::{Algorithm, Digest};
+use crate::snapshot::index::Composition;
 use crate::source::{Blob, KeptDocument};
 
 /// `oci-layout`'s content.
@@ -44,10 +44,10 @@ pub mod ino {
     pub const FIRST_BLOB: u64 = 16;
 
     /// The directory that lists blobs of `algorithm`.
-    pub fn dir_of(algorithm: crate::digest::Algorithm) -> u64 {
+    pub fn dir_of(algorithm: crate::oci::digest::Algorithm) -> u64 {
         match algorithm {
-            crate::digest::Algorithm::Sha256 => SHA256,
-            crate::digest::Algorithm::Sha512 => SHA512,
+            crate::oci::digest::Algorithm::Sha256 => SHA256,
+            crate::oci::digest::Algorithm::Sha512 => SHA512,
         }
     }
 }
@@ -551,12 +551,12 @@ pub fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{blob, composed, contribution, image};
+    use crate::testing::testutil::{blob, composed, contribution, image};
 
     fn layout() -> (Layout, Composition, Inodes) {
         let mut c = contribution("src", vec![image("linux/amd64", "manifest")]);
         let mut big = blob("big");
-        big.digest = crate::digest::Algorithm::Sha512.hash(b"big");
+        big.digest = crate::oci::digest::Algorithm::Sha512.hash(b"big");
         c.blobs
             .extend([blob("config"), blob("layer"), big].map(Arc::new));
         let comp = composed(&[c]);

@@ -3,7 +3,7 @@
 //! every rebuild after a source changes.
 
 use crate::error::Error;
-use crate::index::{self, Composition, IndexOptions};
+use crate::snapshot::index::{self, Composition, IndexOptions};
 use crate::source::{self, SourceSpec};
 
 /// The index options as given (command line or configuration file),
@@ -56,14 +56,14 @@ pub struct Plan {
     /// Tag and annotations of the generated documents.
     pub opts: IndexOptions,
     /// `--platform`: only these platforms are composed (all when empty).
-    pub platforms: Vec<crate::platform::Platform>,
+    pub platforms: Vec<crate::oci::platform::Platform>,
 }
 
 impl Plan {
     /// Validates sources (every form a SOURCE argument takes) and options
     /// into a plan.
     pub fn from_args(sources: &[String], args: &IndexArgs) -> Result<Plan, Error> {
-        let tag = crate::tag::Tag::parse(&args.tag).map_err(|why| Error::Argument {
+        let tag = crate::oci::tag::Tag::parse(&args.tag).map_err(|why| Error::Argument {
             what: "tag",
             value: args.tag.clone(),
             why: why.to_string(),
@@ -81,7 +81,7 @@ impl Plan {
             .platforms
             .iter()
             .map(|p| {
-                crate::platform::Platform::parse(p)
+                crate::oci::platform::Platform::parse(p)
                     .map(|n| n.platform)
                     .map_err(|why| Error::Argument {
                         what: "--platform",

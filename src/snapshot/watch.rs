@@ -29,10 +29,10 @@ use std::time::Instant;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use crate::generations::{Generations, Invalidation};
-use crate::index::Composition;
-use crate::plan::Plan;
-use crate::schedule::{RETRY, Schedule};
+use crate::snapshot::generations::{Generations, Invalidation};
+use crate::snapshot::index::Composition;
+use crate::snapshot::plan::Plan;
+use crate::snapshot::schedule::{RETRY, Schedule};
 
 /// Gives memory that building and dropping snapshots freed back to the
 /// system: a composition of 200,000 blobs allocates and frees far more than
@@ -136,7 +136,7 @@ impl Fingerprint {
     /// over, rewritten) is marked [`Blob::replaced`](crate::source::Blob::replaced):
     /// the new file is a new claim, hashed before it is served. Marks stay.
     fn share_unchanged(&self, comp: &mut Composition) {
-        let last: HashMap<&crate::digest::Digest, &Arc<crate::source::Blob>> =
+        let last: HashMap<&crate::oci::digest::Digest, &Arc<crate::source::Blob>> =
             self.blobs.iter().map(|b| (&b.digest, b)).collect();
         for blob in &mut comp.blobs {
             let Some(was) = last.get(&blob.digest) else {
@@ -165,7 +165,7 @@ struct Watcher {
     /// the last rebuild: retained snapshots hold stale access.
     dirs_changed: bool,
     /// The permissions of each watched directory when last seen.
-    dir_perms: HashMap<PathBuf, crate::chain::DirPerm>,
+    dir_perms: HashMap<PathBuf, crate::files::chain::DirPerm>,
     last: Fingerprint,
     last_error: Option<String>,
     replanned: Replanned,
@@ -459,7 +459,7 @@ impl Watcher {
 }
 
 /// The permissions of the directory `path` now (no symlink followed).
-fn dir_perm(path: &std::path::Path) -> Option<crate::chain::DirPerm> {
+fn dir_perm(path: &std::path::Path) -> Option<crate::files::chain::DirPerm> {
     use nix::fcntl::OFlag;
     let fd = nix::fcntl::open(
         path,
@@ -468,5 +468,5 @@ fn dir_perm(path: &std::path::Path) -> Option<crate::chain::DirPerm> {
     )
     .ok()?;
     let st = nix::sys::stat::fstat(&fd).ok()?;
-    Some(crate::chain::DirPerm::of(fd.as_fd(), &st))
+    Some(crate::files::chain::DirPerm::of(fd.as_fd(), &st))
 }

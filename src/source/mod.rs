@@ -13,9 +13,9 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::confine::{Access, FileId, SourceDir};
-use crate::digest::Digest;
-use crate::platform::Platform;
+use crate::files::confine::{Access, FileId, SourceDir};
+use crate::oci::digest::Digest;
+use crate::oci::platform::Platform;
 
 mod root;
 mod spec;
@@ -109,8 +109,8 @@ pub struct Archive {
     pub file: Arc<File>,
     /// Its identity when indexed.
     pub id: FileId,
-    /// Who had a say in what it is (see [`crate::chain::Publishers`]).
-    pub publishers: crate::chain::Publishers,
+    /// Who had a say in what it is (see [`crate::files::chain::Publishers`]).
+    pub publishers: crate::files::chain::Publishers,
 }
 
 /// The same archive, with the same deciders: a snapshot whose publishers

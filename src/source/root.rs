@@ -1,5 +1,5 @@
 //! A source's files: a layout directory (each file opened confined to it, see
-//! [`crate::confine`]) or a tar archive of one (each file a member, indexed
+//! [`crate::files::confine`]) or a tar archive of one (each file a member, indexed
 //! in place). Finding a file gives its size, where its bytes are and who may
 //! read it; small files (JSON) are read whole, within a cap.
 
@@ -9,10 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{Archive, Origin};
-use crate::confine::{self, Access, FileId, FileInfo, OpenError, Resolved, SourceDir};
 use crate::error::Problem;
-use crate::readat::{fill_at, read_at, read_up_to};
-use crate::tar;
+use crate::files::confine::{self, Access, FileId, FileInfo, OpenError, Resolved, SourceDir};
+use crate::files::readat::{fill_at, read_at, read_up_to};
+use crate::files::tar;
 
 /// Where a source's files are: a layout directory, or a tar archive of one.
 pub(super) enum Root {
@@ -71,7 +71,7 @@ fn open_archive(
     path: &Path,
     file: File,
     info: FileInfo,
-    publishers: crate::chain::Publishers,
+    publishers: crate::files::chain::Publishers,
 ) -> Result<Root, Problem> {
     let mut head = [0u8; 512];
     let n = fill_at(&file, 0, &mut head).map_err(Problem::Io)?;

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use crate::error::Error;
-use crate::platform::Platform;
-use crate::tag::Tag;
+use crate::oci::platform::Platform;
+use crate::oci::tag::Tag;
 
 /// How a source was named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use super::root::{Found, Root};
 use super::spec::{ArmVariant, Transport};
 use super::{Blob, BrokenBlob, Contribution, Image, SourceSpec};
-use crate::digest::Digest;
-use crate::document::{self, Document, Kind, RawDescriptor, RawPlatform};
 use crate::error::{Error, Problem};
-use crate::platform::Platform;
+use crate::oci::digest::Digest;
+use crate::oci::document::{self, Document, Kind, RawDescriptor, RawPlatform};
+use crate::oci::platform::Platform;
 
 /// Reads `spec`, choosing the `index.json` entry named `want_ref`, keeping
 /// only the platforms `only` matches (all when empty).
@@ -592,8 +592,11 @@ impl<'a> Reader<'a> {
             .clone()
             .or_else(|| from_index.and_then(|p| p.os_features.clone()))
             .unwrap_or_default();
-        crate::platform::check_os_fields(platform.os_version.as_deref(), &platform.os_features)
-            .map_err(Problem::BadPlatform)?;
+        crate::oci::platform::check_os_fields(
+            platform.os_version.as_deref(),
+            &platform.os_features,
+        )
+        .map_err(Problem::BadPlatform)?;
         // The index entry's platform (sloci-image writes the arm variant only
         // there) fills what the config lacks, and may not contradict it.
         let entry = from_index.and_then(|p| {
@@ -623,9 +626,9 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::document::{DOCKER_LIST, DOCKER_MANIFEST};
+    use crate::oci::document::{DOCKER_LIST, DOCKER_MANIFEST};
     use crate::source::Origin;
-    use crate::testutil::LayoutBuilder;
+    use crate::testing::testutil::LayoutBuilder;
     use serde_json::{Value, json};
 
     /// An entry tagged `tag` naming manifest `n`.

@@ -3,7 +3,7 @@
 //! corpora in `cargo test`. Each must never panic, whatever the input; what
 //! they return is ignored. Not part of the supported API.
 
-use crate::document::{self, Document, Kind, RawPlatform};
+use crate::oci::document::{self, Document, Kind, RawPlatform};
 
 /// The fuzzed parsers, by target name.
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
@@ -25,9 +25,9 @@ pub fn document_bytes(data: &[u8]) {
     }
     if let Ok(p) = document::parse::<RawPlatform>(data) {
         if let (Some(os), Some(arch)) = (&p.os, &p.architecture) {
-            let _ = crate::platform::Platform::normalize(os, arch, p.variant.as_deref());
+            let _ = crate::oci::platform::Platform::normalize(os, arch, p.variant.as_deref());
         }
-        let _ = crate::platform::check_os_fields(
+        let _ = crate::oci::platform::check_os_fields(
             p.os_version.as_deref(),
             p.os_features.as_deref().unwrap_or_default(),
         );
@@ -39,7 +39,7 @@ pub fn digest(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(d) = crate::digest::Digest::parse(s) {
+    if let Ok(d) = crate::oci::digest::Digest::parse(s) {
         let path = d.blob_path();
         assert!(
             !path.contains("..") && path.split('/').count() == 3,
@@ -52,7 +52,7 @@ pub fn digest(data: &[u8]) {
 /// A platform as given on the command line.
 pub fn platform(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {
-        if let Ok(n) = crate::platform::Platform::parse(s) {
+        if let Ok(n) = crate::oci::platform::Platform::parse(s) {
             let _ = n.platform.to_string();
         }
     }
@@ -64,7 +64,7 @@ pub fn tar_index(data: &[u8]) {
         return;
     };
     if std::io::Write::write_all(&mut file, data).is_ok() {
-        if let Ok(index) = crate::tar::index(&file) {
+        if let Ok(index) = crate::files::tar::index(&file) {
             for m in index.members.values() {
                 assert!(m.offset.saturating_add(m.size) <= data.len() as u64 || m.size == 0);
             }
@@ -79,7 +79,7 @@ fn memfd() -> std::io::Result<std::fs::File> {
 
 /// `/proc/self/mountinfo` lines.
 pub fn mountinfo(data: &[u8]) {
-    for e in crate::mountinfo::parse(data) {
+    for e in crate::files::mountinfo::parse(data) {
         let _ = (e.ocimux_pid(), e.fuse_connection());
     }
 }
@@ -87,7 +87,7 @@ pub fn mountinfo(data: &[u8]) {
 /// `-o` option strings.
 pub fn mount_options(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {
-        let _ = crate::daemon::MountOptions::parse(s.split('\0'));
+        let _ = crate::mount::daemon::MountOptions::parse(s.split('\0'));
     }
 }
 
@@ -96,10 +96,10 @@ pub fn mount_options(data: &[u8]) {
 pub fn mount_helper(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {
         let args: Vec<String> = s.split('\0').map(str::to_owned).collect();
-        if crate::fstab::is_helper_form(&args, &["mount", "inspect"]) {
-            let _ = crate::fstab::mount_args(&args);
+        if crate::mount::fstab::is_helper_form(&args, &["mount", "inspect"]) {
+            let _ = crate::mount::fstab::mount_args(&args);
         }
-        let _ = crate::fstab::split_sources(s);
+        let _ = crate::mount::fstab::split_sources(s);
     }
 }
 

@@ -8,10 +8,10 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{Value, json};
 
-use crate::confine::{Access, FileId, Resolved, SourceDir};
-use crate::digest::Digest;
-use crate::document::{OCI_INDEX, OCI_MANIFEST, REF_NAME};
-use crate::platform::Platform;
+use crate::files::confine::{Access, FileId, Resolved, SourceDir};
+use crate::oci::digest::Digest;
+use crate::oci::document::{OCI_INDEX, OCI_MANIFEST, REF_NAME};
+use crate::oci::platform::Platform;
 use crate::source::{Blob, Contribution, Image, Origin};
 
 /// A platform manifest descriptor whose digest is the sha256 of `seed`.
@@ -27,7 +27,7 @@ pub fn image(platform: &str, seed: &str) -> Image {
 /// `/`, held as a source directory, for blobs whose files are never opened.
 pub fn root_dir() -> Arc<SourceDir> {
     static ROOT: OnceLock<Arc<SourceDir>> = OnceLock::new();
-    ROOT.get_or_init(|| match crate::confine::resolve(Path::new("/")) {
+    ROOT.get_or_init(|| match crate::files::confine::resolve(Path::new("/")) {
         Ok(Resolved::Dir(d)) => Arc::new(d),
         other => panic!("resolving /: {other:?}"),
     })
@@ -62,7 +62,7 @@ pub fn blob(seed: &str) -> Blob {
             mode: 0o440,
             passthrough: true,
         },
-        media_type: crate::document::OCI_LAYER.into(),
+        media_type: crate::oci::document::OCI_LAYER.into(),
         source: "src".into(),
         replaced: false,
     }
@@ -84,7 +84,7 @@ pub fn file_blob(root: &Path, bytes: &[u8]) -> Blob {
     let path = root.join(&rel);
     fs::create_dir_all(path.parent().expect("blob path has a parent")).expect("mkdir");
     fs::write(&path, bytes).expect("write blob");
-    let dir = match crate::confine::resolve(root) {
+    let dir = match crate::files::confine::resolve(root) {
         Ok(Resolved::Dir(d)) => Arc::new(d),
         other => panic!("resolving {}: {other:?}", root.display()),
     };
@@ -94,15 +94,16 @@ pub fn file_blob(root: &Path, bytes: &[u8]) -> Blob {
         size: bytes.len() as u64,
         origin: Origin::File { dir, id },
         access: PUBLIC,
-        media_type: crate::document::OCI_LAYER.into(),
+        media_type: crate::oci::document::OCI_LAYER.into(),
         source: "src".into(),
         replaced: false,
     }
 }
 
 /// Composes contributions with the default tag, for tests of what comes after.
-pub fn composed(sources: &[Contribution]) -> crate::index::Composition {
-    crate::index::compose(sources, &crate::index::IndexOptions::default()).expect("compose")
+pub fn composed(sources: &[Contribution]) -> crate::snapshot::index::Composition {
+    crate::snapshot::index::compose(sources, &crate::snapshot::index::IndexOptions::default())
+        .expect("compose")
 }
 
 /// What a source named `name` with these images contributes (their manifests as blobs).
@@ -115,7 +116,7 @@ pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
                 size: i.size,
                 origin: file_origin(root_dir(), i.size),
                 access: PUBLIC,
-                media_type: crate::document::OCI_LAYER.into(),
+                media_type: crate::oci::document::OCI_LAYER.into(),
                 source: name.into(),
                 replaced: false,
             })

@@ -5,9 +5,9 @@ use std::fs;
 use std::path::Path;
 
 use crate::common::*;
-use ocimux::digest::Digest;
-use ocimux::document::{OCI_INDEX, OCI_MANIFEST};
-use ocimux::testutil::LayoutBuilder;
+use ocimux::oci::digest::Digest;
+use ocimux::oci::document::{OCI_INDEX, OCI_MANIFEST};
+use ocimux::testing::testutil::LayoutBuilder;
 use serde_json::{Value, json};
 
 fn amd64() -> Value {
@@ -734,7 +734,7 @@ fn yocto_names_are_normalised_with_warnings() {
 #[test]
 fn fuzz_corpora_replay_without_panics() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    for (target, run) in ocimux::fuzzing::TARGETS {
+    for (target, run) in ocimux::testing::fuzzing::TARGETS {
         let dir = root.join(target);
         let mut inputs: Vec<_> = fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))

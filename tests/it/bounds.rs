@@ -5,7 +5,7 @@ use std::fs;
 use std::time::Duration;
 
 use crate::common::*;
-use ocimux::testutil::LayoutBuilder;
+use ocimux::testing::testutil::LayoutBuilder;
 use serde_json::json;
 
 /// The daemon's open fds.

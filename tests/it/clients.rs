@@ -9,7 +9,7 @@ use std::process::Command;
 
 use crate::common::*;
 use crate::registry::Registry;
-use ocimux::testutil::LayoutBuilder;
+use ocimux::testing::testutil::LayoutBuilder;
 use serde_json::json;
 
 fn s(p: &Path) -> &str {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use ocimux::digest::Digest;
+use ocimux::oci::digest::Digest;
 
 /// The binary under test.
 pub fn bin() -> &'static str {
@@ -288,7 +288,7 @@ impl Drop for Mount {
 /// The pid of the daemon serving the ocimux mount at `dir`.
 pub fn daemon_pid(dir: &Path) -> i32 {
     let canonical = fs::canonicalize(dir).expect("mountpoint");
-    let entry = ocimux::mountinfo::find(&canonical)
+    let entry = ocimux::files::mountinfo::find(&canonical)
         .expect("mountinfo")
         .expect("mounted");
     entry.ocimux_pid().expect("an ocimux mount")
@@ -299,7 +299,10 @@ pub fn is_mounted(dir: &Path) -> bool {
     let Ok(canonical) = fs::canonicalize(dir) else {
         return false;
     };
-    ocimux::mountinfo::find(&canonical).ok().flatten().is_some()
+    ocimux::files::mountinfo::find(&canonical)
+        .ok()
+        .flatten()
+        .is_some()
 }
 
 /// Drops the kernel's clean caches, so that reads through a mount reach the daemon.
@@ -364,7 +367,7 @@ pub fn rehash_blobs(root: &Path) -> Vec<(String, Digest)> {
     out
 }
 
-pub use ocimux::testutil::tarw;
+pub use ocimux::testing::testutil::tarw;
 
 /// Every file of a layout directory as tar members (`./`-prefixed, as
 /// `tar -cf NAME.tar .` writes them), for building hostile variants.

@@ -6,10 +6,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
-use ocimux::testutil::LayoutBuilder;
+use ocimux::testing::testutil::LayoutBuilder;
 
 fn alive(pid: i32) -> bool {
-    ocimux::lifecycle::process_alive(pid)
+    ocimux::process::lifecycle::process_alive(pid)
 }
 
 /// A one-image layout mounted, and its daemon's pid.
@@ -258,7 +258,7 @@ fn an_unprivileged_user_mounts_and_unmounts_through_fusermount3() {
 /// The ocimux mounts at `dir`, from this process's view of mountinfo.
 fn ocimux_mounts_at(dir: &Path) -> usize {
     let dir = fs::canonicalize(dir).unwrap();
-    ocimux::mountinfo::all()
+    ocimux::files::mountinfo::all()
         .unwrap()
         .iter()
         .filter(|e| e.mountpoint == dir && e.ocimux_pid().is_some())
@@ -282,7 +282,7 @@ fn unmounting_never_touches_the_mount_beneath() {
         .args(["-t", "tmpfs", "beneath"])
         .arg(&mnt));
     let tmpfs_mounted = || {
-        ocimux::mountinfo::find(&fs::canonicalize(&mnt).unwrap())
+        ocimux::files::mountinfo::find(&fs::canonicalize(&mnt).unwrap())
             .unwrap()
             .is_some_and(|e| e.source == "beneath")
     };
@@ -563,7 +563,7 @@ fn an_interrupted_request_is_not_an_error() {
         &serde_json::json!({"os": "linux", "architecture": "amd64"}),
     );
     let m = b.json_blob(
-        ocimux::document::OCI_MANIFEST,
+        ocimux::oci::document::OCI_MANIFEST,
         &serde_json::json!({"schemaVersion": 2, "config": config, "layers": [layer]}),
     );
     b.index(&[(m, None)]);

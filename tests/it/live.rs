@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use ocimux::digest::Digest;
-use ocimux::testutil::LayoutBuilder;
+use ocimux::oci::digest::Digest;
+use ocimux::testing::testutil::LayoutBuilder;
 use serde_json::{Value, json};
 
 /// The generated index blob the mount's index.json points at.

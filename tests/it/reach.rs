@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
-use ocimux::testutil::LayoutBuilder;
+use ocimux::testing::testutil::LayoutBuilder;
 
 /// Two small sources: an umoci one (amd64) and a LayoutBuilder one (arm64,
 /// one 4 MiB layer).
@@ -68,7 +68,7 @@ fn mount_8_and_fstab_lines_mount_and_umount_8_unmounts() {
     run(Command::new("umount").arg(&mnt));
     assert!(!is_mounted(&mnt));
     wait_for("the daemon to exit", Duration::from_secs(10), || {
-        !ocimux::lifecycle::process_alive(pid)
+        !ocimux::process::lifecycle::process_alive(pid)
     });
     // The same through an fstab file (mount --fstab), as systemd would.
     let fstab = tmp.path().join("fstab");
@@ -252,7 +252,7 @@ fn a_killed_scoped_mount_does_not_outlive_ocimux() {
         !is_mounted(&mnt)
     });
     wait_for("the daemon to exit", Duration::from_secs(10), || {
-        !ocimux::lifecycle::process_alive(pid)
+        !ocimux::process::lifecycle::process_alive(pid)
     });
     kill_pid(sleep_pid);
     // With --tmp, the temporary mountpoint goes too.
@@ -731,7 +731,7 @@ fn sample_layouts_are_made_by_an_unprivileged_user_too() {
 #[test]
 fn every_dash_o_word_names_a_mount_option() {
     let help = String::from_utf8(ocimux(&["mount", "--help"]).stdout).unwrap();
-    for (word, flag, takes_value) in ocimux::fstab::OCIMUX_WORDS {
+    for (word, flag, takes_value) in ocimux::mount::fstab::OCIMUX_WORDS {
         let long = format!("--{flag}");
         let line = help
             .lines()
@@ -739,13 +739,13 @@ fn every_dash_o_word_names_a_mount_option() {
             .unwrap_or_else(|| panic!("-o {word}: ocimux mount has no {long}"));
         assert_eq!(line.contains('<'), *takes_value, "-o {word}: {line}");
     }
-    for word in ocimux::fstab::FUSE_WORDS {
+    for word in ocimux::mount::fstab::FUSE_WORDS {
         let opts = match *word {
             "auto_unmount" => "auto_unmount,allow_other".to_owned(),
             w => w.to_owned(),
         };
         assert!(
-            ocimux::daemon::MountOptions::parse([opts.as_str()]).is_ok(),
+            ocimux::mount::daemon::MountOptions::parse([opts.as_str()]).is_ok(),
             "-o {word}"
         );
     }

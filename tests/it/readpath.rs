@@ -9,8 +9,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::common::*;
-use ocimux::digest::Digest;
-use ocimux::testutil::LayoutBuilder;
+use ocimux::oci::digest::Digest;
+use ocimux::testing::testutil::LayoutBuilder;
 use serde_json::json;
 
 /// Hashes a file through mmap(2).
@@ -73,7 +73,7 @@ fn exercise(passthrough: bool) {
         &json!({"os": "linux", "architecture": "amd64"}),
     );
     let m = b.json_blob(
-        ocimux::document::OCI_MANIFEST,
+        ocimux::oci::document::OCI_MANIFEST,
         &json!({"schemaVersion": 2, "config": config, "layers": [layer.clone(), empty]}),
     );
     b.index(&[(m, None)]);
@@ -191,8 +191,8 @@ fn a_failed_passthrough_registration_falls_back_once() {
     );
     let m2 = b.image(json!({"os": "linux", "architecture": "arm64"}), &[b"three"]);
     let list = b.json_blob(
-        ocimux::document::OCI_INDEX,
-        &json!({"schemaVersion": 2, "mediaType": ocimux::document::OCI_INDEX, "manifests": [m1, m2]}),
+        ocimux::oci::document::OCI_INDEX,
+        &json!({"schemaVersion": 2, "mediaType": ocimux::oci::document::OCI_INDEX, "manifests": [m1, m2]}),
     );
     b.index(&[(list, None)]);
     let home = tmp.path().join("home");

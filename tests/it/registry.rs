@@ -119,7 +119,7 @@ fn skopeo_pushes_the_mount_to_a_registry_unchanged() {
     let raw =
         run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &dest])).stdout;
     assert_eq!(
-        ocimux::digest::Digest::sha256_of(&raw).to_string(),
+        ocimux::oci::digest::Digest::sha256_of(&raw).to_string(),
         index_digest
     );
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ocimux::digest::Digest;
+use ocimux::oci::digest::Digest;
 use serde_json::Value;
 
 use crate::common::*;
@@ -801,7 +801,7 @@ fn hostile_clients_get_errors_and_the_server_keeps_answering() {
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = (i as u32).wrapping_mul(2654435761).to_le_bytes()[3];
     }
-    let (_, big_desc) = ocimux::testutil::LayoutBuilder::one_layer(&big, &bytes);
+    let (_, big_desc) = ocimux::testing::testutil::LayoutBuilder::one_layer(&big, &bytes);
     let big_layer = big_desc["digest"].as_str().unwrap();
     let server = Server::start(&[
         "--client-timeout",
@@ -966,7 +966,8 @@ fn only_what_the_sources_owner_may_read_is_published() {
     let private = tmp.path().join("private");
     fs::create_dir(&private).unwrap();
     chmod(&private, 0o700);
-    let (hidden, _) = ocimux::testutil::LayoutBuilder::one_layer(private.join("l"), b"layer");
+    let (hidden, _) =
+        ocimux::testing::testutil::LayoutBuilder::one_layer(private.join("l"), b"layer");
     drop(hidden);
     chown_r(&private.join("l"), "65534:65534");
     let out = ocimux(&[
@@ -985,7 +986,7 @@ fn only_what_the_sources_owner_may_read_is_published() {
     let secret = tmp.path().join("secret");
     fs::create_dir(&secret).unwrap();
     chmod(&secret, 0o700);
-    drop(ocimux::testutil::LayoutBuilder::one_layer(
+    drop(ocimux::testing::testutil::LayoutBuilder::one_layer(
         secret.join("l"),
         b"root's",
     ));
@@ -1055,7 +1056,7 @@ fn a_pull_that_began_before_a_rebuild_finishes() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("app-oci");
     let old_bytes = pattern(24 << 20, 1);
-    let (_, old_layer) = ocimux::testutil::LayoutBuilder::one_layer(&root, &old_bytes);
+    let (_, old_layer) = ocimux::testing::testutil::LayoutBuilder::one_layer(&root, &old_bytes);
     let server = Server::start(&["app", s(&root)]);
     let accept = [format!("Accept: {OCI_INDEX}, {OCI_MANIFEST}")];
     let accept: Vec<&str> = accept.iter().map(String::as_str).collect();
@@ -1073,7 +1074,8 @@ fn a_pull_that_began_before_a_rebuild_finishes() {
     c.read_exact(&mut body).unwrap();
 
     // … when the image is rebuilt and the old layer deleted.
-    let (_, new_layer) = ocimux::testutil::LayoutBuilder::one_layer(&root, &pattern(1 << 20, 2));
+    let (_, new_layer) =
+        ocimux::testing::testutil::LayoutBuilder::one_layer(&root, &pattern(1 << 20, 2));
     fs::remove_file(root.join("blobs/sha256").join(hex(&old_layer))).unwrap();
     wait_for("the rebuild to be served", Duration::from_secs(10), || {
         get(&server.url("/v2/app/manifests/latest"), &accept).header("docker-content-digest")
@@ -1174,7 +1176,7 @@ fn podman_buildah_and_containerd_pull() {
 /// A layout with `count` SBOM referrers of `image`, each with an annotation
 /// of `annotation` bytes; their descriptors, in index order.
 fn with_referrers(
-    b: &ocimux::testutil::LayoutBuilder,
+    b: &ocimux::testing::testutil::LayoutBuilder,
     image: &Value,
     count: usize,
     annotation: usize,
@@ -1204,7 +1206,7 @@ fn with_referrers(
 fn referrers_are_optional_published_and_bounded() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("app-oci");
-    let b = ocimux::testutil::LayoutBuilder::new(&root);
+    let b = ocimux::testing::testutil::LayoutBuilder::new(&root);
     let image = b.image(
         serde_json::json!({"os": "linux", "architecture": "amd64"}),
         &[b"l"],
@@ -1268,14 +1270,14 @@ fn referrers_are_optional_published_and_bounded() {
 
     // Large annotations are left out of descriptors; a reply stays under 4 MiB.
     let root = tmp.path().join("big-oci");
-    let b = ocimux::testutil::LayoutBuilder::new(&root);
+    let b = ocimux::testing::testutil::LayoutBuilder::new(&root);
     let image = b.image(
         serde_json::json!({"os": "linux", "architecture": "amd64"}),
         &[b"m"],
     );
     with_referrers(&b, &image, 48, 1 << 20);
     let root2 = tmp.path().join("many-oci");
-    let b2 = ocimux::testutil::LayoutBuilder::new(&root2);
+    let b2 = ocimux::testing::testutil::LayoutBuilder::new(&root2);
     let image2 = b2.image(
         serde_json::json!({"os": "linux", "architecture": "arm64"}),
         &[b"n"],
@@ -1421,7 +1423,7 @@ fn connections_fit_the_open_file_limit() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("l");
     let big = pattern(16 << 20, 23);
-    let (_, layer) = ocimux::testutil::LayoutBuilder::one_layer(root.clone(), &big);
+    let (_, layer) = ocimux::testing::testutil::LayoutBuilder::one_layer(root.clone(), &big);
     let server = Server::start_with_nofile(160, &["app", s(&root)]);
     let path = format!("/v2/app/blobs/{}", layer["digest"].as_str().unwrap());
     // 120 clients at once, each holding its connection and body a while:
@@ -1477,10 +1479,13 @@ fn connections_fit_the_open_file_limit() {
 fn clients_that_never_read_delay_only_themselves() {
     let tmp = tempfile::tempdir().unwrap();
     let (big_root, small_root) = (tmp.path().join("big"), tmp.path().join("small"));
-    let (_, big) =
-        ocimux::testutil::LayoutBuilder::one_layer(big_root.clone(), &pattern(64 << 20, 3));
+    let (_, big) = ocimux::testing::testutil::LayoutBuilder::one_layer(
+        big_root.clone(),
+        &pattern(64 << 20, 3),
+    );
     let small_bytes = pattern(2 << 20, 4);
-    let (_, small) = ocimux::testutil::LayoutBuilder::one_layer(small_root.clone(), &small_bytes);
+    let (_, small) =
+        ocimux::testing::testutil::LayoutBuilder::one_layer(small_root.clone(), &small_bytes);
     let file = write_config(tmp.path(), &[("big", &big_root), ("small", &small_root)]);
     let server = Server::start(&["--config", s(&file), "--client-timeout", "120"]);
     let big_path = format!("/v2/big/blobs/{}", big["digest"].as_str().unwrap());
@@ -1587,7 +1592,7 @@ fn idle_connections_make_room() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("l");
     let big = pattern(16 << 20, 9);
-    let (_, layer) = ocimux::testutil::LayoutBuilder::one_layer(root.clone(), &big);
+    let (_, layer) = ocimux::testing::testutil::LayoutBuilder::one_layer(root.clone(), &big);
     let blob = format!("/v2/app/blobs/{}", layer["digest"].as_str().unwrap());
     let server = Server::start(&[
         "--max-connections",
@@ -1959,7 +1964,7 @@ fn sigterm_lets_requests_in_flight_finish() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("app-oci");
     let bytes = pattern(24 << 20, 3);
-    let (_, layer) = ocimux::testutil::LayoutBuilder::one_layer(&root, &bytes);
+    let (_, layer) = ocimux::testing::testutil::LayoutBuilder::one_layer(&root, &bytes);
     let server = Server::start(&["--drain", "20", "app", s(&root)]);
     let digest = layer["digest"].as_str().unwrap().to_owned();
     let mut c = body_of(&server.host, &format!("/v2/app/blobs/{digest}"));
@@ -1997,7 +2002,8 @@ fn sigterm_lets_requests_in_flight_finish() {
 fn bytes_that_fail_their_digest_are_never_served() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("app-oci");
-    let (b, layer) = ocimux::testutil::LayoutBuilder::one_layer(&root, &pattern(3 << 20, 4));
+    let (b, layer) =
+        ocimux::testing::testutil::LayoutBuilder::one_layer(&root, &pattern(3 << 20, 4));
     assert_ne!(pattern(3 << 20, 4), pattern(3 << 20, 5));
     let digest = layer["digest"].as_str().unwrap().to_owned();
     let path = b.blob_path(&layer);
@@ -2070,7 +2076,7 @@ fn hashing_holds_no_request_thread() {
     let tmp = tempfile::tempdir().unwrap();
     let size: u64 = 256 << 20;
     let zeros = {
-        let mut h = ocimux::digest::Hasher::new(ocimux::digest::Algorithm::Sha256);
+        let mut h = ocimux::oci::digest::Hasher::new(ocimux::oci::digest::Algorithm::Sha256);
         let block = vec![0u8; 1 << 20];
         for _ in 0..(size >> 20) {
             h.update(&block);
@@ -2080,7 +2086,7 @@ fn hashing_holds_no_request_thread() {
     let mut repos = Vec::new();
     for i in 0..40 {
         let root = tmp.path().join(format!("l{i}"));
-        let b = ocimux::testutil::LayoutBuilder::new(&root);
+        let b = ocimux::testing::testutil::LayoutBuilder::new(&root);
         let layer = root.join("blobs/sha256").join(&zeros);
         fs::File::create(&layer).unwrap().set_len(size).unwrap();
         let config = b.json_blob(
@@ -2141,7 +2147,7 @@ fn hashing_holds_no_request_thread() {
 fn referrers_listed_in_a_source_are_served() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("app-oci");
-    let b = ocimux::testutil::LayoutBuilder::new(&root);
+    let b = ocimux::testing::testutil::LayoutBuilder::new(&root);
     let image = b.image(
         serde_json::json!({"os": "linux", "architecture": "amd64"}),
         &[b"layer"],
@@ -2219,7 +2225,7 @@ fn soak_replay() {
 /// manifests, their configs) that are then served, whole.
 #[test]
 fn a_tag_names_only_documents_that_can_be_served() {
-    use ocimux::testutil::LayoutBuilder;
+    use ocimux::testing::testutil::LayoutBuilder;
     let tmp = tempfile::tempdir().unwrap();
     let layer = pattern(4096, 7);
     let build = |n: u32| {
@@ -2319,8 +2325,10 @@ fn whoever_chose_the_name_must_be_able_to_read_it() {
     // served name in a deploy directory group 4242 may write.
     let deploy = tmp.path().join("deploy");
     fs::create_dir(&deploy).unwrap();
-    let (private, _) =
-        ocimux::testutil::LayoutBuilder::one_layer(deploy.join("app-latest-oci"), b"private");
+    let (private, _) = ocimux::testing::testutil::LayoutBuilder::one_layer(
+        deploy.join("app-latest-oci"),
+        b"private",
+    );
     chown_r(&private.root, "65534:65534");
     run(Command::new("chmod")
         .args(["-R", "go-rwx"])
@@ -2346,7 +2354,8 @@ fn whoever_chose_the_name_must_be_able_to_read_it() {
 
     // A root-only archive hard-linked into a build user's own directory.
     let archive = tmp.path().join("root-only.tar");
-    let (layout, _) = ocimux::testutil::LayoutBuilder::one_layer(tmp.path().join("l"), b"root's");
+    let (layout, _) =
+        ocimux::testing::testutil::LayoutBuilder::one_layer(tmp.path().join("l"), b"root's");
     run(Command::new("tar")
         .arg("-cf")
         .arg(&archive)

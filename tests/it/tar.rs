@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::*;
-use ocimux::digest::Digest;
-use ocimux::testutil::LayoutBuilder;
+use ocimux::oci::digest::Digest;
+use ocimux::testing::testutil::LayoutBuilder;
 use serde_json::json;
 
 /// `NAME.tar` (members `./…`) and `NAME-dir.tar` (layout under one top directory), as Yocto writes them.
@@ -173,7 +173,7 @@ fn pax_long_names_and_members_over_8_gib_in_a_sparse_archive() {
         &json!({"os": "linux", "architecture": "amd64"}),
     );
     let m = b.json_blob(
-        ocimux::document::OCI_MANIFEST,
+        ocimux::oci::document::OCI_MANIFEST,
         &json!({"schemaVersion": 2, "config": config, "layers": [layer]}),
     );
     b.index(&[(m, None)]);

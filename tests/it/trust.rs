@@ -10,9 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use ocimux::digest::Digest;
-use ocimux::document::OCI_MANIFEST;
-use ocimux::testutil::LayoutBuilder;
+use ocimux::oci::digest::Digest;
+use ocimux::oci::document::OCI_MANIFEST;
+use ocimux::testing::testutil::LayoutBuilder;
 use serde_json::{Value, json};
 
 /// The errno of reading `path` whole, or its bytes.

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::common::*;
-use ocimux::testutil::LayoutBuilder;
+use ocimux::testing::testutil::LayoutBuilder;
 
 /// `--log-file`: never through a symlink, only a regular file of the user
 /// who mounts, created 0600; a refusal mounts nothing and leaves the target
@@ -243,7 +243,7 @@ fn a_mountpoint_swapped_for_a_symlink_never_moves_the_mount() {
         signal("-STOP");
         let standin_mounted = standin_hit();
         // Unmount wherever the mount is now (the racer may have renamed it).
-        let ours: Vec<_> = ocimux::mountinfo::all()
+        let ours: Vec<_> = ocimux::files::mountinfo::all()
             .unwrap()
             .into_iter()
             .filter(|m| m.ocimux_pid().is_some() && m.mountpoint.starts_with(tmp.path()))
@@ -501,7 +501,7 @@ fn a_flipped_latest_link_never_lends_a_decoys_bits_to_a_private_layout() {
 /// queue filled and root's opens failed with EAGAIN for the whole hash).
 #[test]
 fn hashing_opens_do_not_hold_the_request_threads() {
-    use ocimux::document::OCI_MANIFEST;
+    use ocimux::oci::document::OCI_MANIFEST;
     use serde_json::json;
     use std::process::Stdio;
     use std::time::{Duration, Instant};

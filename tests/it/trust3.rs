@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
-use ocimux::testutil::LayoutBuilder;
+use ocimux::testing::testutil::LayoutBuilder;
 
 /// A FUSE mount that claims to be `daemon`'s (source `ocimux:PID`, type
 /// `fuse.ocimux`, owned by nobody, as `fusermount3 -o fsname=…,subtype=ocimux`
@@ -50,7 +50,7 @@ impl Impostor {
 
     /// Whether it is still mounted (read from mountinfo, never touched).
     fn mounted(&self) -> bool {
-        let all = ocimux::mountinfo::all().unwrap();
+        let all = ocimux::files::mountinfo::all().unwrap();
         all.iter().any(|e| e.mountpoint == self.dir)
     }
 }
@@ -164,7 +164,7 @@ fn a_stop_ends_the_service_in_every_namespace() {
             started.elapsed()
         );
         wait_for("the daemon to exit", Duration::from_secs(10), || {
-            !ocimux::lifecycle::process_alive(pid)
+            !ocimux::process::lifecycle::process_alive(pid)
         });
         assert!(!is_mounted(&mnt));
         std::mem::forget(m);
@@ -234,7 +234,7 @@ fn a_writer_with_a_mapping_never_gets_its_bytes_served_as_verified() {
     let digest = layer["digest"].as_str().unwrap().to_owned();
     let path = b.blob_path(&layer);
     let hashes_right =
-        |bytes: &[u8]| ocimux::digest::Digest::sha256_of(bytes).to_string() == digest;
+        |bytes: &[u8]| ocimux::oci::digest::Digest::sha256_of(bytes).to_string() == digest;
     // serve --verify
     let server =
         crate::serve::Server::start(&["--verify", "--static", "app", root.to_str().unwrap()]);

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::platform::Platform;
+use crate::oci::platform::Platform;
 use crate::source::ArmVariant;
 
 /// Common 32-bit ARM machines and their variant (Poky's and the BSP

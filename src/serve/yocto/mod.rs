@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::printable;
-use crate::plan::{IndexArgs, Plan};
-use crate::platform::Platform;
+use crate::oci::platform::Platform;
+use crate::snapshot::plan::{IndexArgs, Plan};
 use crate::source::{SourceSpec, Transport};
 
 use super::api::Registry;
@@ -61,7 +61,7 @@ pub enum YoctoError {
         /// The value.
         value: String,
         /// Why.
-        why: crate::platform::PlatformError,
+        why: crate::oci::platform::PlatformError,
     },
     /// More build paths than [`MAX_BUILDS`].
     #[error("{0} --yocto paths: at most {MAX_BUILDS} distinct ones")]
@@ -382,7 +382,7 @@ impl Finder {
         served: &mut Served,
         name: &str,
         sel: &Selection,
-    ) -> Option<Option<crate::watch::Replan>> {
+    ) -> Option<Option<crate::snapshot::watch::Replan>> {
         let plan = match self.plan(sel) {
             Ok(plan) => plan,
             Err(e) => {
@@ -517,7 +517,7 @@ pub(crate) struct Served {
 #[derive(Debug, Default)]
 struct ImageState {
     /// Live tag → what it was last given, and how to give it more.
-    live: BTreeMap<String, (Fingerprint, Option<crate::watch::Replan>)>,
+    live: BTreeMap<String, (Fingerprint, Option<crate::snapshot::watch::Replan>)>,
     /// Dated tag → what it was composed from.
     dated: BTreeMap<String, Fingerprint>,
 }
@@ -581,7 +581,7 @@ fn tar_ends(path: &Path, size: u64) -> bool {
         return false;
     }
     let mut tail = [0u8; 1024];
-    crate::readat::fill_at(&file, size - 1024, &mut tail).is_ok_and(|n| n == 1024)
+    crate::files::readat::fill_at(&file, size - 1024, &mut tail).is_ok_and(|n| n == 1024)
         && tail.iter().all(|b| *b == 0)
 }
 
