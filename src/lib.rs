@@ -10,6 +10,7 @@
 //!   permission chain, who had a say in a path) and `acl`; `readat` (the one
 //!   positional-read loop); `tar` (indexing archives served in place);
 //!   [`files::lease`] (the read lease a hash stands on); [`files::mountinfo`];
+//!   `sys` (every `unsafe` block of the crate, behind safe functions);
 //! - [`error`]: the library's errors, and `FsError`'s one mapping to errno;
 //! - [`process`]: what every process shares — [`process::lifecycle`] (exit
 //!   codes, each error type giving its own; stop signals; the open-file

@@ -415,17 +415,8 @@ fn create(dest: &Path, access: Access) -> io::Result<File> {
 
 /// A copy-on-write clone of the whole file (`FICLONE`).
 fn reflink(range: &FileRange, dest: &Path, access: Access) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let out = create(dest, access)?;
-    // SAFETY: FICLONE takes the source fd as its argument; both fds are
-    // open for the duration of the call.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::ioctl(out.as_raw_fd(), libc::FICLONE, range.file.as_raw_fd()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::files::sys::ficlone(&out, &range.file)
 }
 
 /// A hard link to the very file that was opened (not to whatever its path

@@ -19,7 +19,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-const XATTR: &[u8] = b"system.posix_acl_access\0";
+const XATTR_NAME: &std::ffi::CStr = c"system.posix_acl_access";
 const VERSION: u32 = 2;
 const USER_OBJ: u16 = 0x01;
 const USER: u16 = 0x02;
@@ -38,30 +38,14 @@ pub(crate) fn read(fd: BorrowedFd<'_>) -> io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; 256];
     let mut path: Option<std::ffi::CString> = None;
     loop {
-        // SAFETY: `path` and `XATTR` are NUL-terminated and outlive the
-        // call; the kernel writes at most `buf.len()` bytes into `buf`.
-        #[allow(unsafe_code)]
-        let n = unsafe {
-            match &path {
-                None => libc::fgetxattr(
-                    fd.as_raw_fd(),
-                    XATTR.as_ptr().cast(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                ),
-                Some(p) => libc::getxattr(
-                    p.as_ptr(),
-                    XATTR.as_ptr().cast(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                ),
+        let read = crate::files::sys::getxattr(fd, path.as_deref(), XATTR_NAME, &mut buf);
+        let e = match read {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
             }
+            Err(e) => e,
         };
-        if let Ok(n) = usize::try_from(n) {
-            buf.truncate(n);
-            return Ok(Some(buf));
-        }
-        let e = io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EBADF) if path.is_none() => {
                 path = Some(

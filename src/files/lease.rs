@@ -25,17 +25,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-// Kernel ABI (include/uapi/asm-generic/fcntl.h), not in the libc crate.
-const F_SETSIG: libc::c_int = 10;
-const F_SETOWN_EX: libc::c_int = 15;
-const F_OWNER_TID: libc::c_int = 0;
-
-/// `struct f_owner_ex`.
-#[repr(C)]
-struct OwnerEx {
-    kind: libc::c_int,
-    pid: libc::pid_t,
-}
+use crate::files::sys;
 
 /// The thread that hears lease breaks (0 until it runs): each lease's
 /// signal is sent to it alone.
@@ -68,15 +58,7 @@ pub fn lease_signal() -> libc::c_int {
 /// Called first thing in `main` (a real-time signal's default action ends
 /// the process).
 pub fn block_signal() {
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use;
-    // pthread_sigmask only reads it.
-    #[allow(unsafe_code)]
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, lease_signal());
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
+    sys::block_signal(lease_signal());
 }
 
 /// Why a lease was not taken.
@@ -110,10 +92,7 @@ impl Lease {
         if self.broken.load(Ordering::SeqCst) {
             return false;
         }
-        // SAFETY: F_GETLEASE takes no argument and reads nothing of ours.
-        #[allow(unsafe_code)]
-        let now = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_GETLEASE) };
-        now == libc::F_RDLCK
+        sys::get_lease(self.file.as_raw_fd()) == libc::F_RDLCK
     }
 
     fn fd(&self) -> RawFd {
@@ -122,11 +101,7 @@ impl Lease {
 
     fn release(&self) {
         self.broken.store(true, Ordering::SeqCst);
-        // SAFETY: plain fcntl on an fd this lease keeps open.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::fcntl(self.fd(), libc::F_SETLEASE, libc::F_UNLCK);
-        }
+        let _ = sys::set_lease(self.fd(), libc::F_UNLCK);
     }
 }
 
@@ -220,16 +195,9 @@ impl Registry {
 /// `F_SETSIG` then `F_SETLEASE F_RDLCK` on `fd`, then its signal directed
 /// to the listening thread (setting a lease makes the process its owner).
 fn set_lease(fd: RawFd) -> Result<(), NoLease> {
-    // SAFETY: plain fcntls on an open fd.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        match libc::fcntl(fd, F_SETSIG, lease_signal()) {
-            0 => libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK),
-            rc => rc,
-        }
-    };
-    if rc != 0 {
-        return match std::io::Error::last_os_error().raw_os_error() {
+    let set = sys::set_signal(fd, lease_signal()).and_then(|()| sys::set_lease(fd, libc::F_RDLCK));
+    if let Err(e) = set {
+        return match e.raw_os_error() {
             Some(libc::EAGAIN) => Err(NoLease::BeingWritten),
             Some(errno) => Err(NoLease::Unavailable(errno)),
             None => Err(NoLease::Unavailable(0)),
@@ -237,15 +205,7 @@ fn set_lease(fd: RawFd) -> Result<(), NoLease> {
     }
     let tid = LISTENER.load(Ordering::SeqCst);
     if tid != 0 {
-        let owner = OwnerEx {
-            kind: F_OWNER_TID,
-            pid: tid,
-        };
-        // SAFETY: `owner` outlives the call, which only reads it.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::fcntl(fd, F_SETOWN_EX, &owner as *const OwnerEx);
-        }
+        let _ = sys::set_owner_thread(fd, tid);
     }
     Ok(())
 }
@@ -254,43 +214,13 @@ fn set_lease(fd: RawFd) -> Result<(), NoLease> {
 /// fd whose lease is being broken).
 fn hear_breaks(listening: &std::sync::mpsc::Sender<()>) {
     block_signal();
-    // SAFETY: gettid has no arguments.
-    #[allow(unsafe_code)]
-    LISTENER.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+    LISTENER.store(sys::gettid(), Ordering::SeqCst);
     let _ = listening.send(());
-    // SAFETY: sigset_t and siginfo_t are plain data; sigwaitinfo fills the
-    // latter; si_fd is read from the SIGPOLL-style fields the kernel sets
-    // for F_SETSIG signals.
-    #[allow(unsafe_code)]
     loop {
-        let fd = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, lease_signal());
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            if libc::sigwaitinfo(&set, &mut info) < 0 {
-                continue;
-            }
-            poll_fd(&info)
-        };
-        registry().broken(fd);
+        if let Some(fd) = sys::wait_signal_fd(lease_signal()) {
+            registry().broken(fd);
+        }
     }
-}
-
-/// The fd of a SIGPOLL-style siginfo (`si_fd`: after `si_band`, a long).
-#[allow(unsafe_code)]
-fn poll_fd(info: &libc::siginfo_t) -> RawFd {
-    #[repr(C)]
-    struct Poll {
-        signo: libc::c_int,
-        errno: libc::c_int,
-        code: libc::c_int,
-        band: libc::c_long,
-        fd: libc::c_int,
-    }
-    // SAFETY: siginfo_t is larger than this prefix, which is its layout for
-    // signals queued by F_SETSIG (kernel: struct kernel_siginfo, _sigpoll).
-    unsafe { (*(info as *const libc::siginfo_t).cast::<Poll>()).fd }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! permission chain (`chain`, `confine`, `acl`), positional reads (`readat`),
 //! tar indexing, read leases, and the mount table. Nothing here knows OCI.
 
+pub(crate) mod sys;
 pub(crate) mod readat;
 pub(crate) mod acl;
 pub(crate) mod chain;

@@ -25,12 +25,10 @@ pub fn fill_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
 /// in again: zeroing and faulting fresh buffers were 17 % of `serve`'s CPU);
 /// fewer bytes only at end of file. Returns how many.
 pub fn append_at(file: &File, offset: u64, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
     buf.reserve(want);
     let mut filled = 0usize;
     while filled < want {
-        let spare = buf.spare_capacity_mut();
-        let room = spare.len().min(want - filled);
+        let room = buf.capacity().saturating_sub(buf.len()).min(want - filled);
         if room == 0 {
             break;
         }
@@ -38,28 +36,11 @@ pub fn append_at(file: &File, offset: u64, buf: &mut Vec<u8>, want: usize) -> io
         let Ok(at) = libc::off_t::try_from(at) else {
             break; // past any file's end
         };
-        // SAFETY: `spare` is `room` or more bytes of writable memory owned by
-        // `buf`; pread writes at most `room` bytes there and nowhere else.
-        #[allow(unsafe_code)]
-        let n = unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), room, at) };
-        match n {
-            0 => break,
-            n if n > 0 => {
-                let n = usize::try_from(n).unwrap_or(0).min(room);
-                // SAFETY: pread initialised the first `n` bytes of the spare
-                // capacity, right after the current length.
-                #[allow(unsafe_code)]
-                unsafe {
-                    buf.set_len(buf.len() + n);
-                }
-                filled += n;
-            }
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+        match crate::files::sys::pread_append(file, buf, room, at) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(filled)

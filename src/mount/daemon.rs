@@ -159,11 +159,9 @@ pub fn mount(served: Served, cfg: &MountConfig, claimed: Mountpoint) -> Result<(
         ),
         false => None,
     };
-    // SAFETY: no other thread exists yet (sources are read single-threaded and
-    // the FUSE threads start in the child), so the child may run normal code.
-    #[allow(unsafe_code)]
-    let forked =
-        unsafe { nix::unistd::fork() }.map_err(|e| io_err("forking the daemon")(e.into()))?;
+    // No other thread exists yet (sources are read single-threaded and the
+    // FUSE threads start in the child): fork_alone checks it.
+    let forked = crate::files::sys::fork_alone().map_err(io_err("forking the daemon"))?;
     match forked {
         ForkResult::Parent { child } => {
             drop(write_end);

@@ -330,22 +330,6 @@ fn abort_connection(entry: &MountEntry) -> Abort {
         .map_or(Abort::Unknown, abort_fuse_connection)
 }
 
-/// Closes every fd above stderr but `keep`: the watchdog must hold nothing
-/// of the daemon's (the readiness pipe, the mountpoint's lock, sources).
-fn close_all_but(keep: &OwnedFd) {
-    use std::os::fd::AsRawFd;
-    let keep = u32::try_from(keep.as_raw_fd()).unwrap_or(u32::MAX);
-    // SAFETY: close_range only closes descriptors; `keep` stays open and no
-    // other object of this freshly forked process uses the others afterwards.
-    #[allow(unsafe_code)]
-    unsafe {
-        if keep > 3 {
-            libc::close_range(3, keep - 1, 0);
-        }
-        libc::close_range(keep.saturating_add(1), u32::MAX, 0);
-    }
-}
-
 /// Forks a watchdog that waits for this process (the daemon) to end, however
 /// it ends, then detaches the daemon's mount (by its [`Identity`], which the
 /// daemon sends through the pipe once mounted: see [`tell_watchdog`]).
@@ -357,9 +341,7 @@ fn close_all_but(keep: &OwnedFd) {
 pub fn watchdog() -> io::Result<OwnedFd> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let daemon = nix::unistd::getpid().as_raw();
-    // SAFETY: single-threaded here (see above), so the child may run normal code.
-    #[allow(unsafe_code)]
-    let forked = unsafe { nix::unistd::fork() }?;
+    let forked = crate::files::sys::fork_alone()?;
     match forked {
         nix::unistd::ForkResult::Parent { .. } => {
             drop(read_end);
@@ -367,13 +349,10 @@ pub fn watchdog() -> io::Result<OwnedFd> {
         }
         nix::unistd::ForkResult::Child => {
             drop(write_end);
-            close_all_but(&read_end);
+            crate::files::sys::close_all_but(std::os::fd::AsFd::as_fd(&read_end));
             // Stop signals are for the daemon; the watchdog ends with it.
             for sig in crate::process::lifecycle::STOP_SIGNALS {
-                // SAFETY: SIG_IGN installs no handler code.
-                #[allow(unsafe_code)]
-                let _ =
-                    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
+                crate::files::sys::ignore_signal(sig);
             }
             let _ = std::env::set_current_dir("/");
             std::process::exit(watch_daemon(File::from(read_end), daemon));

@@ -52,8 +52,8 @@ impl Identity {
     /// The identity of the mount at `name` in `dir` (not following a symlink).
     fn at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<Identity> {
         let flags = flags | libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_DONT_SYNC;
-        let unique = statx(dir, name, flags, libc::STATX_MNT_ID_UNIQUE)?;
-        let plain = statx(dir, name, flags, libc::STATX_MNT_ID)?;
+        let unique = crate::files::sys::statx(dir, name, flags, libc::STATX_MNT_ID_UNIQUE)?;
+        let plain = crate::files::sys::statx(dir, name, flags, libc::STATX_MNT_ID)?;
         if plain.stx_mask & libc::STATX_MNT_ID == 0 {
             // Before Linux 5.8.
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
@@ -179,25 +179,6 @@ fn dev_string((major, minor): (u32, u32)) -> String {
     format!("{major}:{minor}")
 }
 
-/// statx(2) of `name` in `dir`.
-fn statx(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    flags: libc::c_int,
-    mask: libc::c_uint,
-) -> io::Result<libc::statx> {
-    // SAFETY: an all-zero statx is a valid value of the plain C struct.
-    #[allow(unsafe_code)]
-    let mut st: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: `name` is NUL-terminated and `st` is writable; both outlive the call.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::statx(dir.as_raw_fd(), name.as_ptr(), flags, mask, &mut st) };
-    match rc {
-        0 => Ok(st),
-        _ => Err(io::Error::last_os_error()),
-    }
-}
-
 /// The directory `path` is in, opened without following any symlink, and
 /// the last component's name.
 fn open_parent(path: &Path) -> io::Result<(OwnedFd, CString)> {
@@ -290,7 +271,7 @@ impl Held {
             .name("probe".into())
             .spawn(move || {
                 let flags = libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_FORCE_SYNC;
-                let answer = statx(dir.as_fd(), &name, flags, libc::STATX_TYPE);
+                let answer = crate::files::sys::statx(dir.as_fd(), &name, flags, libc::STATX_TYPE);
                 let _ = tx.send(answer.err().and_then(|e| e.raw_os_error()));
             });
         asked.ok()?;

@@ -103,22 +103,7 @@ fn spawn(
     let signals = stop_signals();
     let mut cmd = Command::new(program);
     cmd.args(args).env(name, value);
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: runs in the child between fork and exec, and only calls
-        // sigprocmask, which is async-signal-safe.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sys::signal::sigprocmask(
-                    nix::sys::signal::SigmaskHow::SIG_UNBLOCK,
-                    Some(&signals),
-                    None,
-                )
-                .map_err(std::io::Error::from)
-            });
-        }
-    }
+    crate::files::sys::unblock_in_child(&mut cmd, signals);
     cmd.spawn().map_err(|e| {
         let name = program.to_string_lossy();
         log::error!("{}: {e}", crate::error::printable(&name));

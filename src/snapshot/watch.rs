@@ -38,12 +38,7 @@ use crate::snapshot::schedule::{RETRY, Schedule};
 /// system: a composition of 200,000 blobs allocates and frees far more than
 /// the snapshot keeps, and glibc's allocator keeps freed pages otherwise.
 pub fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::files::sys::release_freed_memory();
 }
 
 /// Tells the kernel what a swap made stale (see [`Invalidation`]).
