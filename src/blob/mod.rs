@@ -35,6 +35,15 @@ pub(crate) struct FileRange {
     pub lease: Option<Arc<Lease>>,
 }
 
+/// What [`FileRange::open_for_serving`] comes to.
+#[derive(Debug)]
+pub(crate) enum Proof {
+    /// Its bytes may be sent.
+    Ready(Opened),
+    /// Its bytes must be shown to hash to its name first.
+    Needed(Opened),
+}
+
 /// A source blob opened for reading.
 #[derive(Debug)]
 pub(crate) struct Opened {
@@ -68,6 +77,29 @@ impl FileRange {
             opened.check(blob, verifier)?;
         }
         Ok(opened)
+    }
+
+    /// The one blob-opening policy every front end follows (the mount, the
+    /// server): the blob opened once, and either ready to send — not to be
+    /// hashed, or proven before, with the lease its proof stands on — or to
+    /// be proven first ([`Opened::check`], on that same opened file, where
+    /// the front end chooses to wait).
+    pub fn open_for_serving(
+        blob: &Blob,
+        verify: bool,
+        verifier: &Verifier,
+    ) -> Result<Proof, FsError> {
+        let (mut opened, must_hash) = Self::open_unhashed(blob, verify)?;
+        if !must_hash {
+            return Ok(Proof::Ready(opened));
+        }
+        if opened.checked_before(blob, verifier) {
+            // A kept result: no hash, but the lease it stands on is taken
+            // into the range, so its reads stop once a writer appears.
+            opened.check(blob, verifier)?;
+            return Ok(Proof::Ready(opened));
+        }
+        Ok(Proof::Needed(opened))
     }
 
     /// [`FileRange::open`] up to the hash: the opened range, and whether it

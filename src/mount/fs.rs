@@ -34,7 +34,7 @@ use fuser::{
 
 use crate::blob::hashpool::HashPool;
 use crate::blob::verify::Verifier;
-use crate::blob::{FileRange, Opened};
+use crate::blob::{FileRange, Opened, Proof};
 use crate::error::printable;
 use crate::mount::handles::{Handle, Handles, ReadFrom, Stats};
 use crate::snapshot::generations::Generations;
@@ -169,11 +169,11 @@ impl OciFs {
                 direct_io: attr.volatile,
             }),
             Content::Blob(blob) => {
-                let (opened, must_hash) = FileRange::open_unhashed(&blob, self.opts.verify)
-                    .inspect_err(|e| log_refused(&blob, e))?;
-                match must_hash && !opened.checked_before(&blob, &self.verifier) {
-                    false => Ok(Opening::Ready(blob, opened)),
-                    true => Ok(Opening::Hash(blob, opened)),
+                match FileRange::open_for_serving(&blob, self.opts.verify, &self.verifier)
+                    .inspect_err(|e| log_refused(&blob, e))?
+                {
+                    Proof::Ready(opened) => Ok(Opening::Ready(blob, opened)),
+                    Proof::Needed(opened) => Ok(Opening::Hash(blob, opened)),
                 }
             }
         }

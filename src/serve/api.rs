@@ -9,8 +9,8 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::blob::FileRange;
 use crate::blob::verify::Verifier;
+use crate::blob::{FileRange, Opened, Proof};
 use crate::oci::digest::Digest;
 use crate::oci::document::{self, OCI_INDEX};
 use crate::snapshot::generations::Generations;
@@ -121,13 +121,12 @@ impl Repository {
         self.snapshots().iter().find_map(|g| g.document(digest))
     }
 
-    /// Hashes `blob`'s current file (once per file version: the result is
-    /// kept) so that the next answer about it needs no hash; failures are
-    /// found and reported by that answer.
-    pub(crate) fn prove(&self, blob: &Blob) {
-        if let Ok((mut opened, true)) = FileRange::open_unhashed(blob, self.verify) {
-            let _ = opened.check(blob, &self.verifier);
-        }
+    /// Hashes the file `pending` opened (once per file version: the result
+    /// is kept); `Some` with that same file, proven, for the next answer to
+    /// send — `None` when it failed, which that answer finds and reports.
+    pub(crate) fn prove(&self, mut pending: Pending) -> Option<Pending> {
+        pending.opened.check(&pending.blob, &self.verifier).ok()?;
+        Some(pending)
     }
 }
 
@@ -145,13 +144,22 @@ pub struct Registry {
 pub(crate) enum Answer {
     /// The reply.
     Reply(Reply),
-    /// This blob must be hashed first: [`Repository::prove`] it, then ask again.
-    Hash(Arc<Repository>, Arc<Blob>),
+    /// This blob must be hashed first: [`Repository::prove`] it, then ask
+    /// again with it.
+    Hash(Arc<Repository>, Pending),
+}
+
+/// A blob whose hash an answer waits for, with the file opened for it: the
+/// proof and the answer read that one file (one open per proof).
+#[derive(Debug)]
+pub(crate) struct Pending {
+    blob: Arc<Blob>,
+    opened: Opened,
 }
 
 /// A blob whose hash the answer waits for.
 #[derive(Debug)]
-struct Deferred(Arc<Repository>, Arc<Blob>);
+struct Deferred(Arc<Repository>, Pending);
 
 /// What [`Registry::respond`] needs of a request.
 #[derive(Debug, Clone, Copy)]
@@ -269,7 +277,8 @@ impl Registry {
     /// first (and has not been) is not hashed here: the answer says so, the
     /// caller proves it off its request threads ([`Repository::prove`]) and
     /// asks again.
-    pub fn respond(&self, req: &Request<'_>, may_defer: bool) -> Answer {
+    /// `proven`: the blob a [`Answer::Hash`] asked to prove, proven.
+    pub fn respond(&self, req: &Request<'_>, may_defer: bool, proven: Option<Pending>) -> Answer {
         let read = matches!(req.method, "GET" | "HEAD");
         let route = match route::parse(req.path) {
             Ok(r) => r,
@@ -279,14 +288,21 @@ impl Registry {
         if !read || route == Route::Upload {
             return Answer::Reply(Reply::error(Code::Unsupported, None));
         }
-        match self.answer(req, route, may_defer) {
+        let mut proven = proven;
+        match self.answer(req, route, may_defer, &mut proven) {
             Ok(reply) if req.method == "HEAD" => Answer::Reply(reply.headless()),
             Ok(reply) => Answer::Reply(reply),
-            Err(Deferred(repo, blob)) => Answer::Hash(repo, blob),
+            Err(Deferred(repo, pending)) => Answer::Hash(repo, pending),
         }
     }
 
-    fn answer(&self, req: &Request<'_>, route: Route<'_>, defer: bool) -> Result<Reply, Deferred> {
+    fn answer(
+        &self,
+        req: &Request<'_>,
+        route: Route<'_>,
+        defer: bool,
+        proven: &mut Option<Pending>,
+    ) -> Result<Reply, Deferred> {
         let repo = match route {
             // Byte for byte docker-distribution's answer.
             Route::Base => {
@@ -321,8 +337,10 @@ impl Registry {
                     |tags| json!({ "name": name, "tags": tags }),
                 )
             }
-            Route::Manifest { reference, .. } => self.manifest(&repo, req, reference, defer)?,
-            Route::Blob { digest, .. } => self.blob(&repo, req, &digest, defer)?,
+            Route::Manifest { reference, .. } => {
+                self.manifest(&repo, req, reference, (defer, proven))?
+            }
+            Route::Blob { digest, .. } => self.blob(&repo, req, &digest, (defer, proven))?,
             Route::Referrers { digest, .. } => {
                 let filter = query_param(req.query, "artifactType");
                 let snapshots = repo.snapshots();
@@ -344,7 +362,7 @@ impl Registry {
         repo: &Arc<Repository>,
         req: &Request<'_>,
         reference: Reference,
-        defer: bool,
+        (defer, proven): (bool, &mut Option<Pending>),
     ) -> Result<Reply, Deferred> {
         let unknown = |r: &Reference| {
             let detail = match r {
@@ -363,19 +381,23 @@ impl Registry {
         let is_document = |b: &Blob| document::kind_of(&b.media_type).is_some();
         let (media_type, body) = match repo.by_digest(&digest) {
             Ok(Content::Memory(bytes)) => (OCI_INDEX.to_owned(), Bytes::from(bytes.to_vec())),
-            Ok(Content::Blob(blob)) if is_document(&blob) => match self.open(repo, &blob, defer) {
-                Ok(range) => match read_document(&range) {
-                    Ok(bytes) => (blob.media_type.to_string(), bytes),
-                    Err(e) => return Ok(io_failure(&blob, &e)),
-                },
-                Err(Refusal::Gone) => match self.kept(repo, &digest) {
-                    Some((media_type, bytes)) => (media_type, bytes),
-                    None => return Ok(unknown(&reference)),
-                },
-                Err(Refusal::Unknown) => return Ok(unknown(&reference)),
-                Err(Refusal::Failed(e)) => return Ok(io_failure(&blob, &e)),
-                Err(Refusal::Unproven) => return Err(Deferred(repo.clone(), blob)),
-            },
+            Ok(Content::Blob(blob)) if is_document(&blob) => {
+                match self.open(repo, &blob, defer, proven) {
+                    Ok(range) => match read_document(&range) {
+                        Ok(bytes) => (blob.media_type.to_string(), bytes),
+                        Err(e) => return Ok(io_failure(&blob, &e)),
+                    },
+                    Err(Refusal::Gone) => match self.kept(repo, &digest) {
+                        Some((media_type, bytes)) => (media_type, bytes),
+                        None => return Ok(unknown(&reference)),
+                    },
+                    Err(Refusal::Unknown) => return Ok(unknown(&reference)),
+                    Err(Refusal::Failed(e)) => return Ok(io_failure(&blob, &e)),
+                    Err(Refusal::Unproven(opened)) => {
+                        return Err(Deferred(repo.clone(), Pending { blob, opened }));
+                    }
+                }
+            }
             Ok(Content::Blob(_)) => return Ok(unknown(&reference)),
             // Its file is gone: a snapshot still served read it.
             Err(_) => match self.kept(repo, &digest) {
@@ -422,7 +444,7 @@ impl Registry {
         repo: &Arc<Repository>,
         req: &Request<'_>,
         digest: &Digest,
-        defer: bool,
+        (defer, proven): (bool, &mut Option<Pending>),
     ) -> Result<Reply, Deferred> {
         let unknown = || {
             Reply::error(
@@ -461,7 +483,7 @@ impl Registry {
         };
         let body = match source {
             Err(bytes) => part(&bytes),
-            Ok(blob) => match self.open(repo, &blob, defer) {
+            Ok(blob) => match self.open(repo, &blob, defer, proven) {
                 Ok(range) => Body::File {
                     range,
                     offset: start,
@@ -473,7 +495,9 @@ impl Registry {
                 },
                 Err(Refusal::Unknown) => return Ok(unknown()),
                 Err(Refusal::Failed(e)) => return Ok(io_failure(&blob, &e)),
-                Err(Refusal::Unproven) => return Err(Deferred(repo.clone(), blob)),
+                Err(Refusal::Unproven(opened)) => {
+                    return Err(Deferred(repo.clone(), Pending { blob, opened }));
+                }
             },
         };
         let mut headers = vec![
@@ -512,7 +536,13 @@ impl Registry {
     /// read it (as recorded, and as the opened file shows now), hashed first
     /// under `--verify` or when its file was replaced since the snapshot
     /// (with `defer`, a hash not made yet is [`Refusal::Unproven`]).
-    fn open(&self, repo: &Repository, blob: &Blob, defer: bool) -> Result<FileRange, Refusal> {
+    fn open(
+        &self,
+        repo: &Repository,
+        blob: &Blob,
+        defer: bool,
+        proven: &mut Option<Pending>,
+    ) -> Result<FileRange, Refusal> {
         if let Some(why) = access::refusal(&self.readers, blob) {
             log::warn!(
                 "{}: not served: {why}",
@@ -520,20 +550,24 @@ impl Registry {
             );
             return Err(Refusal::Unknown);
         }
-        let (mut opened, must_hash) =
-            FileRange::open_unhashed(blob, repo.verify).map_err(Refusal::from)?;
+        // The file the proof was made on, if this is the blob proven.
+        let opened = match proven.take() {
+            Some(p) if p.blob.digest == blob.digest => p.opened,
+            _ => match FileRange::open_for_serving(blob, repo.verify, &repo.verifier)? {
+                Proof::Ready(opened) => opened,
+                Proof::Needed(opened) if defer => return Err(Refusal::Unproven(opened)),
+                Proof::Needed(mut opened) => {
+                    opened.check(blob, &repo.verifier)?;
+                    opened
+                }
+            },
+        };
         if !access::still(&self.readers, blob, &opened.range.file) {
             log::warn!(
                 "{}: not served: its owner, group or mode changed",
                 crate::error::printable(&blob.describe())
             );
             return Err(Refusal::Unknown);
-        }
-        if must_hash {
-            if defer && !opened.checked_before(blob, &repo.verifier) {
-                return Err(Refusal::Unproven);
-            }
-            opened.check(blob, &repo.verifier).map_err(Refusal::from)?;
         }
         Ok(opened.range)
     }
@@ -546,8 +580,9 @@ enum Refusal {
     Gone,
     /// Answered as unknown: not the owner's to publish.
     Unknown,
-    /// It must be hashed first, and the caller hashes elsewhere.
-    Unproven,
+    /// It must be hashed first, and the caller hashes elsewhere (on this
+    /// opened file).
+    Unproven(Opened),
     /// Its bytes could not be shown to be the name's.
     Failed(FsError),
 }
@@ -741,7 +776,7 @@ mod tests {
     }
 
     fn reply(reg: &Registry, r: &Request<'_>) -> Reply {
-        match reg.respond(r, false) {
+        match reg.respond(r, false, None) {
             Answer::Reply(reply) => reply,
             Answer::Hash(..) => panic!("no deferral asked for"),
         }
@@ -761,13 +796,17 @@ mod tests {
         let snapshots = Arc::new(Generations::new(&comp));
         reg.insert(tagged("a", "latest", snapshots, true)); // --verify
         let l = format!("/v2/a/blobs/{}", layer["digest"].as_str().unwrap());
-        let Answer::Hash(repo, blob) = reg.respond(&req("GET", &l, None), true) else {
+        let Answer::Hash(repo, pending) = reg.respond(&req("GET", &l, None), true, None) else {
             panic!("a --verify blob not hashed yet is deferred");
         };
-        repo.prove(&blob);
-        match reg.respond(&req("GET", &l, None), true) {
-            Answer::Reply(r) => assert_eq!(r.status, 200),
-            Answer::Hash(..) => panic!("proved once, answered at once"),
+        let proven = repo.prove(pending);
+        assert!(proven.is_some(), "its bytes hash to its name");
+        // Answered from the file the proof was made on, then from the kept proof.
+        for proven in [proven, None] {
+            match reg.respond(&req("GET", &l, None), true, proven) {
+                Answer::Reply(r) => assert_eq!(r.status, 200),
+                Answer::Hash(..) => panic!("proved once, answered at once"),
+            }
         }
     }
 

@@ -501,19 +501,21 @@ impl Asked {
 /// first is hashed with at most [`HASHING`] at once, waiting without a
 /// thread; no request holds a thread while another hashes.
 async fn answer(shared: &Arc<Shared>, asked: &Arc<Asked>) -> Reply {
-    let ask = |defer: bool| {
+    let ask = |defer: bool, proven: Option<api::Pending>| {
         let (registry, asked) = (shared.registry.clone(), asked.clone());
-        tokio::task::spawn_blocking(move || registry.respond(&asked.request(), defer))
+        tokio::task::spawn_blocking(move || registry.respond(&asked.request(), defer, proven))
     };
-    let mut answered = ask(true).await;
-    if let Ok(api::Answer::Hash(repo, blob)) = answered {
+    let mut answered = ask(true, None).await;
+    if let Ok(api::Answer::Hash(repo, pending)) = answered {
         let permit = shared.hashing.acquire().await;
-        let proved = tokio::task::spawn_blocking(move || repo.prove(&blob)).await;
+        let proved = tokio::task::spawn_blocking(move || repo.prove(pending)).await;
         drop(permit);
-        if let Err(e) = proved {
+        let proven = proved.unwrap_or_else(|e| {
             log::error!("hashing: {e}");
-        }
-        answered = ask(false).await;
+            None
+        });
+        // Answered from the file the proof was made on: one open per proof.
+        answered = ask(false, proven).await;
     }
     match answered {
         Ok(api::Answer::Reply(reply)) => reply,

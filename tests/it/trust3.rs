@@ -277,6 +277,21 @@ fn a_writer_with_a_mapping_never_gets_its_bytes_served_as_verified() {
     assert!(hashes_right(&r.body));
     drop_caches();
     assert!(hashes_right(&fs::read(&through_mount).unwrap()));
+    // A handle opened after the proof (no hash: the kept proof, and its
+    // lease) reads nothing a writer stores after it was opened.
+    let handle = fs::File::open(&through_mount).unwrap();
+    let map = Mapped::new(&path);
+    map.store(&evil);
+    drop_caches();
+    let mut head = vec![0u8; 4096];
+    let read = std::os::unix::fs::FileExt::read_exact_at(&handle, &mut head, 0);
+    assert!(
+        read.is_err() || head == good[..4096],
+        "an open handle read other bytes"
+    );
+    map.store(&good[..4096]);
+    drop(map);
+    drop(handle);
     // A writer that comes after the proof: the next open proves again, and
     // while it holds the file the blob is refused.
     let map = Mapped::new(&path);
