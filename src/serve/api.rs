@@ -88,8 +88,13 @@ impl Repository {
             .iter()
             .map(|(t, g)| (t.clone(), g.clone()))
             .collect();
-        let each: Vec<(String, BTreeMap<String, Digest>)> =
-            tags.into_iter().map(|(t, g)| (t, tags_of(&g))).collect();
+        let each: Vec<(String, BTreeMap<String, Digest>)> = tags
+            .into_iter()
+            .map(|(t, g)| {
+                let names = g.tags().into_iter().filter(|(n, _)| route::is_tag(n));
+                (t, names.collect())
+            })
+            .collect();
         let mut out = BTreeMap::new();
         for (tag, names) in &each {
             if let Some(d) = names.get(tag) {
@@ -622,23 +627,6 @@ fn read_document(range: &FileRange) -> Result<Bytes, FsError> {
     }
     let size = u32::try_from(range.len).unwrap_or(u32::MAX);
     range.read(0, size).map(Bytes::from)
-}
-
-/// Tag → digest, from one snapshot's current `index.json`.
-fn tags_of(snapshots: &Generations) -> BTreeMap<String, Digest> {
-    let bytes = snapshots.index_json();
-    let Ok(index) = document::parse::<document::Document>(&bytes) else {
-        return BTreeMap::new();
-    };
-    index
-        .manifests
-        .iter()
-        .flatten()
-        .filter_map(|e| {
-            let tag = e.ref_name().filter(|t| route::is_tag(t))?;
-            Some((tag.to_owned(), Digest::parse(&e.digest).ok()?))
-        })
-        .collect()
 }
 
 /// Whether an `Accept` list names `media_type` (parameters ignored, as

@@ -7,6 +7,7 @@
 //! the last [`KEEP`] (hidden from listings). Open files never need a snapshot:
 //! their handles hold what they opened.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -283,9 +284,15 @@ impl Generations {
     /// blob), from the current snapshot or else a retained one, as a lookup
     /// in its `blobs/<algorithm>` directory would find it.
     pub fn by_digest(&self, digest: &crate::oci::digest::Digest) -> Result<Content, FsError> {
-        let dir = ino::dir_of(digest.algorithm());
-        let attr = self.lookup(dir, OsStr::new(digest.encoded()))?;
-        self.file(attr.ino).map(|(_, content)| content)
+        self.ask(|l, may_be_gone| match l.by_digest(digest)? {
+            Content::Blob(blob) if may_be_gone && blob_gone(&blob) => Err(FsError::NotFound),
+            content => Ok(content),
+        })
+    }
+
+    /// The current snapshot's ref names (→ digest, as its `index.json` says).
+    pub fn tags(&self) -> BTreeMap<String, crate::oci::digest::Digest> {
+        self.current().tags().clone()
     }
 
     /// The document `digest` as a snapshot still served (the current one or
@@ -305,14 +312,6 @@ impl Generations {
             }
         };
         of(&self.current()).or_else(|| self.retired().iter().find_map(|l| of(l)))
-    }
-
-    /// The current snapshot's `index.json`.
-    pub fn index_json(&self) -> Arc<[u8]> {
-        match self.current().content(ino::INDEX_JSON) {
-            Ok(Content::Memory(bytes)) => bytes,
-            _ => Arc::from(&b""[..]),
-        }
     }
 
     /// Attributes and content of file `ino`, from one snapshot.

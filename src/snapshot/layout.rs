@@ -9,7 +9,7 @@
 //! /blobs/<alg>/<hex> one file per reachable blob, plus the generated index
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -247,6 +247,8 @@ pub struct Layout {
     total_bytes: u64,
     /// The composition's kept documents (see [`KeptDocument`]).
     documents: Arc<HashMap<Digest, KeptDocument>>,
+    /// Tag → digest, as `index.json` names them.
+    tags: BTreeMap<String, Digest>,
 }
 
 fn slot_of(algorithm: Algorithm) -> usize {
@@ -346,6 +348,7 @@ impl Layout {
             file_count: gen_count + blobs.len(),
             total_bytes: gen_bytes + blobs.values().map(|b| b.size).sum::<u64>(),
             documents: comp.documents.clone(),
+            tags: tags_of(&comp.index_json),
             fixed,
             blobs,
             listing,
@@ -380,6 +383,21 @@ impl Layout {
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.find_in(slot_of(digest.algorithm()), digest.encoded())
             .is_some()
+    }
+
+    /// What the blob named `digest` serves (the generated index or a source
+    /// blob): the snapshot asked by digest, as the server asks it.
+    pub fn by_digest(&self, digest: &Digest) -> Result<Content, FsError> {
+        let ino = self
+            .find_in(slot_of(digest.algorithm()), digest.encoded())
+            .ok_or(FsError::NotFound)?;
+        self.content(ino)
+    }
+
+    /// The ref names `index.json` gives, each with its digest (read once,
+    /// when the snapshot was built).
+    pub fn tags(&self) -> &BTreeMap<String, Digest> {
+        &self.tags
     }
 
     /// The generated index's digest.
@@ -546,6 +564,20 @@ pub fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
         .min(bytes.len());
     let end = start.saturating_add(size as usize).min(bytes.len());
     bytes.get(start..end).unwrap_or_default()
+}
+
+/// Ref name → digest, from an `index.json` (its entries that have one).
+fn tags_of(index_json: &[u8]) -> BTreeMap<String, Digest> {
+    let Ok(index) = crate::oci::document::parse::<crate::oci::document::Document>(index_json)
+    else {
+        return BTreeMap::new();
+    };
+    index
+        .manifests
+        .iter()
+        .flatten()
+        .filter_map(|e| Some((e.ref_name()?.to_owned(), Digest::parse(&e.digest).ok()?)))
+        .collect()
 }
 
 #[cfg(test)]
