@@ -217,21 +217,34 @@ mod tests {
         let (ran, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let gate = Arc::new(Mutex::new(()));
         let held = gate.lock().unwrap();
-        let started = Instant::now();
-        for _ in 0..THREADS + QUEUE + 5 {
-            let (ran, refused, gate) = (ran.clone(), refused.clone(), gate.clone());
-            pool.submit(Box::new(move |run| match run {
-                true => {
-                    drop(gate.lock());
-                    ran.fetch_add(1, Ordering::SeqCst);
+        // Submitting never waits for a job: done on a thread, given 2 s (a
+        // submit that blocked would fail here, not hang the test).
+        let (done, submitted) = std::sync::mpsc::channel();
+        let pool = Arc::new(pool);
+        let submitter = {
+            let (pool, ran, refused, gate) =
+                (pool.clone(), ran.clone(), refused.clone(), gate.clone());
+            std::thread::spawn(move || {
+                for _ in 0..THREADS + QUEUE + 5 {
+                    let (ran, refused, gate) = (ran.clone(), refused.clone(), gate.clone());
+                    pool.submit(Box::new(move |run| match run {
+                        true => {
+                            drop(gate.lock());
+                            ran.fetch_add(1, Ordering::SeqCst);
+                        }
+                        false => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }));
                 }
-                false => {
-                    refused.fetch_add(1, Ordering::SeqCst);
-                }
-            }));
-        }
-        // Submitting never waited for a job.
-        assert!(started.elapsed() < Duration::from_secs(2));
+                let _ = done.send(());
+            })
+        };
+        assert!(
+            submitted.recv_timeout(Duration::from_secs(2)).is_ok(),
+            "a submit waited for a job"
+        );
+        submitter.join().unwrap();
         let refused_now = refused.load(Ordering::SeqCst);
         assert!(
             (5..=5 + THREADS).contains(&refused_now),

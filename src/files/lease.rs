@@ -243,9 +243,13 @@ mod tests {
         );
         // A writer: the lease breaks, and is released at once (the open
         // does not wait for the 45 s break timeout).
-        let started = std::time::Instant::now();
-        let mut w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer_path = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(std::fs::OpenOptions::new().write(true).open(writer_path));
+        });
+        let opened = rx.recv_timeout(std::time::Duration::from_secs(5));
+        let mut w = opened.expect("the writer waited for the lease").unwrap();
         assert!(!lease.held());
         // While it is open for writing, no lease is granted.
         let again = Arc::new(File::open(&path).unwrap());
