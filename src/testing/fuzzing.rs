@@ -1,7 +1,9 @@
 //! Entry points for the fuzz targets under `fuzz/` (cargo-fuzz), one per
 //! parser of untrusted bytes, and for the deterministic replay of their
-//! corpora in `cargo test`. Each must never panic, whatever the input; what
-//! they return is ignored. Not part of the supported API.
+//! corpora in `cargo test`. Each must never panic on any input, and each
+//! asserts what must hold of what it accepts (its oracle): printing then
+//! parsing again gives the same value, `rw` is never a mount option, source
+//! splitting inverts its escaping. Not part of the supported API.
 
 use crate::oci::document::{self, Document, Kind, RawPlatform};
 
@@ -49,11 +51,19 @@ pub fn digest(data: &[u8]) {
     }
 }
 
-/// A platform as given on the command line.
+/// A platform as given on the command line: one that parses prints as
+/// something that parses to itself (normalising is idempotent).
 pub fn platform(data: &[u8]) {
+    use crate::oci::platform::Platform;
     if let Ok(s) = std::str::from_utf8(data) {
-        if let Ok(n) = crate::oci::platform::Platform::parse(s) {
-            let _ = n.platform.to_string();
+        if let Ok(n) = Platform::parse(s) {
+            let printed = n.platform.to_string();
+            let again = Platform::parse(&printed).map(|m| m.platform);
+            assert_eq!(
+                again.as_ref(),
+                Ok(&n.platform),
+                "{s:?} printed as {printed:?}"
+            );
         }
     }
 }
@@ -77,17 +87,27 @@ fn memfd() -> std::io::Result<std::fs::File> {
     Ok(std::fs::File::from(fd))
 }
 
-/// `/proc/self/mountinfo` lines.
+/// `/proc/self/mountinfo` lines: an ocimux pid only from an ocimux type and
+/// source, a connection only from a device's minor.
 pub fn mountinfo(data: &[u8]) {
+    use crate::files::mountinfo::FSTYPES;
     for e in crate::files::mountinfo::parse(data) {
-        let _ = (e.ocimux_pid(), e.fuse_connection());
+        if let Some(pid) = e.ocimux_pid() {
+            assert!(FSTYPES.contains(&e.fstype.as_str()), "{e:?}");
+            assert!(e.source.starts_with("ocimux:") && pid.to_string().len() <= e.source.len());
+        }
+        if e.fuse_connection().is_some() {
+            assert!(e.dev.contains(':'), "{e:?}");
+        }
     }
 }
 
-/// `-o` option strings.
+/// `-o` option strings: `rw` among them is never accepted.
 pub fn mount_options(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {
-        let _ = crate::mount::daemon::MountOptions::parse(s.split('\0'));
+        let parsed = crate::mount::daemon::MountOptions::parse(s.split('\0'));
+        let rw = s.split(['\0', ',']).any(|o| o.trim() == "rw");
+        assert!(!(rw && parsed.is_ok()), "{s:?} accepted with rw");
     }
 }
 
@@ -99,13 +119,30 @@ pub fn mount_helper(data: &[u8]) {
         if crate::mount::fstab::is_helper_form(&args, &["mount", "inspect"]) {
             let _ = crate::mount::fstab::mount_args(&args);
         }
-        let _ = crate::mount::fstab::split_sources(s);
+        // Splitting inverts escaping: the pieces, escaped and joined, are
+        // the input.
+        if let Ok(pieces) = crate::mount::fstab::split_sources(s) {
+            let escaped: Vec<String> = pieces
+                .iter()
+                .map(|p| p.replace('\\', "\\\\").replace(':', "\\:"))
+                .collect();
+            assert_eq!(escaped.join(":"), s, "{pieces:?}");
+        }
     }
 }
 
-/// Source arguments: `[PLATFORM=]PATH`, `oci:PATH[:REF]`, `oci-archive:…`.
+/// Source arguments: `[PLATFORM=]PATH`, `oci:PATH[:REF]`, `oci-archive:…`:
+/// one accepted names a path, and a platform it gives parses.
 pub fn source_arg(data: &[u8]) {
     if let Ok(s) = std::str::from_utf8(data) {
-        let _ = crate::source::SourceSpec::parse(s);
+        if let Ok(spec) = crate::source::SourceSpec::parse(s) {
+            assert!(!spec.path.as_os_str().is_empty(), "{s:?}");
+            if let Some(p) = &spec.platform {
+                assert!(
+                    crate::oci::platform::Platform::parse(&p.to_string()).is_ok(),
+                    "{s:?}"
+                );
+            }
+        }
     }
 }
