@@ -42,9 +42,10 @@
 #![deny(missing_docs, missing_debug_implementations, unsafe_code)]
 
 // Folders in the order data flows, each imported only by those after it:
-// the OCI vocabulary, files as a source offers them, the library's errors
+// the shared-table primitives, the OCI vocabulary, files as a source offers them, the library's errors
 // (which name both), process facts (exit codes, signals), sources,
 // snapshots, blobs, then the front ends.
+pub(crate) mod sync;
 pub mod oci;
 pub mod files;
 pub mod error;

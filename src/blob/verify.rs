@@ -15,7 +15,9 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
+
+use crate::sync::{Mutex, Once};
 
 use crate::files::confine::FileId;
 use crate::files::lease::{Lease, NoLease};
@@ -47,7 +49,7 @@ type Key = (FileId, u64, u64, Digest);
 /// Verified blob versions.
 #[derive(Debug, Default)]
 pub struct Verifier {
-    results: Mutex<HashMap<Key, Arc<OnceLock<Outcome>>>>,
+    results: Mutex<HashMap<Key, Arc<Once<Outcome>>>>,
 }
 
 impl Verifier {
@@ -74,16 +76,14 @@ impl Verifier {
                     if !id.holds(&FileId::of(file)?) {
                         return Err(FsError::Changed);
                     }
-                    return Ok(lease.clone());
+                    return Ok(lease);
                 }
                 Outcome::Mismatch(actual) => {
-                    return Err(FsError::Corrupt {
-                        actual: actual.clone(),
-                    });
+                    return Err(FsError::Corrupt { actual });
                 }
                 Outcome::Failed(e) => {
                     self.forget(&key, &cell);
-                    return Err(FsError::Io(match *e {
+                    return Err(FsError::Io(match e {
                         Ok(errno) => io::Error::from_raw_os_error(errno),
                         Err(kind) => io::Error::from(kind),
                     }));
@@ -98,7 +98,7 @@ impl Verifier {
     }
 
     /// The entry of `key`, made if there is none.
-    fn cell(&self, key: &Key) -> Arc<OnceLock<Outcome>> {
+    fn cell(&self, key: &Key) -> Arc<Once<Outcome>> {
         let mut results = self
             .results
             .lock()
@@ -110,7 +110,7 @@ impl Verifier {
     }
 
     /// Drops the entry of `key` if it is still `cell`.
-    fn forget(&self, key: &Key, cell: &Arc<OnceLock<Outcome>>) {
+    fn forget(&self, key: &Key, cell: &Arc<Once<Outcome>>) {
         if let Ok(mut results) = self.results.lock() {
             if results.get(key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
                 results.remove(key);
@@ -137,9 +137,15 @@ impl Verifier {
     }
 }
 
+/// Proofs made (tests count them).
+#[cfg(test)]
+static HASHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Takes a read lease on `file`, then hashes the range: a proof that holds
 /// while the lease does. A file open for writing proves nothing.
 fn prove(file: &Arc<File>, base: u64, len: u64, digest: &Digest) -> Outcome {
+    #[cfg(test)]
+    HASHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let lease = match Lease::take(file) {
         Ok(lease) => Some(lease),
         Err(NoLease::BeingWritten) => return Outcome::BeingWritten,
@@ -255,5 +261,35 @@ mod tests {
             let _ = v.check(&f, 0, 1, FileId { ino: i, ..id }, &Digest::sha256_of(b"x"));
         }
         assert!(v.len() <= MAX_ENTRIES, "{}", v.len());
+    }
+
+    /// Concurrent checks of one version: under every interleaving Shuttle
+    /// tries, it is hashed once, every check gets the one proof, and the
+    /// table keeps one entry.
+    #[cfg(feature = "shuttle")]
+    #[test]
+    fn a_version_is_proven_once_under_any_interleaving() {
+        crate::files::lease::block_signal();
+        let (_dir, _path, f) = read_only(b"payload");
+        let id = FileId::of(&f).unwrap();
+        let digest = Digest::sha256_of(b"payload");
+        shuttle::check_random(
+            move || {
+                let v = Arc::new(Verifier::default());
+                let before = HASHED.load(std::sync::atomic::Ordering::SeqCst);
+                let checks: Vec<_> = (0..3)
+                    .map(|_| {
+                        let (v, f, digest) = (v.clone(), f.clone(), digest.clone());
+                        shuttle::thread::spawn(move || v.check(&f, 0, 7, id, &digest).is_ok())
+                    })
+                    .collect();
+                for c in checks {
+                    assert!(c.join().unwrap(), "a check failed");
+                }
+                assert_eq!(HASHED.load(std::sync::atomic::Ordering::SeqCst) - before, 1);
+                assert_eq!(v.len(), 1);
+            },
+            1000,
+        );
     }
 }

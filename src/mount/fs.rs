@@ -278,12 +278,9 @@ fn finish_open(
         as_recorded,
         passthrough,
     } = opened;
-    let backing = match &blob.origin {
-        Origin::Range { .. } => None,
-        Origin::File { .. } => {
-            handles.backing_for(ino, passthrough, || reply.open_backing(range.file.as_ref()))
-        }
-    };
+    // Archive members are read by the daemon (not allowed passthrough).
+    let allowed = passthrough && matches!(blob.origin, Origin::File { .. });
+    let backing = handles.backing_for(ino, allowed, || reply.open_backing(range.file.as_ref()));
     if let Some(backing) = backing {
         Stats::count(&stats.passthrough_opens, 1);
         let fh = handles.insert(Handle::Passthrough {

@@ -21,7 +21,9 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use crate::sync::Mutex;
 
 use crate::blob::FileRange;
 use crate::files::confine::FileId;
@@ -64,10 +66,29 @@ pub(crate) struct Handles<B> {
     passthrough: AtomicBool,
     next: AtomicU64,
     open: Mutex<HashMap<u64, Handle<B>>>,
-    backing: Mutex<HashMap<u64, Weak<B>>>,
-    /// Open daemon-read handles per inode.
-    daemon: Mutex<HashMap<u64, usize>>,
+    /// Which path each inode's opens take, decided under one lock.
+    paths: Mutex<Paths<B>>,
     files: Mutex<HashMap<FileId, Weak<File>>>,
+}
+
+/// The read path of each inode with open handles: its backing id, or how
+/// many daemon-read opens it has (counted when decided, so a passthrough
+/// registration that finishes later sees them).
+#[derive(Debug)]
+struct Paths<B> {
+    backing: HashMap<u64, Weak<B>>,
+    daemon: HashMap<u64, usize>,
+}
+
+impl<B> Paths<B> {
+    fn live(&self, ino: u64) -> Option<Arc<B>> {
+        self.backing.get(&ino)?.upgrade()
+    }
+
+    /// Counts one more daemon-read open of `ino`.
+    fn daemon_open(&mut self, ino: u64) {
+        *self.daemon.entry(ino).or_default() += 1;
+    }
 }
 
 impl<B> Default for Handles<B> {
@@ -76,8 +97,10 @@ impl<B> Default for Handles<B> {
             passthrough: AtomicBool::new(false),
             next: AtomicU64::new(0),
             open: Mutex::default(),
-            backing: Mutex::default(),
-            daemon: Mutex::default(),
+            paths: Mutex::new(Paths {
+                backing: HashMap::new(),
+                daemon: HashMap::new(),
+            }),
             files: Mutex::default(),
         }
     }
@@ -108,18 +131,14 @@ impl<B> Handles<B> {
     /// read handle's file is swapped for the shared fd of its version.
     pub fn insert(&self, handle: Handle<B>) -> u64 {
         let handle = match handle {
-            Handle::Read { ino, range } => {
-                if let Ok(mut daemon) = self.daemon.lock() {
-                    *daemon.entry(ino).or_default() += 1;
-                }
-                Handle::Read {
-                    ino,
-                    range: FileRange {
-                        file: self.share(range.id, range.file),
-                        ..range
-                    },
-                }
-            }
+            // Counted as a daemon-read open by `backing_for`, which decided it.
+            Handle::Read { ino, range } => Handle::Read {
+                ino,
+                range: FileRange {
+                    file: self.share(range.id, range.file),
+                    ..range
+                },
+            },
             other => other,
         };
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
@@ -148,11 +167,12 @@ impl<B> Handles<B> {
     /// lock is released (dropping the last backing id is an ioctl).
     pub fn remove(&self, fh: u64) -> Option<Handle<B>> {
         let handle = self.open.lock().ok()?.remove(&fh)?;
-        if let (Handle::Read { ino, .. }, Ok(mut daemon)) = (&handle, self.daemon.lock()) {
-            if let Some(n) = daemon.get_mut(ino) {
+        if let Handle::Read { ino, .. } = &handle {
+            let mut paths = crate::sync::lock(&self.paths);
+            if let Some(n) = paths.daemon.get_mut(ino) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    daemon.remove(ino);
+                    paths.daemon.remove(ino);
                 }
             }
         }
@@ -171,23 +191,51 @@ impl<B> Handles<B> {
     /// open or when passthrough is not `allowed` for it; else, while
     /// passthrough is on, one from `register`. The first failed registration
     /// switches passthrough off for good and is logged once; that open, and
-    /// all later ones, use daemon reads.
+    /// all later ones, use daemon reads. `None` counts a daemon-read open of
+    /// the inode: the caller then inserts its [`Handle::Read`] (removing it
+    /// ends the count).
     pub fn backing_for<E: std::fmt::Display>(
         &self,
         ino: u64,
         allowed: bool,
         register: impl FnOnce() -> Result<B, E>,
     ) -> Option<Arc<B>> {
-        if let Some(live) = self.live_backing(ino) {
-            return Some(live);
+        {
+            let mut paths = crate::sync::lock(&self.paths);
+            if let Some(live) = paths.live(ino) {
+                return Some(live);
+            }
+            let daemon_reads = paths.daemon.contains_key(&ino);
+            if !allowed || daemon_reads || !self.passthrough.load(Ordering::Relaxed) {
+                paths.daemon_open(ino);
+                return None;
+            }
         }
-        let daemon_reads = self.daemon.lock().map_or(true, |d| d.contains_key(&ino));
-        if !allowed || daemon_reads || !self.passthrough.load(Ordering::Relaxed) {
-            return None;
-        }
-        match register() {
-            Ok(id) => Some(self.adopt_backing(ino, id)),
+        // Registering is an ioctl: not under the lock.
+        let registered = register();
+        let mut paths = crate::sync::lock(&self.paths);
+        match registered {
+            Ok(id) => {
+                if let Some(existing) = paths.live(ino) {
+                    return Some(existing); // `id` is dropped, every open shares one
+                }
+                if paths.daemon.contains_key(&ino) {
+                    // A daemon-read open was decided meanwhile: this one
+                    // reads through the daemon too, and `id` is dropped
+                    // (outside the lock: that is an ioctl).
+                    paths.daemon_open(ino);
+                    drop(paths);
+                    drop(id);
+                    return None;
+                }
+                let id = Arc::new(id);
+                paths.backing.retain(|_, w| w.strong_count() > 0);
+                paths.backing.insert(ino, Arc::downgrade(&id));
+                Some(id)
+            }
             Err(e) => {
+                paths.daemon_open(ino);
+                drop(paths);
                 if self.passthrough.swap(false, Ordering::Relaxed) {
                     log::warn!(
                         "read path: passthrough registration failed ({e}); daemon reads from now on"
@@ -199,24 +247,9 @@ impl<B> Handles<B> {
     }
 
     /// The backing id an open handle of `ino` holds, if any.
+    #[cfg(test)]
     pub fn live_backing(&self, ino: u64) -> Option<Arc<B>> {
-        self.backing.lock().ok()?.get(&ino)?.upgrade()
-    }
-
-    /// Records `id` as the inode's backing id, unless another open registered
-    /// one meanwhile: then that one is returned and `id` is dropped, so that
-    /// every open of the inode uses one id.
-    pub fn adopt_backing(&self, ino: u64, id: B) -> Arc<B> {
-        let id = Arc::new(id);
-        let Ok(mut table) = self.backing.lock() else {
-            return id;
-        };
-        if let Some(existing) = table.get(&ino).and_then(Weak::upgrade) {
-            return existing;
-        }
-        table.retain(|_, w| w.strong_count() > 0);
-        table.insert(ino, Arc::downgrade(&id));
-        id
+        crate::sync::lock(&self.paths).live(ino)
     }
 }
 
@@ -259,9 +292,12 @@ mod tests {
     #[test]
     fn one_backing_id_per_inode_while_open() {
         let h: Handles<&str> = Handles::default();
-        let first = h.adopt_backing(7, "first");
-        // A second open registered its own id meanwhile: it gets the first.
-        assert_eq!(*h.adopt_backing(7, "second"), "first");
+        h.set_passthrough(true);
+        let first = h.backing_for(7, true, || Ok::<_, &str>("first")).unwrap();
+        // A second open while the first is held: it shares the first's id.
+        let second = h.backing_for(7, true, || Ok::<_, &str>("second")).unwrap();
+        assert_eq!(*second, "first");
+        drop(second);
         assert_eq!(h.live_backing(7).as_deref(), Some(&"first"));
         assert!(h.live_backing(8).is_none());
         let fh = h.insert(Handle::Passthrough { _backing: first });
@@ -272,15 +308,18 @@ mod tests {
         // Released by its last handle, the id is gone; the next open registers anew.
         drop(h.remove(fh));
         assert!(h.live_backing(7).is_none());
-        assert_eq!(*h.adopt_backing(7, "third"), "third");
+        assert_eq!(
+            *h.backing_for(7, true, || Ok::<_, &str>("third")).unwrap(),
+            "third"
+        );
     }
 
     #[test]
     fn first_failed_registration_switches_passthrough_off_for_good() {
         let h: Handles<u32> = Handles::default();
         let fails = || Err::<u32, _>("ELOOP");
-        // Off: nothing is registered.
-        assert!(h.backing_for(1, true, || Ok::<_, &str>(10)).is_none());
+        // Off: nothing is registered (inode 9 reads through the daemon).
+        assert!(h.backing_for(9, true, || Ok::<_, &str>(10)).is_none());
         h.set_passthrough(true);
         let one = h.backing_for(1, true, || Ok::<_, &str>(10)).unwrap();
         assert_eq!(*one, 10);
@@ -313,11 +352,16 @@ mod tests {
         // Not allowed: daemon reads, nothing registered.
         let never = || -> Result<u32, &str> { panic!("registered") };
         assert!(h.backing_for(5, false, never).is_none());
-        let fh = h.insert(Handle::Read { ino: 5, range });
+        let fh = h.insert(Handle::Read {
+            ino: 5,
+            range: range.clone(),
+        });
         // Allowed now, but a daemon-read handle of inode 5 is open.
         assert!(h.backing_for(5, true, never).is_none());
+        let fh2 = h.insert(Handle::Read { ino: 5, range });
         assert!(h.backing_for(6, true, || Ok::<_, &str>(60)).is_some());
         drop(h.remove(fh));
+        drop(h.remove(fh2));
         let id = h.backing_for(5, true, || Ok::<_, &str>(50)).unwrap();
         // Not allowed any more, but passthrough handles are live: they agree.
         assert!(Arc::ptr_eq(&id, &h.backing_for(5, false, never).unwrap()));
@@ -362,6 +406,58 @@ mod tests {
         assert_eq!(
             s.summary(),
             "stats: 2 read requests, 4096 bytes read by the daemon; 0 passthrough opens, 1 daemon opens"
+        );
+    }
+
+    /// Concurrent opens of one inode, one not allowed passthrough (it takes
+    /// daemon reads) and two allowed: under every interleaving Shuttle tries,
+    /// the inode never has a daemon-read handle and a live backing id at once
+    /// (the kernel fails an open that mixes them), and passthrough opens
+    /// share one id.
+    #[cfg(feature = "shuttle")]
+    #[test]
+    fn opens_of_one_inode_never_mix_under_any_interleaving() {
+        shuttle::check_random(
+            || {
+                let h: Arc<Handles<u32>> = Arc::new(Handles::default());
+                h.set_passthrough(true);
+                let file = Arc::new(tempfile::tempfile().unwrap());
+                let opens: Vec<_> = (0..3u32)
+                    .map(|i| {
+                        let (h, file) = (h.clone(), file.clone());
+                        shuttle::thread::spawn(move || {
+                            let handle = match h.backing_for(5, i != 0, || Ok::<_, &str>(i)) {
+                                Some(backing) => Handle::Passthrough { _backing: backing },
+                                None => Handle::Read {
+                                    ino: 5,
+                                    range: FileRange {
+                                        id: FileId::of(&file).unwrap(),
+                                        file,
+                                        base: 0,
+                                        len: 0,
+                                        lease: None,
+                                    },
+                                },
+                            };
+                            h.insert(handle)
+                        })
+                    })
+                    .collect();
+                for open in opens {
+                    open.join().unwrap();
+                }
+                let daemon = crate::sync::lock(&h.paths)
+                    .daemon
+                    .get(&5)
+                    .copied()
+                    .unwrap_or(0);
+                let backing = h.live_backing(5);
+                assert!(
+                    daemon == 0 || backing.is_none(),
+                    "{daemon} daemon-read handles and backing id {backing:?} for one inode"
+                );
+            },
+            2000,
         );
     }
 }
