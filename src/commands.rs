@@ -1,5 +1,8 @@
 //! Each subcommand: arguments validated into a plan, then run.
 
+use ocimux::serve::config::Config;
+use ocimux::serve::yocto::{Finder, Settings};
+use ocimux::serve::{RepoPlan, ServeConfig, ServeError};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -96,15 +99,22 @@ pub(crate) fn run(command: Command) -> Result<u8, Failure> {
 }
 
 fn serve(args: ServeArgs) -> Result<u8, Failure> {
-    use ocimux::serve::{
-        RepoPlan, ServeConfig,
-        config::Config,
-        yocto::{Finder, Settings},
-    };
     let file = match &args.config {
-        Some(p) => Config::load(p).map_err(ocimux::serve::ServeError::from)?,
+        Some(p) => Config::load(p).map_err(ServeError::from)?,
         None => Config::default(),
     };
+    let repos = serve_repos(&args, &file)?;
+    let finder = yocto_settings(&args, &file)
+        .map(Finder::new)
+        .transpose()
+        .map_err(ServeError::from)?;
+    let cfg = serve_config(args, file)?;
+    Ok(ocimux::serve::run::run(cfg, repos, finder)?)
+}
+
+/// The repositories to serve: the command line's `REPOSITORY SOURCE...`,
+/// then the file's `[[repository]]` entries.
+fn serve_repos(args: &ServeArgs, file: &Config) -> Result<Vec<RepoPlan>, Failure> {
     let mut repos = Vec::new();
     if let Some((name, sources)) = args.args.split_first() {
         if sources.is_empty() {
@@ -126,9 +136,13 @@ fn serve(args: ServeArgs) -> Result<u8, Failure> {
             plan: Plan::from_args(&r.sources, &r.index)?,
         });
     }
-    // The file's [yocto] with the command line's paths added (its own
-    // settings win; a --history given wins over the file's).
-    let mut yocto = file.yocto.map(|y| Settings {
+    Ok(repos)
+}
+
+/// The Yocto mode's settings: the file's `[yocto]` with the command line's
+/// build paths added; the file's own settings win, except `--history`.
+fn yocto_settings(args: &ServeArgs, file: &Config) -> Option<Settings> {
+    let mut yocto = file.yocto.clone().map(|y| Settings {
         paths: y.build_dirs,
         namespace: y.namespace,
         index: y.index,
@@ -146,10 +160,12 @@ fn serve(args: ServeArgs) -> Result<u8, Failure> {
     if let Some(y) = yocto.as_mut() {
         y.history = args.history.or(y.history);
     }
-    let finder = yocto
-        .map(Finder::new)
-        .transpose()
-        .map_err(ocimux::serve::ServeError::from)?;
+    yocto
+}
+
+/// The server's settings, by one rule: a value given on the command line
+/// wins over the file's, and the file's over the default.
+fn serve_config(args: ServeArgs, file: Config) -> Result<ServeConfig, Failure> {
     let tls = match (
         args.tls_cert.or(file.tls_cert),
         args.tls_key.or(file.tls_key),
@@ -165,15 +181,14 @@ fn serve(args: ServeArgs) -> Result<u8, Failure> {
             .into());
         }
     };
-    let cfg = ServeConfig {
-        listen: args
-            .listen
-            .or(file.listen)
+    let client_timeout = Duration::from_secs(args.client_timeout.max(1));
+    Ok(ServeConfig {
+        listen: (args.listen.or(file.listen))
             .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 5000))),
         limits: ocimux::serve::Limits {
             connections: args.max_connections.max(1),
-            header_timeout: Duration::from_secs(args.client_timeout.max(1)),
-            send_timeout: Duration::from_secs(args.client_timeout.max(1)),
+            header_timeout: client_timeout,
+            send_timeout: client_timeout,
             ..Default::default()
         },
         verify: args.verify || file.verify,
@@ -183,8 +198,7 @@ fn serve(args: ServeArgs) -> Result<u8, Failure> {
         command: args.command,
         drain: Duration::from_secs(args.drain),
         blocking_threads: 32,
-    };
-    Ok(ocimux::serve::run::run(cfg, repos, finder)?)
+    })
 }
 
 /// Validates the arguments into a plan.

@@ -76,7 +76,7 @@ pub struct RepoConfig {
 }
 
 /// `[yocto]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct YoctoConfig {
     /// Build directories.

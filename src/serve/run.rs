@@ -23,8 +23,58 @@ pub fn run(
     repos: Vec<RepoPlan>,
     finder: Option<yocto::Finder>,
 ) -> Result<u8, ServeError> {
-    // Each connection may hold its socket and a body's file: leave room
-    // for sources, watchers and the runtime, and size the bound by what is left.
+    fit_connections(&mut cfg);
+    let registry = match &finder {
+        // The Yocto mode may start with nothing found yet.
+        Some(_) => {
+            let reg = Arc::new(super::api::Registry::default());
+            for r in repos {
+                super::add(&reg, r, &cfg)?;
+            }
+            reg
+        }
+        None => super::registry(repos, &cfg)?,
+    };
+    let found = finder.as_ref().map(|f| f.start(&registry, &cfg));
+    let (auth, tls) = credentials(&cfg)?;
+    let scoped = !cfg.command.is_empty();
+    if scoped {
+        // Before any thread starts: they all inherit the mask, so stop
+        // signals reach the command, not the runtime.
+        crate::process::scoped::block_stop_signals();
+    }
+    let listen_err = |err| ServeError::Listen {
+        addr: cfg.listen,
+        err,
+    };
+    let std_listener = std::net::TcpListener::bind(cfg.listen).map_err(listen_err)?;
+    std_listener.set_nonblocking(true).map_err(listen_err)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(cfg.blocking_threads.max(1))
+        .thread_name("serve")
+        .enable_all()
+        .build()
+        .map_err(|err| ServeError::Start {
+            what: "starting the runtime",
+            err,
+        })?;
+    let listener = Listening {
+        std: std_listener,
+        auth,
+        tls,
+    };
+    runtime.block_on(serve_until_stopped(
+        cfg,
+        registry,
+        listener,
+        (finder, found),
+    ))
+}
+
+/// Each connection may hold its socket and a body's file: leave room for
+/// sources, watchers and the runtime, and size the bound by what is left.
+fn fit_connections(cfg: &mut ServeConfig) {
     let fds = crate::process::lifecycle::raise_fd_limit();
     let reserve = FD_RESERVE.min(fds / 4);
     let fit = usize::try_from(fds.saturating_sub(reserve) / 2)
@@ -38,18 +88,16 @@ pub fn run(
         );
         cfg.limits.connections = fit;
     }
-    let registry = match &finder {
-        // The Yocto mode may start with nothing found yet.
-        Some(_) => {
-            let reg = Arc::new(super::api::Registry::default());
-            for r in repos {
-                super::add(&reg, r, &cfg)?;
-            }
-            reg
-        }
-        None => super::registry(repos, &cfg)?,
-    };
-    let found = finder.as_ref().map(|f| f.start(&registry, &cfg));
+}
+
+/// The password file and TLS identity, loaded; a warning when the network
+/// would see what is served in the clear.
+type Credentials = (
+    Option<Arc<super::auth::Htpasswd>>,
+    Option<Arc<super::tls::Tls>>,
+);
+
+fn credentials(cfg: &ServeConfig) -> Result<Credentials, ServeError> {
     let auth = match &cfg.htpasswd {
         Some(p) => Some(Arc::new(super::auth::Htpasswd::load(p)?)),
         None => None,
@@ -69,85 +117,100 @@ pub fn run(
             }
         );
     }
-    let scoped = !cfg.command.is_empty();
-    if scoped {
-        // Before any thread starts: they all inherit the mask, so stop
-        // signals reach the command, not the runtime.
-        crate::process::scoped::block_stop_signals();
-    }
+    Ok((auth, tls))
+}
+
+/// The bound socket and what connections are checked with.
+struct Listening {
+    std: std::net::TcpListener,
+    auth: Option<Arc<super::auth::Htpasswd>>,
+    tls: Option<Arc<super::tls::Tls>>,
+}
+
+/// Accepts until a stop signal (or, scoped, until the command exits);
+/// the exit code.
+async fn serve_until_stopped(
+    cfg: ServeConfig,
+    registry: Arc<super::api::Registry>,
+    listening: Listening,
+    (finder, found): (Option<yocto::Finder>, Option<yocto::Served>),
+) -> Result<u8, ServeError> {
     let listen_err = |err| ServeError::Listen {
         addr: cfg.listen,
         err,
     };
-    let std_listener = std::net::TcpListener::bind(cfg.listen).map_err(listen_err)?;
-    std_listener.set_nonblocking(true).map_err(listen_err)?;
-    let addr = std_listener.local_addr().map_err(listen_err)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(cfg.blocking_threads.max(1))
-        .thread_name("serve")
-        .enable_all()
-        .build()
+    let addr = listening.std.local_addr().map_err(listen_err)?;
+    let listener = TcpListener::from_std(listening.std).map_err(listen_err)?;
+    let tls = listening.tls;
+    let shared = Arc::new(Shared::new(
+        registry.clone(),
+        cfg.limits,
+        listening.auth,
+        tls.clone(),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(accept_loop(
+        listener,
+        shared,
+        async {
+            let _ = stop_rx.await;
+        },
+        cfg.drain,
+    ));
+    // The accept loop runs: the server answers from here on.
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{scheme}://{addr}").and_then(|()| out.flush());
+    drop(out);
+    log::info!(
+        "serving {} repositories at {scheme}://{addr}",
+        registry.len()
+    );
+    let scoped = !cfg.command.is_empty();
+    if !scoped {
+        spawn_reloader(tls);
+    }
+    if let (Some(finder), Some(found)) = (finder, found) {
+        follow_builds(finder, found, registry, &cfg)?;
+    }
+    let code = if scoped {
+        let command = cfg.command.clone();
+        let value = addr.to_string();
+        let outcome = tokio::task::spawn_blocking(move || {
+            crate::process::scoped::run_with(&command, REGISTRY_ENV, value.as_ref())
+        })
+        .await;
+        outcome.map_or(crate::process::lifecycle::exit::OTHER, |o| o.code)
+    } else {
+        wait_for_stop().await;
+        0
+    };
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    log::info!("stopped");
+    Ok(code)
+}
+
+/// The Yocto mode's thread that follows the build.
+fn follow_builds(
+    finder: yocto::Finder,
+    found: yocto::Served,
+    registry: Arc<super::api::Registry>,
+    cfg: &ServeConfig,
+) -> Result<(), ServeError> {
+    let follow_cfg = ServeConfig {
+        live: cfg.live,
+        verify: cfg.verify,
+        ..ServeConfig::placeholder()
+    };
+    std::thread::Builder::new()
+        .name("yocto".into())
+        .spawn(move || finder.follow(&registry, &follow_cfg, found))
+        .map(|_| ())
         .map_err(|err| ServeError::Start {
-            what: "starting the runtime",
+            what: "starting the Yocto finder",
             err,
-        })?;
-    runtime.block_on(async move {
-        let listener = TcpListener::from_std(std_listener).map_err(listen_err)?;
-        let shared = Arc::new(Shared::new(registry.clone(), cfg.limits, auth, tls.clone()));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(accept_loop(
-            listener,
-            shared,
-            async {
-                let _ = stop_rx.await;
-            },
-            cfg.drain,
-        ));
-        // The accept loop runs: the server answers from here on.
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{scheme}://{addr}").and_then(|()| out.flush());
-        drop(out);
-        log::info!(
-            "serving {} repositories at {scheme}://{addr}",
-            registry.len()
-        );
-        if !scoped {
-            spawn_reloader(tls);
-        }
-        if let (Some(finder), Some(found)) = (finder, found) {
-            let reg = registry.clone();
-            let follow_cfg = ServeConfig {
-                live: cfg.live,
-                verify: cfg.verify,
-                ..ServeConfig::placeholder()
-            };
-            std::thread::Builder::new()
-                .name("yocto".into())
-                .spawn(move || finder.follow(&reg, &follow_cfg, found))
-                .map_err(|err| ServeError::Start {
-                    what: "starting the Yocto finder",
-                    err,
-                })?;
-        }
-        let code = if scoped {
-            let command = cfg.command.clone();
-            let value = addr.to_string();
-            let outcome = tokio::task::spawn_blocking(move || {
-                crate::process::scoped::run_with(&command, REGISTRY_ENV, value.as_ref())
-            })
-            .await;
-            outcome.map_or(crate::process::lifecycle::exit::OTHER, |o| o.code)
-        } else {
-            wait_for_stop().await;
-            0
-        };
-        let _ = stop_tx.send(());
-        let _ = server.await;
-        log::info!("stopped");
-        Ok(code)
-    })
+        })
 }
 
 /// Returns at SIGTERM or SIGINT.
