@@ -181,58 +181,74 @@ pub async fn accept_loop(
             },
             () = &mut stop => break,
         };
-        // A slot for it: when every one is taken, the oldest idle connection
-        // makes room (tried again while none frees); none idle, it waits
-        // here as the next ones wait in the kernel's backlog.
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let mut tick = tokio::time::interval(Duration::from_millis(100));
-                loop {
-                    tokio::select! {
-                        p = slots.clone().acquire_owned() => match p {
-                            Ok(p) => break p,
-                            Err(_) => return,
-                        },
-                        _ = tick.tick() => {
-                            if shared.conns.evict_oldest_idle(None) {
-                                log::info!("every connection slot taken: an idle connection closed");
-                            }
-                        }
-                        () = &mut stop => return drain_then_stop(graceful, drain).await,
-                    }
-                }
-            }
+        let Some(permit) = slot_for(&slots, &shared, stop.as_mut()).await else {
+            return drain_then_stop(graceful, drain).await;
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let Some(slot) = peer_slot(&shared, peer).await else {
-                return;
-            };
-            let registered = shared.conns.add(peer.ip());
-            let evict = registered.evict.clone();
-            let busy = registered.busy.clone();
-            let serving = serve_connection(shared, stream, peer, busy.clone(), watcher);
-            tokio::pin!(serving);
-            loop {
-                tokio::select! {
-                    () = &mut serving => break,
-                    () = evict.notified() => {
-                        // Idle when picked; a request may have begun since.
-                        if busy.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                            log::info!("{peer}: idle connection closed to make room");
-                            break;
-                        }
-                    }
-                }
-            }
-            drop((registered, permit, slot));
-        });
+        spawn_connection(shared.clone(), stream, peer, permit, graceful.watcher());
     }
     drop(listener);
     drain_then_stop(graceful, drain).await;
+}
+
+/// A slot for a new connection: when every one is taken, the oldest idle
+/// connection makes room (tried again every 100 ms while none frees); none
+/// idle, it waits here as the next ones wait in the kernel's backlog.
+/// `None` when the server stops meanwhile.
+async fn slot_for(
+    slots: &Arc<Semaphore>,
+    shared: &Shared,
+    mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(p) = slots.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            p = slots.clone().acquire_owned() => return p.ok(),
+            _ = tick.tick() => {
+                if shared.conns.evict_oldest_idle(None) {
+                    log::info!("every connection slot taken: an idle connection closed");
+                }
+            }
+            () = &mut stop => return None,
+        }
+    }
+}
+
+/// Serves one accepted connection on its own task, holding its slot (and
+/// its address's) until it ends or is closed to make room while idle.
+fn spawn_connection(
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    tokio::spawn(async move {
+        let Some(slot) = peer_slot(&shared, peer).await else {
+            return;
+        };
+        let registered = shared.conns.add(peer.ip());
+        let evict = registered.evict.clone();
+        let busy = registered.busy.clone();
+        let serving = serve_connection(shared, stream, peer, busy.clone(), watcher);
+        tokio::pin!(serving);
+        loop {
+            tokio::select! {
+                () = &mut serving => break,
+                () = evict.notified() => {
+                    // Idle when picked; a request may have begun since.
+                    if busy.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                        log::info!("{peer}: idle connection closed to make room");
+                        break;
+                    }
+                }
+            }
+        }
+        drop((registered, permit, slot));
+    });
 }
 
 /// Lets the requests in flight finish within `drain`.
