@@ -111,6 +111,26 @@ pub(crate) fn writers(mode: u32, acl: Option<&[u8]>) -> Writers {
     out
 }
 
+/// The ACL of `fd` folded into the mode `mode`: the bits the mount may show
+/// (see [`effective_mode`]) and who besides the owner may write it. An ACL
+/// that cannot be read leaves the owner's bits only, and counts as writable
+/// by anyone: less shown, never more.
+pub(crate) fn of_file(fd: BorrowedFd<'_>, mode: u32) -> (u32, Writers) {
+    match read(fd) {
+        Ok(acl) => (
+            effective_mode(mode, acl.as_deref()),
+            writers(mode, acl.as_deref()),
+        ),
+        Err(_) => (
+            mode & 0o700,
+            Writers {
+                group: true,
+                anyone: true,
+            },
+        ),
+    }
+}
+
 /// Whether anyone but the owner (and root) may write a file or directory of
 /// mode `mode` with access ACL `acl` (see [`writers`]).
 pub(crate) fn others_may_write(mode: u32, acl: Option<&[u8]>) -> bool {

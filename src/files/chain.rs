@@ -66,20 +66,7 @@ impl DirPerm {
     /// included; a directory whose ACL cannot be read grants others nothing
     /// and counts as writable by anyone.
     pub(crate) fn of(fd: BorrowedFd<'_>, st: &libc::stat) -> Self {
-        let acl = crate::files::acl::read(fd);
-        let (mode, writers) = match &acl {
-            Ok(acl) => (
-                crate::files::acl::effective_mode(st.st_mode, acl.as_deref()),
-                crate::files::acl::writers(st.st_mode, acl.as_deref()),
-            ),
-            Err(_) => (
-                st.st_mode & 0o700,
-                crate::files::acl::Writers {
-                    group: true,
-                    anyone: true,
-                },
-            ),
-        };
+        let (mode, writers) = crate::files::acl::of_file(fd, st.st_mode);
         let writers = match st.st_mode & libc::S_ISVTX != 0 {
             true => crate::files::acl::Writers::default(),
             false => writers,

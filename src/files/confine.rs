@@ -216,14 +216,8 @@ fn resolve_checked(path: &Path, refuse_ocimux: bool) -> Result<Resolved, OpenErr
 /// The identity and access of an opened file reached through `dirs`.
 fn info_of(file: &File, dirs: &[DirPerm]) -> Result<FileInfo, OpenError> {
     let meta = file.metadata()?;
-    let acl = crate::files::acl::read(file.as_fd());
-    let (mode, others_write) = match &acl {
-        Ok(acl) => (
-            crate::files::acl::effective_mode(meta.mode(), acl.as_deref()),
-            crate::files::acl::others_may_write(meta.mode(), acl.as_deref()),
-        ),
-        Err(_) => (meta.mode() & 0o700, true),
-    };
+    let (mode, writers) = crate::files::acl::of_file(file.as_fd(), meta.mode());
+    let others_write = writers.group || writers.anyone;
     Ok(FileInfo {
         id: FileId::from_meta(&meta),
         access: Access {
