@@ -263,84 +263,14 @@ impl Layout {
     pub fn new(comp: &Composition, inodes: &mut Inodes) -> Self {
         let mtime = SystemTime::now();
         let mut fixed = HashMap::new();
-        let mut generated = |ino: u64, bytes: Arc<[u8]>| {
-            let attr = Attr {
-                ino,
-                kind: Kind::File,
-                size: bytes.len() as u64,
-                perm: 0o444,
-                owner: Owner::Mount,
-                nlink: 1,
-                mtime,
-                volatile: ino == ino::INDEX_JSON,
-            };
-            let body = Body::File(Content::Memory(bytes));
-            fixed.insert(ino, Node { attr, body });
-        };
-        generated(ino::OCI_LAYOUT, Arc::from(OCI_LAYOUT));
-        generated(ino::INDEX_JSON, Arc::from(comp.index_json.as_slice()));
-        // Source blobs first, in digest order (see [`Inodes`]).
-        let mut blobs = HashMap::with_capacity(comp.blobs.len());
-        let mut listing: [Vec<(&Digest, u64)>; 2] = [Vec::new(), Vec::new()];
-        for blob in &comp.blobs {
-            if blob.digest == comp.index_digest {
-                continue; // a source happens to hold the generated index: serve ours
-            }
-            let n = inodes.of(&blob.digest);
-            if let Some(list) = listing.get_mut(slot_of(blob.digest.algorithm())) {
-                list.push((&blob.digest, n));
-            }
-            blobs.insert(n, blob.clone());
-        }
-        let index_ino = inodes.of(&comp.index_digest);
-        generated(index_ino, Arc::from(comp.index.as_slice()));
-        if let Some(list) = listing.get_mut(slot_of(comp.index_digest.algorithm())) {
-            list.push((&comp.index_digest, index_ino));
-        }
-        let listing = listing.map(|mut l| {
-            l.sort();
-            l.into_iter().map(|(_, n)| n).collect::<Vec<u64>>()
-        });
-        let dir = |ino: u64, parent: u64, children: Children, size: usize, subdirs: usize| Node {
-            attr: Attr {
-                ino,
-                kind: Kind::Dir,
-                size: size as u64,
-                perm: 0o555,
-                owner: Owner::Mount,
-                nlink: 2 + u32::try_from(subdirs).unwrap_or(u32::MAX - 2),
-                mtime,
-                volatile: true,
-            },
-            body: Body::Dir { parent, children },
-        };
-        let mut alg_dirs = vec![("sha256", ino::SHA256)];
-        let [sha256, sha512] = &listing;
-        fixed.insert(
-            ino::SHA256,
-            dir(ino::SHA256, ino::BLOBS, Children::Blobs(0), sha256.len(), 0),
-        );
-        if !sha512.is_empty() {
-            fixed.insert(
-                ino::SHA512,
-                dir(ino::SHA512, ino::BLOBS, Children::Blobs(1), sha512.len(), 0),
-            );
-            alg_dirs.push(("sha512", ino::SHA512));
-        }
-        let n = alg_dirs.len();
-        fixed.insert(
-            ino::BLOBS,
-            dir(ino::BLOBS, ino::ROOT, Children::Fixed(alg_dirs), n, n),
-        );
-        let root_children = vec![
-            ("blobs", ino::BLOBS),
-            ("index.json", ino::INDEX_JSON),
-            ("oci-layout", ino::OCI_LAYOUT),
-        ];
-        fixed.insert(
-            ino::ROOT,
-            dir(ino::ROOT, ino::ROOT, Children::Fixed(root_children), 3, 1),
-        );
+        let generated = |ino: u64, bytes: &[u8]| (ino, file_node(ino, Arc::from(bytes), mtime));
+        fixed.extend([
+            generated(ino::OCI_LAYOUT, OCI_LAYOUT),
+            generated(ino::INDEX_JSON, &comp.index_json),
+        ]);
+        let (blobs, index_ino, listing) = number_blobs(comp, inodes);
+        fixed.extend([generated(index_ino, &comp.index)]);
+        fixed.extend(directories(&listing, mtime));
         let generated_files = fixed.values().filter(|n| n.attr.kind == Kind::File);
         let (gen_count, gen_bytes) =
             generated_files.fold((0, 0), |(c, b), n| (c + 1, b + n.attr.size));
@@ -564,6 +494,113 @@ pub fn slice_at(bytes: &[u8], offset: u64, size: u32) -> &[u8] {
         .min(bytes.len());
     let end = start.saturating_add(size as usize).min(bytes.len());
     bytes.get(start..end).unwrap_or_default()
+}
+
+/// A generated file (`oci-layout`, `index.json`, the generated index): the
+/// mounting user's, read-only; `index.json` may differ in the next snapshot.
+fn file_node(ino: u64, bytes: Arc<[u8]>, mtime: SystemTime) -> Node {
+    let attr = Attr {
+        ino,
+        kind: Kind::File,
+        size: bytes.len() as u64,
+        perm: 0o444,
+        owner: Owner::Mount,
+        nlink: 1,
+        mtime,
+        volatile: ino == ino::INDEX_JSON,
+    };
+    Node {
+        attr,
+        body: Body::File(Content::Memory(bytes)),
+    }
+}
+
+/// Numbers the source blobs (first, in digest order: see [`Inodes`]) and the
+/// generated index; the blobs by number, the index's number, and each
+/// algorithm directory's listing in name order.
+fn number_blobs(
+    comp: &Composition,
+    inodes: &mut Inodes,
+) -> (HashMap<u64, Arc<Blob>>, u64, [Vec<u64>; 2]) {
+    let mut blobs = HashMap::with_capacity(comp.blobs.len());
+    let mut listing: [Vec<(&Digest, u64)>; 2] = [Vec::new(), Vec::new()];
+    for blob in &comp.blobs {
+        if blob.digest == comp.index_digest {
+            continue; // a source happens to hold the generated index: serve ours
+        }
+        let n = inodes.of(&blob.digest);
+        if let Some(list) = listing.get_mut(slot_of(blob.digest.algorithm())) {
+            list.push((&blob.digest, n));
+        }
+        blobs.insert(n, blob.clone());
+    }
+    let index_ino = inodes.of(&comp.index_digest);
+    if let Some(list) = listing.get_mut(slot_of(comp.index_digest.algorithm())) {
+        list.push((&comp.index_digest, index_ino));
+    }
+    let listing = listing.map(|mut l| {
+        l.sort();
+        l.into_iter().map(|(_, n)| n).collect::<Vec<u64>>()
+    });
+    (blobs, index_ino, listing)
+}
+
+/// The directories: the root, `blobs`, and `blobs/sha256` (and `sha512`
+/// when a blob is named by it), read-only, the mounting user's.
+fn directories(listing: &[Vec<u64>; 2], mtime: SystemTime) -> Vec<(u64, Node)> {
+    let dir = |ino: u64, parent: u64, children: Children, size: usize, subdirs: usize| {
+        let attr = Attr {
+            ino,
+            kind: Kind::Dir,
+            size: size as u64,
+            perm: 0o555,
+            owner: Owner::Mount,
+            nlink: 2 + u32::try_from(subdirs).unwrap_or(u32::MAX - 2),
+            mtime,
+            volatile: true,
+        };
+        (
+            ino,
+            Node {
+                attr,
+                body: Body::Dir { parent, children },
+            },
+        )
+    };
+    let [sha256, sha512] = listing;
+    let mut out = vec![dir(
+        ino::SHA256,
+        ino::BLOBS,
+        Children::Blobs(0),
+        sha256.len(),
+        0,
+    )];
+    let mut alg_dirs = vec![("sha256", ino::SHA256)];
+    if !sha512.is_empty() {
+        out.push(dir(
+            ino::SHA512,
+            ino::BLOBS,
+            Children::Blobs(1),
+            sha512.len(),
+            0,
+        ));
+        alg_dirs.push(("sha512", ino::SHA512));
+    }
+    let n = alg_dirs.len();
+    out.push(dir(ino::BLOBS, ino::ROOT, Children::Fixed(alg_dirs), n, n));
+    let root_children = vec![
+        ("blobs", ino::BLOBS),
+        ("index.json", ino::INDEX_JSON),
+        ("oci-layout", ino::OCI_LAYOUT),
+    ];
+    out.push(dir(
+        ino::ROOT,
+        ino::ROOT,
+        Children::Fixed(root_children),
+        3,
+        1,
+    ));
+    out
 }
 
 /// Ref name → digest, from an `index.json` (its entries that have one).
