@@ -214,28 +214,7 @@ pub(crate) fn set_tag(
         return Err(ServeError::TooMany(registry.watched() + 1));
     }
     let tag = r.plan.opts.tag.to_string();
-    // Referrers (signatures, SBOMs) listed in a source's index.json are
-    // served for the referrers API; documents are kept, so that a tag's
-    // outlive their files.
-    let mut plan = r.plan;
-    for spec in &mut plan.specs {
-        spec.with_referrers = true;
-        spec.keep_documents = true;
-    }
-    let mut comp = plan.compose().map_err(|err| ServeError::Source {
-        repo: r.name.clone(),
-        err: Box::new(err),
-    })?;
-    for (referrer, what) in registry.drop_unpublishable_referrers(&mut comp) {
-        log::warn!(
-            "repository {:?}: referrer {referrer}: {}; the referrer is not served",
-            r.name,
-            crate::error::printable(&what)
-        );
-    }
-    if let Some(what) = registry.unpublishable_in(&comp) {
-        return Err(ServeError::Unpublishable { repo: r.name, what });
-    }
+    let (plan, comp) = compose_for_serving(registry, r.plan, &r.name)?;
     let snapshots = Arc::new(Generations::new(&comp));
     let repo = match known {
         Some(repo) => repo,
@@ -244,30 +223,7 @@ pub(crate) fn set_tag(
     repo.set_tag(&tag, snapshots.clone());
     let replan = match live {
         true => {
-            let reg = Arc::downgrade(registry);
-            let (name, watched) = (r.name.clone(), Arc::downgrade(&snapshots));
-            // After each rebuild (once per snapshot: prunes call this too),
-            // name what is no longer the owner's to publish.
-            let reported = std::sync::Mutex::new(None);
-            let notify: crate::snapshot::watch::Notify = Box::new(move |_| {
-                let (Some(reg), Some(watched)) = (reg.upgrade(), watched.upgrade()) else {
-                    return;
-                };
-                // The snapshot itself (a rebuild may keep every digest).
-                let now = Some(Arc::as_ptr(&watched.current()) as usize);
-                let mut last = reported.lock().unwrap_or_else(|p| p.into_inner());
-                if *last == now {
-                    return;
-                }
-                *last = now;
-                drop(last);
-                for what in reg.unpublishable_now(&watched) {
-                    log::warn!(
-                        "repository {name:?}: {}; not served",
-                        crate::error::printable(&what)
-                    );
-                }
-            });
+            let notify = report_unpublishable(registry, &r.name, &snapshots);
             let spawned = crate::snapshot::watch::spawn(plan, &comp, snapshots, notify);
             let replan = spawned.map_err(|err| ServeError::Start {
                 what: "starting a watcher",
@@ -292,6 +248,75 @@ pub(crate) fn set_tag(
         if live { "" } else { ", static" }
     );
     Ok(replan)
+}
+
+/// Composes `plan` as serve serves it: with the referrers (signatures,
+/// SBOMs) listed in a source's index.json, each left out by name if it is
+/// not its publishers' to publish, and documents kept (a tag's outlive
+/// their files); refused by name if any other blob is not theirs.
+fn compose_for_serving(
+    registry: &Registry,
+    mut plan: crate::snapshot::plan::Plan,
+    name: &str,
+) -> Result<
+    (
+        crate::snapshot::plan::Plan,
+        crate::snapshot::index::Composition,
+    ),
+    ServeError,
+> {
+    for spec in &mut plan.specs {
+        spec.with_referrers = true;
+        spec.keep_documents = true;
+    }
+    let mut comp = plan.compose().map_err(|err| ServeError::Source {
+        repo: name.to_owned(),
+        err: Box::new(err),
+    })?;
+    for (referrer, what) in registry.drop_unpublishable_referrers(&mut comp) {
+        log::warn!(
+            "repository {name:?}: referrer {referrer}: {}; the referrer is not served",
+            crate::error::printable(&what)
+        );
+    }
+    if let Some(what) = registry.unpublishable_in(&comp) {
+        return Err(ServeError::Unpublishable {
+            repo: name.to_owned(),
+            what,
+        });
+    }
+    Ok((plan, comp))
+}
+
+/// What the watcher is told after each rebuild (once per snapshot: prunes
+/// call it too): it names what is no longer its publishers' to publish.
+fn report_unpublishable(
+    registry: &Arc<Registry>,
+    name: &str,
+    snapshots: &Arc<Generations>,
+) -> crate::snapshot::watch::Notify {
+    let reg = Arc::downgrade(registry);
+    let (name, watched) = (name.to_owned(), Arc::downgrade(snapshots));
+    let reported = std::sync::Mutex::new(None);
+    Box::new(move |_| {
+        let (Some(reg), Some(watched)) = (reg.upgrade(), watched.upgrade()) else {
+            return;
+        };
+        // The snapshot itself (a rebuild may keep every digest).
+        let now = Some(Arc::as_ptr(&watched.current()) as usize);
+        let mut last = reported.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == now {
+            return;
+        }
+        *last = now;
+        drop(last);
+        for what in reg.unpublishable_now(&watched) {
+            log::warn!(
+                "repository {name:?}: {}; not served",
+                crate::error::printable(&what)
+            );
+        }
+    })
 }
 
 impl ServeConfig {
