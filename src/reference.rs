@@ -136,8 +136,6 @@ fn contributions(spec: &[Vec<(bool, bool, u8)>]) -> Vec<Contribution> {
                 broken: Vec::new(),
                 referrers: Vec::new(),
                 documents: Vec::new(),
-                kept_bytes: 0,
-                keeps_documents: false,
             }
         })
         .collect()
@@ -320,8 +318,6 @@ fn pool(root: &std::path::Path, specs: &[Vec<u8>]) -> Vec<Composition> {
                 broken: Vec::new(),
                 referrers: Vec::new(),
                 documents: Vec::new(),
-                kept_bytes: 0,
-                keeps_documents: false,
             }])
         })
         .collect()

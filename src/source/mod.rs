@@ -154,12 +154,9 @@ pub struct Contribution {
     /// with the blobs only it brings (their blobs are in `blobs` too).
     pub referrers: Vec<Referrer>,
     /// The documents (manifests, configs, indexes) as they were read and
-    /// hashed, up to [`MAX_KEPT_BYTES`]: served after their files are gone.
+    /// hashed, up to [`MAX_KEPT_BYTES`], when the source was read with
+    /// [`SourceSpec::keep_documents`]: served after their files are gone.
     pub documents: Vec<KeptDocument>,
-    /// The bytes of `documents`.
-    pub kept_bytes: usize,
-    /// Whether documents are kept ([`SourceSpec::keep_documents`]).
-    pub keeps_documents: bool,
 }
 
 /// How many bytes of documents a source keeps (a Yocto image's manifest and
@@ -178,22 +175,6 @@ pub struct KeptDocument {
     pub media_type: Arc<str>,
     /// Its bytes (hashing to `digest`).
     pub bytes: Arc<[u8]>,
-}
-
-impl Contribution {
-    /// Keeps `bytes`, the document `blob` (already hashed), while the
-    /// source's budget allows.
-    pub(crate) fn keep(&mut self, blob: &Blob, bytes: &[u8]) {
-        if !self.keeps_documents || self.kept_bytes + bytes.len() > MAX_KEPT_BYTES {
-            return;
-        }
-        self.kept_bytes += bytes.len();
-        self.documents.push(KeptDocument {
-            digest: blob.digest.clone(),
-            media_type: blob.media_type.clone(),
-            bytes: Arc::from(bytes),
-        });
-    }
 }
 
 /// A manifest served because its `subject` is a served manifest (a

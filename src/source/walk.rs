@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::root::{Found, Root};
 use super::spec::{ArmVariant, Transport};
-use super::{Blob, BrokenBlob, Contribution, Image, SourceSpec};
+use super::{Blob, BrokenBlob, Contribution, Image, KeptDocument, MAX_KEPT_BYTES, SourceSpec};
 use crate::error::{Error, Problem};
 use crate::oci::digest::Digest;
 use crate::oci::document::{self, Document, Kind, RawDescriptor, RawPlatform};
@@ -28,8 +28,6 @@ pub fn read(
         broken: Vec::new(),
         referrers: Vec::new(),
         documents: Vec::new(),
-        kept_bytes: 0,
-        keeps_documents: spec.keep_documents,
     };
     if let Some(rows) = multi_arch_rows(&index, want_ref) {
         // index.json itself is the multi-arch index (see multi_arch_rows).
@@ -205,6 +203,9 @@ struct Reader<'a> {
     /// The name again, shared by every blob found.
     source: std::sync::Arc<str>,
     root: Root,
+    /// Bytes of documents still to keep ([`SourceSpec::keep_documents`]:
+    /// [`MAX_KEPT_BYTES`]; otherwise 0, and none is kept).
+    keep_budget: std::cell::Cell<usize>,
 }
 
 impl<'a> Reader<'a> {
@@ -231,6 +232,10 @@ impl<'a> Reader<'a> {
             arm_variant: &spec.arm_variant,
             source: name.into(),
             root,
+            keep_budget: std::cell::Cell::new(match spec.keep_documents {
+                true => MAX_KEPT_BYTES,
+                false => 0,
+            }),
         };
         let marker = reader.read_small("oci-layout", "no oci-layout file")?;
         let layout: document::OciLayout =
@@ -308,6 +313,20 @@ impl<'a> Reader<'a> {
         Ok((blob, found))
     }
 
+    /// Keeps `bytes`, the document `blob` (already hashed), in `out` while
+    /// the budget allows.
+    fn keep(&self, out: &mut Contribution, blob: &Blob, bytes: &[u8]) {
+        let Some(left) = self.keep_budget.get().checked_sub(bytes.len()) else {
+            return;
+        };
+        self.keep_budget.set(left);
+        out.documents.push(KeptDocument {
+            digest: blob.digest.clone(),
+            media_type: blob.media_type.clone(),
+            bytes: Arc::from(bytes),
+        });
+    }
+
     /// Reads a JSON blob (manifest, index or config) and verifies its digest.
     fn json_blob(&self, desc: &RawDescriptor, holder: &str) -> Result<(Blob, Vec<u8>), Error> {
         let (blob, found) = self.blob(desc, holder)?;
@@ -343,7 +362,7 @@ impl<'a> Reader<'a> {
         platform: Option<&Platform>,
     ) -> Result<(), Error> {
         let (blob, bytes) = self.json_blob(entry, "index.json")?;
-        out.keep(&blob, &bytes);
+        self.keep(out, &blob, &bytes);
         let rel = blob.digest.blob_path();
         let doc: Document =
             document::parse(&bytes).map_err(|e| self.err(&rel, Problem::Json(e)))?;
@@ -412,8 +431,8 @@ impl<'a> Reader<'a> {
         };
         check_config_type(&desc.media_type, &config.media_type).map_err(|p| self.err(&rel, p))?;
         let (config_blob, config_bytes) = self.json_blob(config, &rel)?;
-        out.keep(&manifest_blob, &bytes);
-        out.keep(&config_blob, &config_bytes);
+        self.keep(out, &manifest_blob, &bytes);
+        self.keep(out, &config_blob, &config_bytes);
         let config_rel = config_blob.digest.blob_path();
         let platform = match platform {
             Some(p) => p.clone(),

@@ -94,7 +94,11 @@ pub fn mountinfo(data: &[u8]) {
     for e in crate::files::mountinfo::parse(data) {
         if let Some(pid) = e.ocimux_pid() {
             assert!(FSTYPES.contains(&e.fstype.as_str()), "{e:?}");
-            assert!(e.source.starts_with("ocimux:") && pid.to_string().len() <= e.source.len());
+            let named = e
+                .source
+                .strip_prefix("ocimux:")
+                .and_then(|p| p.parse::<i32>().ok());
+            assert_eq!(named, Some(pid), "{e:?}");
         }
         if e.fuse_connection().is_some() {
             assert!(e.dev.contains(':'), "{e:?}");

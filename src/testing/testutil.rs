@@ -129,8 +129,6 @@ pub fn contribution(name: &str, images: Vec<Image>) -> Contribution {
         broken: Vec::new(),
         referrers: Vec::new(),
         documents: Vec::new(),
-        kept_bytes: 0,
-        keeps_documents: false,
     }
 }
 
