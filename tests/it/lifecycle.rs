@@ -462,6 +462,25 @@ fn a_killed_daemon_leaves_no_dead_mount() {
     }
 }
 
+/// A stopped daemon, resumed however the test ends. A failed assertion must
+/// not leave its mount hanging: unwinding removes the temporary directory,
+/// which would wait forever on the mount (and so would the whole run).
+struct Released {
+    pid: i32,
+    connection: u32,
+}
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let abort = format!("/sys/fs/fuse/connections/{}/abort", self.connection);
+            let _ = fs::write(abort, "1");
+        }
+        // SAFETY: plain kill(2).
+        unsafe { libc::kill(self.pid, libc::SIGCONT) };
+    }
+}
+
 /// Case 4: a hung (stopped) daemon with a client stuck on it: `ocimux
 /// umount` finds the mount busy, asks the daemon, gets no answer within its
 /// timeout, aborts the FUSE connection, says so and fails; the client and
@@ -472,7 +491,12 @@ fn umount_of_a_hung_daemon_aborts_its_connection() {
     let (m, pid) = mounted(tmp.path());
     let mnt = m.dir.clone();
     std::mem::forget(m);
+    let entry = ocimux::files::mountinfo::find(&fs::canonicalize(&mnt).unwrap())
+        .unwrap()
+        .unwrap();
+    let connection = entry.fuse_connection().unwrap();
     signal(pid, libc::SIGSTOP);
+    let release = Released { pid, connection };
     let mut stuck = Command::new("cat")
         .arg(mnt.join("index.json"))
         .stdout(Stdio::null())
@@ -484,7 +508,10 @@ fn umount_of_a_hung_daemon_aborts_its_connection() {
     wait_for(
         "the client to wait on the stopped daemon",
         Duration::from_secs(10),
-        || fs::read_to_string(&wchan).is_ok_and(|w| w.contains("request_wait_answer")),
+        || {
+            fs::read_to_string(&wchan)
+                .is_ok_and(|w| w.contains("request_wait_answer") || w.contains("fuse"))
+        },
     );
     assert!(stuck.try_wait().unwrap().is_none(), "the client is stuck");
     let out = Command::new("timeout")
@@ -502,7 +529,7 @@ fn umount_of_a_hung_daemon_aborts_its_connection() {
         !status.success(),
         "the stuck client was released with an error"
     );
-    signal(pid, libc::SIGCONT);
+    drop(release);
     wait_for("the daemon to exit", Duration::from_secs(10), || {
         !alive(pid)
     });
