@@ -31,7 +31,9 @@
 //! - [`serve`]: the same snapshots over the OCI distribution API (pull side);
 //! - [`export`]: writing the layout out (its `staging` directory);
 //! - [`report`]: [`report::check`] (`verify`) and [`report::inspect`];
-//! - `testing`: layouts built in code for tests, and the fuzz targets' entries.
+//! - `testing`: layouts built in code for tests, and the fuzz targets' entries
+//!   (compiled only for tests and under the `testing` feature, which the
+//!   integration tests and the fuzz targets turn on).
 //!
 //! The binary (`main.rs`, `cli.rs`, `commands.rs`, `failure.rs`,
 //! `logging.rs`) parses, validates and reports.
@@ -57,6 +59,7 @@ pub mod mount;
 pub mod serve;
 pub mod export;
 pub mod report;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
 #[cfg(test)]
