@@ -285,6 +285,23 @@ impl Drop for Mount {
     }
 }
 
+/// The preamble most mount tests share: a one-image linux/amd64 layout at
+/// `tmp/s` that everyone may read, mounted at `tmp/mnt` (its directory made
+/// canonical) with the extra arguments `extra`; the mount and its daemon's
+/// pid.
+pub fn one_image_mounted(tmp: &Path, extra: &[&str]) -> (Mount, i32) {
+    let s = ocimux::testing::testutil::LayoutBuilder::simple(tmp.join("s"), "linux", "amd64", "x");
+    for dir in ["", "blobs", "blobs/sha256"] {
+        chmod(&s.root.join(dir), 0o755);
+    }
+    let mnt = fs::canonicalize(tmp).expect("tmp").join("mnt");
+    let mut args = vec![s.root.to_str().expect("a UTF-8 path")];
+    args.extend(extra);
+    let m = Mount::new(&mnt, &args);
+    let pid = daemon_pid(&m.dir);
+    (m, pid)
+}
+
 /// The pid of the daemon serving the ocimux mount at `dir`.
 pub fn daemon_pid(dir: &Path) -> i32 {
     let canonical = fs::canonicalize(dir).expect("mountpoint");

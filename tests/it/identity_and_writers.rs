@@ -63,16 +63,8 @@ impl Drop for Impostor {
 }
 
 fn mounted_at(tmp: &Path, extra: &[&str]) -> (PathBuf, Mount, i32) {
-    let s = LayoutBuilder::simple(tmp.join("s"), "linux", "amd64", "x");
-    for dir in ["", "blobs", "blobs/sha256"] {
-        chmod(&s.root.join(dir), 0o755);
-    }
-    let mnt = fs::canonicalize(tmp).unwrap().join("mnt");
-    let mut args = vec![s.root.to_str().unwrap()];
-    args.extend(extra);
-    let m = Mount::new(&mnt, &args);
-    let pid = daemon_pid(&m.dir);
-    (mnt, m, pid)
+    let (m, pid) = one_image_mounted(tmp, extra);
+    (m.dir.clone(), m, pid)
 }
 
 fn signal(pid: i32, sig: nix::sys::signal::Signal) {

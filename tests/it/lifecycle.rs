@@ -12,14 +12,6 @@ fn alive(pid: i32) -> bool {
     ocimux::process::lifecycle::process_alive(pid)
 }
 
-/// A one-image layout mounted, and its daemon's pid.
-fn mounted(tmp: &Path) -> (Mount, i32) {
-    let s = LayoutBuilder::simple(tmp.join("s"), "linux", "amd64", "x");
-    let m = Mount::new(&tmp.join("mnt"), &[s.root.to_str().unwrap()]);
-    let pid = daemon_pid(&m.dir);
-    (m, pid)
-}
-
 #[test]
 fn foreground_daemon_unmounts_and_exits_0_on_sigterm_and_sigint() {
     let tmp = tempfile::tempdir().unwrap();
@@ -53,7 +45,7 @@ fn foreground_daemon_unmounts_and_exits_0_on_sigterm_and_sigint() {
 #[test]
 fn umount_through_a_symlink_to_the_mountpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let (m, pid) = mounted(tmp.path());
+    let (m, pid) = one_image_mounted(tmp.path(), &[]);
     let link = tmp.path().join("link-to-mnt");
     std::os::unix::fs::symlink(&m.dir, &link).unwrap();
     let out = ocimux(&["umount", link.to_str().unwrap()]);
@@ -68,7 +60,7 @@ fn umount_through_a_symlink_to_the_mountpoint() {
 #[test]
 fn detached_daemon_unmounts_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
-    let (m, pid) = mounted(tmp.path());
+    let (m, pid) = one_image_mounted(tmp.path(), &[]);
     let mnt = m.dir.clone();
     // SAFETY: plain kill(2).
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -82,19 +74,9 @@ fn detached_daemon_unmounts_on_sigterm() {
 #[test]
 fn umount_waits_for_the_daemon() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
-    let mnt = tmp.path().join("mnt");
     let log = tmp.path().join("daemon.log");
-    let m = Mount::new(
-        &mnt,
-        &[
-            s.root.to_str().unwrap(),
-            "-v",
-            "--log-file",
-            log.to_str().unwrap(),
-        ],
-    );
-    let pid = daemon_pid(&m.dir);
+    let (m, pid) = one_image_mounted(tmp.path(), &["-v", "--log-file", log.to_str().unwrap()]);
+    let mnt = m.dir.clone();
     assert!(alive(pid));
     let out = ocimux(&["umount", mnt.to_str().unwrap()]);
     assert!(
@@ -128,7 +110,7 @@ fn umount_waits_for_the_daemon() {
 #[test]
 fn umount_of_a_busy_mount_fails_and_lazy_succeeds() {
     let tmp = tempfile::tempdir().unwrap();
-    let (m, pid) = mounted(tmp.path());
+    let (m, pid) = one_image_mounted(tmp.path(), &[]);
     let mnt = m.dir.clone();
     let open = fs::File::open(m.path("index.json")).unwrap();
     let out = ocimux(&["umount", mnt.to_str().unwrap()]);
@@ -381,18 +363,8 @@ fn a_non_utf8_mount_elsewhere_breaks_nothing() {
         .join(std::ffi::OsStr::from_bytes(b"odd-\xff\xfe"));
     fs::create_dir(&odd).unwrap();
     run(Command::new("mount").args(["-t", "tmpfs", "odd"]).arg(&odd));
-    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
     let log = tmp.path().join("log");
-    let m = Mount::new(
-        &tmp.path().join("mnt"),
-        &[
-            s.root.to_str().unwrap(),
-            "-v",
-            "--log-file",
-            log.to_str().unwrap(),
-        ],
-    );
-    let pid = daemon_pid(&m.dir);
+    let (m, pid) = one_image_mounted(tmp.path(), &["-v", "--log-file", log.to_str().unwrap()]);
     drop(m); // asserts that umount succeeds
     assert!(!alive(pid));
     let text = fs::read_to_string(&log).unwrap();
@@ -413,10 +385,9 @@ fn watchdog_of(pid: i32) -> i32 {
 #[test]
 fn a_killed_daemon_leaves_no_dead_mount() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
-    let mnt = tmp.path().join("mnt");
-    let m = Mount::new(&mnt, &[s.root.to_str().unwrap()]);
-    let pid = daemon_pid(&m.dir);
+    let (m, pid) = one_image_mounted(tmp.path(), &[]);
+    let mnt = m.dir.clone();
+    let s = tmp.path().join("s");
     std::mem::forget(m);
     signal(pid, libc::SIGKILL);
     wait_for("the watchdog's unmount", Duration::from_secs(5), || {
@@ -425,7 +396,7 @@ fn a_killed_daemon_leaves_no_dead_mount() {
     assert_eq!(fs::read_dir(&mnt).unwrap().count(), 0, "ls works, empty");
 
     for cleaner in ["mount", "umount"] {
-        let m = Mount::new(&mnt, &[s.root.to_str().unwrap()]);
+        let m = Mount::new(&mnt, &[s.to_str().unwrap()]);
         let pid = daemon_pid(&m.dir);
         std::mem::forget(m);
         signal(watchdog_of(pid), libc::SIGKILL);
@@ -440,7 +411,7 @@ fn a_killed_daemon_leaves_no_dead_mount() {
             "a dead mount: {err}"
         );
         if cleaner == "mount" {
-            let out = ocimux(&["mount", mnt.to_str().unwrap(), s.root.to_str().unwrap()]);
+            let out = ocimux(&["mount", mnt.to_str().unwrap(), s.to_str().unwrap()]);
             assert!(
                 out.status.success(),
                 "{}",
@@ -488,7 +459,7 @@ impl Drop for Released {
 #[test]
 fn umount_of_a_hung_daemon_aborts_its_connection() {
     let tmp = tempfile::tempdir().unwrap();
-    let (m, pid) = mounted(tmp.path());
+    let (m, pid) = one_image_mounted(tmp.path(), &[]);
     let mnt = m.dir.clone();
     std::mem::forget(m);
     let entry = ocimux::files::mountinfo::find(&fs::canonicalize(&mnt).unwrap())
@@ -541,13 +512,8 @@ fn umount_of_a_hung_daemon_aborts_its_connection() {
 #[test]
 fn mount_returns_once_the_mount_answers_and_runs_every_request_thread() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = LayoutBuilder::simple(tmp.path().join("s"), "linux", "amd64", "x");
-    let m = Mount::new(
-        &tmp.path().join("mnt"),
-        &[s.root.to_str().unwrap(), "--threads", "64"],
-    );
+    let (m, pid) = one_image_mounted(tmp.path(), &["--threads", "64"]);
     assert!(fs::read(m.path("index.json")).is_ok());
-    let pid = daemon_pid(&m.dir);
     let threads = || {
         fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
