@@ -209,55 +209,113 @@ fn components(path: &Path) -> impl Iterator<Item = OsString> + '_ {
 /// Resolves `path` from `start`, following symlinks itself; see the module
 /// header. Missing components are [`OpenError::Missing`].
 pub(crate) fn walk(start: Start<'_>, path: &Path) -> Result<Walked, OpenError> {
-    let (base_fd, base_chain, mut shown): (OwnedFd, Vec<DirPerm>, PathBuf) = match start {
-        Start::Root => {
-            let fd = nix::fcntl::open(
-                "/",
-                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| OpenError::Io(e.into()))?;
-            let st = fstat(fd.as_fd())?;
-            let perm = DirPerm::of(fd.as_fd(), &st);
-            (fd, vec![perm], PathBuf::from("/"))
-        }
-        Start::Beneath(root, above) => (
-            root.try_clone_to_owned().map_err(OpenError::Io)?,
-            above.to_vec(),
-            PathBuf::new(),
-        ),
-    };
-    let beneath = matches!(start, Start::Beneath(..));
-    let mut todo: VecDeque<OsString> = components(path).collect();
-    // The directories entered under the base.
-    let mut stack: Vec<(OwnedFd, DirPerm)> = Vec::new();
-    let mut hops = 0;
-    let mut link_owners = Vec::new();
-    let mut deciders = Publishers::default();
-    let mut last: Option<(OwnedFd, libc::stat)> = None;
-    while let Some(name) = todo.pop_front() {
-        if let Some((_, st)) = &last {
+    let mut walker = Walker::new(start, path)?;
+    while let Some(name) = walker.todo.pop_front() {
+        walker.step(name)?;
+    }
+    walker.finish()
+}
+
+/// A walk in progress: the base it started from, the directories entered
+/// under it, and the names left to resolve.
+struct Walker {
+    /// The start: `/`, or the root walked beneath.
+    base_fd: OwnedFd,
+    /// The base's chain (`/` alone, or the chain above the root).
+    base_chain: Vec<DirPerm>,
+    /// Beneath a root: `..` above it and absolute symlinks escape.
+    beneath: bool,
+    /// The path as walked.
+    shown: PathBuf,
+    /// The names left, symlink targets spliced in.
+    todo: VecDeque<OsString>,
+    /// The directories entered under the base.
+    stack: Vec<(OwnedFd, DirPerm)>,
+    /// Symlinks followed so far.
+    hops: usize,
+    link_owners: Vec<u32>,
+    deciders: Publishers,
+    /// The last name resolved, not yet known to be a directory.
+    last: Option<(OwnedFd, libc::stat)>,
+}
+
+impl Walker {
+    fn new(start: Start<'_>, path: &Path) -> Result<Walker, OpenError> {
+        let (base_fd, base_chain, shown) = match start {
+            Start::Root => {
+                let fd = nix::fcntl::open(
+                    "/",
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| OpenError::Io(e.into()))?;
+                let st = fstat(fd.as_fd())?;
+                let perm = DirPerm::of(fd.as_fd(), &st);
+                (fd, vec![perm], PathBuf::from("/"))
+            }
+            Start::Beneath(root, above) => (
+                root.try_clone_to_owned().map_err(OpenError::Io)?,
+                above.to_vec(),
+                PathBuf::new(),
+            ),
+        };
+        Ok(Walker {
+            base_fd,
+            base_chain,
+            beneath: matches!(start, Start::Beneath(..)),
+            shown,
+            todo: components(path).collect(),
+            stack: Vec::new(),
+            hops: 0,
+            link_owners: Vec::new(),
+            deciders: Publishers::default(),
+            last: None,
+        })
+    }
+
+    /// Resolves one name: `..`, a symlink (its target spliced in) or an
+    /// entry, in the directory reached so far.
+    fn step(&mut self, name: OsString) -> Result<(), OpenError> {
+        if let Some((fd, st)) = self.last.take() {
             // Something that is not a directory, with components after it.
-            if !is(st, libc::S_IFDIR) {
+            if !is(&st, libc::S_IFDIR) {
                 return Err(OpenError::Missing);
             }
-        }
-        if let Some((fd, st)) = last.take() {
             let perm = DirPerm::of(fd.as_fd(), &st);
-            stack.push((fd, perm));
+            self.stack.push((fd, perm));
         }
         if name == ".." {
-            if stack.pop().is_none() && beneath {
+            if self.stack.pop().is_none() && self.beneath {
                 return Err(OpenError::Escapes);
             }
-            shown.pop();
-            continue;
+            self.shown.pop();
+            return Ok(());
         }
-        let at = stack.last().map_or(base_fd.as_fd(), |(fd, _)| fd.as_fd());
-        match stack.last().map(|(_, perm)| perm).or(base_chain.last()) {
-            Some(perm) => deciders.add_dir(perm),
+        let (fd, st) = self.look_up(&name)?;
+        if is(&st, libc::S_IFLNK) {
+            return self.follow(fd.as_fd(), &st);
+        }
+        self.shown.push(&name);
+        self.last = Some((fd, st));
+        Ok(())
+    }
+
+    /// Opens `name` (not following it) in the directory reached so far,
+    /// whose owner and writers thereby decide what the path names.
+    fn look_up(&mut self, name: &OsString) -> Result<(OwnedFd, libc::stat), OpenError> {
+        let at = self
+            .stack
+            .last()
+            .map_or(self.base_fd.as_fd(), |(fd, _)| fd.as_fd());
+        match self
+            .stack
+            .last()
+            .map(|(_, perm)| perm)
+            .or(self.base_chain.last())
+        {
+            Some(perm) => self.deciders.add_dir(perm),
             // Beneath a root whose chain was not given: anyone, to be safe.
-            None => deciders.anyone = true,
+            None => self.deciders.anyone = true,
         }
         let fd = nix::fcntl::openat(
             at,
@@ -270,62 +328,68 @@ pub(crate) fn walk(start: Start<'_>, path: &Path) -> Result<Walked, OpenError> {
             e => OpenError::Io(e.into()),
         })?;
         let st = fstat(fd.as_fd())?;
-        if is(&st, libc::S_IFLNK) {
-            link_owners.push(st.st_uid);
-            hops += 1;
-            if hops > MAX_HOPS {
-                return Err(OpenError::Io(std::io::Error::from_raw_os_error(
-                    libc::ELOOP,
-                )));
-            }
-            let target =
-                nix::fcntl::readlinkat(fd.as_fd(), "").map_err(|e| OpenError::Io(e.into()))?;
-            let target = PathBuf::from(target);
-            if target.is_absolute() {
-                if beneath {
-                    return Err(OpenError::Escapes);
-                }
-                stack.clear();
-                shown = PathBuf::from("/");
-            }
-            let mut ahead: Vec<OsString> = components(&target).collect();
-            ahead.extend(todo.drain(..));
-            todo = ahead.into();
-            continue;
+        Ok((fd, st))
+    }
+
+    /// Follows the symlink `link`: its owner had a say; its target's names
+    /// come next (an absolute one restarts at `/`, or escapes a root).
+    fn follow(&mut self, link: BorrowedFd<'_>, st: &libc::stat) -> Result<(), OpenError> {
+        self.link_owners.push(st.st_uid);
+        self.hops += 1;
+        if self.hops > MAX_HOPS {
+            return Err(OpenError::Io(std::io::Error::from_raw_os_error(
+                libc::ELOOP,
+            )));
         }
-        shown.push(&name);
-        last = Some((fd, st));
-    }
-    let mut chain = base_chain;
-    chain.extend(stack.iter().map(|(_, perm)| *perm));
-    let (fd, st) = match last {
-        Some(found) => found,
-        // The path named the start itself (`/`, or `.` beneath a root).
-        None => match stack.pop() {
-            Some((fd, _)) => {
-                chain.pop();
-                let st = fstat(fd.as_fd())?;
-                (fd, st)
+        let target = nix::fcntl::readlinkat(link, "").map_err(|e| OpenError::Io(e.into()))?;
+        let target = PathBuf::from(target);
+        if target.is_absolute() {
+            if self.beneath {
+                return Err(OpenError::Escapes);
             }
-            None if beneath => return Err(OpenError::NotRegular("directory")),
-            None => {
-                let st = fstat(base_fd.as_fd())?;
-                chain.clear();
-                (base_fd, st)
-            }
-        },
-    };
-    if is(&st, libc::S_IFDIR) {
-        chain.push(DirPerm::of(fd.as_fd(), &st));
+            self.stack.clear();
+            self.shown = PathBuf::from("/");
+        }
+        let mut ahead: VecDeque<OsString> = components(&target).collect();
+        ahead.extend(self.todo.drain(..));
+        self.todo = ahead;
+        Ok(())
     }
-    Ok(Walked {
-        fd,
-        st,
-        chain,
-        path: shown,
-        link_owners,
-        deciders,
-    })
+
+    /// What the path named, with the chain of directories above it (and
+    /// itself, last, when it is a directory).
+    fn finish(mut self) -> Result<Walked, OpenError> {
+        let mut chain = self.base_chain;
+        chain.extend(self.stack.iter().map(|(_, perm)| *perm));
+        let (fd, st) = match self.last {
+            Some(found) => found,
+            // The path named the start itself (`/`, or `.` beneath a root).
+            None => match self.stack.pop() {
+                Some((fd, _)) => {
+                    chain.pop();
+                    let st = fstat(fd.as_fd())?;
+                    (fd, st)
+                }
+                None if self.beneath => return Err(OpenError::NotRegular("directory")),
+                None => {
+                    let st = fstat(self.base_fd.as_fd())?;
+                    chain.clear();
+                    (self.base_fd, st)
+                }
+            },
+        };
+        if is(&st, libc::S_IFDIR) {
+            chain.push(DirPerm::of(fd.as_fd(), &st));
+        }
+        Ok(Walked {
+            fd,
+            st,
+            chain,
+            path: self.shown,
+            link_owners: self.link_owners,
+            deciders: self.deciders,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -231,32 +231,8 @@ fn daemon_child(
     match start(served, cfg, &claimed) {
         Ok((session, handshake)) => {
             drop(claimed);
-            // Success is said once the kernel's handshake (INIT) is handled,
-            // from then on the mount answers; an error of the session before
-            // that is said instead, and so is a handshake that never comes
-            // (then the mount is taken down again).
             let ready = Arc::new(std::sync::Mutex::new(Some(ready)));
-            let said = ready.clone();
-            let announcer = std::thread::Builder::new()
-                .name("ready".into())
-                .spawn(move || match handshake.recv_timeout(HANDSHAKE_WAIT) {
-                    Ok(()) => say(&said, "OK"),
-                    Err(_) => {
-                        say(
-                            &said,
-                            &format!(
-                                "the kernel did not complete the FUSE handshake within {HANDSHAKE_WAIT:?}"
-                            ),
-                        );
-                        let gone = crate::mount::ownmount::own().map(|m| m.unmount(true));
-                        if let Some(Err(e)) = gone {
-                            log::error!("unmounting after a failed handshake: {e}");
-                        }
-                    }
-                });
-            if let Err(e) = announcer {
-                say(&ready, &format!("starting a thread: {e}"));
-            }
+            announce(ready.clone(), handshake);
             let orphaned = parent_gone.map(unmount_when_closed);
             let served = serve(session);
             // After the session ended (here, not in the watcher: the process
@@ -267,13 +243,13 @@ fn daemon_child(
                     log::warn!("removing {}: {e}", cfg.mountpoint.display());
                 }
             }
-            match &served {
-                Ok(()) => say(&ready, "the mount ended before it was ready"),
-                Err(e) => say(&ready, &e.to_string()),
-            }
             match served {
-                Ok(()) => 0,
+                Ok(()) => {
+                    say(&ready, "the mount ended before it was ready");
+                    0
+                }
                 Err(e) => {
+                    say(&ready, &e.to_string());
                     log::error!("{e}");
                     // The watchdog unmounts once this process is gone.
                     i32::from(exit::OTHER)
@@ -284,6 +260,32 @@ fn daemon_child(
             let _ = write!(ready, "{e}");
             i32::from(exit::MOUNT)
         }
+    }
+}
+
+/// Says success on the readiness pipe once the kernel's handshake (INIT) is
+/// handled, from then on the mount answers; an error of the session before
+/// that is said instead (by whoever says first), and so is a handshake that
+/// never comes (then the mount is taken down again).
+fn announce(ready: Arc<std::sync::Mutex<Option<File>>>, handshake: Receiver<()>) {
+    let said = ready.clone();
+    let announcer = std::thread::Builder::new()
+        .name("ready".into())
+        .spawn(move || match handshake.recv_timeout(HANDSHAKE_WAIT) {
+            Ok(()) => say(&said, "OK"),
+            Err(_) => {
+                let why = format!(
+                    "the kernel did not complete the FUSE handshake within {HANDSHAKE_WAIT:?}"
+                );
+                say(&said, &why);
+                let gone = crate::mount::ownmount::own().map(|m| m.unmount(true));
+                if let Some(Err(e)) = gone {
+                    log::error!("unmounting after a failed handshake: {e}");
+                }
+            }
+        });
+    if let Err(e) = announcer {
+        say(&ready, &format!("starting a thread: {e}"));
     }
 }
 
@@ -415,37 +417,7 @@ fn start(
         path: cfg.mountpoint.clone(),
         why,
     })?;
-    let mount_err = |err| MountError::Mount {
-        path: cfg.mountpoint.clone(),
-        err,
-    };
-    // Root mounts directly; others (and auto_unmount) through fusermount3,
-    // which checks itself what it unmounts.
-    //
-    // Root's mount is attached to the claimed directory's fd (src/mount/attach.rs).
-    // fuser's own mount would unmount its path once more when the session
-    // ends, even after the mount was unmounted from outside, and so unmount
-    // whatever was beneath it; a session built on an fd owns no mount: only
-    // the daemon's stop (by the mount's identity, src/mount/ownmount.rs) unmounts.
-    let session = if nix::unistd::geteuid().is_root() && !cfg.options.sharing.auto_unmount() {
-        let params = crate::mount::attach::FuseParams {
-            fsname: &fsname,
-            default_permissions: cfg.options.default_permissions(),
-            // allow_root is allow_other in the kernel, narrowed by the session's ACL.
-            allow_other: cfg.options.sharing != Sharing::Owner,
-            noexec: cfg.options.noexec,
-        };
-        let (fd, identity) =
-            crate::mount::attach::attach(claimed.dir(), &params).map_err(mount_err)?;
-        crate::mount::ownmount::set_own(identity);
-        Session::from_fd(fs, fd, config.acl, config).map_err(mount_err)?
-    } else {
-        let session = Session::new(fs, &cfg.mountpoint, &config).map_err(mount_err)?;
-        let identity = crate::mount::ownmount::Identity::of_helper_mount(&claimed.path, &fsname)
-            .map_err(io_err("finding the new mount"))?;
-        crate::mount::ownmount::set_own(identity);
-        session
-    };
+    let session = open_session(fs, cfg, claimed, &fsname, config)?;
     if let Some(identity) = crate::mount::ownmount::own() {
         crate::mount::mountpoint::tell_watchdog(&watchdog, identity)
             .map_err(io_err("telling the unmount watchdog"))?;
@@ -470,6 +442,48 @@ fn start(
         log::info!("--static: sources are not watched");
     }
     Ok((session, handshake))
+}
+
+/// Mounts `fs` and opens its FUSE session, recording the mount's identity
+/// as this daemon's own.
+///
+/// Root mounts directly; others (and auto_unmount) through fusermount3,
+/// which checks itself what it unmounts. Root's mount is attached to the
+/// claimed directory's fd (src/mount/attach.rs): fuser's own mount would
+/// unmount its path once more when the session ends, even after the mount
+/// was unmounted from outside, and so unmount whatever was beneath it; a
+/// session built on an fd owns no mount: only the daemon's stop (by the
+/// mount's identity, src/mount/ownmount.rs) unmounts.
+fn open_session(
+    fs: OciFs,
+    cfg: &MountConfig,
+    claimed: &Mountpoint,
+    fsname: &str,
+    config: fuser::Config,
+) -> Result<Session<OciFs>, MountError> {
+    let mount_err = |err| MountError::Mount {
+        path: cfg.mountpoint.clone(),
+        err,
+    };
+    if nix::unistd::geteuid().is_root() && !cfg.options.sharing.auto_unmount() {
+        let params = crate::mount::attach::FuseParams {
+            fsname,
+            default_permissions: cfg.options.default_permissions(),
+            // allow_root is allow_other in the kernel, narrowed by the session's ACL.
+            allow_other: cfg.options.sharing != Sharing::Owner,
+            noexec: cfg.options.noexec,
+        };
+        let (fd, identity) =
+            crate::mount::attach::attach(claimed.dir(), &params).map_err(mount_err)?;
+        crate::mount::ownmount::set_own(identity);
+        Session::from_fd(fs, fd, config.acl, config).map_err(mount_err)
+    } else {
+        let session = Session::new(fs, &cfg.mountpoint, &config).map_err(mount_err)?;
+        let identity = crate::mount::ownmount::Identity::of_helper_mount(&claimed.path, fsname)
+            .map_err(io_err("finding the new mount"))?;
+        crate::mount::ownmount::set_own(identity);
+        Ok(session)
+    }
 }
 
 impl crate::process::lifecycle::ExitStatus for MountError {

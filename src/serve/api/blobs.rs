@@ -5,6 +5,39 @@
 
 use super::*;
 
+/// Bytes `start..start + len` of `bytes` (a range already checked against
+/// their size; nothing when it is not within them).
+fn part_of(bytes: &[u8], start: u64, len: u64) -> Body {
+    let part = usize::try_from(start)
+        .ok()
+        .zip(usize::try_from(start + len).ok())
+        .and_then(|(a, b)| bytes.get(a..b))
+        .unwrap_or_default();
+    Body::Bytes(Bytes::copy_from_slice(part))
+}
+
+/// The headers registries send with a blob's bytes `start..start + len` of
+/// `size` (a `Content-Range` when `partial`).
+fn headers(
+    digest: &Digest,
+    partial: bool,
+    (start, len, size): (u64, u64, u64),
+) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("Content-Type", "application/octet-stream".to_owned()),
+        ("Content-Length", len.to_string()),
+        ("Docker-Content-Digest", digest.to_string()),
+        ("Etag", format!("\"{digest}\"")),
+        ("Accept-Ranges", "bytes".to_owned()),
+        ("Cache-Control", "max-age=31536000".to_owned()),
+    ];
+    if partial {
+        let end = start + len - 1;
+        headers.push(("Content-Range", format!("bytes {start}-{end}/{size}")));
+    }
+    headers
+}
+
 impl Registry {
     pub(super) fn blob(
         &self,
@@ -40,14 +73,7 @@ impl Registry {
                     .with("Content-Range", format!("bytes */{size}")));
             }
         };
-        let part = |bytes: &[u8]| {
-            let part = usize::try_from(start)
-                .ok()
-                .zip(usize::try_from(start + len).ok())
-                .and_then(|(a, b)| bytes.get(a..b))
-                .unwrap_or_default();
-            Body::Bytes(Bytes::copy_from_slice(part))
-        };
+        let part = |bytes: &[u8]| part_of(bytes, start, len);
         let body = match source {
             Err(bytes) => part(&bytes),
             Ok(blob) => match self.open(repo, &blob, defer, proven) {
@@ -67,21 +93,9 @@ impl Registry {
                 }
             },
         };
-        let mut headers = vec![
-            ("Content-Type", "application/octet-stream".to_owned()),
-            ("Content-Length", len.to_string()),
-            ("Docker-Content-Digest", digest.to_string()),
-            ("Etag", format!("\"{digest}\"")),
-            ("Accept-Ranges", "bytes".to_owned()),
-            ("Cache-Control", "max-age=31536000".to_owned()),
-        ];
-        if status == 206 {
-            let end = start + len - 1;
-            headers.push(("Content-Range", format!("bytes {start}-{end}/{size}")));
-        }
         Ok(Reply {
             status,
-            headers,
+            headers: headers(digest, status == 206, (start, len, size)),
             body,
         })
     }

@@ -5,6 +5,16 @@
 use super::blobs::io_failure;
 use super::*;
 
+/// A manifest's or index's bytes, or why there are none.
+enum Document {
+    /// Its media type and bytes.
+    Found(String, Bytes),
+    /// Nothing by that name is a document this repository serves.
+    Unknown,
+    /// Its file could not be read: the answer that says so.
+    Failed(Reply),
+}
+
 impl Registry {
     pub(super) fn manifest(
         &self,
@@ -27,66 +37,88 @@ impl Registry {
                 None => return Ok(unknown(&reference)),
             },
         };
-        let is_document = |b: &Blob| document::kind_of(&b.media_type).is_some();
-        let (media_type, body) = match repo.by_digest(&digest) {
-            Ok(Content::Memory(bytes)) => (OCI_INDEX.to_owned(), Bytes::from(bytes.to_vec())),
-            Ok(Content::Blob(blob)) if is_document(&blob) => {
-                match self.open(repo, &blob, defer, proven) {
-                    Ok(range) => match read_document(&range) {
-                        Ok(bytes) => (blob.media_type.to_string(), bytes),
-                        Err(e) => return Ok(io_failure(&blob, &e)),
-                    },
-                    Err(Refusal::Gone) => match self.kept(repo, &digest) {
-                        Some((media_type, bytes)) => (media_type, bytes),
-                        None => return Ok(unknown(&reference)),
-                    },
-                    Err(Refusal::Unknown) => return Ok(unknown(&reference)),
-                    Err(Refusal::Failed(e)) => return Ok(io_failure(&blob, &e)),
-                    Err(Refusal::Unproven(opened)) => {
-                        return Err(Deferred(repo.clone(), Pending { blob, opened }));
-                    }
-                }
-            }
-            Ok(Content::Blob(_)) => return Ok(unknown(&reference)),
-            // Its file is gone: a snapshot still served read it.
-            Err(_) => match self.kept(repo, &digest) {
-                Some((media_type, bytes)) if document::kind_of(&media_type).is_some() => {
-                    (media_type, bytes)
-                }
-                _ => return Ok(unknown(&reference)),
-            },
-        };
-        // As docker-distribution 2.8: an OCI document is served only to a
-        // client that says it accepts its media type.
-        let refusal = match media_type.as_str() {
-            OCI_INDEX => Some("OCI index found, but accept header does not support OCI indexes"),
-            document::OCI_MANIFEST => {
-                Some("OCI manifest found, but accept header does not support OCI manifests")
-            }
-            _ => None,
-        };
-        if let Some(what) = refusal {
-            if !accepts(req.accept, &media_type) {
-                let (status, code, _) = Code::ManifestUnknown.parts();
-                let doc = json!({ "errors": [{ "code": code, "message": what }] });
-                return Ok(Reply::json(status, &doc));
-            }
-        }
-        let etag = format!("\"{digest}\"");
-        if req
-            .if_none_match
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
-        {
-            return Ok(Reply {
-                status: 304,
-                headers: Vec::new(),
-                body: Body::Empty,
-            });
-        }
-        Ok(Reply::bytes(200, &media_type, body)
-            .with("Docker-Content-Digest", digest.to_string())
-            .with("Etag", etag))
+        Ok(match self.document(repo, &digest, defer, proven)? {
+            Document::Found(media_type, body) => answer(req, &digest, &media_type, body),
+            Document::Unknown => unknown(&reference),
+            Document::Failed(reply) => reply,
+        })
     }
+
+    /// The document named `digest`: the generated index, its file (opened
+    /// under the publication and proof rules), or, its file gone, the
+    /// bytes a snapshot still served kept.
+    fn document(
+        &self,
+        repo: &Arc<Repository>,
+        digest: &Digest,
+        defer: bool,
+        proven: &mut Option<Pending>,
+    ) -> Result<Document, Deferred> {
+        let kept = || match self.kept(repo, digest) {
+            Some((media_type, bytes)) if document::kind_of(&media_type).is_some() => {
+                Document::Found(media_type, bytes)
+            }
+            _ => Document::Unknown,
+        };
+        let blob = match repo.by_digest(digest) {
+            Ok(Content::Memory(bytes)) => {
+                return Ok(Document::Found(
+                    OCI_INDEX.to_owned(),
+                    Bytes::from(bytes.to_vec()),
+                ));
+            }
+            Ok(Content::Blob(blob)) if document::kind_of(&blob.media_type).is_some() => blob,
+            Ok(Content::Blob(_)) => return Ok(Document::Unknown),
+            // Its file is gone: a snapshot still served read it.
+            Err(_) => return Ok(kept()),
+        };
+        Ok(match self.open(repo, &blob, defer, proven) {
+            Ok(range) => match read_document(&range) {
+                Ok(bytes) => Document::Found(blob.media_type.to_string(), bytes),
+                Err(e) => Document::Failed(io_failure(&blob, &e)),
+            },
+            Err(Refusal::Gone) => kept(),
+            Err(Refusal::Unknown) => Document::Unknown,
+            Err(Refusal::Failed(e)) => Document::Failed(io_failure(&blob, &e)),
+            Err(Refusal::Unproven(opened)) => {
+                return Err(Deferred(repo.clone(), Pending { blob, opened }));
+            }
+        })
+    }
+}
+
+/// The answer with a document's bytes: refused, as docker-distribution 2.8
+/// refuses it, to a client whose `Accept` does not name an OCI document's
+/// media type; 304 to one that has it (`If-None-Match`).
+fn answer(req: &Request<'_>, digest: &Digest, media_type: &str, body: Bytes) -> Reply {
+    let refusal = match media_type {
+        OCI_INDEX => Some("OCI index found, but accept header does not support OCI indexes"),
+        document::OCI_MANIFEST => {
+            Some("OCI manifest found, but accept header does not support OCI manifests")
+        }
+        _ => None,
+    };
+    if let Some(what) = refusal {
+        if !accepts(req.accept, media_type) {
+            let (status, code, _) = Code::ManifestUnknown.parts();
+            let doc = json!({ "errors": [{ "code": code, "message": what }] });
+            return Reply::json(status, &doc);
+        }
+    }
+    let etag = format!("\"{digest}\"");
+    if req
+        .if_none_match
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        return Reply {
+            status: 304,
+            headers: Vec::new(),
+            body: Body::Empty,
+        };
+    }
+    Reply::bytes(200, media_type, body)
+        .with("Docker-Content-Digest", digest.to_string())
+        .with("Etag", etag)
 }
 
 /// A whole (small) document: at most [`document::MAX_JSON`] bytes.
