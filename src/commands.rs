@@ -36,20 +36,7 @@ pub(crate) fn run(command: Command) -> Result<u8, Failure> {
             index,
             raw,
             json,
-        } => {
-            let comp = plan(&sources, &index)?.compose()?;
-            let mut out = std::io::stdout().lock();
-            if raw {
-                out.write_all(&comp.index)?;
-            } else if json {
-                serde_json::to_writer_pretty(&mut out, &inspect::files(&comp))?;
-                writeln!(out)?;
-            } else {
-                inspect::table(&mut out, &comp)?;
-            }
-            out.flush()?;
-            Ok(0)
-        }
+        } => inspect(&sources, &index, raw, json),
         Command::Export(args) => export(args),
         Command::Verify {
             sources,
@@ -57,45 +44,65 @@ pub(crate) fn run(command: Command) -> Result<u8, Failure> {
             threads,
             json,
         } => verify(&sources, &index, threads, json),
-        Command::Completions { shell } => {
-            // Generated whole, then written: a closed pipe is an error to
-            // report (quietly), not a panic inside the generator.
-            let mut script = Vec::new();
-            clap_complete::generate(
-                shell,
-                &mut crate::cli::Cli::command(),
-                "ocimux",
-                &mut script,
-            );
-            std::io::stdout().write_all(&script)?;
-            Ok(0)
-        }
-        Command::Man { command } => {
-            let top = crate::cli::Cli::command();
-            let page = match command.as_deref() {
-                None => clap_mangen::Man::new(top),
-                Some(name) => {
-                    let sub =
-                        top.find_subcommand(name)
-                            .cloned()
-                            .ok_or_else(|| Error::Argument {
-                                what: "command",
-                                value: name.to_owned(),
-                                why: "not an ocimux command".into(),
-                            })?;
-                    let title = format!("ocimux-{name}");
-                    clap_mangen::Man::new(
-                        sub.name(title.clone()).bin_name(format!("ocimux {name}")),
-                    )
-                    .title(title)
-                }
-            };
-            let mut roff = Vec::new();
-            page.render(&mut roff)?;
-            std::io::stdout().write_all(&roff)?;
-            Ok(0)
-        }
+        Command::Completions { shell } => completions(shell),
+        Command::Man { command } => man(command.as_deref()),
     }
+}
+
+/// `ocimux inspect`: the composed index (`--raw`), every file as JSON, or
+/// a table.
+fn inspect(sources: &[String], index: &IndexArgs, raw: bool, json: bool) -> Result<u8, Failure> {
+    let comp = plan(sources, index)?.compose()?;
+    let mut out = std::io::stdout().lock();
+    if raw {
+        out.write_all(&comp.index)?;
+    } else if json {
+        serde_json::to_writer_pretty(&mut out, &inspect::files(&comp))?;
+        writeln!(out)?;
+    } else {
+        inspect::table(&mut out, &comp)?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+/// `ocimux completions SHELL`: generated whole, then written: a closed pipe
+/// is an error to report (quietly), not a panic inside the generator.
+fn completions(shell: clap_complete::Shell) -> Result<u8, Failure> {
+    let mut script = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut crate::cli::Cli::command(),
+        "ocimux",
+        &mut script,
+    );
+    std::io::stdout().write_all(&script)?;
+    Ok(0)
+}
+
+/// `ocimux man [COMMAND]`: the roff page of ocimux or of one subcommand.
+fn man(command: Option<&str>) -> Result<u8, Failure> {
+    let top = crate::cli::Cli::command();
+    let page = match command {
+        None => clap_mangen::Man::new(top),
+        Some(name) => {
+            let sub = top
+                .find_subcommand(name)
+                .cloned()
+                .ok_or_else(|| Error::Argument {
+                    what: "command",
+                    value: name.to_owned(),
+                    why: "not an ocimux command".into(),
+                })?;
+            let title = format!("ocimux-{name}");
+            clap_mangen::Man::new(sub.name(title.clone()).bin_name(format!("ocimux {name}")))
+                .title(title)
+        }
+    };
+    let mut roff = Vec::new();
+    page.render(&mut roff)?;
+    std::io::stdout().write_all(&roff)?;
+    Ok(0)
 }
 
 fn serve(args: ServeArgs) -> Result<u8, Failure> {

@@ -161,19 +161,7 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountpointErr
         why,
     };
     let io = |e: io::Error| refuse(MountpointProblem::Io(e));
-    // A dead ocimux mount here (its daemon gone) is removed first; found
-    // from mountinfo, without touching the mount.
-    if let Ok(located) = locate(path) {
-        if let Some(pid) = mountinfo::find(&located)
-            .ok()
-            .flatten()
-            .and_then(|e| e.ocimux_pid())
-        {
-            if !process_alive(pid) {
-                clean_dead(&located).map_err(|e| refuse(MountpointProblem::DeadMount(e)))?;
-            }
-        }
-    }
+    remove_dead_mount(path).map_err(|e| refuse(MountpointProblem::DeadMount(e)))?;
     // Opened once; every check below is made on this directory, and the
     // mount is attached to it (src/mount/attach.rs), whatever its name becomes.
     let dir = nix::fcntl::open(
@@ -185,19 +173,8 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountpointErr
         nix::errno::Errno::ENOTDIR => refuse(MountpointProblem::NotDirectory),
         e => io(e.into()),
     })?;
-    let dir = File::from(dir);
-    let deadline = Instant::now() + wait;
-    let mut dir = dir;
-    let lock = loop {
-        match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => break lock,
-            Err((d, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
-                dir = d;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err((_, e)) => return Err(refuse(MountpointProblem::Claimed(e))),
-        }
-    };
+    let lock =
+        lock_within(File::from(dir), wait).map_err(|e| refuse(MountpointProblem::Claimed(e)))?;
     let held = format!("/proc/self/fd/{}", lock.as_raw_fd());
     let canonical = fs::read_link(&held).map_err(io)?;
     // Under the lock: empty, through the held directory itself ...
@@ -216,6 +193,38 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountpointErr
         path: canonical,
         lock,
     })
+}
+
+/// Removes a dead ocimux mount at `path` (its daemon gone), found from
+/// mountinfo without touching the mount; nothing to do for anything else.
+fn remove_dead_mount(path: &Path) -> Result<(), UnmountError> {
+    let Ok(located) = locate(path) else {
+        return Ok(());
+    };
+    let pid = mountinfo::find(&located)
+        .ok()
+        .flatten()
+        .and_then(|e| e.ocimux_pid());
+    match pid {
+        Some(pid) if !process_alive(pid) => clean_dead(&located),
+        _ => Ok(()),
+    }
+}
+
+/// Takes the exclusive lock on `dir`, waiting at most `wait` for whoever
+/// holds it (another `ocimux mount` of the same directory).
+fn lock_within(mut dir: File, wait: Duration) -> Result<Flock<File>, nix::errno::Errno> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((d, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                dir = d;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err((_, e)) => return Err(e),
+        }
+    }
 }
 
 impl Mountpoint {

@@ -5,7 +5,8 @@
 //! - `api`: the repositories and the answer to each request, with no HTTP
 //!   stack (tested without a socket); `reply`: that answer; `referrers`: the
 //!   referrers index; `access`: what a source's owner may publish;
-//! - `http`: the thin hyper adapter (bounds, streaming, access log);
+//! - `http`: the thin hyper adapter (bounds, access log); `stream`: a blob's
+//!   body within the shared budget; `deadline`: writes bounded in time;
 //! - `auth`, `tls`: basic authentication and TLS;
 //! - `yocto`: finding every image of build directories; `config`: the TOML file.
 
@@ -13,12 +14,14 @@ pub(crate) mod access;
 pub(crate) mod api;
 pub mod auth;
 pub mod config;
+mod deadline;
 pub(crate) mod http;
 pub(crate) mod idle;
 pub(crate) mod referrers;
 pub(crate) mod reply;
 pub mod route;
 pub mod run;
+mod stream;
 pub mod tls;
 pub mod yocto;
 

@@ -94,25 +94,12 @@ impl Referrers {
         let mut found: HashMap<Digest, Vec<Value>> = HashMap::new();
         let mut sizes: HashMap<Digest, usize> = HashMap::new();
         for (digest, blob) in &all {
-            if document::kind_of(&blob.media_type).is_none()
-                || blob.size > document::MAX_JSON
-                || !publishable(digest)
-            {
+            if !publishable(digest) {
                 continue;
             }
-            let Ok(range) = FileRange::open_once(blob, true) else {
+            let Some(r) = read_referrer(blob).filter(|r| r.needs.iter().all(&publishable)) else {
                 continue;
             };
-            let size = u32::try_from(range.len).unwrap_or(u32::MAX);
-            let Ok(bytes) = range.read(0, size) else {
-                continue;
-            };
-            let Some(r) = referrer(&bytes, &blob.digest, &blob.media_type) else {
-                continue;
-            };
-            if !r.needs.iter().all(&publishable) {
-                continue;
-            }
             let len = serde_json::to_vec(&r.descriptor).map_or(usize::MAX, |v| v.len() + 1);
             let total = sizes.entry(r.subject.clone()).or_insert(64);
             if total.saturating_add(len) > MAX_REPLY {
@@ -125,20 +112,36 @@ impl Referrers {
             *total += len;
             found.entry(r.subject).or_default().push(r.descriptor);
         }
-        let map: BySubject = found
-            .into_iter()
-            .map(|(subject, mut descriptors)| {
-                // Stable order: by digest.
-                descriptors.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
-                let reply = index_of(&descriptors.iter().collect::<Vec<_>>());
-                (subject, Listed { descriptors, reply })
-            })
-            .collect();
-        let map = Arc::new(map);
+        let map = Arc::new(listed(found));
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         *cache = Some((layouts, map.clone()));
         map
     }
+}
+
+/// What `blob` says if it is a document that refers to a subject (read
+/// whole, at most [`document::MAX_JSON`] bytes, its bytes proven).
+fn read_referrer(blob: &crate::source::Blob) -> Option<Referring> {
+    if document::kind_of(&blob.media_type).is_none() || blob.size > document::MAX_JSON {
+        return None;
+    }
+    let range = FileRange::open_once(blob, true).ok()?;
+    let size = u32::try_from(range.len).unwrap_or(u32::MAX);
+    let bytes = range.read(0, size).ok()?;
+    referrer(&bytes, &blob.digest, &blob.media_type)
+}
+
+/// Each subject's referrers in a stable order (by digest), with the index
+/// that lists them all.
+fn listed(found: HashMap<Digest, Vec<Value>>) -> BySubject {
+    found
+        .into_iter()
+        .map(|(subject, mut descriptors)| {
+            descriptors.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+            let reply = index_of(&descriptors.iter().collect::<Vec<_>>());
+            (subject, Listed { descriptors, reply })
+        })
+        .collect()
 }
 
 /// What a referring manifest says: its subject, the descriptor that lists

@@ -159,13 +159,7 @@ async fn serve_until_stopped(
     ));
     // The accept loop runs: the server answers from here on.
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{scheme}://{addr}").and_then(|()| out.flush());
-    drop(out);
-    log::info!(
-        "serving {} repositories at {scheme}://{addr}",
-        registry.len()
-    );
+    announce(&format!("{scheme}://{addr}"), registry.len());
     let scoped = !cfg.command.is_empty();
     if !scoped {
         spawn_reloader(tls);
@@ -173,22 +167,41 @@ async fn serve_until_stopped(
     if let (Some(finder), Some(found)) = (finder, found) {
         follow_builds(finder, found, registry, &cfg)?;
     }
-    let code = if scoped {
-        let command = cfg.command.clone();
-        let value = addr.to_string();
-        let outcome = tokio::task::spawn_blocking(move || {
-            crate::process::scoped::run_with(&command, REGISTRY_ENV, value.as_ref())
-        })
-        .await;
-        outcome.map_or(crate::process::lifecycle::exit::OTHER, |o| o.code)
-    } else {
-        wait_for_stop().await;
-        0
+    let code = match scoped {
+        true => run_scoped(cfg.command.clone(), addr.to_string()).await,
+        false => {
+            wait_for_stop().await;
+            0
+        }
     };
     let _ = stop_tx.send(());
     let _ = server.await;
     log::info!("stopped");
     Ok(code)
+}
+
+/// Says where the server answers: the base URL as stdout's first line (what
+/// scripts wait for), and in the log.
+fn announce(url: &str, repositories: usize) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{url}").and_then(|()| out.flush());
+    drop(out);
+    let noun = if repositories == 1 {
+        "repository"
+    } else {
+        "repositories"
+    };
+    log::info!("serving {repositories} {noun} at {url}");
+}
+
+/// Runs the scoped command with the server's address in its environment;
+/// its exit code.
+async fn run_scoped(command: Vec<std::ffi::OsString>, addr: String) -> u8 {
+    let outcome = tokio::task::spawn_blocking(move || {
+        crate::process::scoped::run_with(&command, REGISTRY_ENV, addr.as_ref())
+    })
+    .await;
+    outcome.map_or(crate::process::lifecycle::exit::OTHER, |o| o.code)
 }
 
 /// The Yocto mode's thread that follows the build.

@@ -224,6 +224,38 @@ impl Watcher {
     /// a re-pointed symlink's old target (Yocto's previous build directory)
     /// loses its watches, so they do not pile up and its activity is ignored.
     fn arm(&mut self) {
+        let wanted = self.wanted();
+        self.dir_perms.retain(|dir, _| wanted.contains_key(dir));
+        for dir in wanted.keys() {
+            if !self.dir_perms.contains_key(dir) {
+                if let Some(perm) = dir_perm(dir) {
+                    self.dir_perms.insert(dir.clone(), perm);
+                }
+            }
+        }
+        let mut names = HashMap::new();
+        for (dir, filter) in wanted {
+            match self.inotify.add_watch(&dir, filter.mask()) {
+                Ok(wd) => {
+                    names.insert(wd, (dir, filter));
+                }
+                Err(e) => log::debug!("watch {}: {e}", dir.display()),
+            }
+        }
+        for (wd, (dir, _)) in &self.names {
+            if !names.contains_key(wd) {
+                if let Err(e) = self.inotify.rm_watch(*wd) {
+                    log::debug!("unwatch {}: {e}", dir.display());
+                }
+            }
+        }
+        self.names = names;
+    }
+
+    /// The directories to watch, each with the names in it that matter:
+    /// each source's directory and what its path names, every directory
+    /// above it, and the directories symlinked blobs' targets are in.
+    fn wanted(&self) -> HashMap<PathBuf, Filter> {
         let mut wanted: HashMap<PathBuf, Filter> = HashMap::new();
         let mut want = |dir: PathBuf, filter: Filter| match wanted.get_mut(&dir) {
             Some(f) => f.merge(filter),
@@ -259,31 +291,7 @@ impl Watcher {
                 want(target_dir, only(None));
             }
         }
-        self.dir_perms.retain(|dir, _| wanted.contains_key(dir));
-        for dir in wanted.keys() {
-            if !self.dir_perms.contains_key(dir) {
-                if let Some(perm) = dir_perm(dir) {
-                    self.dir_perms.insert(dir.clone(), perm);
-                }
-            }
-        }
-        let mut names = HashMap::new();
-        for (dir, filter) in wanted {
-            match self.inotify.add_watch(&dir, filter.mask()) {
-                Ok(wd) => {
-                    names.insert(wd, (dir, filter));
-                }
-                Err(e) => log::debug!("watch {}: {e}", dir.display()),
-            }
-        }
-        for (wd, (dir, _)) in &self.names {
-            if !names.contains_key(wd) {
-                if let Err(e) = self.inotify.rm_watch(*wd) {
-                    log::debug!("unwatch {}: {e}", dir.display());
-                }
-            }
-        }
-        self.names = names;
+        wanted
     }
 
     /// Whether any pending event concerns a source.

@@ -1,7 +1,8 @@
 //! Reading one source layout: which manifest it contributes, on which platform,
 //! and every blob reachable from it. Split by concern: `spec` parses the
 //! argument, `root` finds a source's files (directory or archive), `walk`
-//! follows the OCI documents from `index.json` to every blob.
+//! follows the OCI documents from `index.json` to every blob, `platform_of`
+//! reads an image's platform.
 //!
 //! Everything that can be checked cheaply is checked here, before anything is
 //! mounted: the layout marker, JSON size caps and syntax, every digest's grammar
@@ -17,6 +18,7 @@ use crate::files::confine::{Access, FileId, SourceDir};
 use crate::oci::digest::Digest;
 use crate::oci::platform::Platform;
 
+mod platform_of;
 mod root;
 mod spec;
 mod walk;

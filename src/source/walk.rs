@@ -439,8 +439,13 @@ impl<'a> Reader<'a> {
             None => {
                 let raw: RawPlatform = document::parse(&config_bytes)
                     .map_err(|e| self.err(&config_rel, Problem::Json(e)))?;
-                self.platform_from(&raw, desc.platform.as_ref())
-                    .map_err(|p| self.err(&config_rel, p))?
+                super::platform_of::platform_from(
+                    self.name,
+                    self.arm_variant,
+                    &raw,
+                    desc.platform.as_ref(),
+                )
+                .map_err(|p| self.err(&config_rel, p))?
             }
         };
         if !self.only.is_empty() && !self.only.iter().any(|p| p.matches(&platform)) {
@@ -562,83 +567,6 @@ impl<'a> Reader<'a> {
             }
         }
         Ok(())
-    }
-
-    /// The platform from a config, falling back to the index descriptor's.
-    fn platform_from(
-        &self,
-        config: &RawPlatform,
-        from_index: Option<&RawPlatform>,
-    ) -> Result<Platform, Problem> {
-        fn given(s: Option<&String>) -> Option<&String> {
-            s.filter(|s| !s.is_empty())
-        }
-        let pick = |f: fn(&RawPlatform) -> Option<&String>| {
-            given(f(config)).or_else(|| from_index.and_then(|p| given(f(p))))
-        };
-        let arch = pick(|p| p.architecture.as_ref()).ok_or(Problem::NoPlatform("architecture"))?;
-        let os = pick(|p| p.os.as_ref()).ok_or(Problem::NoPlatform("os"))?;
-        let variant = pick(|p| p.variant.as_ref());
-        let normalized = Platform::normalize(os, arch, variant.map(String::as_str))
-            .map_err(Problem::BadPlatform)?;
-        for w in &normalized.warnings {
-            log::warn!("source {}: {w}", self.name);
-        }
-        let mut platform = normalized.platform.clone();
-        if normalized.missing_arm_variant {
-            match self.arm_variant {
-                ArmVariant::Advise => {
-                    normalized.arm_advice().into_iter().for_each(|w| {
-                        log::warn!("source {}: {w}", self.name);
-                    });
-                }
-                ArmVariant::Known { variant, from } => {
-                    log::info!("source {}: variant {variant} from {from}", self.name);
-                    platform.variant = Some(variant.clone());
-                }
-                ArmVariant::Unknown { advice } => {
-                    log::warn!(
-                        "source {}: {}/arm has no variant; {advice}",
-                        self.name,
-                        platform.os
-                    );
-                }
-            }
-        }
-        platform.os_version = pick(|p| p.os_version.as_ref()).cloned();
-        platform.os_features = config
-            .os_features
-            .clone()
-            .or_else(|| from_index.and_then(|p| p.os_features.clone()))
-            .unwrap_or_default();
-        crate::oci::platform::check_os_fields(
-            platform.os_version.as_deref(),
-            &platform.os_features,
-        )
-        .map_err(Problem::BadPlatform)?;
-        // The index entry's platform (sloci-image writes the arm variant only
-        // there) fills what the config lacks, and may not contradict it.
-        let entry = from_index.and_then(|p| {
-            let (os, arch) = (given(p.os.as_ref())?, given(p.architecture.as_ref())?);
-            Some(Platform::normalize(
-                os,
-                arch,
-                given(p.variant.as_ref()).map(String::as_str),
-            ))
-        });
-        if let Some(entry) = entry {
-            let entry = entry.map_err(Problem::BadPlatform)?.platform;
-            let differs = entry.os != platform.os
-                || entry.architecture != platform.architecture
-                || matches!((&entry.variant, &platform.variant), (Some(a), Some(b)) if a != b);
-            if differs {
-                return Err(Problem::PlatformConflict {
-                    config: platform.to_string(),
-                    index: entry.to_string(),
-                });
-            }
-        }
-        Ok(platform)
     }
 }
 

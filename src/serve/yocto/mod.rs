@@ -312,31 +312,11 @@ impl Finder {
         let mut state = served.images.remove(name).unwrap_or_default();
         let mut dated_now = BTreeSet::new();
         for sel in selections {
-            let print = fingerprint(&sel);
             if sel.live {
-                match state.live.get_mut(&sel.tag) {
-                    Some((was, replan)) if *was != print => {
-                        if let (Some(replan), Ok(plan)) = (replan.as_ref(), self.plan(&sel)) {
-                            log::info!(
-                                "repository {name:?} tag {:?}: now from {}",
-                                sel.tag,
-                                describe(&sel)
-                            );
-                            replan.send(plan);
-                        }
-                        *was = print;
-                    }
-                    Some(_) => {}
-                    None => {
-                        if let Some(replan) =
-                            self.add(registry, cfg.verify, cfg.live, served, name, &sel)
-                        {
-                            state.live.insert(sel.tag.clone(), (print, replan));
-                        }
-                    }
-                }
+                self.serve_live(registry, cfg, served, name, &mut state, &sel);
                 continue;
             }
+            let print = fingerprint(&sel);
             dated_now.insert(sel.tag.clone());
             if state.dated.get(&sel.tag) == Some(&print) {
                 continue;
@@ -353,22 +333,42 @@ impl Finder {
                 }
             }
         }
-        let gone: Vec<String> = state
-            .dated
-            .keys()
-            .filter(|t| !dated_now.contains(*t))
-            .cloned()
-            .collect();
-        for tag in gone {
-            state.dated.remove(&tag);
-            if registry.get(name).is_some_and(|r| r.remove_tag(&tag)) {
-                log::info!(
-                    "repository {name:?} tag {tag:?}: its build is gone or no longer among the newest; not served"
-                );
-            }
-        }
+        drop_dated(registry, name, &mut state, &dated_now);
         if !state.live.is_empty() || !state.dated.is_empty() {
             served.images.insert(name.to_owned(), state);
+        }
+    }
+
+    /// Serves a live tag: added when new, given its new sources when they
+    /// changed since the last look.
+    fn serve_live(
+        &self,
+        registry: &Arc<Registry>,
+        cfg: &ServeConfig,
+        served: &mut Served,
+        name: &str,
+        state: &mut ImageState,
+        sel: &Selection,
+    ) {
+        let print = fingerprint(sel);
+        match state.live.get_mut(&sel.tag) {
+            Some((was, replan)) if *was != print => {
+                if let (Some(replan), Ok(plan)) = (replan.as_ref(), self.plan(sel)) {
+                    log::info!(
+                        "repository {name:?} tag {:?}: now from {}",
+                        sel.tag,
+                        describe(sel)
+                    );
+                    replan.send(plan);
+                }
+                *was = print;
+            }
+            Some(_) => {}
+            None => {
+                if let Some(replan) = self.add(registry, cfg.verify, cfg.live, served, name, sel) {
+                    state.live.insert(sel.tag.clone(), (print, replan));
+                }
+            }
         }
     }
 
@@ -512,6 +512,30 @@ pub(crate) struct Served {
     said: BTreeSet<String>,
     /// Archives found complete: (dev, ino, size, mtime) → whether.
     tails: BTreeMap<(u64, u64, u64, i64), bool>,
+}
+
+/// Takes away the dated tags of `name` not among `dated_now` (their build
+/// is gone, or no longer among the newest).
+fn drop_dated(
+    registry: &Registry,
+    name: &str,
+    state: &mut ImageState,
+    dated_now: &BTreeSet<String>,
+) {
+    let gone: Vec<String> = state
+        .dated
+        .keys()
+        .filter(|t| !dated_now.contains(*t))
+        .cloned()
+        .collect();
+    for tag in gone {
+        state.dated.remove(&tag);
+        if registry.get(name).is_some_and(|r| r.remove_tag(&tag)) {
+            log::info!(
+                "repository {name:?} tag {tag:?}: its build is gone or no longer among the newest; not served"
+            );
+        }
+    }
 }
 
 #[derive(Debug, Default)]
