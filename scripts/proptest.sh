@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the reference-model property tests (src/reference.rs) with random seeds
+# Runs the reference-model property tests (src/reference/) with random seeds
 # and SCALE times their cases, ROUNDS times; prints each round's time.
 # Usage: scripts/proptest.sh [SCALE] [ROUNDS]
 set -euo pipefail
