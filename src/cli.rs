@@ -151,10 +151,12 @@ pub(crate) struct ServeArgs {
     /// oci:PATH[:REF] or oci-archive:PATH[:REF], as `mount` takes them.
     #[arg(value_name = "REPOSITORY SOURCE")]
     pub(crate) args: Vec<String>,
-    /// Where to listen (default 127.0.0.1:5000, or the configuration's);
-    /// port 0 picks a free one.
+    /// Where to listen (default 127.0.0.1:5000, or the configuration's):
+    /// ADDRESS:PORT, [IPv6]:PORT, :PORT (every IPv4 interface) or a name
+    /// that resolves to loopback only (localhost:5000: each of its
+    /// addresses); port 0 picks a free one.
     #[arg(long, value_name = "ADDR:PORT")]
-    pub(crate) listen: Option<std::net::SocketAddr>,
+    pub(crate) listen: Option<ocimux::serve::listen::Listen>,
     /// A TOML file of repositories and options (see README.md).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,

@@ -12,7 +12,6 @@
 //! namespace = "yocto"
 //! ```
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -44,8 +43,9 @@ pub enum ConfigError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// `--listen`.
-    pub listen: Option<SocketAddr>,
+    /// `--listen`, in the forms it takes.
+    #[serde(default, deserialize_with = "super::listen::deserialize")]
+    pub listen: Option<super::listen::Listen>,
     /// `--verify`.
     #[serde(default)]
     pub verify: bool,
@@ -240,6 +240,7 @@ build_dirs = ["/build"]
             "[[repository]]\nname = \"a\"",
             "[[repository]]\nname = \"a\"\nsources = []\nfoo = 1",
             "listen = \"nowhere\"",
+            "listen = \"5000\"",
             "[yocto]\nbuild_dirs = [\"/b\"]\nextra = true",
         ] {
             let e = Config::parse(bad).unwrap_err();

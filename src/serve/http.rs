@@ -151,7 +151,7 @@ impl Drop for PeerSlot {
 /// Accepts connections until `stop` resolves, then lets the ones in flight
 /// finish within `drain`.
 pub async fn accept_loop(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
     stop: impl std::future::Future<Output = ()>,
     drain: Duration,
@@ -161,7 +161,7 @@ pub async fn accept_loop(
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
-            a = listener.accept() => match a {
+            a = accept_any(&listeners) => match a {
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: wait a little rather than spin.
@@ -178,8 +178,21 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         spawn_connection(shared.clone(), stream, peer, permit, graceful.watcher());
     }
-    drop(listener);
+    drop(listeners);
     drain_then_stop(graceful, drain).await;
+}
+
+/// The next connection on any of `listeners`.
+async fn accept_any(listeners: &[TcpListener]) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    std::future::poll_fn(|cx| {
+        for l in listeners {
+            if let Poll::Ready(accepted) = l.poll_accept(cx) {
+                return Poll::Ready(accepted);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A slot for a new connection: when every one is taken, the oldest idle

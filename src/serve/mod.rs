@@ -17,6 +17,7 @@ pub mod config;
 mod deadline;
 pub(crate) mod http;
 pub(crate) mod idle;
+pub mod listen;
 pub(crate) mod referrers;
 pub(crate) mod reply;
 pub mod route;
@@ -46,7 +47,7 @@ pub const MAX_REPOSITORIES: usize = 64;
 #[derive(Debug)]
 pub struct ServeConfig {
     /// Where to listen.
-    pub listen: SocketAddr,
+    pub listen: listen::Listen,
     /// Bounds on clients.
     pub limits: Limits,
     /// Hash every blob version before serving it.
@@ -116,7 +117,7 @@ pub enum ServeError {
     #[error("listening on {addr}: {err}")]
     Listen {
         /// The address.
-        addr: SocketAddr,
+        addr: String,
         /// Why.
         err: std::io::Error,
     },
@@ -326,7 +327,7 @@ impl ServeConfig {
     /// Defaults for what only the finder's added repositories use.
     pub(crate) fn placeholder() -> Self {
         ServeConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: listen::Listen::at(SocketAddr::from(([127, 0, 0, 1], 0))),
             limits: http::Limits::default(),
             verify: false,
             live: true,
@@ -337,9 +338,4 @@ impl ServeConfig {
             blocking_threads: 32,
         }
     }
-}
-
-/// Whether an address is loopback-only.
-pub fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().is_loopback()
 }

@@ -43,12 +43,7 @@ pub fn run(
         // signals reach the command, not the runtime.
         crate::process::scoped::block_stop_signals();
     }
-    let listen_err = |err| ServeError::Listen {
-        addr: cfg.listen,
-        err,
-    };
-    let std_listener = std::net::TcpListener::bind(cfg.listen).map_err(listen_err)?;
-    std_listener.set_nonblocking(true).map_err(listen_err)?;
+    let sockets = bind(&cfg.listen)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(cfg.blocking_threads.max(1))
@@ -59,11 +54,7 @@ pub fn run(
             what: "starting the runtime",
             err,
         })?;
-    let listener = Listening {
-        std: std_listener,
-        auth,
-        tls,
-    };
+    let listener = Listening { sockets, auth, tls };
     runtime.block_on(serve_until_stopped(
         cfg,
         registry,
@@ -106,7 +97,7 @@ fn credentials(cfg: &ServeConfig) -> Result<Credentials, ServeError> {
         Some((cert, key)) => Some(Arc::new(super::tls::Tls::load(cert, key)?)),
         None => None,
     };
-    if !super::is_loopback(&cfg.listen) && tls.is_none() {
+    if !cfg.listen.is_loopback() && tls.is_none() {
         log::warn!(
             "listening on {} without TLS: anyone on the network can read what is served{}",
             cfg.listen,
@@ -120,9 +111,42 @@ fn credentials(cfg: &ServeConfig) -> Result<Credentials, ServeError> {
     Ok((auth, tls))
 }
 
-/// The bound socket and what connections are checked with.
+/// Binds every address `listen` names: the first as given, the others on
+/// the port the first got (port 0 picks one port for all). An address
+/// after the first that cannot be bound (no IPv6 here) is skipped, said.
+fn bind(listen: &super::listen::Listen) -> Result<Vec<std::net::TcpListener>, ServeError> {
+    let mut sockets: Vec<std::net::TcpListener> = Vec::new();
+    for addr in listen.addrs() {
+        let mut addr = *addr;
+        if let Some(port) = sockets
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .map(|a| a.port())
+        {
+            addr.set_port(port);
+        }
+        let bound = std::net::TcpListener::bind(addr).and_then(|s| {
+            s.set_nonblocking(true)?;
+            Ok(s)
+        });
+        match bound {
+            Ok(s) => sockets.push(s),
+            Err(err) if sockets.is_empty() => {
+                return Err(ServeError::Listen {
+                    addr: format!("{listen} ({addr})"),
+                    err,
+                });
+            }
+            Err(err) => log::warn!("{listen}: not listening on {addr} too: {err}"),
+        }
+    }
+    Ok(sockets)
+}
+
+/// The bound sockets and what connections are checked with.
 struct Listening {
-    std: std::net::TcpListener,
+    /// The first is the address announced.
+    sockets: Vec<std::net::TcpListener>,
     auth: Option<Arc<super::auth::Htpasswd>>,
     tls: Option<Arc<super::tls::Tls>>,
 }
@@ -136,11 +160,19 @@ async fn serve_until_stopped(
     (finder, found): (Option<yocto::Finder>, Option<yocto::Served>),
 ) -> Result<u8, ServeError> {
     let listen_err = |err| ServeError::Listen {
-        addr: cfg.listen,
+        addr: cfg.listen.to_string(),
         err,
     };
-    let addr = listening.std.local_addr().map_err(listen_err)?;
-    let listener = TcpListener::from_std(listening.std).map_err(listen_err)?;
+    let addr = match listening.sockets.first() {
+        Some(s) => s.local_addr().map_err(listen_err)?,
+        None => return Err(listen_err(std::io::ErrorKind::AddrNotAvailable.into())),
+    };
+    let listener = listening
+        .sockets
+        .into_iter()
+        .map(TcpListener::from_std)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(listen_err)?;
     let tls = listening.tls;
     let shared = Arc::new(Shared::new(
         registry.clone(),

@@ -776,3 +776,62 @@ fn sigterm_lets_requests_in_flight_finish() {
     assert!(status.success(), "{status}: {log}");
     assert!(log.contains("SIGTERM: stopping"), "{log}");
 }
+
+/// `--listen` (and the file's `listen`) as docker-registry's `addr` and
+/// meta-virtualization's `CONTAINER_REGISTRY_URL` are written: a name that
+/// resolves to loopback is listened on at each of its addresses, `:PORT` on
+/// every IPv4 interface, `[v6]:PORT`; anything else is one line, exit 2.
+#[test]
+fn listen_takes_the_forms_registry_users_write() {
+    use std::net::ToSocketAddrs;
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, _) = two_layouts(tmp.path(), "listen");
+    let answers = |host: &str| get(&format!("http://{host}/v2/"), &[]).status == 200;
+
+    let server = Server::start_listening(&["--listen", "localhost:0", "app", s(&amd64)]);
+    let port: u16 = server.host.rsplit_once(':').unwrap().1.parse().unwrap();
+    assert!(server.host.starts_with("127.0.0.1:"), "{}", server.host);
+    let localhost: Vec<_> = ("localhost", port).to_socket_addrs().unwrap().collect();
+    assert!(!localhost.is_empty());
+    for addr in &localhost {
+        assert!(answers(&addr.to_string()), "{addr}");
+    }
+    server.stop();
+
+    let any = Server::start_listening(&["--listen", ":0", "app", s(&amd64)]);
+    let port = any.host.rsplit_once(':').unwrap().1;
+    assert!(answers(&format!("127.0.0.1:{port}")));
+    let (_, log) = any.stop();
+    assert!(log.contains("without TLS"), "{log}");
+
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let v6 = Server::start_listening(&["--listen", "[::1]:0", "app", s(&amd64)]);
+        assert!(v6.host.starts_with("[::1]:"), "{}", v6.host);
+        assert!(answers(&v6.host.clone()));
+        v6.stop();
+    }
+
+    let config = tmp.path().join("c.toml");
+    fs::write(
+        &config,
+        format!(
+            "listen = \"localhost:0\"\n[[repository]]\nname = \"app\"\nsources = [{:?}]\n",
+            s(&amd64)
+        ),
+    )
+    .unwrap();
+    let from_file = Server::start_listening(&["--config", s(&config)]);
+    assert!(answers(&from_file.host.clone()));
+    from_file.stop();
+
+    for bad in ["5000", "127.0.0.1:65536", "[::1:5000", "local host:5000"] {
+        let out = ocimux(&["serve", "--listen", bad, "app", s(&amd64)]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.contains(bad) && first.contains("--listen"),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -44,6 +44,14 @@ impl Server {
         Self::start_as(Command::new(bin()), args)
     }
 
+    /// `ocimux serve ARGS…` (its own `--listen` or configuration), once its
+    /// URL is printed.
+    pub(crate) fn start_listening(args: &[&str]) -> Server {
+        let mut c = Command::new(bin());
+        c.args(["-v", "serve"]);
+        Self::spawned(c, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// [`Server::start`] with at most `n` open files (prlimit).
     pub(crate) fn start_with_nofile(n: u64, args: &[&str]) -> Server {
         let mut c = Command::new("prlimit");
@@ -52,8 +60,12 @@ impl Server {
     }
 
     fn start_as(mut command: Command, args: &[&str]) -> Result<Server, String> {
+        command.args(["-v", "serve", "--listen", "127.0.0.1:0"]);
+        Self::spawned(command, args)
+    }
+
+    fn spawned(mut command: Command, args: &[&str]) -> Result<Server, String> {
         let mut child = command
-            .args(["-v", "serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
