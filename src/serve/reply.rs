@@ -58,8 +58,6 @@ pub enum Code {
     Unauthorized,
     /// Too many requests (failed or pending password checks).
     TooManyRequests,
-    /// 404: not an endpoint of the API.
-    NotFound,
     /// 500: the bytes could not be read (the source changed, or I/O failed).
     Unknown,
 }
@@ -75,7 +73,7 @@ impl Code {
             Code::DigestInvalid => (
                 400,
                 "DIGEST_INVALID",
-                "provided digest did not match uploaded content",
+                "invalid digest: not ALGORITHM:ENCODED as the OCI image spec allows",
             ),
             Code::PaginationNumberInvalid => (
                 400,
@@ -86,7 +84,6 @@ impl Code {
             Code::RangeInvalid => (416, "RANGE_INVALID", "invalid content range"),
             Code::Unauthorized => (401, "UNAUTHORIZED", "authentication required"),
             Code::TooManyRequests => (429, "TOOMANYREQUESTS", "too many requests"),
-            Code::NotFound => (404, "NOT_FOUND", "not an endpoint of the distribution API"),
             Code::Unknown => (500, "UNKNOWN", "unknown error"),
         }
     }
@@ -101,6 +98,31 @@ impl Reply {
             obj.insert("detail".into(), detail);
         }
         Reply::json(status, &serde_json::json!({ "errors": [err] }))
+    }
+
+    /// 404 for a path that names no endpoint: the spec defines no error
+    /// code for it, and docker-registry answers its router's plain text.
+    pub fn no_endpoint() -> Reply {
+        Reply::bytes(
+            404,
+            "text/plain; charset=utf-8",
+            Bytes::from_static(b"404 page not found\n"),
+        )
+    }
+
+    /// 405 for a method an endpoint does not have, with the `Allow` header
+    /// RFC 9110 requires: writes get the spec's `UNSUPPORTED`, other
+    /// methods the plain text docker-registry's router answers.
+    pub fn not_allowed(method: &str, allow: &'static str) -> Reply {
+        let reply = match method {
+            "POST" | "PUT" | "PATCH" | "DELETE" => Reply::error(Code::Unsupported, None),
+            _ => Reply::bytes(
+                405,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"Method Not Allowed\n"),
+            ),
+        };
+        reply.with("Allow", allow.to_owned())
     }
 
     /// A JSON document.

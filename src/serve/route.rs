@@ -1,6 +1,7 @@
 //! What a request path of the distribution API names, validated: a
-//! repository name, a tag or a digest. Paths are taken as sent (never
-//! percent-decoded), so `%2e%2e` or `..` can only fail validation.
+//! repository name, a tag or a digest. A path is percent-decoded once, as
+//! docker-registry's router does (`manifests/lat%65st`, `yocto%2fapp`), and
+//! then validated: `%2e%2e` becomes `..`, which fails the name grammar.
 
 use crate::oci::digest::Digest;
 
@@ -66,7 +67,45 @@ pub enum RouteError {
     TagInvalid,
 }
 
-/// Parses an API path (without the query).
+impl Route<'_> {
+    /// The methods it answers, for `Allow` (an upload: none).
+    pub fn allowed(&self) -> &'static str {
+        match self {
+            Route::Catalog | Route::Tags { .. } => "GET",
+            Route::Upload => "",
+            _ => "GET, HEAD",
+        }
+    }
+}
+
+/// `path` percent-decoded; `None` for a bad escape, bytes that are not
+/// UTF-8, or a decoded control character (NUL included).
+pub fn decode(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !path.contains('%') {
+        return Some(std::borrow::Cow::Borrowed(path));
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    let text = String::from_utf8(out).ok()?;
+    match text.chars().any(char::is_control) {
+        true => None,
+        false => Some(std::borrow::Cow::Owned(text)),
+    }
+}
+
+/// Parses an API path (without the query), already decoded ([`decode`]).
 pub fn parse(path: &str) -> Result<Route<'_>, RouteError> {
     let rest = match path {
         "/v2" | "/v2/" => return Ok(Route::Base),

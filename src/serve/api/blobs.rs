@@ -93,6 +93,10 @@ impl Registry {
                 }
             },
         };
+        // Entity tags only (quoted), as docker-registry matches a blob's.
+        if let Some(reply) = not_modified(req, digest, false) {
+            return Ok(reply);
+        }
         Ok(Reply {
             status,
             headers: headers(digest, status == 206, (start, len, size)),

@@ -105,20 +105,13 @@ fn answer(req: &Request<'_>, digest: &Digest, media_type: &str, body: Bytes) -> 
             return Reply::json(status, &doc);
         }
     }
-    let etag = format!("\"{digest}\"");
-    if req
-        .if_none_match
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
-    {
-        return Reply {
-            status: 304,
-            headers: Vec::new(),
-            body: Body::Empty,
-        };
+    // docker-registry matches a manifest's digest quoted or not.
+    if let Some(reply) = not_modified(req, digest, true) {
+        return reply;
     }
     Reply::bytes(200, media_type, body)
         .with("Docker-Content-Digest", digest.to_string())
-        .with("Etag", etag)
+        .with("Etag", format!("\"{digest}\""))
 }
 
 /// A whole (small) document: at most [`document::MAX_JSON`] bytes.

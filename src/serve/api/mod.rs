@@ -290,13 +290,22 @@ impl Registry {
     /// `proven`: the blob a [`Answer::Hash`] asked to prove, proven.
     pub fn respond(&self, req: &Request<'_>, may_defer: bool, proven: Option<Pending>) -> Answer {
         let read = matches!(req.method, "GET" | "HEAD");
-        let route = match route::parse(req.path) {
+        let Some(path) = route::decode(req.path) else {
+            return Answer::Reply(Reply::no_endpoint());
+        };
+        let route = match route::parse(&path) {
             Ok(r) => r,
-            Err(_) if !read => return Answer::Reply(Reply::error(Code::Unsupported, None)),
+            Err(RouteError::NotFound) => return Answer::Reply(Reply::no_endpoint()),
+            Err(_) if !read => return Answer::Reply(Reply::not_allowed(req.method, "GET, HEAD")),
             Err(e) => return Answer::Reply(Reply::error(route_error(e), None)),
         };
-        if !read || route == Route::Upload {
-            return Answer::Reply(Reply::error(Code::Unsupported, None));
+        let allow = route.allowed();
+        if !allow.split(", ").any(|m| m == req.method) {
+            let reply = Reply::not_allowed(req.method, allow);
+            return Answer::Reply(match req.method {
+                "HEAD" => reply.headless(),
+                _ => reply,
+            });
         }
         let mut proven = proven;
         match self.answer(req, route, may_defer, &mut proven) {
@@ -363,15 +372,33 @@ impl Registry {
                     None => reply,
                 }
             }
-            Route::Base | Route::Catalog | Route::Upload => Reply::error(Code::NotFound, None),
+            Route::Base | Route::Catalog | Route::Upload => Reply::no_endpoint(),
         })
     }
 }
 
+/// 304 when `If-None-Match` names `digest` (its entity tag `"DIGEST"`,
+/// `*`, or with `bare` the digest unquoted), with the `ETag` and digest a
+/// 200 would carry (RFC 9110 §15.4.5).
+fn not_modified(req: &Request<'_>, digest: &Digest, bare: bool) -> Option<Reply> {
+    let digest = digest.to_string();
+    let etag = format!("\"{digest}\"");
+    let matches = |t: &str| t == "*" || t == etag || t.strip_prefix("W/") == Some(&etag);
+    let hit = req
+        .if_none_match?
+        .split(',')
+        .map(str::trim)
+        .any(|t| matches(t) || (bare && t == digest));
+    hit.then(|| Reply {
+        status: 304,
+        headers: vec![("Docker-Content-Digest", digest), ("Etag", etag)],
+        body: Body::Empty,
+    })
+}
+
 fn route_error(e: RouteError) -> Code {
     match e {
-        RouteError::NotFound => Code::NotFound,
-        RouteError::NameInvalid => Code::NameInvalid,
+        RouteError::NotFound | RouteError::NameInvalid => Code::NameInvalid,
         RouteError::DigestInvalid => Code::DigestInvalid,
         RouteError::TagInvalid => Code::ManifestUnknown,
     }
@@ -595,7 +622,12 @@ mod tests {
                 Some("UNSUPPORTED"),
                 None,
             ),
-            ("POST", "/nowhere", None, 405, Some("UNSUPPORTED"), None),
+            ("POST", "/nowhere", None, 404, None, None),
+            ("HEAD", "/v2/a/b/tags/list", None, 405, None, None),
+            ("GET", "/v2/a/b/manifests/v%31", None, 200, None, None),
+            ("GET", "/v2/a%2fb/tags/list", None, 200, None, None),
+            ("GET", "/v2/a/b/manifests/v%00", None, 404, None, None),
+            ("GET", "/v2/a/b/manifests/v%3", None, 404, None, None),
             (
                 "GET",
                 "/v2/a/b/blobs/x",

@@ -178,11 +178,16 @@ impl Resp {
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// The spec's error code, or the plain-text body of an answer that has
+    /// none (a router's 404 or 405).
     pub(crate) fn error_code(&self) -> String {
-        self.json()["errors"][0]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        match serde_json::from_slice::<Value>(&self.body) {
+            Ok(v) => v["errors"][0]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            Err(_) => format!("text: {}", String::from_utf8_lossy(&self.body).trim()),
+        }
     }
 }
 
