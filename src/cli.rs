@@ -17,9 +17,22 @@ pub(crate) struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
-    /// Less log output (-q errors only, -qq nothing).
+    /// Less output (-q: errors only, no progress, no access log; -qq: nothing).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) quiet: u8,
+    /// Log lines as text, or as one JSON object each (time, level, target,
+    /// message, and an access line's fields).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// `ocimux: LEVEL: MESSAGE`.
+    Text,
+    /// `{"time":…,"level":…,"target":…,"message":…,…}`.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]

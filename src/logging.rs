@@ -1,11 +1,14 @@
 //! Logging: `-v`/`-q` (and `OCIMUX_LOG`) to a level, one line per record
-//! with control characters escaped.
+//! with control characters escaped, as text or JSON (`--log-format`). The
+//! server's access lines (target `access`) are shown at the default level.
 
 use std::io::Write;
 
 use ocimux::error::printable;
 
-pub(crate) fn init_logging(verbose: u8, quiet: u8) {
+use crate::cli::LogFormat;
+
+pub(crate) fn init_logging(verbose: u8, quiet: u8, format: LogFormat) {
     let level = match (i16::from(verbose) - i16::from(quiet)).clamp(-2, 3) {
         -2 => log::LevelFilter::Off,
         -1 => log::LevelFilter::Error,
@@ -21,20 +24,96 @@ pub(crate) fn init_logging(verbose: u8, quiet: u8) {
     } else {
         level.min(log::LevelFilter::Error)
     };
+    // One line per request is what a server's operator expects to see.
+    let access_level = match quiet {
+        0 => level.max(log::LevelFilter::Info),
+        _ => level,
+    };
     let logger = env_logger::Builder::new()
         .filter_level(level)
         .filter_module("fuser", fuser_level)
+        .filter_module(ocimux::serve::accesslog::TARGET, access_level)
         .parse_env("OCIMUX_LOG")
-        .format(|buf, record| {
-            let level = record.level().to_string().to_lowercase();
-            let msg = record.args().to_string();
-            writeln!(buf, "ocimux: {level}: {}", printable(&msg))
+        .format(move |buf, record| match format {
+            LogFormat::Text => {
+                let level = record.level().to_string().to_lowercase();
+                let msg = record.args().to_string();
+                writeln!(buf, "ocimux: {level}: {}", printable(&msg))
+            }
+            LogFormat::Json => writeln!(buf, "{}", json_line(record)),
         })
         .build();
     let max = logger.filter();
     if log::set_boxed_logger(Box::new(Quiet(logger))).is_ok() {
         log::set_max_level(max);
     }
+}
+
+/// A record as one JSON object: time (RFC 3339, UTC), level, target,
+/// message, and its key-values as fields (numbers as numbers). serde_json
+/// escapes every control character.
+fn json_line(record: &log::Record<'_>) -> String {
+    struct Fields(serde_json::Map<String, serde_json::Value>);
+    impl<'kvs> log::kv::VisitSource<'kvs> for Fields {
+        fn visit_pair(
+            &mut self,
+            key: log::kv::Key<'kvs>,
+            value: log::kv::Value<'kvs>,
+        ) -> Result<(), log::kv::Error> {
+            let v = match (value.to_u64(), value.to_f64(), value.to_bool()) {
+                (Some(n), _, _) => serde_json::Value::from(n),
+                (_, Some(f), _) => serde_json::Value::from(f),
+                (_, _, Some(b)) => serde_json::Value::from(b),
+                _ => serde_json::Value::from(value.to_string()),
+            };
+            self.0.insert(key.to_string(), v);
+            Ok(())
+        }
+    }
+    let mut fields = Fields(serde_json::Map::new());
+    fields.0.insert("time".into(), rfc3339_now().into());
+    fields.0.insert(
+        "level".into(),
+        record.level().to_string().to_lowercase().into(),
+    );
+    fields.0.insert("target".into(), record.target().into());
+    fields
+        .0
+        .insert("message".into(), record.args().to_string().into());
+    let _ = record.key_values().visit(&mut fields);
+    serde_json::Value::Object(fields.0).to_string()
+}
+
+/// Now, as `2026-12-05T16:13:40.123Z`.
+fn rfc3339_now() -> String {
+    rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// A time since the Unix epoch in RFC 3339, UTC, to the millisecond.
+fn rfc3339(now: std::time::Duration) -> String {
+    let secs = now.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        now.subsec_millis()
+    )
 }
 
 /// The logger, less one expected race logged as an error by fuser: a reply
@@ -69,5 +148,48 @@ impl log::Log for Quiet {
 
     fn flush(&self) {
         self.0.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400, "2000-02-29T00:00:00.000Z"),
+            (1_796_518_861, "2026-12-06T01:01:01.000Z"),
+            (4_102_444_799, "2099-12-31T23:59:59.000Z"),
+        ] {
+            assert_eq!(rfc3339(Duration::from_secs(secs)), want);
+        }
+        assert!(rfc3339(Duration::from_millis(1_250)).ends_with("01.250Z"));
+    }
+
+    #[test]
+    fn json_lines_carry_fields_and_escape_everything() {
+        let kvs: [(&str, log::kv::Value<'_>); 3] = [
+            ("path", log::kv::Value::from("/v2/a\n\u{1b}[31m")),
+            ("written", log::kv::Value::from(1000u64)),
+            ("complete", log::kv::Value::from(false)),
+        ];
+        let record = log::Record::builder()
+            .args(format_args!("a \"line\"\n"))
+            .level(log::Level::Info)
+            .target("access")
+            .key_values(&kvs)
+            .build();
+        let line = json_line(&record);
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["level"], "info");
+        assert_eq!(v["target"], "access");
+        assert_eq!(v["message"], "a \"line\"\n");
+        assert_eq!(v["written"], 1000);
+        assert_eq!(v["complete"], false);
+        assert_eq!(v["path"], "/v2/a\n\u{1b}[31m");
     }
 }

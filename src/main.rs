@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         }
         None => Cli::parse_from(argv),
     };
-    logging::init_logging(cli.verbose, cli.quiet);
+    logging::init_logging(cli.verbose, cli.quiet, cli.log_format);
     match commands::run(cli.command) {
         Ok(code) => ExitCode::from(code),
         // Output cut short by a closed pipe (`… | head`): done, quietly, as

@@ -362,25 +362,33 @@ async fn handle(
     });
     let authorization = header(hyper::header::AUTHORIZATION);
     let reply = match authorize(&shared, peer.ip(), authorization).await {
+        // Health checks answer without credentials (docker-registry's
+        // /debug/health, and /healthz), and cost nothing.
+        _ if super::reply::is_health_check(&asked.method, &asked.path) => Reply::healthy(),
         Authorized::Yes => answer(&shared, &asked).await,
         Authorized::No => super::auth::challenge(),
         Authorized::Later => {
             Reply::error(super::reply::Code::TooManyRequests, None).with("Retry-After", "60".into())
         }
     };
-    let (method, path) = (&asked.method, &asked.path);
-    log::info!(
-        "{peer} \"{method} {}\" {} {} {:?}",
-        crate::error::printable(path),
-        reply.status,
-        reply.header("Content-Length").unwrap_or("-"),
-        started.elapsed()
-    );
+    let entry = super::accesslog::Entry {
+        peer,
+        method: asked.method.clone(),
+        path: asked.path.clone(),
+        status: reply.status,
+        length: match (&reply.body, asked.method.as_str()) {
+            (Body::Empty, _) | (_, "HEAD") => Some(0),
+            _ => reply.header("Content-Length").and_then(|l| l.parse().ok()),
+        },
+        started,
+    };
     let response = response(reply, &shared, &busy);
     Ok(response.map(|body| {
         use http_body_util::BodyExt;
         InFlight {
             body,
+            sent: 0,
+            entry,
             _busy: in_flight,
         }
         .boxed()
@@ -431,10 +439,20 @@ async fn authorize(shared: &Shared, peer: IpAddr, authorization: Option<String>)
 }
 
 /// A reply's body that keeps its request counted in flight until it is
-/// sent or dropped.
+/// sent or dropped, counts the bytes the HTTP layer takes of it, and logs
+/// the request when it is dropped (done, failed or abandoned).
 struct InFlight {
     body: ReplyBody,
+    /// Body bytes handed to hyper.
+    sent: u64,
+    entry: super::accesslog::Entry,
     _busy: super::idle::Busy,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.entry.done(self.sent);
+    }
 }
 
 impl http_body::Body for InFlight {
@@ -445,7 +463,13 @@ impl http_body::Body for InFlight {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.sent += data.len() as u64;
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -11,6 +11,7 @@
 //! - `yocto`: finding every image of build directories; `config`: the TOML file.
 
 pub(crate) mod access;
+pub mod accesslog;
 pub(crate) mod api;
 pub mod auth;
 pub mod config;

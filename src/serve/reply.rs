@@ -125,6 +125,15 @@ impl Reply {
         reply.with("Allow", allow.to_owned())
     }
 
+    /// The answer to a health check: 200 `{}`, as docker-registry's.
+    pub fn healthy() -> Reply {
+        Reply::bytes(
+            200,
+            "application/json; charset=utf-8",
+            Bytes::from_static(b"{}"),
+        )
+    }
+
     /// A JSON document.
     pub fn json(status: u16, doc: &serde_json::Value) -> Reply {
         let mut bytes = doc.to_string().into_bytes();
@@ -224,6 +233,12 @@ pub fn range(header: Option<&str>, size: u64) -> Range {
         start,
         len: end - start + 1,
     }
+}
+
+/// Whether a request is a health check: `GET` or `HEAD` of `/healthz`
+/// or `/debug/health` (docker-registry's), answered before credentials.
+pub fn is_health_check(method: &str, path: &str) -> bool {
+    matches!(method, "GET" | "HEAD") && matches!(path, "/healthz" | "/debug/health")
 }
 
 #[cfg(test)]

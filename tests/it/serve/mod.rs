@@ -17,6 +17,7 @@ use crate::common::*;
 
 mod api;
 mod hostile;
+mod observed;
 mod publish;
 mod pulls;
 mod rebuilds;
@@ -42,6 +43,14 @@ impl Server {
 
     pub(crate) fn try_start(args: &[&str]) -> Result<Server, String> {
         Self::start_as(Command::new(bin()), args)
+    }
+
+    /// `ocimux [GLOBAL…] serve --listen 127.0.0.1:0 ARGS…` without `-v`:
+    /// what an operator sees by default.
+    pub(crate) fn start_quiet(global: &[&str], args: &[&str]) -> Server {
+        let mut c = Command::new(bin());
+        c.args(global).args(["serve", "--listen", "127.0.0.1:0"]);
+        Self::spawned(c, args).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `ocimux serve ARGS…` (its own `--listen` or configuration), once its
