@@ -3,7 +3,7 @@
 use ocimux::serve::config::Config;
 use ocimux::serve::yocto::{Finder, Settings};
 use ocimux::serve::{RepoPlan, ServeConfig, ServeError};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use ocimux::Error;
 use ocimux::error::printable;
 use ocimux::export::{ExportOptions, Format, LinkMode};
 use ocimux::mount::daemon::{self, MountConfig, MountOptions, Run, Served};
+use ocimux::report::inspect::Progress;
 use ocimux::report::{check, inspect};
 use ocimux::snapshot::index::Composition;
 use ocimux::snapshot::plan::Plan;
@@ -82,7 +83,9 @@ fn completions(shell: clap_complete::Shell) -> Result<u8, Failure> {
 
 /// `ocimux man [COMMAND]`: the roff page of ocimux or of one subcommand.
 fn man(command: Option<&str>) -> Result<u8, Failure> {
-    let top = crate::cli::Cli::command();
+    let mut top = crate::cli::Cli::command();
+    // Built, so that clap's own `help` subcommand has its page too.
+    top.build();
     let page = match command {
         None => clap_mangen::Man::new(top),
         Some(name) => {
@@ -207,6 +210,11 @@ fn serve_config(args: ServeArgs, file: Config) -> Result<ServeConfig, Failure> {
     })
 }
 
+/// Whether `-q` asked for errors only (the log level it set).
+fn quiet() -> bool {
+    log::max_level() < log::LevelFilter::Warn
+}
+
 /// Validates the arguments into a plan.
 fn plan(sources: &[String], args: &IndexArgs) -> Result<Plan, Error> {
     Plan::from_args(sources, &args.to_lib())
@@ -227,10 +235,13 @@ fn export(args: ExportArgs) -> Result<u8, Failure> {
         },
         force: args.force,
         verify: args.verify,
-        progress: std::io::stderr().is_terminal(),
+        progress: Progress::for_stderr(quiet()),
     };
     let report = ocimux::export::export(&comp, &args.out, &opts)?;
-    log::info!("{report}");
+    // Its result, as skopeo says what it wrote: on stdout, unless -q.
+    if !quiet() {
+        println!("{report}");
+    }
     Ok(0)
 }
 
@@ -252,7 +263,7 @@ fn verify(
         || std::thread::available_parallelism().map_or(2, |n| n.get()),
         usize::from,
     );
-    let results = check::verify(&comp, threads, std::io::stderr().is_terminal());
+    let results = check::verify(&comp, threads, Progress::for_stderr(quiet()));
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &results)?;
@@ -269,7 +280,7 @@ fn verify(
         );
     }
     let bytes: u64 = results.iter().map(|r| r.size).sum();
-    if !json {
+    if !json && !quiet() {
         writeln!(
             out,
             "{} blobs, {} checked: {} bad",

@@ -163,6 +163,7 @@ pub(super) fn write_archive(
         appended.map_err(|e| blob_err(blob, e.to_string()))?;
         still_same(blob, &range, false)?;
         report.copied += 1;
+        report.copied_bytes += blob.size;
         report.files += 1;
         report.bytes += blob.size;
         progress.inc(blob.size);

@@ -74,8 +74,8 @@ pub struct ExportOptions {
     pub force: bool,
     /// Hash every blob.
     pub verify: bool,
-    /// Show a progress bar on stderr.
-    pub progress: bool,
+    /// How progress shows on stderr.
+    pub progress: crate::report::inspect::Progress,
 }
 
 /// Why an export failed (nothing was left at OUT).
@@ -131,19 +131,22 @@ pub struct Report {
     pub hardlinked: usize,
     /// Blobs copied.
     pub copied: usize,
+    /// Their bytes (what no link could spare).
+    pub copied_bytes: u64,
 }
 
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "exported {} files ({} bytes) to {}: {} reflinked, {} hard-linked, {} copied",
+            "exported {} files ({} bytes) to {}: {} reflinked, {} hard-linked, {} copied ({} bytes copied)",
             self.files,
             self.bytes,
             self.out.display(),
             self.reflinked,
             self.hardlinked,
-            self.copied
+            self.copied,
+            self.copied_bytes
         )
     }
 }
@@ -311,7 +314,10 @@ fn write_dir(
         match how {
             LinkMode::Reflink => report.reflinked += 1,
             LinkMode::Hardlink => report.hardlinked += 1,
-            _ => report.copied += 1,
+            _ => {
+                report.copied += 1;
+                report.copied_bytes += blob.size;
+            }
         }
         report.files += 1;
         report.bytes += blob.size;

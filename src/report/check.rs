@@ -37,7 +37,11 @@ pub struct BlobResult {
 }
 
 /// Checks every blob of `comp` with `threads` workers; results in digest order.
-pub fn verify(comp: &Composition, threads: usize, progress: bool) -> Vec<BlobResult> {
+pub fn verify(
+    comp: &Composition,
+    threads: usize,
+    progress: crate::report::inspect::Progress,
+) -> Vec<BlobResult> {
     let mut order: Vec<&Blob> = comp.blobs.iter().map(|b| &**b).collect();
     order.sort_by_key(|b| std::cmp::Reverse(b.size));
     let bar = crate::report::inspect::progress_bar(progress, comp, "verify");

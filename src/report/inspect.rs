@@ -74,13 +74,55 @@ pub fn human(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS.get(unit).unwrap_or(&"PiB"))
 }
 
-/// A progress bar over every blob's bytes of `comp`, labelled `what`, on
-/// stderr; hidden unless `show` (stderr is a terminal).
-pub(crate) fn progress_bar(show: bool, comp: &Composition, what: &'static str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
+/// How long work shows its progress on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A bar (stderr is a terminal).
+    Bar,
+    /// A line at most every [`LINE_EVERY`] (stderr is a file or a pipe:
+    /// a CI log).
+    Lines,
+    /// Nothing (`-q`).
+    Quiet,
+}
+
+/// How often [`Progress::Lines`] prints.
+pub const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Progress {
+    /// What suits stderr, unless `quiet`.
+    pub fn for_stderr(quiet: bool) -> Progress {
+        use std::io::IsTerminal;
+        match (quiet, io::stderr().is_terminal()) {
+            (true, _) => Progress::Quiet,
+            (false, true) => Progress::Bar,
+            (false, false) => Progress::Lines,
+        }
     }
-    let bar = ProgressBar::new(comp.blobs.iter().map(|b| b.size).sum());
+}
+
+/// Progress over every blob's bytes of `comp`, labelled `what`, on stderr,
+/// as `show` says. The lines come from a thread that ends once the bar is
+/// finished.
+pub(crate) fn progress_bar(show: Progress, comp: &Composition, what: &'static str) -> ProgressBar {
+    let total: u64 = comp.blobs.iter().map(|b| b.size).sum();
+    match show {
+        Progress::Bar => {}
+        Progress::Quiet => return ProgressBar::hidden(),
+        Progress::Lines => {
+            let bar = ProgressBar::hidden();
+            bar.set_length(total);
+            let watched = bar.clone();
+            let lines = std::thread::Builder::new()
+                .name("progress".into())
+                .spawn(move || print_lines(&watched, what));
+            if let Err(e) = lines {
+                log::debug!("progress lines: {e}");
+            }
+            return bar;
+        }
+    }
+    let bar = ProgressBar::new(total);
     if let Ok(style) = ProgressStyle::with_template(
         "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
     ) {
@@ -88,6 +130,27 @@ pub(crate) fn progress_bar(show: bool, comp: &Composition, what: &'static str) -
     }
     bar.set_message(what);
     bar
+}
+
+/// Prints `bar`'s position on stderr every [`LINE_EVERY`] until it is
+/// finished: `export: 1.5 GiB of 4.0 GiB (37%)`.
+fn print_lines(bar: &ProgressBar, what: &str) {
+    let step = std::time::Duration::from_millis(100);
+    let mut since = std::time::Instant::now();
+    while !bar.is_finished() {
+        std::thread::sleep(step);
+        if since.elapsed() < LINE_EVERY || bar.is_finished() {
+            continue;
+        }
+        since = std::time::Instant::now();
+        let (at, total) = (bar.position(), bar.length().unwrap_or(0).max(1));
+        eprintln!(
+            "ocimux: {what}: {} of {} ({}%)",
+            human(at),
+            human(total),
+            at.saturating_mul(100) / total
+        );
+    }
 }
 
 /// The table `ocimux inspect` prints: one row per platform manifest, then

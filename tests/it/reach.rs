@@ -667,6 +667,72 @@ fn completions_and_man_page_generate() {
     assert_eq!(ocimux(&["man", "bogus"]).status.code(), Some(2));
 }
 
+/// Issue 25: README's install block for completions and man pages runs as
+/// written on a machine where none of its directories exist (here under a
+/// private root: /etc, /usr/local and ~ moved into a temporary directory),
+/// and installs a page for every subcommand `ocimux --help` lists.
+#[test]
+fn the_readme_install_block_runs_on_a_fresh_machine() {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Completions and man page")
+        .nth(1)
+        .expect("README has the section");
+    let block: String = section
+        .lines()
+        .skip_while(|l| !l.starts_with("    "))
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    assert!(block.contains("ocimux man"), "{block}");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_str().unwrap();
+    let script = block
+        .replace("/etc/", &format!("{root}/etc/"))
+        .replace("/usr/local/", &format!("{root}/usr/local/"))
+        .replace("~/", &format!("{root}/home/"));
+    let bin_dir = Path::new(bin()).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}\n{out:?}");
+    let man1 = tmp.path().join("usr/local/share/man/man1");
+    let help = String::from_utf8(ocimux(&["--help"]).stdout).unwrap();
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        // A command's line, not its description's continuation.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(commands.len() >= 9, "{commands:?}");
+    for c in commands
+        .iter()
+        .map(|c| format!("ocimux-{c}.1"))
+        .chain(["ocimux.1".into()])
+    {
+        let page = fs::read_to_string(man1.join(&c)).unwrap_or_default();
+        assert!(page.contains(".TH ocimux"), "{c} not installed");
+    }
+    for f in [
+        "etc/bash_completion.d/ocimux",
+        "usr/local/share/zsh/site-functions/_ocimux",
+        "home/.config/fish/completions/ocimux.fish",
+    ] {
+        assert!(
+            fs::metadata(tmp.path().join(f)).unwrap().len() > 1000,
+            "{f}"
+        );
+    }
+}
+
 /// Issue 17: output cut short by a closed pipe ends quietly with status 0
 /// (ripgrep's behaviour), never a panic or "Broken pipe".
 #[test]
@@ -748,5 +814,31 @@ fn every_dash_o_word_names_a_mount_option() {
             ocimux::mount::daemon::MountOptions::parse([opts.as_str()]).is_ok(),
             "-o {word}"
         );
+    }
+}
+
+/// Issue 25, skopeo's manners: a command that writes says what it wrote in
+/// one line (`export`: files, links, bytes copied); `-q` leaves only errors
+/// (no summary, no progress) for `export` and `verify`.
+#[test]
+fn writers_summarize_and_quiet_means_quiet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64) = sources(tmp.path());
+    let (out1, out2) = (tmp.path().join("out"), tmp.path().join("out2"));
+    let out = ocimux(&["export", s(&out1), s(&amd64), s(&arm64)]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.starts_with("exported ")
+            && said.contains("hard-linked")
+            && said.contains("0 bytes copied"),
+        "{said}"
+    );
+    let quiet_export = ocimux(&["-q", "export", s(&out2), s(&amd64), s(&arm64)]);
+    let quiet_verify = ocimux(&["-q", "verify", s(&amd64), s(&arm64)]);
+    for out in [quiet_export, quiet_verify] {
+        assert!(out.status.success(), "{out:?}");
+        assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
     }
 }
