@@ -16,7 +16,8 @@ throughput and HEAD rate.
 
 Run through scripts/serve_bench.sh. Environment: REPS (default 5), BENCH_DIR
 (default /var/tmp/ocimux-serve-bench), BIG_MIB (default 512), OLD_OCIMUX,
-SECTIONS=6 (only section 6).
+SECTIONS=6 (only section 6), SERVE_LOG=file (servers at their default log
+level, writing to a file, instead of -q: the access log's cost).
 """
 
 import json
@@ -84,8 +85,12 @@ class Registry:
 class Serve:
     def __init__(self, *args, binary=OCIMUX):
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen([binary, "-q", "serve", "--listen", "127.0.0.1:0", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # SERVE_LOG=file: each server at its default level, logging to a
+        # file (the access line per request included) instead of -q.
+        quiet = [] if os.environ.get("SERVE_LOG") == "file" else ["-q"]
+        self.log = tempfile.TemporaryFile() if not quiet else subprocess.DEVNULL
+        self.proc = subprocess.Popen([binary, *quiet, "serve", "--listen", "127.0.0.1:0", *args],
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline().strip()
         if not line.startswith("http://"):
             sys.exit(f"bench: ocimux serve printed {line!r}")

@@ -124,6 +124,21 @@ pub(crate) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Show every ocimux mount and server you may see: sources, the index
+    /// served and when it was built, whether newer sources fail to compose.
+    ///
+    /// Example: ocimux status /mnt/app
+    ///
+    /// Read from the state file each daemon keeps (/run/ocimux for root,
+    /// $XDG_RUNTIME_DIR/ocimux otherwise); root sees every user's. Exit 1
+    /// when a MOUNTPOINT or URL is given and nothing runs there.
+    Status {
+        /// One JSON object per daemon (a JSON array).
+        #[arg(long)]
+        json: bool,
+        /// Only the mount at this path, or the server at this URL.
+        target: Option<String>,
+    },
     /// Print a manual page (roff): ocimux(1), or ocimux-COMMAND(1).
     ///
     /// Example: ocimux man mount > /usr/local/share/man/man1/ocimux-mount.1

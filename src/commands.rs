@@ -45,6 +45,7 @@ pub(crate) fn run(command: Command) -> Result<u8, Failure> {
             threads,
             json,
         } => verify(&sources, &index, threads, json),
+        Command::Status { json, target } => crate::status::show(json, target.as_deref()),
         Command::Completions { shell } => completions(shell),
         Command::Man { command } => man(command.as_deref()),
     }

@@ -94,7 +94,7 @@ fn rfc3339_now() -> String {
 }
 
 /// A time since the Unix epoch in RFC 3339, UTC, to the millisecond.
-fn rfc3339(now: std::time::Duration) -> String {
+pub(crate) fn rfc3339(now: std::time::Duration) -> String {
     let secs = now.as_secs();
     let (days, rest) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -418,6 +418,15 @@ fn start(
         why,
     })?;
     let session = open_session(fs, cfg, claimed, &fsname, config)?;
+    crate::mount::status::MountState {
+        mountpoint: cfg.mountpoint.display().to_string(),
+        sources: served.plan.specs.iter().map(|s| s.name.clone()).collect(),
+        identity: crate::mount::ownmount::own(),
+        snapshots: snapshots.clone(),
+        drain: drain.clone(),
+        started: std::time::SystemTime::now(),
+    }
+    .keep();
     if let Some(identity) = crate::mount::ownmount::own() {
         crate::mount::mountpoint::tell_watchdog(&watchdog, identity)
             .map_err(io_err("telling the unmount watchdog"))?;
@@ -603,5 +612,7 @@ fn serve(session: Session<OciFs>) -> Result<(), MountError> {
             }
         })
         .map_err(io_err("starting the signal thread"))?;
-    session.run().map_err(io_err("serving"))
+    let served = session.run().map_err(io_err("serving"));
+    crate::process::state::remove_own();
+    served
 }

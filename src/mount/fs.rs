@@ -96,6 +96,7 @@ pub struct OciFs {
 pub(crate) struct Drain {
     stopped: Arc<std::sync::atomic::AtomicBool>,
     handles: Arc<Handles<BackingId>>,
+    stats: Arc<Stats>,
 }
 
 impl Drain {
@@ -108,6 +109,18 @@ impl Drain {
     /// Files opened and not yet released.
     pub fn open_files(&self) -> usize {
         self.handles.open_count()
+    }
+
+    /// Bytes the daemon read for clients, opens served by passthrough, and
+    /// by daemon reads.
+    pub fn served(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        (
+            s.read_bytes.load(Relaxed),
+            s.passthrough_opens.load(Relaxed),
+            s.daemon_opens.load(Relaxed),
+        )
     }
 }
 
@@ -131,6 +144,7 @@ impl OciFs {
         Drain {
             stopped: self.stopped.clone(),
             handles: self.handles.clone(),
+            stats: self.stats.clone(),
         }
     }
 

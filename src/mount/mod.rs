@@ -10,4 +10,5 @@ pub mod mountpoint;
 pub(crate) mod attach;
 pub(crate) mod ownmount;
 pub(crate) mod gone;
+pub(crate) mod status;
 pub mod daemon;

@@ -147,7 +147,7 @@ mod tests {
         // In place, same size: the identity changes, so it is hashed, and fails.
         std::fs::write(path(&flipped), b"fliPped layer").unwrap();
         std::fs::write(path(&short), b"trunc").unwrap();
-        let results = verify(&comp, 2, false);
+        let results = verify(&comp, 2, crate::report::inspect::Progress::Quiet);
         assert_eq!(results.len(), 3);
         let by = |b: &Blob| {
             results

@@ -77,6 +77,8 @@ pub struct Shared {
     check_queue: Semaphore,
     /// Open connections, for closing an idle one to make room.
     conns: Arc<super::idle::Conns>,
+    /// What has been answered.
+    pub traffic: Arc<super::accesslog::Traffic>,
 }
 
 /// Password checks at once: unauthenticated work never takes more of the
@@ -107,6 +109,7 @@ impl Shared {
             checking: Semaphore::new(CHECKING),
             check_queue: Semaphore::new(CHECK_QUEUE),
             conns: Arc::default(),
+            traffic: Arc::default(),
         }
     }
 
@@ -338,6 +341,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ReplyBody>, Infallible> {
     let started = Instant::now();
+    let answering = shared.traffic.begin();
     // In flight until its body is sent (or dropped): not idle meanwhile.
     let in_flight = super::idle::Busy::new(&busy);
     let headers = req.headers();
@@ -389,6 +393,7 @@ async fn handle(
             body,
             sent: 0,
             entry,
+            answering,
             _busy: in_flight,
         }
         .boxed()
@@ -446,12 +451,14 @@ struct InFlight {
     /// Body bytes handed to hyper.
     sent: u64,
     entry: super::accesslog::Entry,
+    answering: super::accesslog::Answering,
     _busy: super::idle::Busy,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.entry.done(self.sent);
+        self.answering.answered(self.sent);
     }
 }
 

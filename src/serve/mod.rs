@@ -23,6 +23,7 @@ pub(crate) mod referrers;
 pub(crate) mod reply;
 pub mod route;
 pub mod run;
+mod status;
 mod stream;
 pub mod tls;
 pub mod yocto;

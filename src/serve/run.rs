@@ -180,6 +180,7 @@ async fn serve_until_stopped(
         listening.auth,
         tls.clone(),
     ));
+    let traffic = shared.traffic.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(accept_loop(
         listener,
@@ -191,7 +192,9 @@ async fn serve_until_stopped(
     ));
     // The accept loop runs: the server answers from here on.
     let scheme = if tls.is_some() { "https" } else { "http" };
-    announce(&format!("{scheme}://{addr}"), registry.len());
+    let url = format!("{scheme}://{addr}");
+    announce(&url, registry.len());
+    super::status::keep(url, registry.clone(), traffic);
     let scoped = !cfg.command.is_empty();
     if !scoped {
         spawn_reloader(tls);
@@ -208,6 +211,7 @@ async fn serve_until_stopped(
     };
     let _ = stop_tx.send(());
     let _ = server.await;
+    crate::process::state::remove_own();
     log::info!("stopped");
     Ok(code)
 }

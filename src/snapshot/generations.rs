@@ -74,6 +74,23 @@ pub struct Generations {
     /// Set while the sources do not compose (one vanished, or is mid-rewrite):
     /// files of the current snapshot may be gone, so lookups check them.
     degraded: AtomicBool,
+    /// When the current snapshot was built, and why the sources do not
+    /// compose now (since when), for `ocimux status`.
+    health: Mutex<Health>,
+}
+
+/// What `ocimux status` reports of a set of snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// When the current snapshot was built.
+    pub built: std::time::SystemTime,
+    /// Rebuilds made since the start, and those that failed.
+    pub rebuilds: u64,
+    /// Of which failed.
+    pub failed_rebuilds: u64,
+    /// The newest sources do not compose: why, and since when the served
+    /// snapshot is older than the sources.
+    pub failing: Option<(String, std::time::SystemTime)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -98,6 +115,59 @@ impl Generations {
             }),
             inodes: Mutex::new(inodes),
             degraded: AtomicBool::new(false),
+            health: Mutex::new(Health {
+                built: std::time::SystemTime::now(),
+                rebuilds: 0,
+                failed_rebuilds: 0,
+                failing: None,
+            }),
+        }
+    }
+
+    /// How the snapshots fare (see [`Health`]).
+    pub fn health(&self) -> Health {
+        lock(&self.health).clone()
+    }
+
+    /// What `ocimux status` shows of them: the index served, its files,
+    /// when it was built, rebuilds, and why newer sources fail, since when.
+    pub fn report(&self) -> serde_json::Map<String, serde_json::Value> {
+        use crate::process::state::unix;
+        let current = self.current();
+        let health = self.health();
+        let failing = health
+            .failing
+            .map(|(error, since)| serde_json::json!({ "error": error, "since": unix(since) }));
+        let mut m = serde_json::Map::new();
+        m.insert("index".into(), current.index_digest().to_string().into());
+        m.insert("files".into(), current.file_count().into());
+        m.insert("built".into(), unix(health.built).into());
+        m.insert("rebuilds".into(), health.rebuilds.into());
+        m.insert("failed_rebuilds".into(), health.failed_rebuilds.into());
+        m.insert("failing".into(), failing.unwrap_or_default());
+        m
+    }
+
+    /// Records a rebuild: swapped in (`Ok(true)`), composed to what is
+    /// served already (`Ok(false)`), or failed with why.
+    pub fn record_rebuild(&self, outcome: Result<bool, &str>) {
+        let mut h = lock(&self.health);
+        h.rebuilds += 1;
+        match outcome {
+            Ok(swapped) => {
+                if swapped {
+                    h.built = std::time::SystemTime::now();
+                }
+                h.failing = None;
+            }
+            Err(why) => {
+                h.failed_rebuilds += 1;
+                let since = match &h.failing {
+                    Some((_, since)) => *since,
+                    None => std::time::SystemTime::now(),
+                };
+                h.failing = Some((why.to_owned(), since));
+            }
         }
     }
 

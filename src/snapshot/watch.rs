@@ -425,12 +425,14 @@ impl Watcher {
                 let dirs_changed = std::mem::take(&mut self.dirs_changed);
                 self.arm();
                 if fingerprint == self.last {
+                    self.snapshots.record_rebuild(Ok(false));
                     if dirs_changed {
                         self.drop_retired();
                     }
                     return;
                 }
                 let stale = self.snapshots.swap(&comp);
+                self.snapshots.record_rebuild(Ok(true));
                 let layout = self.snapshots.current();
                 log::info!(
                     "sources changed: serving index {} ({} files), built in {:?}; {} invalidations",
@@ -454,6 +456,7 @@ impl Watcher {
                         "a source changed but does not compose yet; still serving the last good snapshot: {msg}"
                     );
                 }
+                self.snapshots.record_rebuild(Err(&msg));
                 self.last_error = Some(msg);
                 self.arm();
             }

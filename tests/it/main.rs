@@ -18,5 +18,6 @@ mod reach;
 mod readpath;
 mod registry;
 mod serve;
+mod status;
 mod tar;
 mod yocto;

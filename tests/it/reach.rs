@@ -352,7 +352,7 @@ fn export_matches_the_mount_in_every_link_mode() {
     let out = tmp.path().join("out-auto");
     let r = export(&[s(&out), s(&amd64), s(&arm64)]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let log = String::from_utf8_lossy(&r.stderr);
+    let log = String::from_utf8_lossy(&r.stdout);
     assert!(
         log.contains("hard-linked") || log.contains("reflinked"),
         "{log}"
@@ -378,7 +378,7 @@ fn export_matches_the_mount_in_every_link_mode() {
     let out = t.0.join("out");
     let r = export(&[s(&out), s(&amd64), s(&arm64)]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let log = String::from_utf8_lossy(&r.stderr);
+    let log = String::from_utf8_lossy(&r.stdout);
     assert!(
         log.contains("0 reflinked, 0 hard-linked, 6 copied"),
         "{log}"
@@ -408,7 +408,7 @@ fn export_matches_the_mount_in_every_link_mode() {
     let r = export(&["--link", "reflink", s(&out), s(&src)]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(
-        String::from_utf8_lossy(&r.stderr).contains("3 reflinked"),
+        String::from_utf8_lossy(&r.stdout).contains("3 reflinked"),
         "{}",
         String::from_utf8_lossy(&r.stderr)
     );

@@ -75,6 +75,14 @@ impl Repository {
         self.read_tags().keys().cloned().collect()
     }
 
+    /// Each tag with its snapshots (tag order).
+    pub fn tag_snapshots(&self) -> Vec<(String, Arc<Generations>)> {
+        self.read_tags()
+            .iter()
+            .map(|(t, g)| (t.clone(), g.clone()))
+            .collect()
+    }
+
     /// Every tag's snapshots (tag order).
     pub(crate) fn snapshots(&self) -> Vec<Arc<Generations>> {
         self.read_tags().values().cloned().collect()
@@ -206,6 +214,11 @@ impl Registry {
     pub(crate) fn watching(&self) {
         self.watched
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Every repository (name order).
+    pub fn repositories(&self) -> Vec<Arc<Repository>> {
+        self.read().values().cloned().collect()
     }
 
     /// How many repositories there are.

@@ -115,3 +115,36 @@ fn json_logs_and_health_checks_without_credentials() {
     }
     assert!(log.contains("c%0a%1b[31m"), "{log}");
 }
+
+/// `ocimux status URL`: a server's repositories, tags and the index each
+/// serves, and what it has answered (brought up to date every 2 s).
+#[test]
+fn status_shows_a_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, _) = two_layouts(tmp.path(), "status");
+    let server = Server::start_quiet(&[], &["app", s(&amd64)]);
+    let url = format!("http://{}", server.host);
+    let index = get(
+        &server.url("/v2/app/manifests/latest"),
+        &[&format!("Accept: {OCI_INDEX}")],
+    );
+    let digest = index.header("docker-content-digest").unwrap().to_owned();
+    let mut v = Value::Null;
+    wait_for(
+        "status to count the request",
+        Duration::from_secs(10),
+        || {
+            let out = ocimux(&["status", "--json", &url]);
+            v = serde_json::from_slice::<Value>(&out.stdout).unwrap_or_default()[0].clone();
+            v["requests"].as_u64().unwrap_or(0) >= 1
+        },
+    );
+    assert_eq!(v["kind"], "serve");
+    assert_eq!(v["url"], url.as_str());
+    assert_eq!(v["repositories"][0]["name"], "app");
+    assert_eq!(v["repositories"][0]["tags"][0]["tag"], "latest");
+    assert_eq!(v["repositories"][0]["tags"][0]["index"], digest.as_str());
+    let pid = server.pid();
+    server.stop();
+    assert!(!std::path::Path::new(&format!("/run/ocimux/{pid}.json")).exists());
+}

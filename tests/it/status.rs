@@ -1,0 +1,102 @@
+//! Issue 25: `ocimux status` shows what every mount and server is doing —
+//! sources, the index served and when it was built, and a source that no
+//! longer composes (the mount keeps its last good snapshot, and says so) —
+//! from state files private to the daemon's user, escaping what a source's
+//! path holds.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::*;
+use ocimux::testing::testutil::LayoutBuilder;
+use serde_json::Value;
+
+/// `ocimux status --json TARGET`: the one daemon there.
+fn status_of(target: &Path) -> Value {
+    let out = ocimux(&["status", "--json", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+    all[0].clone()
+}
+
+#[test]
+fn a_broken_source_shows_in_status_while_the_last_snapshot_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A directory name a source's owner chose, with a newline and an escape.
+    let odd = tmp.path().join("build\n\x1b[31mred");
+    fs::create_dir(&odd).unwrap();
+    let s = LayoutBuilder::simple(odd.join("s"), "linux", "amd64", "x");
+    let m = Mount::new(&tmp.path().join("mnt"), &[s.root.to_str().unwrap()]);
+    let served = fs::read(m.path("index.json")).unwrap();
+    let v = status_of(&m.dir);
+    assert_eq!(v["kind"], "mount");
+    assert_eq!(v["mountpoint"], m.dir.to_str().unwrap());
+    assert_eq!(v["sources"][0], s.root.to_str().unwrap());
+    assert_eq!(v["pid"].as_i64().unwrap(), i64::from(daemon_pid(&m.dir)));
+    assert!(v["failing"].is_null(), "{v}");
+    let index: Value = serde_json::from_slice(&served).unwrap();
+    assert_eq!(v["index"], index["manifests"][0]["digest"]);
+
+    // A bad index.json written into the source: the mount keeps serving
+    // the last good snapshot, and status says why and since when.
+    let good = fs::read(s.root.join("index.json")).unwrap();
+    fs::write(s.root.join("index.json"), b"{ not json").unwrap();
+    let mut now = Value::Null;
+    wait_for(
+        "status to show the failure",
+        Duration::from_secs(20),
+        || {
+            now = status_of(&m.dir);
+            !now["failing"].is_null()
+        },
+    );
+    let error = now["failing"]["error"].as_str().unwrap();
+    assert!(error.contains("index.json"), "{error}");
+    assert!(now["failing"]["since"].as_u64().unwrap() >= now["built"].as_u64().unwrap());
+    assert_eq!(fs::read(m.path("index.json")).unwrap(), served);
+    let text = ocimux(&["status", m.dir.to_str().unwrap()]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("FAILING") && text.contains("index.json"),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\x1b') && text.contains("build\\n"),
+        "{text}"
+    );
+
+    // Fixed: the failure clears.
+    fs::write(s.root.join("index.json"), &good).unwrap();
+    wait_for("the failure to clear", Duration::from_secs(20), || {
+        status_of(&m.dir)["failing"].is_null()
+    });
+}
+
+#[test]
+fn state_is_private_and_other_users_see_only_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, pid) = one_image_mounted(tmp.path(), &[]);
+    let file = Path::new("/run/ocimux").join(format!("{pid}.json"));
+    let meta = fs::metadata(&file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let dir = fs::metadata("/run/ocimux").unwrap();
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700);
+    // Another user: nothing of root's.
+    let out = nobody(bin())
+        .env_remove("XDG_RUNTIME_DIR")
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let theirs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(theirs, Value::Array(vec![]), "{out:?}");
+    // Nothing at a path: exit 1, one line.
+    let out = ocimux(&["status", tmp.path().join("nowhere").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    // Unmounted: its state is gone.
+    drop(m);
+    assert!(!file.exists());
+}
