@@ -253,6 +253,9 @@ pub(crate) struct MountArgs {
     /// PLATFORM os/arch[/variant] (overrides the image config).
     #[arg(required = true, value_name = "MOUNTPOINT SOURCE")]
     pub(crate) paths: Vec<String>,
+    /// The mount's source as mount(8) wrote it (the helper form only).
+    #[arg(skip)]
+    pub(crate) written: Option<String>,
     #[command(flatten)]
     pub(crate) index: IndexArgs,
     /// Mount on a fresh temporary directory (needs a command after --; its

@@ -319,8 +319,8 @@ fn mount(args: MountArgs) -> Result<u8, Failure> {
             .into());
         }
     };
-    let plan = plan(sources, &args.index)?;
-    let comp = plan.compose()?;
+    let composed = plan(sources, &args.index).and_then(|p| p.compose().map(|c| (p, c)));
+    let (plan, comp) = composed.map_err(|e| swapped(e.into(), mountpoint))?;
     // With --tmp, a fresh directory, removed after the unmount.
     let (mountpoint, tmp) = match mountpoint {
         Some(given) => (PathBuf::from(given), false),
@@ -353,6 +353,25 @@ fn mount(args: MountArgs) -> Result<u8, Failure> {
         }
     }
     result
+}
+
+/// A source that is not a layout while the "mountpoint" is one: the two
+/// were given in mount(8)'s order (`ocimux mount SOURCE MOUNTPOINT`).
+fn swapped(failure: Failure, mountpoint: Option<&String>) -> Failure {
+    let path = mountpoint.map(std::path::Path::new);
+    let is_layout = path.is_some_and(|p| {
+        p.join("oci-layout").is_file()
+            || p.join("index.json").is_file()
+            || (p.extension().is_some_and(|e| e == "tar") && p.is_file())
+    });
+    match is_layout {
+        true => Failure::Hinted {
+            failure: Box::new(failure),
+            hint: "the mountpoint comes first: ocimux mount MOUNTPOINT SOURCE... \
+                   (mount(8)'s order is the form ocimux SOURCES MOUNTPOINT -o OPTIONS)",
+        },
+        false => failure,
+    }
 }
 
 /// Unmounts a scoped mount; a busy one (CMD left something running in it)
@@ -406,6 +425,10 @@ fn mount_at(
         readahead_kb: args.readahead_kb,
         live: !args.static_sources,
         verify: args.verify,
+        source: args.written.clone().unwrap_or_else(|| {
+            let names: Vec<String> = plan.specs.iter().map(|s| s.name.clone()).collect();
+            ocimux::mount::daemon::source_name(&names)
+        }),
     };
     Ok(daemon::mount(Served { plan, first: comp }, &cfg, claimed)?)
 }

@@ -24,6 +24,14 @@ pub enum Failure {
     /// Writing a command's output (standard output) failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
+    /// A failure, with what the user probably meant.
+    #[error("{failure}; hint: {hint}")]
+    Hinted {
+        /// The failure.
+        failure: Box<Failure>,
+        /// What to try.
+        hint: &'static str,
+    },
     /// Preparing something the command needs (a temporary directory …).
     #[error("{what}: {err}")]
     Setup {
@@ -62,6 +70,7 @@ impl Failure {
             Failure::Mount(e) => e.exit_code(),
             Failure::Export(e) => e.exit_code(),
             Failure::Serve(e) => e.exit_code(),
+            Failure::Hinted { failure, .. } => failure.exit_code(),
             Failure::Output(_) | Failure::Setup { .. } => exit::OTHER,
         }
     }
@@ -83,6 +92,14 @@ mod tests {
         let cases: Vec<(Failure, u8, bool)> = vec![
             (
                 Failure::Input(ocimux::Error::NoSources),
+                exit::BAD_INPUT,
+                false,
+            ),
+            (
+                Failure::Hinted {
+                    failure: Box::new(Failure::Input(ocimux::Error::NoSources)),
+                    hint: "h",
+                },
                 exit::BAD_INPUT,
                 false,
             ),

@@ -77,6 +77,7 @@ fn helper_cli(helper: fstab::HelperArgs) -> Cli {
     );
     if let Command::Mount(m) = &mut cli.command {
         m.paths.extend(helper.sources);
+        m.written = Some(helper.written);
     }
     cli
 }

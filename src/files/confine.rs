@@ -498,7 +498,7 @@ fn refuse_ocimux_mount(fd: BorrowedFd<'_>, meta: &std::fs::Metadata) -> Result<(
         .iter()
         .find(|e| e.dev == dev)
     {
-        Some(e) if e.ocimux_pid().is_some() => Err(OpenError::OcimuxMount(e.source.clone())),
+        Some(e) if e.is_ocimux() => Err(OpenError::OcimuxMount(e.source.clone())),
         _ => Ok(()),
     }
 }

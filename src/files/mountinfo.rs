@@ -1,8 +1,8 @@
 //! Finding an ocimux mount in `/proc/self/mountinfo`.
 //!
-//! The daemon mounts with source (`fsname`) `ocimux:PID` and type
-//! `fuse.ocimux`, so `mount(8)` shows which process serves a mount and
-//! `ocimux umount` knows which process to wait for. Those are strings any
+//! The daemon mounts with its sources as source (`fsname`: what an fstab
+//! line writes, so `mount -a` finds it) and type `fuse.ocimux`; which
+//! process serves it is in the daemons' state files. Those are strings any
 //! user can give a FUSE mount: what a daemon acts on is its mount's
 //! identity (`ownmount`).
 
@@ -31,12 +31,20 @@ pub struct MountEntry {
 }
 
 impl MountEntry {
-    /// The daemon's pid, for an ocimux mount.
-    pub fn ocimux_pid(&self) -> Option<i32> {
-        if !FSTYPES.contains(&self.fstype.as_str()) {
-            return None;
+    /// Whether this is an ocimux mount by its type (`fuse.ocimux`): any
+    /// user can give a FUSE mount that type and any source, so it names
+    /// nothing to act on (see `mount::ownmount`).
+    pub fn is_ocimux(&self) -> bool {
+        FSTYPES.contains(&self.fstype.as_str())
+    }
+
+    /// The pid an ocimux mount made before its source became its sources
+    /// (`ocimux:PID`); newer daemons are found by their state file.
+    pub fn legacy_pid(&self) -> Option<i32> {
+        match self.is_ocimux() {
+            true => self.source.strip_prefix("ocimux:")?.parse().ok(),
+            false => None,
         }
-        self.source.strip_prefix("ocimux:")?.parse().ok()
     }
 
     /// Whether another mount of `all` sits on top of this one (mounted on
@@ -138,20 +146,20 @@ garbage line
         assert_eq!((got[0].id, got[1].fuse_connection()), (36, Some(52)));
         assert_eq!(got[0].dev, "98:0");
         assert_eq!(got[1].dev, "0:52");
-        assert_eq!(got[0].ocimux_pid(), None);
+        assert_eq!(got[0].legacy_pid(), None);
         assert_eq!((got[1].id, got[1].parent), (50, 23));
-        assert_eq!(got[1].ocimux_pid(), Some(4242));
-        assert_eq!(got[2].ocimux_pid(), None, "another fs type is never ocimux");
+        assert_eq!(got[1].legacy_pid(), Some(4242));
+        assert_eq!(got[2].legacy_pid(), None, "another fs type is never ocimux");
         assert!(!got[1].covered(&got));
         let on_top = parse(b"70 50 0:70 / /tmp/a\\040b rw - tmpfs none rw\n");
         let mut with_top = got.clone();
         with_top.extend(on_top);
         assert!(with_top[1].covered(&with_top));
         assert_eq!(got[1].mountpoint, Path::new("/tmp/a b"));
-        assert_eq!(got[1].ocimux_pid(), Some(4242));
-        assert_eq!(got[2].ocimux_pid(), None, "another fs type is never ours");
-        assert_eq!(got[3].ocimux_pid(), Some(77));
-        assert_eq!(got[4].ocimux_pid(), None);
+        assert_eq!(got[1].legacy_pid(), Some(4242));
+        assert_eq!(got[2].legacy_pid(), None, "another fs type is never ours");
+        assert_eq!(got[3].legacy_pid(), Some(77));
+        assert_eq!(got[4].legacy_pid(), None);
         // A mount point that is not UTF-8 hides nothing after it.
         let mut bytes = b"60 23 0:60 / /tmp/\xff\xfe ro - tmpfs none rw\n".to_vec();
         bytes.extend_from_slice(text.as_bytes());
@@ -161,7 +169,7 @@ garbage line
             got[0].mountpoint.as_os_str().as_encoded_bytes(),
             b"/tmp/\xff\xfe"
         );
-        assert_eq!(got[2].ocimux_pid(), Some(4242));
+        assert_eq!(got[2].legacy_pid(), Some(4242));
     }
 
     #[test]

@@ -27,7 +27,7 @@ const MOUNT_ATTR_NOATIME: libc::c_uint = 0x10;
 /// What the FUSE mount is asked for.
 #[derive(Debug, Clone)]
 pub(crate) struct FuseParams<'a> {
-    /// The source field (`ocimux:PID`).
+    /// The source field (the sources, as fstab writes them).
     pub fsname: &'a str,
     /// The kernel checks permissions (`default_permissions`).
     pub default_permissions: bool,

@@ -103,6 +103,32 @@ pub struct MountConfig {
     pub live: bool,
     /// Hash each blob version at its first open (`--verify`).
     pub verify: bool,
+    /// The mount's source, as mount(8) shows it ([`source_name`], or what
+    /// mount(8) was given).
+    pub source: String,
+}
+
+/// Longest mount source shown: longer lists are cut (said with `…`).
+const MAX_SOURCE: usize = 2048;
+
+/// The mount's source as mount(8) and findmnt show it: the sources as an
+/// fstab line writes them (`:` between them, `\:` inside one), so that
+/// `mount -a` finds an fstab line's mount already there.
+pub fn source_name(names: &[String]) -> String {
+    let mut joined = names
+        .iter()
+        .map(|n| n.replace('\\', "\\\\").replace(':', "\\:"))
+        .collect::<Vec<_>>()
+        .join(":");
+    if joined.len() > MAX_SOURCE {
+        let mut cut = MAX_SOURCE;
+        while !joined.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        joined.truncate(cut);
+        joined.push('…');
+    }
+    joined
 }
 
 /// How a mount runs.
@@ -411,7 +437,11 @@ fn start(
     );
     let handshake = fs.handshake();
     let drain = fs.drain();
-    let fsname = format!("ocimux:{}", std::process::id());
+    let mut fsname = cfg.source.clone();
+    if !nix::unistd::geteuid().is_root() {
+        // fusermount3 takes it in a comma-separated option list.
+        fsname = fsname.replace(',', "_");
+    }
     let config = cfg.options.fuser_config(fsname.clone(), cfg.threads);
     fuse_device_usable().map_err(|why| MountError::NoFuseDevice {
         path: cfg.mountpoint.clone(),
@@ -615,4 +645,31 @@ fn serve(session: Session<OciFs>) -> Result<(), MountError> {
     let served = session.run().map_err(io_err("serving"));
     crate::process::state::remove_own();
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mount_source_is_the_sources_as_fstab_writes_them() {
+        let cases: &[&[&str]] = &[
+            &["/deploy/amd64-oci", "linux/arm/v7=/deploy/arm-oci"],
+            &["/odd:dir", r"back\slash", "a,b c"],
+            &["oci:/x:latest"],
+        ];
+        for names in cases {
+            let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+            let source = source_name(&names);
+            let split = crate::mount::fstab::split_sources(&source).unwrap();
+            assert_eq!(split, names, "{source}");
+        }
+        assert_eq!(
+            source_name(&["/a".into(), "/b".into()]),
+            "/a:/b",
+            "what an fstab line of two sources holds"
+        );
+        let long = source_name(&["x".repeat(5000)]);
+        assert!(long.len() <= MAX_SOURCE + 3 && long.ends_with('…'));
+    }
 }

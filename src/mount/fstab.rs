@@ -20,9 +20,9 @@
 use crate::error::Error;
 
 /// Whether `args` (without the program name) is the mount(8) form: SOURCES
-/// (paths, so with a `/`), an absolute MNT (mount(8) always passes one),
-/// then only `-o OPTS` (or `-oOPTS`). A mistyped subcommand (`ocimux mout
-/// /mnt`) is not taken for it.
+/// (paths, so with a `/`), MNT (absolute as mount(8) passes it, or
+/// relative to where a user typed it), then only `-o OPTS` (or `-oOPTS`).
+/// A mistyped subcommand (`ocimux mout /mnt`) is not taken for it.
 pub fn is_helper_form(args: &[String], subcommands: &[&str]) -> bool {
     let (Some(first), Some(mnt)) = (args.first(), args.get(1)) else {
         return false;
@@ -31,7 +31,7 @@ pub fn is_helper_form(args: &[String], subcommands: &[&str]) -> bool {
         return false;
     }
     let rest = args.get(2..).unwrap_or_default();
-    mnt.starts_with('/') && options_only(rest)
+    !mnt.is_empty() && !mnt.starts_with('-') && options_only(rest)
 }
 
 fn options_only(rest: &[String]) -> bool {
@@ -90,6 +90,49 @@ pub struct HelperArgs {
     pub options: Vec<String>,
     /// The `:`-separated SOURCES, split; never parsed as arguments.
     pub sources: Vec<String>,
+    /// The source as the fstab line or mount(8) command wrote it: the
+    /// mount's source, so that `mount -a` finds it mounted.
+    pub written: String,
+}
+
+/// How the fstab line (or mount(8) command) that led here wrote `sources`:
+/// `PROGRAM#SOURCES` for type `fuse`, `SOURCES` for `fuse.ocimux`.
+/// mount.fuse3 runs ocimux the same way for both, through `/bin/sh -c
+/// "'PROGRAM' 'SOURCES' 'MNT' '-o' 'OPTS'"`; PROGRAM is the path the fstab
+/// line wrote before `#` in the first form, and the bare type's name
+/// (found in PATH) in the second. So the parent's command says which: a
+/// PROGRAM with a `/` is a `#` line. (A `#` line with a bare name is taken
+/// for the second form; only `mount -a`'s idempotence suffers.)
+fn as_written(sources: &str) -> String {
+    let from_parent = || -> Option<String> {
+        let parent = parent_of(std::process::id())?;
+        let cmdline = std::fs::read(format!("/proc/{parent}/cmdline")).ok()?;
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let [sh, dash_c, command, ..] = args.as_slice() else {
+            return None;
+        };
+        if !sh.ends_with("sh") || dash_c != "-c" {
+            return None;
+        }
+        let rest = command.strip_prefix('\'')?;
+        let (program, rest) = rest.split_once('\'')?;
+        let quoted = format!(" '{sources}' ");
+        match rest.starts_with(&quoted) && program.contains('/') {
+            true => Some(format!("{program}#{sources}")),
+            false => None,
+        }
+    };
+    from_parent().unwrap_or_else(|| sources.to_owned())
+}
+
+/// A process's parent, from `/proc/PID/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Translates the mount(8) form `SOURCES MNT [-o OPTS]...`.
@@ -101,13 +144,16 @@ pub fn mount_args(args: &[String]) -> Result<HelperArgs, Error> {
             why: "expected SOURCES MOUNTPOINT [-o OPTIONS]".into(),
         });
     };
-    if !mountpoint.starts_with('/') {
-        return Err(Error::Argument {
+    // Relative to where it was typed (mount(8) always passes it absolute).
+    let mountpoint = std::path::absolute(mountpoint)
+        .map_err(|e| Error::Argument {
             what: "mountpoint",
             value: mountpoint.clone(),
-            why: "mount(8) passes an absolute path".into(),
-        });
-    }
+            why: e.to_string(),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let written = as_written(sources);
     let sources = split_sources(sources)?;
     let mut out = Vec::new();
     let mut fuse_options = Vec::new();
@@ -128,10 +174,11 @@ pub fn mount_args(args: &[String]) -> Result<HelperArgs, Error> {
         // Attached, so the value is never read as another argument.
         out.push(format!("-o{}", fuse_options.join(",")));
     }
-    out.push(mountpoint.clone());
+    out.push(mountpoint);
     Ok(HelperArgs {
         options: out,
         sources,
+        written,
     })
 }
 
@@ -255,7 +302,8 @@ mod tests {
             (&["./a", "/mnt", "-orw"], true),
             (&["linux/arm/v7=/d/a", "/mnt", "-n", "-o", "ro"], true),
             (&["mout", "/mnt"], false),
-            (&["/d/a", "mnt"], false),
+            (&["/d/a", "mnt"], true),
+            (&["/d/a", "-o", "x"], false),
             (&["mount", "/mnt", "a"], false),
             (&["inspect", "a"], false),
             (&["--help"], false),
@@ -379,8 +427,12 @@ mod tests {
             (&["a", "/m", "-o", "size=3"], Err("not an ocimux option")),
             (&["a", "/m", "-o", "--"], Err("not an ocimux option")),
             (&["a::b", "/m"], Err("empty source")),
-            (&["a", "m"], Err("absolute path")),
         ];
+        // A relative mountpoint is where it was typed.
+        let here = std::env::current_dir().unwrap().join("m");
+        let got = mount_args(&strings(&["/s", "m"])).unwrap();
+        assert_eq!(got.options, [here.to_string_lossy().into_owned()]);
+        assert_eq!(got.written, "/s", "not under mount.fuse3: as given");
         for (input, want) in cases {
             match (mount_args(&strings(input)), want) {
                 (Ok(got), Ok((options, sources))) => {

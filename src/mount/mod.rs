@@ -8,7 +8,7 @@ pub mod options;
 pub mod fstab;
 pub mod mountpoint;
 pub(crate) mod attach;
-pub(crate) mod ownmount;
+pub mod ownmount;
 pub(crate) mod gone;
 pub(crate) mod status;
 pub mod daemon;

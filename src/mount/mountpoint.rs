@@ -8,7 +8,7 @@
 //!   changes nothing. A dead ocimux mount found there (its daemon gone) is
 //!   cleaned first.
 //! - A daemon's own mount is unmounted by its identity (`ownmount`), never
-//!   by its source string `ocimux:PID`, which any user can give a mount,
+//!   by its source or type, which any user can give a mount,
 //!   and only if nothing covers it: a tmpfs or bind mount on or under it is
 //!   never touched, whoever asks.
 //! - [`watchdog`] forks a process that outlives a killed daemon and unmounts
@@ -82,6 +82,16 @@ pub enum MountpointProblem {
     /// It holds something.
     #[error("not empty")]
     NotEmpty,
+    /// A live ocimux mount is there already.
+    #[error(
+        "already mounted by ocimux (pid {pid}) from {sources}; unmount it first (ocimux umount)"
+    )]
+    AlreadyMounted {
+        /// Its daemon (0: not known to this user).
+        pid: i32,
+        /// Its sources, as mount(8) shows them.
+        sources: String,
+    },
     /// Its name no longer leads to the directory that was checked.
     #[error("something was mounted over it or it was moved")]
     Covered,
@@ -162,6 +172,9 @@ fn claim_within(path: &Path, wait: Duration) -> Result<Mountpoint, MountpointErr
     };
     let io = |e: io::Error| refuse(MountpointProblem::Io(e));
     remove_dead_mount(path).map_err(|e| refuse(MountpointProblem::DeadMount(e)))?;
+    if let Some((pid, sources)) = live_mount(path) {
+        return Err(refuse(MountpointProblem::AlreadyMounted { pid, sources }));
+    }
     // Opened once; every check below is made on this directory, and the
     // mount is attached to it (src/mount/attach.rs), whatever its name becomes.
     let dir = nix::fcntl::open(
@@ -201,14 +214,31 @@ fn remove_dead_mount(path: &Path) -> Result<(), UnmountError> {
     let Ok(located) = locate(path) else {
         return Ok(());
     };
-    let pid = mountinfo::find(&located)
-        .ok()
-        .flatten()
-        .and_then(|e| e.ocimux_pid());
-    match pid {
-        Some(pid) if !process_alive(pid) => clean_dead(&located),
-        _ => Ok(()),
+    let Some(entry) = mountinfo::find(&located).ok().flatten() else {
+        return Ok(());
+    };
+    if !entry.is_ocimux() {
+        return Ok(());
     }
+    // No live daemon says it serves it: probed (a dead mount answers at once).
+    match crate::mount::ownmount::daemon_of(&entry, None) {
+        Some(pid) if process_alive(pid) => Ok(()),
+        _ => clean_dead(&located).or_else(|e| match e {
+            UnmountError::NotDead => Ok(()),
+            e => Err(e),
+        }),
+    }
+}
+
+/// The daemon and sources of a live ocimux mount at `path`, if one is there
+/// (found from mountinfo, the mount untouched).
+fn live_mount(path: &Path) -> Option<(i32, String)> {
+    let entry = mountinfo::find(&locate(path).ok()?).ok().flatten()?;
+    if !entry.is_ocimux() {
+        return None;
+    }
+    let pid = crate::mount::ownmount::daemon_of(&entry, None).unwrap_or(0);
+    Some((pid, crate::error::printable(&entry.source).into_owned()))
 }
 
 /// Takes the exclusive lock on `dir`, waiting at most `wait` for whoever
@@ -274,14 +304,18 @@ pub fn umount(path: &Path, lazy: bool, timeout: Duration) -> Result<(), Mountpoi
     };
     // Nothing here reads through the mount: its daemon may be dead or hung.
     let held = held_at(path).map_err(|e| fail(UmountFailure::Locate(e)))?;
-    let Some((held, pid)) = held.and_then(|h| h.entry.ocimux_pid().map(|p| (h, p))) else {
+    let Some(held) = held else {
         return Err(MountpointError::NotOurs(path.to_owned()));
     };
-    // The pid in the mount's source is what it claims: it is only waited
-    // for, never signalled. Everything else acts on the held mount.
-    if !process_alive(pid) && held.is_dead(DEAD_PROBE) {
+    // The pid a state file names is only waited for, never signalled.
+    // Everything else acts on the held mount. No live daemon: dead, or
+    // not this user's to see (then unmounted without waiting).
+    let pid = crate::mount::ownmount::daemon_of(&held.entry, Some(held.identity.unique))
+        .filter(|p| process_alive(*p));
+    if pid.is_none() && held.is_dead(DEAD_PROBE) {
         return held.unmount(true).map_err(|e| fail(e.into()));
     }
+    let pid = pid.unwrap_or(0);
     if let Err(cause) = held.unmount(lazy) {
         // Busy: in use, or a client is stuck on a hung daemon. Ask the
         // daemon something; if it does not answer in time, it is hung.

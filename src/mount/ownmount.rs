@@ -1,7 +1,7 @@
 //! A mount known by what only its daemon holds, and acted on without a path
 //! a user can swap.
 //!
-//! The source field `ocimux:PID` and the type `fuse.ocimux` are strings any
+//! The source field and the type `fuse.ocimux` are strings any
 //! user can give a FUSE mount of their own (`fusermount3 -o fsname=…`), so
 //! they name nothing. A daemon's mount is an [`Identity`]: its never-reused
 //! 64-bit mount id (`STATX_MNT_ID_UNIQUE`, read from the mount the daemon
@@ -78,7 +78,7 @@ impl Identity {
             .iter()
             .rev()
             .find(|e| e.mountpoint == mountpoint)
-            .filter(|e| e.source == fsname && e.ocimux_pid().is_some())
+            .filter(|e| e.source == fsname && e.is_ocimux())
             .ok_or_else(|| io::Error::other("the new mount is not in mountinfo"))?;
         let (dir, name) = open_parent(&entry.mountpoint)?;
         let identity = Identity::at(dir.as_fd(), &name, 0)?;
@@ -150,6 +150,29 @@ impl Identity {
         }
         held.unmount(lazy).map(|()| true)
     }
+}
+
+/// The pid of the daemon serving the ocimux mount `entry`, from the
+/// daemons' state files (`crate::process::state`): the one whose mount has
+/// the unique id `unique` when known, else the one mounted at its
+/// mountpoint; a mount made by an older ocimux names it in its source.
+/// `None` when no live daemon says it serves it (dead, or another user's
+/// that this user may not see).
+pub fn daemon_of(entry: &MountEntry, unique: Option<u64>) -> Option<i32> {
+    if let Some(pid) = entry.legacy_pid() {
+        return Some(pid);
+    }
+    let mountpoint = entry.mountpoint.to_str()?;
+    crate::process::state::read_all()
+        .into_iter()
+        .map(|f| f.value)
+        .filter(|v| v["kind"] == "mount" && v["mountpoint"] == mountpoint)
+        .find(|v| match (unique, v["mount_id"].as_u64()) {
+            (Some(u), Some(id)) if u != 0 && id != 0 => u == id,
+            _ => true,
+        })
+        .and_then(|v| v["pid"].as_i64())
+        .and_then(|p| i32::try_from(p).ok())
 }
 
 /// This daemon's own mount, once mounted.
@@ -230,7 +253,7 @@ impl Held {
         let all = mountinfo::all()?;
         let found = identity
             .entry(&all)
-            .filter(|e| e.mountpoint == path && e.ocimux_pid().is_some());
+            .filter(|e| e.mountpoint == path && e.is_ocimux());
         Ok(found.map(|entry| Held {
             dir,
             name,

@@ -82,13 +82,19 @@ pub fn unix(t: std::time::SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// This process's start time (clock ticks since boot, `/proc/PID/stat`'s
-/// 22nd field): with the pid, what no other process shares.
+/// A live process's start time (clock ticks since boot, `/proc/PID/stat`'s
+/// 22nd field): with the pid, what no other process shares. `None` for a
+/// process that is gone or a zombie (it has ended; its parent has not
+/// reaped it yet).
 pub fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
     // Fields after the command: state is the 3rd, start time the 22nd.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// A daemon's own state file, removed when dropped.

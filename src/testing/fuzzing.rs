@@ -92,7 +92,7 @@ fn memfd() -> std::io::Result<std::fs::File> {
 pub fn mountinfo(data: &[u8]) {
     use crate::files::mountinfo::FSTYPES;
     for e in crate::files::mountinfo::parse(data) {
-        if let Some(pid) = e.ocimux_pid() {
+        if let Some(pid) = e.legacy_pid() {
             assert!(FSTYPES.contains(&e.fstype.as_str()), "{e:?}");
             let named = e
                 .source

@@ -246,7 +246,7 @@ fn a_mountpoint_swapped_for_a_symlink_never_moves_the_mount() {
         let ours: Vec<_> = ocimux::files::mountinfo::all()
             .unwrap()
             .into_iter()
-            .filter(|m| m.ocimux_pid().is_some() && m.mountpoint.starts_with(tmp.path()))
+            .filter(|m| m.is_ocimux() && m.mountpoint.starts_with(tmp.path()))
             .collect();
         for m in &ours {
             let r = ocimux(&["umount", m.mountpoint.to_str().unwrap()]);

@@ -308,7 +308,8 @@ pub fn daemon_pid(dir: &Path) -> i32 {
     let entry = ocimux::files::mountinfo::find(&canonical)
         .expect("mountinfo")
         .expect("mounted");
-    entry.ocimux_pid().expect("an ocimux mount")
+    assert!(entry.is_ocimux(), "{entry:?}");
+    ocimux::mount::ownmount::daemon_of(&entry, None).expect("the daemon's state file")
 }
 
 /// Whether `dir` is a mountpoint (from /proc/self/mountinfo).

@@ -243,7 +243,7 @@ fn ocimux_mounts_at(dir: &Path) -> usize {
     ocimux::files::mountinfo::all()
         .unwrap()
         .iter()
-        .filter(|e| e.mountpoint == dir && e.ocimux_pid().is_some())
+        .filter(|e| e.mountpoint == dir && e.is_ocimux())
         .count()
 }
 

@@ -38,6 +38,16 @@ fn helper_source(sources: &str) -> String {
     format!("{}#{sources}", bin())
 }
 
+/// Two sources, an empty mountpoint and the SOURCES mount(8) takes.
+fn for_mount_8(tmp: &Path) -> (PathBuf, PathBuf, PathBuf, String) {
+    require_tool("mount");
+    let (amd64, arm64) = sources(tmp);
+    let mnt = tmp.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let sources = format!("{}:{}", s(&amd64), s(&arm64));
+    (amd64, arm64, mnt, sources)
+}
+
 fn index_tag(mnt: &Path) -> String {
     json_file(&mnt.join("index.json"))["manifests"][0]["annotations"]
         ["org.opencontainers.image.ref.name"]
@@ -50,12 +60,8 @@ fn index_tag(mnt: &Path) -> String {
 /// umount(8).
 #[test]
 fn mount_8_and_fstab_lines_mount_and_umount_8_unmounts() {
-    require_tool("mount");
     let tmp = tempfile::tempdir().unwrap();
-    let (amd64, arm64) = sources(tmp.path());
-    let mnt = tmp.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let sources = format!("{}:{}", s(&amd64), s(&arm64));
+    let (amd64, arm64, mnt, sources) = for_mount_8(tmp.path());
     run(Command::new("mount")
         .args(["-t", "fuse", &helper_source(&sources)])
         .arg(&mnt)
@@ -841,4 +847,80 @@ fn writers_summarize_and_quiet_means_quiet() {
         assert!(out.status.success(), "{out:?}");
         assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
     }
+}
+
+/// Issue 25, mount(8)'s manners: the mount's source is its sources as the
+/// fstab line wrote them, so `mount -a` a second time finds it mounted
+/// (exit 0, one mount); a second mount there is told who holds it; the
+/// helper form takes a relative mountpoint; a mountpoint and a source given
+/// the wrong way round get a hint.
+#[test]
+fn mount_8_manners() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, arm64, mnt, sources) = for_mount_8(tmp.path());
+    let fstab = tmp.path().join("fstab");
+    fs::write(
+        &fstab,
+        format!(
+            "{} {} fuse defaults,tag=v3 0 0\n",
+            helper_source(&sources),
+            s(&mnt)
+        ),
+    )
+    .unwrap();
+    let mounts_at = |dir: &Path| {
+        ocimux::files::mountinfo::all()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.mountpoint == dir && e.is_ocimux())
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..2 {
+        let out = Command::new("mount")
+            .arg("--fstab")
+            .arg(&fstab)
+            .arg("-a")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(mounts_at(&mnt).len(), 1, "mount -a is idempotent");
+    }
+    assert_eq!(mounts_at(&mnt)[0].source, helper_source(&sources));
+    assert_eq!(index_tag(&mnt), "v3");
+    // A second mount there: who holds it, and from what.
+    let out = ocimux(&["mount", s(&mnt), s(&amd64)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let pid = daemon_pid(&mnt);
+    assert!(
+        err.contains(&format!(
+            "already mounted by ocimux (pid {pid}) from {}",
+            helper_source(&sources)
+        )),
+        "{err}"
+    );
+    assert_eq!(mounts_at(&mnt).len(), 1);
+    run(Command::new("umount").arg(&mnt));
+
+    // `ocimux mount`: the source shown is the sources, as fstab writes them.
+    let m = Mount::new(&mnt, &[s(&amd64), s(&arm64)]);
+    assert_eq!(mounts_at(&m.dir)[0].source, sources);
+    drop(m);
+
+    // The helper form with a relative mountpoint, typed in tmp.
+    let out = Command::new(bin())
+        .args([sources.as_str(), "mnt", "-o", "tag=rel"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(index_tag(&mnt), "rel");
+    assert!(ocimux(&["umount", s(&mnt)]).status.success());
+
+    // mount(8)'s order given to `ocimux mount`: a hint, nothing mounted.
+    let out = ocimux(&["mount", s(&amd64), s(&mnt)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("hint: the mountpoint comes first"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(mounts_at(&mnt).is_empty() && mounts_at(&amd64).is_empty());
 }
