@@ -61,7 +61,7 @@ fn index_tag(mnt: &Path) -> String {
 #[test]
 fn mount_8_and_fstab_lines_mount_and_umount_8_unmounts() {
     let tmp = tempfile::tempdir().unwrap();
-    let (amd64, arm64, mnt, sources) = for_mount_8(tmp.path());
+    let (_, _, mnt, sources) = for_mount_8(tmp.path());
     run(Command::new("mount")
         .args(["-t", "fuse", &helper_source(&sources)])
         .arg(&mnt)
