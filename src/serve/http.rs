@@ -365,10 +365,16 @@ async fn handle(
         if_none_match: header(hyper::header::IF_NONE_MATCH),
     });
     let authorization = header(hyper::header::AUTHORIZATION);
-    let reply = match authorize(&shared, peer.ip(), authorization).await {
-        // Health checks answer without credentials (docker-registry's
-        // /debug/health, and /healthz), and cost nothing.
-        _ if super::reply::is_health_check(&asked.method, &asked.path) => Reply::healthy(),
+    // Health checks answer without credentials (docker-registry's
+    // /debug/health, and /healthz), before any are checked: they cost
+    // nothing, whatever Authorization header comes with them.
+    let health = super::reply::is_health_check(&asked.method, &asked.path);
+    let reply = match health {
+        true => Authorized::Health,
+        false => authorize(&shared, peer.ip(), authorization).await,
+    };
+    let reply = match reply {
+        Authorized::Health => Reply::healthy(),
         Authorized::Yes => answer(&shared, &asked).await,
         Authorized::No => super::auth::challenge(),
         Authorized::Later => {
@@ -402,6 +408,8 @@ async fn handle(
 
 /// What a request's credentials come to.
 enum Authorized {
+    /// A health check: no credentials asked.
+    Health,
     Yes,
     No,
     /// Too many failures from this address, or too many checks waiting.
