@@ -28,6 +28,9 @@ pub struct MountEntry {
     pub fstype: String,
     /// The source field.
     pub source: String,
+    /// For a FUSE mount, the user who mounted it (`user_id=` in the
+    /// superblock options: the kernel records it, no mounter chooses it).
+    pub fuse_owner: Option<u32>,
 }
 
 impl MountEntry {
@@ -79,6 +82,11 @@ fn parse_line(line: &[u8]) -> Option<MountEntry> {
     let mut right = right.split(|b| *b == b' ');
     let fstype = right.next()?;
     let source = right.next()?;
+    let fuse_owner = right.next().and_then(|opts| {
+        opts.split(|b| *b == b',')
+            .find_map(|o| o.strip_prefix(b"user_id="))
+            .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+    });
     let text = |b: &[u8]| String::from_utf8_lossy(&unescape(b)).into_owned();
     Some(MountEntry {
         id,
@@ -87,6 +95,7 @@ fn parse_line(line: &[u8]) -> Option<MountEntry> {
         mountpoint: PathBuf::from(std::ffi::OsString::from_vec(unescape(mountpoint))),
         fstype: text(fstype),
         source: text(source),
+        fuse_owner,
     })
 }
 
@@ -147,6 +156,7 @@ garbage line
         assert_eq!(got[0].dev, "98:0");
         assert_eq!(got[1].dev, "0:52");
         assert_eq!(got[0].legacy_pid(), None);
+        assert_eq!((got[0].fuse_owner, got[1].fuse_owner), (None, Some(0)));
         assert_eq!((got[1].id, got[1].parent), (50, 23));
         assert_eq!(got[1].legacy_pid(), Some(4242));
         assert_eq!(got[2].legacy_pid(), None, "another fs type is never ocimux");

@@ -152,18 +152,18 @@ impl Identity {
     }
 }
 
-/// The pid of the daemon serving the ocimux mount `entry`, from the
-/// daemons' state files (`crate::process::state`): the one whose mount has
-/// the unique id `unique` when known, else the one mounted at its
-/// mountpoint; a mount made by an older ocimux names it in its source.
-/// `None` when no live daemon says it serves it (dead, or another user's
-/// that this user may not see).
+/// The pid of the daemon serving the ocimux mount `entry`, from the state
+/// files of the user who mounted it (the kernel's `user_id=`; another
+/// user's file never names it): the one whose mount has the unique id
+/// `unique` when known, else the one mounted at its mountpoint; a mount
+/// made by an older ocimux names it in its source. `None` when no live
+/// daemon says it serves it (dead, or a user's this caller may not read).
 pub fn daemon_of(entry: &MountEntry, unique: Option<u64>) -> Option<i32> {
     if let Some(pid) = entry.legacy_pid() {
         return Some(pid);
     }
     let mountpoint = entry.mountpoint.to_str()?;
-    crate::process::state::read_all()
+    crate::process::state::read_of_user(entry.fuse_owner?)
         .into_iter()
         .map(|f| f.value)
         .filter(|v| v["kind"] == "mount" && v["mountpoint"] == mountpoint)

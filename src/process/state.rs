@@ -211,6 +211,24 @@ pub struct Found {
     pub value: serde_json::Value,
 }
 
+/// The live daemons' state that user `uid` wrote, as far as the caller
+/// may read it: only directories that user owns (root's `/run/ocimux`, a
+/// user's `/run/user/UID/ocimux` or `/tmp/ocimux-UID`, and the caller's own
+/// when it is that user). What another user wrote never speaks for it.
+pub fn read_of_user(uid: u32) -> Vec<Found> {
+    let mut dirs = match uid {
+        0 => vec![PathBuf::from("/run/ocimux")],
+        _ => vec![
+            PathBuf::from(format!("/run/user/{uid}/ocimux")),
+            PathBuf::from(format!("/tmp/ocimux-{uid}")),
+        ],
+    };
+    if nix::unistd::geteuid().as_raw() == uid && !dirs.contains(&own_dir()) {
+        dirs.push(own_dir());
+    }
+    read_dirs(dirs, |owner| owner == uid)
+}
+
 /// Every live daemon's state the caller may read: its own directory, and
 /// for root every user's.
 pub fn read_all() -> Vec<Found> {
@@ -232,14 +250,22 @@ pub fn read_all() -> Vec<Found> {
             }
         }
     }
+    read_dirs(dirs, |_| true)
+}
+
+/// The live daemons' files in `dirs`, each directory read as its owner's
+/// (the one whose files it may hold) when `owner_ok` accepts that owner.
+fn read_dirs(dirs: Vec<PathBuf>, owner_ok: impl Fn(u32) -> bool) -> Vec<Found> {
+    let me = nix::unistd::geteuid();
     let mut found = Vec::new();
     for dir in dirs {
-        // A directory is read only as its owner's: the owner is the one
-        // whose files it may hold.
         let Ok(meta) = std::fs::symlink_metadata(&dir) else {
             continue;
         };
         let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+        if !owner_ok(owner) {
+            continue;
+        }
         let Ok(fd) = open_private(&dir, owner, false) else {
             continue;
         };

@@ -100,3 +100,65 @@ fn state_is_private_and_other_users_see_only_their_own() {
     drop(m);
     assert!(!file.exists());
 }
+
+/// Another user's state file never speaks for a mount: one that names
+/// root's mountpoint and a live process of that user (start time and all)
+/// does not make a dead mount look served — a new mount there cleans it,
+/// `ocimux umount` removes it without waiting for that process.
+#[test]
+fn another_users_state_file_never_names_the_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, pid) = one_image_mounted(tmp.path(), &[]);
+    let mnt = m.dir.clone();
+    std::mem::forget(m);
+    let mut sleeper = nobody("sleep").arg("60").spawn().unwrap();
+    let forged_pid = sleeper.id();
+    let start = ocimux::process::state::start_time(forged_pid as i32).unwrap();
+    let dir = Path::new("/tmp/ocimux-65534");
+    let _ = fs::create_dir(dir);
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let file = dir.join(format!("{forged_pid}.json"));
+    let forged = serde_json::json!({
+        "kind": "mount", "pid": forged_pid, "start": start,
+        "mountpoint": mnt.to_str().unwrap(), "sources": ["/forged"],
+    });
+    fs::write(&file, forged.to_string()).unwrap();
+    for p in [dir, file.as_path()] {
+        assert!(
+            Command::new("chown")
+                .arg("65534:65534")
+                .arg(p)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    // A dead mount: its daemon and the watchdog that would unmount it killed.
+    let watchdog =
+        String::from_utf8(run(Command::new("pgrep").args(["-P", &pid.to_string()])).stdout)
+            .unwrap()
+            .trim()
+            .parse::<i32>()
+            .unwrap();
+    for p in [watchdog, pid] {
+        // SAFETY: plain kill(2).
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    wait_for("the daemon to die", Duration::from_secs(5), || {
+        !ocimux::process::lifecycle::process_alive(pid)
+    });
+    let source = tmp.path().join("s");
+    let mounted = ocimux(&["mount", mnt.to_str().unwrap(), source.to_str().unwrap()]);
+    let removed = ocimux(&["umount", "--timeout", "5", mnt.to_str().unwrap()]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let _ = fs::remove_file(&file);
+    assert!(
+        mounted.status.success(),
+        "the dead mount was cleaned: {mounted:?}"
+    );
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(!is_mounted(&mnt));
+}
