@@ -15,7 +15,22 @@ use ocimux::process::state;
 
 /// Prints the daemons (those at `target` only, when given).
 pub(crate) fn show(json: bool, target: Option<&str>) -> Result<u8, Failure> {
-    let mut found: Vec<Value> = state::read_all().into_iter().map(|f| f.value).collect();
+    // A mount is shown only where an ocimux mount of the file's owner is:
+    // a user's file cannot put their name on another user's mount.
+    let mounts = ocimux::files::mountinfo::all().unwrap_or_default();
+    let real = |f: &state::Found| {
+        f.value["kind"] != "mount"
+            || mounts.iter().any(|e| {
+                e.is_ocimux()
+                    && e.fuse_owner == Some(f.owner)
+                    && e.mountpoint.to_str() == f.value["mountpoint"].as_str()
+            })
+    };
+    let mut found: Vec<Value> = state::read_all()
+        .into_iter()
+        .filter(real)
+        .map(|f| f.value)
+        .collect();
     if let Some(t) = target {
         let wanted = where_of(t);
         found.retain(|v| at(v) == Some(wanted.as_str()));

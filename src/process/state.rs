@@ -209,6 +209,8 @@ pub struct Found {
     pub path: PathBuf,
     /// Its contents.
     pub value: serde_json::Value,
+    /// The user whose directory holds it (and whose process it names).
+    pub owner: u32,
 }
 
 /// The live daemons' state that user `uid` wrote, as far as the caller
@@ -274,6 +276,7 @@ fn read_dirs(dirs: Vec<PathBuf>, owner_ok: impl Fn(u32) -> bool) -> Vec<Found> {
             found.push(Found {
                 path: dir.join(name),
                 value,
+                owner,
             });
         }
     }
@@ -299,8 +302,12 @@ fn read_dir_fd(dir: &OwnedFd, remove: bool) -> io::Result<Vec<(String, serde_jso
         let Some(value) = read_one(dir, &name, owner) else {
             continue;
         };
+        // Live, the process it was written for (not a reused pid), and the
+        // directory owner's own: a user's file speaks for that user only.
         let started = value.get("start").and_then(serde_json::Value::as_u64);
-        if started.is_some() && start_time(pid) == started {
+        let theirs = std::fs::metadata(format!("/proc/{pid}"))
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == owner);
+        if started.is_some() && start_time(pid) == started && theirs {
             out.push((name, value));
         } else if remove {
             let _ = nix::unistd::unlinkat(

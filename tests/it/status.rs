@@ -113,8 +113,16 @@ fn another_users_state_file_never_names_the_daemon() {
     let (m, pid) = one_image_mounted(tmp.path(), &[]);
     let mnt = m.dir.clone();
     std::mem::forget(m);
-    let mut sleeper = nobody("sleep").arg("60").spawn().unwrap();
-    let forged_pid = sleeper.id();
+    /// Killed however the test ends.
+    struct Sleeper(std::process::Child);
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let sleeper = Sleeper(nobody("sleep").arg("60").spawn().unwrap());
+    let forged_pid = sleeper.0.id();
     let start = ocimux::process::state::start_time(forged_pid as i32).unwrap();
     let dir = Path::new("/tmp/ocimux-65534");
     let _ = fs::create_dir(dir);
@@ -135,6 +143,11 @@ fn another_users_state_file_never_names_the_daemon() {
                 .success()
         );
     }
+    // Root's status shows the one real daemon there, not the forged claim.
+    let shown = ocimux(&["status", "--json", mnt.to_str().unwrap()]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown.as_array().map(Vec::len), Some(1), "{shown}");
+    assert_eq!(shown[0]["pid"].as_i64(), Some(i64::from(pid)));
     // A dead mount: its daemon and the watchdog that would unmount it killed.
     let watchdog =
         String::from_utf8(run(Command::new("pgrep").args(["-P", &pid.to_string()])).stdout)
@@ -152,8 +165,7 @@ fn another_users_state_file_never_names_the_daemon() {
     let source = tmp.path().join("s");
     let mounted = ocimux(&["mount", mnt.to_str().unwrap(), source.to_str().unwrap()]);
     let removed = ocimux(&["umount", "--timeout", "5", mnt.to_str().unwrap()]);
-    let _ = sleeper.kill();
-    let _ = sleeper.wait();
+    drop(sleeper);
     let _ = fs::remove_file(&file);
     assert!(
         mounted.status.success(),
