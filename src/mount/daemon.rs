@@ -438,9 +438,12 @@ fn start(
     let handshake = fs.handshake();
     let drain = fs.drain();
     let mut fsname = cfg.source.clone();
-    if !nix::unistd::geteuid().is_root() {
-        // fusermount3 takes it in a comma-separated option list.
-        fsname = fsname.replace(',', "_");
+    let through_helper = !nix::unistd::geteuid().is_root() || cfg.options.sharing.auto_unmount();
+    if through_helper {
+        // fusermount3 takes it inside its comma-separated option list,
+        // where a comma starts another option and a backslash escapes the
+        // next character: neither may reach it from a source's name.
+        fsname = fsname.replace([',', '\\'], "_");
     }
     let config = cfg.options.fuser_config(fsname.clone(), cfg.threads);
     fuse_device_usable().map_err(|why| MountError::NoFuseDevice {

@@ -235,6 +235,28 @@ fn an_unprivileged_user_mounts_and_unmounts_through_fusermount3() {
     );
     assert!(!is_mounted(&mnt));
     assert!(!alive(pid));
+
+    // A source's name goes into fusermount3's option list as the mount's
+    // source: a comma or a backslash in it never starts or swallows an
+    // option (here `allow_other`, which fusermount3 refuses to this user).
+    let odd = tmp.path().join("s,allow_other\\");
+    fs::rename(&s.root, &odd).unwrap();
+    let out = as_nobody(&["mount", mnt.to_str().unwrap(), odd.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entry = ocimux::files::mountinfo::find(&fs::canonicalize(&mnt).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(entry.source.ends_with("s_allow_other__"), "{entry:?}");
+    let out = as_nobody(&["umount", mnt.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The ocimux mounts at `dir`, from this process's view of mountinfo.
