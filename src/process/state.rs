@@ -39,8 +39,12 @@ pub fn own_dir() -> PathBuf {
     if uid.is_root() {
         return PathBuf::from("/run/ocimux");
     }
+    // Only the user's own runtime directory: an environment inherited
+    // from another user (sudo, setpriv) names theirs.
     if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        if xdg.is_absolute() {
+        let own = std::fs::symlink_metadata(&xdg)
+            .is_ok_and(|m| m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == uid.as_raw());
+        if xdg.is_absolute() && own {
             return xdg.join("ocimux");
         }
     }
