@@ -407,9 +407,10 @@ fn mount_at(
         usize::from,
     );
     log::info!(
-        "serving {} blobs, index {}",
+        "serving index {}: {} blobs, {} bytes",
+        comp.index_digest,
         comp.blobs.len() + 1,
-        comp.index_digest
+        comp.blobs.iter().map(|b| b.size).sum::<u64>() + comp.index.len() as u64
     );
     let cfg = MountConfig {
         mountpoint: claimed.path.clone(),

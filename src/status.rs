@@ -129,9 +129,10 @@ fn describe(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
 fn describe_snapshot(out: &mut impl Write, v: &Value, indent: &str) -> std::io::Result<()> {
     writeln!(
         out,
-        "{indent}serving: {} ({} files), built {}; {} rebuilds, {} failed",
+        "{indent}serving: index {}: {} blobs, {} bytes, built {}; {} rebuilds, {} failed",
         printable(text(v, "index")),
-        num(v, "files"),
+        num(v, "blobs"),
+        num(v, "bytes"),
         time(v, "built"),
         num(v, "rebuilds"),
         num(v, "failed_rebuilds")

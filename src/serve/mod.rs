@@ -246,12 +246,12 @@ pub(crate) fn set_tag(
         .map(|r| r.image.platform.to_string())
         .collect();
     log::info!(
-        "repository {:?} tag {tag:?}: index {}, {} ({} blobs{})",
+        "repository {:?} tag {tag:?}: index {}: {} blobs, {} ({})",
         r.name,
         comp.index_digest,
+        comp.blobs.len() + 1,
         platforms.join(", "),
-        comp.blobs.len(),
-        if live { "" } else { ", static" }
+        if live { "live" } else { "static" }
     );
     Ok(replan)
 }

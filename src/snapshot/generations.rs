@@ -129,7 +129,7 @@ impl Generations {
         lock(&self.health).clone()
     }
 
-    /// What `ocimux status` shows of them: the index served, its files,
+    /// What `ocimux status` shows of them: the index served, its blobs and bytes,
     /// when it was built, rebuilds, and why newer sources fail, since when.
     pub fn report(&self) -> serde_json::Map<String, serde_json::Value> {
         use crate::process::state::unix;
@@ -140,7 +140,8 @@ impl Generations {
             .map(|(error, since)| serde_json::json!({ "error": error, "since": unix(since) }));
         let mut m = serde_json::Map::new();
         m.insert("index".into(), current.index_digest().to_string().into());
-        m.insert("files".into(), current.file_count().into());
+        m.insert("blobs".into(), current.blob_count().into());
+        m.insert("bytes".into(), current.total_bytes().into());
         m.insert("built".into(), unix(health.built).into());
         m.insert("rebuilds".into(), health.rebuilds.into());
         m.insert("failed_rebuilds".into(), health.failed_rebuilds.into());

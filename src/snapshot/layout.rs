@@ -335,6 +335,12 @@ impl Layout {
         &self.index_digest
     }
 
+    /// Blobs the layout serves: the source blobs and the generated index
+    /// (what every log line and `ocimux status` count).
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len() + 1
+    }
+
     /// Bytes of all files the layout serves.
     pub fn total_bytes(&self) -> u64 {
         self.total_bytes

@@ -435,9 +435,10 @@ impl Watcher {
                 self.snapshots.record_rebuild(Ok(true));
                 let layout = self.snapshots.current();
                 log::info!(
-                    "sources changed: serving index {} ({} files), built in {:?}; {} invalidations",
+                    "sources changed: serving index {}: {} blobs, {} bytes, built in {:?}; {} invalidations",
                     layout.index_digest(),
-                    layout.file_count(),
+                    layout.blob_count(),
+                    layout.total_bytes(),
                     started.elapsed(),
                     stale.len()
                 );
