@@ -25,6 +25,7 @@ pub(super) fn pool(root: &std::path::Path, specs: &[Vec<u8>]) -> Vec<Composition
                 media_type: OCI_MANIFEST.into(),
                 digest: manifest.digest.clone(),
                 size: manifest.size,
+                image_size: manifest.size,
                 platform: Platform::parse("linux/amd64").unwrap().platform,
             };
             let mut blobs = vec![Arc::new(manifest)];

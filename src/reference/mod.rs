@@ -127,6 +127,7 @@ fn contributions(spec: &[Vec<(bool, bool, u8)>]) -> Vec<Contribution> {
                 media_type: OCI_MANIFEST.into(),
                 digest: manifest.digest.clone(),
                 size: manifest.size,
+                image_size: manifest.size,
                 platform: Platform::parse(PLATFORMS[i]).unwrap().platform,
             };
             let mut all = vec![Arc::new(manifest)];

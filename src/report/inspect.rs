@@ -29,6 +29,13 @@ pub struct FileEntry {
     /// Where its bytes are (a file, or an archive and an offset); `null`
     /// for generated files.
     pub file: Option<String>,
+    /// A platform manifest's platform (`null`, left out, for other files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// A platform manifest's image size: itself, its config and its layers
+    /// (left out for other files).
+    #[serde(rename = "imageSize", skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<u64>,
 }
 
 /// Every file of the layout a mount of `comp` serves, generated ones first.
@@ -39,6 +46,8 @@ pub fn files(comp: &Composition) -> Vec<FileEntry> {
         media_type: media_type.map(str::to_owned),
         source: None,
         file: None,
+        platform: None,
+        image_size: None,
     };
     let mut out = vec![
         generated("oci-layout".into(), OCI_LAYOUT.len(), None),
@@ -49,12 +58,22 @@ pub fn files(comp: &Composition) -> Vec<FileEntry> {
             Some(OCI_INDEX),
         ),
     ];
-    out.extend(comp.blobs.iter().map(|b| FileEntry {
-        path: b.digest.blob_path(),
-        size: b.size,
-        media_type: Some(b.media_type.to_string()),
-        source: Some(b.source.to_string()),
-        file: Some(b.describe()),
+    let images: std::collections::HashMap<_, _> = comp
+        .rows
+        .iter()
+        .map(|r| (&r.image.digest, &r.image))
+        .collect();
+    out.extend(comp.blobs.iter().map(|b| {
+        let image = images.get(&b.digest);
+        FileEntry {
+            path: b.digest.blob_path(),
+            size: b.size,
+            media_type: Some(b.media_type.to_string()),
+            source: Some(b.source.to_string()),
+            file: Some(b.describe()),
+            platform: image.map(|i| i.platform.to_string()),
+            image_size: image.map(|i| i.image_size),
+        }
     }));
     out
 }
@@ -153,8 +172,8 @@ fn print_lines(bar: &ProgressBar, what: &str) {
     }
 }
 
-/// The table `ocimux inspect` prints: one row per platform manifest, then
-/// what the layout holds.
+/// The table `ocimux inspect` prints: one row per platform manifest with
+/// its image's size (manifest, config, layers), then what the layout holds.
 pub fn table(out: &mut impl Write, comp: &Composition) -> io::Result<()> {
     writeln!(
         out,
@@ -167,8 +186,8 @@ pub fn table(out: &mut impl Write, comp: &Composition) -> io::Result<()> {
             "{:<16} {:<71} {:>8} {:>10}  {}",
             printable(&image.platform.to_string()),
             image.digest.to_string(),
-            image.size,
-            human(image.size),
+            image.image_size,
+            human(image.image_size),
             printable(source)
         )?;
     }
@@ -230,11 +249,19 @@ mod tests {
         let json = serde_json::to_value(&files).unwrap();
         assert_eq!(json[1]["path"], "index.json");
         assert_eq!(json[2]["mediaType"], OCI_INDEX);
+        assert!(json[2].get("platform").is_none(), "only manifests have one");
+        let manifest = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["platform"] == "linux/amd64")
+            .expect("the manifest's row names its platform");
+        assert_eq!(manifest["imageSize"], 1000 + "manifest".len() as u64);
         let mut out = Vec::new();
         table(&mut out, &comp).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
-            text.contains("linux/amd64") && text.contains("HUMAN"),
+            text.contains("linux/amd64") && text.contains(" 1008 "),
             "{text}"
         );
     }

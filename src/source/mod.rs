@@ -134,6 +134,9 @@ pub struct Image {
     pub digest: Digest,
     /// The manifest's size.
     pub size: u64,
+    /// The image's size: the manifest, its config and its layers (what a
+    /// pull of this platform fetches at most).
+    pub image_size: u64,
     /// Its platform.
     pub platform: Platform,
 }

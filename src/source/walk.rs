@@ -456,6 +456,10 @@ impl<'a> Reader<'a> {
             media_type: desc.media_type.clone(),
             digest: manifest_blob.digest.clone(),
             size: manifest_blob.size,
+            image_size: layers.iter().fold(
+                manifest_blob.size.saturating_add(config_blob.size),
+                |n, l| n.saturating_add(l.size),
+            ),
             platform,
         });
         out.blobs.push(Arc::new(manifest_blob));

@@ -20,6 +20,7 @@ pub fn image(platform: &str, seed: &str) -> Image {
         media_type: OCI_MANIFEST.into(),
         digest: Digest::sha256_of(seed.as_bytes()),
         size: 100 + seed.len() as u64,
+        image_size: 1000 + seed.len() as u64,
         platform: Platform::parse(platform).expect("valid platform").platform,
     }
 }

@@ -619,8 +619,30 @@ fn inspect_json_lists_every_file_with_its_source() {
             .len();
         assert_eq!(f["size"].as_u64(), Some(size));
     }
+    // Each platform manifest's row: its platform, and its image's size as
+    // the manifest read through the mount adds it up.
     let table = ocimux(&["inspect", s(&amd64), s(&arm64)]);
     let text = String::from_utf8_lossy(&table.stdout);
+    let mut platforms = Vec::new();
+    for f in files.as_array().unwrap() {
+        let Some(platform) = f.get("platform") else {
+            continue;
+        };
+        let path = mnt.dir.join(f["path"].as_str().unwrap());
+        let m: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+        let parts = m["layers"].as_array().unwrap().iter().chain([&m["config"]]);
+        let want =
+            f["size"].as_u64().unwrap() + parts.map(|d| d["size"].as_u64().unwrap()).sum::<u64>();
+        assert_eq!(f["imageSize"].as_u64(), Some(want), "{f}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(platform.as_str().unwrap()))
+            .unwrap();
+        assert!(row.contains(&format!(" {want} ")), "{row}");
+        platforms.push(platform.as_str().unwrap().to_owned());
+    }
+    platforms.sort();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
     assert!(text.contains("HUMAN") && text.contains(" MiB)"), "{text}");
 }
 
