@@ -185,6 +185,11 @@ pub(crate) struct ServeArgs {
     /// addresses); port 0 picks a free one.
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) listen: Option<ocimux::serve::listen::Listen>,
+    /// Answer Prometheus metrics at http://ADDR:PORT/metrics (off unless
+    /// given; the forms --listen takes). No TLS, no password: keep it on
+    /// loopback or a network you trust.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) metrics: Option<ocimux::serve::listen::Listen>,
     /// A TOML file of repositories and options (see README.md).
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,

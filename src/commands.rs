@@ -195,6 +195,7 @@ fn serve_config(args: ServeArgs, file: Config) -> Result<ServeConfig, Failure> {
     let client_timeout = Duration::from_secs(args.client_timeout.max(1));
     Ok(ServeConfig {
         listen: args.listen.or(file.listen).unwrap_or_default(),
+        metrics: args.metrics.or(file.metrics),
         limits: ocimux::serve::Limits {
             connections: args.max_connections.max(1),
             header_timeout: client_timeout,

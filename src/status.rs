@@ -157,6 +157,9 @@ fn describe_server(out: &mut impl Write, v: &Value) -> std::io::Result<()> {
         num(v, "bytes_sent"),
         num(v, "in_flight")
     )?;
+    if let Some(m) = v.get("metrics").and_then(Value::as_str) {
+        writeln!(out, "  metrics: {}", printable(m))?;
+    }
     for r in v["repositories"].as_array().into_iter().flatten() {
         for t in r["tags"].as_array().into_iter().flatten() {
             writeln!(

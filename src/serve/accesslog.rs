@@ -10,49 +10,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// What the server has answered, counted as the access log writes it (for
-/// `ocimux status`).
-#[derive(Debug, Default)]
-pub struct Traffic {
-    /// Requests answered.
-    pub requests: std::sync::atomic::AtomicU64,
-    /// Body bytes the HTTP layer took.
-    pub bytes_sent: std::sync::atomic::AtomicU64,
-    /// Requests being answered now.
-    pub in_flight: std::sync::atomic::AtomicU64,
-}
-
-impl Traffic {
-    /// Counts a request in flight until the guard is dropped (answered, or
-    /// abandoned by its client before the answer).
-    pub fn begin(self: &std::sync::Arc<Self>) -> Answering {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Answering(self.clone())
-    }
-}
-
-/// A request in flight (see [`Traffic::begin`]).
-#[derive(Debug)]
-pub struct Answering(std::sync::Arc<Traffic>);
-
-impl Answering {
-    /// The request was answered with `sent` body bytes.
-    pub fn answered(&self, sent: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.0.requests.fetch_add(1, Relaxed);
-        self.0.bytes_sent.fetch_add(sent, Relaxed);
-    }
-}
-
-impl Drop for Answering {
-    fn drop(&mut self) {
-        self.0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// The log target of access lines.
 pub const TARGET: &str = "access";
 

@@ -46,6 +46,9 @@ pub struct Config {
     /// `--listen`, in the forms it takes.
     #[serde(default, deserialize_with = "super::listen::deserialize")]
     pub listen: Option<super::listen::Listen>,
+    /// `--metrics`, in the same forms.
+    #[serde(default, deserialize_with = "super::listen::deserialize")]
+    pub metrics: Option<super::listen::Listen>,
     /// `--verify`.
     #[serde(default)]
     pub verify: bool,
@@ -217,6 +220,7 @@ mod tests {
     fn files() {
         let good = r#"
 listen = "127.0.0.1:0"
+metrics = ":9100"
 [[repository]]
 name = "yocto/app"
 sources = ["linux/arm64=a", "b"]
@@ -231,6 +235,8 @@ build_dirs = ["/build"]
 "#;
         let c = Config::parse(good).unwrap();
         assert_eq!(c.repositories.len(), 2);
+        let metrics = c.metrics.as_ref().unwrap().addrs();
+        assert_eq!(metrics, [std::net::SocketAddr::from(([0, 0, 0, 0], 9100))]);
         assert_eq!(c.repositories[0].index.tag, "latest");
         assert!(c.repositories[0].index.platform_tags);
         assert_eq!(c.repositories[1].index.tag, "v1");

@@ -78,7 +78,7 @@ pub struct Shared {
     /// Open connections, for closing an idle one to make room.
     conns: Arc<super::idle::Conns>,
     /// What has been answered.
-    pub traffic: Arc<super::accesslog::Traffic>,
+    pub traffic: Arc<super::traffic::Traffic>,
 }
 
 /// Password checks at once: unauthenticated work never takes more of the
@@ -186,7 +186,7 @@ pub async fn accept_loop(
 }
 
 /// The next connection on any of `listeners`.
-async fn accept_any(listeners: &[TcpListener]) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+pub(crate) async fn accept_any(listeners: &[TcpListener]) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
     std::future::poll_fn(|cx| {
         for l in listeners {
             if let Poll::Ready(accepted) = l.poll_accept(cx) {
@@ -459,14 +459,15 @@ struct InFlight {
     /// Body bytes handed to hyper.
     sent: u64,
     entry: super::accesslog::Entry,
-    answering: super::accesslog::Answering,
+    answering: super::traffic::Answering,
     _busy: super::idle::Busy,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.entry.done(self.sent);
-        self.answering.answered(self.sent);
+        let route = super::route::label(&self.entry.path);
+        self.answering.answered(route, self.entry.status, self.sent);
     }
 }
 
@@ -566,9 +567,11 @@ async fn answer(shared: &Arc<Shared>, asked: &Arc<Asked>) -> Reply {
     };
     let mut answered = ask(true, None).await;
     if let Ok(api::Answer::Hash(repo, pending)) = answered {
+        let mut counted = shared.traffic.hashing();
         let permit = shared.hashing.acquire().await;
+        counted.running();
         let proved = tokio::task::spawn_blocking(move || repo.prove(pending)).await;
-        drop(permit);
+        drop((permit, counted));
         let proven = proved.unwrap_or_else(|e| {
             log::error!("hashing: {e}");
             None

@@ -19,6 +19,7 @@ mod deadline;
 pub(crate) mod http;
 pub(crate) mod idle;
 pub mod listen;
+pub(crate) mod metrics;
 pub(crate) mod referrers;
 pub(crate) mod reply;
 pub mod route;
@@ -26,6 +27,7 @@ pub mod run;
 mod status;
 mod stream;
 pub mod tls;
+pub mod traffic;
 pub mod yocto;
 
 pub use http::Limits;
@@ -50,6 +52,8 @@ pub const MAX_REPOSITORIES: usize = 64;
 pub struct ServeConfig {
     /// Where to listen.
     pub listen: listen::Listen,
+    /// Where to answer Prometheus metrics (`--metrics`), if anywhere.
+    pub metrics: Option<listen::Listen>,
     /// Bounds on clients.
     pub limits: Limits,
     /// Hash every blob version before serving it.
@@ -330,6 +334,7 @@ impl ServeConfig {
     pub(crate) fn placeholder() -> Self {
         ServeConfig {
             listen: listen::Listen::at(SocketAddr::from(([127, 0, 0, 1], 0))),
+            metrics: None,
             limits: http::Limits::default(),
             verify: false,
             live: true,

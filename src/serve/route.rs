@@ -146,6 +146,38 @@ pub fn parse(path: &str) -> Result<Route<'_>, RouteError> {
     }
 }
 
+/// The endpoint `path` is a request to, as metrics count it: one of a
+/// fixed set of labels, from the path's shape alone (nothing a client
+/// writes becomes a label).
+pub fn label(path: &str) -> &'static str {
+    match path {
+        "/" => return "page",
+        "/healthz" | "/debug/health" => return "health",
+        "/v2" | "/v2/" => return "base",
+        "/v2/_catalog" => return "catalog",
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return "other";
+    };
+    if rest.ends_with("/tags/list") {
+        return "tags";
+    }
+    if rest.contains("/blobs/uploads") {
+        return "uploads";
+    }
+    let kind = rest
+        .rsplit_once('/')
+        .and_then(|(head, _)| head.rsplit_once('/'))
+        .map(|(_, kind)| kind);
+    match kind {
+        Some("manifests") => "manifests",
+        Some("blobs") => "blobs",
+        Some("referrers") => "referrers",
+        _ => "other",
+    }
+}
+
 fn name_of(name: &str) -> Result<&str, RouteError> {
     if is_name(name) {
         Ok(name)
@@ -208,6 +240,31 @@ pub fn is_tag(tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels() {
+        let cases = [
+            ("/", "page"),
+            ("/healthz", "health"),
+            ("/debug/health", "health"),
+            ("/v2/", "base"),
+            ("/v2", "base"),
+            ("/v2/_catalog", "catalog"),
+            ("/v2/a/b/tags/list", "tags"),
+            ("/v2/a/manifests/latest", "manifests"),
+            ("/v2/a/b/manifests/sha256:00", "manifests"),
+            ("/v2/a/blobs/sha256:00", "blobs"),
+            ("/v2/a/blobs/uploads/", "uploads"),
+            ("/v2/a/referrers/sha256:00", "referrers"),
+            ("/v2/manifests", "other"),
+            ("/v2/a/\"}{\n/x", "other"),
+            ("/metrics", "other"),
+            ("", "other"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(label(path), want, "{path:?}");
+        }
+    }
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

@@ -44,6 +44,17 @@ pub fn run(
         crate::process::scoped::block_stop_signals();
     }
     let sockets = bind(&cfg.listen)?;
+    let metrics = match &cfg.metrics {
+        Some(m) => {
+            if !m.is_loopback() {
+                log::warn!(
+                    "metrics on {m}: anyone on the network can read them (no TLS, no password)"
+                );
+            }
+            bind(m)?
+        }
+        None => Vec::new(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(cfg.blocking_threads.max(1))
@@ -54,7 +65,12 @@ pub fn run(
             what: "starting the runtime",
             err,
         })?;
-    let listener = Listening { sockets, auth, tls };
+    let listener = Listening {
+        sockets,
+        metrics,
+        auth,
+        tls,
+    };
     runtime.block_on(serve_until_stopped(
         cfg,
         registry,
@@ -147,6 +163,8 @@ fn bind(listen: &super::listen::Listen) -> Result<Vec<std::net::TcpListener>, Se
 struct Listening {
     /// The first is the address announced.
     sockets: Vec<std::net::TcpListener>,
+    /// The metrics address's (none without `--metrics`).
+    metrics: Vec<std::net::TcpListener>,
     auth: Option<Arc<super::auth::Htpasswd>>,
     tls: Option<Arc<super::tls::Tls>>,
 }
@@ -194,7 +212,9 @@ async fn serve_until_stopped(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}");
     announce(&url, registry.len());
-    super::status::keep(url, registry.clone(), traffic);
+    let metrics = serve_metrics(listening.metrics, &registry, &traffic).map_err(listen_err)?;
+    let metrics_url = metrics.as_ref().map(|(u, _)| u.clone());
+    super::status::keep([Some(url), metrics_url], registry.clone(), traffic);
     let scoped = !cfg.command.is_empty();
     if !scoped {
         spawn_reloader(tls);
@@ -211,6 +231,9 @@ async fn serve_until_stopped(
     };
     let _ = stop_tx.send(());
     let _ = server.await;
+    if let Some((_, m)) = metrics {
+        m.abort();
+    }
     crate::process::state::remove_own();
     log::info!("stopped");
     Ok(code)
@@ -228,6 +251,31 @@ fn announce(url: &str, repositories: usize) {
         "repositories"
     };
     log::info!("serving {repositories} {noun} at {url}");
+}
+
+/// Answers metrics on `sockets` (if any) from a task of its own; their URL
+/// (said in the log, and by `ocimux status`).
+fn serve_metrics(
+    sockets: Vec<std::net::TcpListener>,
+    registry: &Arc<super::api::Registry>,
+    traffic: &Arc<super::traffic::Traffic>,
+) -> std::io::Result<Option<(String, tokio::task::JoinHandle<()>)>> {
+    let Some(addr) = sockets.first().map(|s| s.local_addr()).transpose()? else {
+        return Ok(None);
+    };
+    let listeners = sockets
+        .into_iter()
+        .map(TcpListener::from_std)
+        .collect::<Result<Vec<_>, _>>()?;
+    let observed = super::metrics::Observed {
+        registry: registry.clone(),
+        traffic: traffic.clone(),
+        started: std::time::SystemTime::now(),
+    };
+    let url = format!("http://{addr}/metrics");
+    log::info!("metrics at {url}");
+    let task = tokio::spawn(super::metrics::serve(listeners, observed));
+    Ok(Some((url, task)))
 }
 
 /// Runs the scoped command with the server's address in its environment;

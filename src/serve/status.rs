@@ -8,21 +8,27 @@ use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
-use super::accesslog::Traffic;
 use super::api::Registry;
+use super::traffic::Traffic;
 use crate::process::state::{StateFile, start_time, unix};
 
 /// Keeps this server's state file written for its life; a server that
 /// cannot write one still serves (said once).
-pub fn keep(url: String, registry: Arc<Registry>, traffic: Arc<Traffic>) {
+/// `urls`: the server's, and its metrics' (`--metrics`).
+pub fn keep(urls: [Option<String>; 2], registry: Arc<Registry>, traffic: Arc<Traffic>) {
     let started = unix(SystemTime::now());
-    let gather = move || gather(&url, started, &registry, &traffic);
+    let gather = move || gather(&urls, started, &registry, &traffic);
     if let Err(e) = StateFile::create().and_then(|f| f.keep_written(gather)) {
         log::warn!("no state file for ocimux status: {e}");
     }
 }
 
-fn gather(url: &str, started: u64, registry: &Registry, traffic: &Traffic) -> Value {
+fn gather(
+    urls: &[Option<String>; 2],
+    started: u64,
+    registry: &Registry,
+    traffic: &Traffic,
+) -> Value {
     use std::sync::atomic::Ordering::Relaxed;
     let pid = std::process::id();
     let repositories: Vec<Value> = registry
@@ -46,7 +52,8 @@ fn gather(url: &str, started: u64, registry: &Registry, traffic: &Traffic) -> Va
         "pid": pid,
         "start": i32::try_from(pid).ok().and_then(start_time),
         "started": started,
-        "url": url,
+        "url": urls[0],
+        "metrics": urls[1],
         "repositories": repositories,
         "requests": traffic.requests.load(Relaxed),
         "bytes_sent": traffic.bytes_sent.load(Relaxed),

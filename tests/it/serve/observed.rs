@@ -148,3 +148,186 @@ fn status_shows_a_server() {
     server.stop();
     assert!(!std::path::Path::new(&format!("/run/ocimux/{pid}.json")).exists());
 }
+
+/// The metrics now, from `url`.
+fn scrape(url: &str) -> String {
+    let r = get(url, &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = String::from_utf8(r.body).unwrap();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(is_sample(line), "not a sample line: {line:?}");
+    }
+    text
+}
+
+/// `NAME[{K="V",…}] VALUE` with V escaped as the exposition format says.
+fn is_sample(line: &str) -> bool {
+    let Some((series, value)) = line.rsplit_once(' ') else {
+        return false;
+    };
+    let name_ok = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    let Some((name, labels)) = series.split_once('{') else {
+        return name_ok(series) && value.parse::<u64>().is_ok();
+    };
+    let Some(mut rest) = labels.strip_suffix('}') else {
+        return false;
+    };
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once("=\"") else {
+            return false;
+        };
+        let mut chars = after.char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' if matches!(chars.next(), Some((_, '\\' | '"' | 'n'))) => {}
+                '\\' | '\n' => return false,
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(end) = end else { return false };
+        if !name_ok(key) {
+            return false;
+        }
+        rest = &after[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+    name_ok(name) && value.parse::<u64>().is_ok()
+}
+
+/// The value of the sample `series` (exactly as written), if present.
+fn value_of(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `--metrics`: requests and bytes actually sent by route and status, and
+/// the rebuilds of a source that breaks, from a source whose path holds
+/// quotes, braces and a newline; the metrics address is bounded and
+/// answers nothing else.
+#[test]
+fn metrics_count_requests_bytes_and_failed_rebuilds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, layer) = big_layer(tmp.path().join("s\"}{x\nq=\"1\""), 4);
+    let server = Server::start_quiet(&[], &["--metrics", "127.0.0.1:0", "app", s(&b.root)]);
+    // Port 0: where the metrics are is in `ocimux status`.
+    let mut url = String::new();
+    wait_for(
+        "status to say where the metrics are",
+        Duration::from_secs(10),
+        || {
+            let out = ocimux(&["status", "--json", &format!("http://{}", server.host)]);
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            url = v[0]["metrics"].as_str().unwrap_or_default().to_owned();
+            !url.is_empty()
+        },
+    );
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"),
+        "{url}"
+    );
+    let people = ocimux(&["status", &format!("http://{}", server.host)]);
+    assert!(String::from_utf8_lossy(&people.stdout).contains(&format!("metrics: {url}")));
+    assert_ne!(url, server.url("/metrics"));
+    assert_eq!(get(&server.url("/v2/"), &[]).status, 200);
+    let whole = get(&server.url(&format!("/v2/app/blobs/{layer}")), &[]);
+    assert_eq!(whole.body.len(), 4 << 20);
+    assert_eq!(get(&server.url("/v2/app/manifests/nope"), &[]).status, 404);
+    // The main address has no /metrics; the metrics address nothing else.
+    assert_eq!(get(&server.url("/metrics"), &[]).status, 404);
+    let other = url.replace("/metrics", "/v2/");
+    assert_eq!(get(&other, &[]).status, 404);
+    let post = curl("POST", &url, &[], &[]);
+    assert_eq!(
+        (post.status, post.header("allow")),
+        (405, Some("GET, HEAD"))
+    );
+
+    let mut text = String::new();
+    wait_for(
+        "the requests to be counted",
+        Duration::from_secs(10),
+        || {
+            text = scrape(&url);
+            value_of(
+                &text,
+                r#"ocimux_http_requests_total{route="other",code="404"}"#,
+            ) == Some(1)
+        },
+    );
+    let counted = [
+        (r#"ocimux_http_requests_total{route="base",code="200"}"#, 1),
+        (r#"ocimux_http_requests_total{route="blobs",code="200"}"#, 1),
+        (
+            r#"ocimux_http_response_bytes_total{route="blobs",code="200"}"#,
+            4 << 20,
+        ),
+        (
+            r#"ocimux_http_requests_total{route="manifests",code="404"}"#,
+            1,
+        ),
+        ("ocimux_http_requests_in_flight", 0),
+        ("ocimux_hashing_queue_depth", 0),
+        (
+            r#"ocimux_snapshots_retained{repository="app",tag="latest"}"#,
+            1,
+        ),
+        (
+            r#"ocimux_rebuild_failing{repository="app",tag="latest"}"#,
+            0,
+        ),
+    ];
+    for (series, want) in counted {
+        assert_eq!(value_of(&text, series), Some(want), "{series} in\n{text}");
+    }
+
+    // The source breaks: the failure is counted, and shows until fixed.
+    let index = b.root.join("index.json");
+    let good = fs::read(&index).unwrap();
+    fs::write(&index, b"{ not json").unwrap();
+    let failing = r#"ocimux_rebuild_failing{repository="app",tag="latest"}"#;
+    wait_for(
+        "the failed rebuild to show",
+        Duration::from_secs(20),
+        || {
+            text = scrape(&url);
+            value_of(&text, failing) == Some(1)
+        },
+    );
+    let failures = r#"ocimux_rebuild_failures_total{repository="app",tag="latest"}"#;
+    assert!(value_of(&text, failures).unwrap() >= 1, "{text}");
+    fs::write(&index, good).unwrap();
+    wait_for("the fixed source to show", Duration::from_secs(20), || {
+        value_of(&scrape(&url), failing) == Some(0)
+    });
+
+    // Bounded: the ninth connection at once is closed unanswered.
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let held: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(host).unwrap()).collect();
+    wait_for(
+        "the ninth connection to be closed",
+        Duration::from_secs(10),
+        || {
+            let mut c = TcpStream::connect(host).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut buf = [0u8; 1];
+            matches!(c.read(&mut buf), Ok(0) | Err(_))
+        },
+    );
+    drop(held);
+    wait_for("metrics answered again", Duration::from_secs(10), || {
+        get(&url, &[]).status == 200
+    });
+    server.stop();
+}
