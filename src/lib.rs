@@ -48,6 +48,7 @@
 // (which name both), process facts (exit codes, signals), sources,
 // snapshots, blobs, then the front ends.
 pub(crate) mod sync;
+pub mod clock;
 pub mod oci;
 pub mod files;
 pub mod error;

@@ -186,7 +186,9 @@ pub async fn accept_loop(
 }
 
 /// The next connection on any of `listeners`.
-pub(crate) async fn accept_any(listeners: &[TcpListener]) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+pub(crate) async fn accept_any(
+    listeners: &[TcpListener],
+) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
     std::future::poll_fn(|cx| {
         for l in listeners {
             if let Poll::Ready(accepted) = l.poll_accept(cx) {

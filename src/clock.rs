@@ -1,0 +1,44 @@
+//! Times as people and logs read them: RFC 3339 in UTC, without a time
+//! zone database (the daemon may run where there is none).
+
+/// A time since the Unix epoch in RFC 3339, UTC, to the millisecond.
+pub fn rfc3339(now: std::time::Duration) -> String {
+    let secs = now.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        now.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400, "2000-02-29T00:00:00.000Z"),
+            (1_796_518_861, "2026-12-06T01:01:01.000Z"),
+            (4_102_444_799, "2099-12-31T23:59:59.000Z"),
+        ] {
+            assert_eq!(rfc3339(Duration::from_secs(secs)), want);
+        }
+        assert!(rfc3339(Duration::from_millis(1_250)).ends_with("01.250Z"));
+    }
+}
