@@ -3,11 +3,12 @@
 # fuse3 (fusermount3), skopeo, umoci, docker-registry, python3 (a fast
 # renameat2 racer as another user), acl (setfacl), xfsprogs (a reflink
 # filesystem for the export tests); for `serve`: curl, openssl (a test
-# certificate), podman, buildah and containerd (real pulling clients).
+# certificate), podman, buildah and containerd (real pulling clients),
+# chromium (the page at /, in a real browser, headless).
 # Fails loudly otherwise.
 set -euo pipefail
-declare -A pkg_of=([fusermount3]=fuse3 [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry [mkfs.xfs]=xfsprogs [/usr/bin/python3]=python3 [getfacl]=acl [curl]=curl [openssl]=openssl [podman]=podman [buildah]=buildah [containerd]=containerd [ctr]=containerd [ab]=apache2-utils)
-tools=(fusermount3 skopeo umoci docker-registry mkfs.xfs /usr/bin/python3 getfacl curl openssl podman buildah containerd ctr)
+declare -A pkg_of=([fusermount3]=fuse3 [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry [mkfs.xfs]=xfsprogs [/usr/bin/python3]=python3 [getfacl]=acl [curl]=curl [openssl]=openssl [podman]=podman [buildah]=buildah [containerd]=containerd [ctr]=containerd [ab]=apache2-utils [chromium]=chromium)
+tools=(fusermount3 skopeo umoci docker-registry mkfs.xfs /usr/bin/python3 getfacl curl openssl podman buildah containerd ctr chromium)
 missing=()
 for tool in "${tools[@]}" "$@"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${pkg_of[$tool]:-$tool}")

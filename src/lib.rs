@@ -48,7 +48,7 @@
 // (which name both), process facts (exit codes, signals), sources,
 // snapshots, blobs, then the front ends.
 pub(crate) mod sync;
-pub mod clock;
+pub mod human;
 pub mod oci;
 pub mod files;
 pub mod error;

@@ -86,7 +86,7 @@ fn json_line(record: &log::Record<'_>) -> String {
 
 /// Now, as `2026-12-05T16:13:40.123Z`.
 fn rfc3339_now() -> String {
-    ocimux::clock::rfc3339(
+    ocimux::human::rfc3339(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default(),

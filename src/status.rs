@@ -85,7 +85,7 @@ fn num(v: &Value, key: &str) -> u64 {
 
 /// A time the daemon wrote (Unix seconds), as RFC 3339.
 fn time(v: &Value, key: &str) -> String {
-    let t = ocimux::clock::rfc3339(Duration::from_secs(num(v, key)));
+    let t = ocimux::human::rfc3339(Duration::from_secs(num(v, key)));
     t.replace(".000Z", "Z")
 }
 

@@ -78,20 +78,7 @@ pub fn files(comp: &Composition) -> Vec<FileEntry> {
     out
 }
 
-/// `bytes` for people: `512 B`, `1.5 KiB`, `3.0 GiB`.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS.get(unit).unwrap_or(&"PiB"))
-}
+pub use crate::human::bytes as human;
 
 /// How long work shows its progress on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,22 +193,6 @@ pub fn table(out: &mut impl Write, comp: &Composition) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::testing::testutil::{blob, composed, contribution, image};
-
-    #[test]
-    fn human_table() {
-        let cases = [
-            (0, "0 B"),
-            (1023, "1023 B"),
-            (1024, "1.0 KiB"),
-            (1536, "1.5 KiB"),
-            (10 << 20, "10.0 MiB"),
-            (3 << 30, "3.0 GiB"),
-            (u64::MAX, "16384.0 PiB"),
-        ];
-        for (bytes, want) in cases {
-            assert_eq!(human(bytes), want, "{bytes}");
-        }
-    }
 
     #[test]
     fn every_file_once_with_its_source() {

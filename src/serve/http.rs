@@ -365,6 +365,8 @@ async fn handle(
         accept: accept.join(","),
         range: header(hyper::header::RANGE),
         if_none_match: header(hyper::header::IF_NONE_MATCH),
+        host: header(hyper::header::HOST),
+        secure: shared.tls.is_some(),
     });
     let authorization = header(hyper::header::AUTHORIZATION);
     // Health checks answer without credentials (docker-registry's
@@ -544,6 +546,8 @@ struct Asked {
     accept: String,
     range: Option<String>,
     if_none_match: Option<String>,
+    host: Option<String>,
+    secure: bool,
 }
 
 impl Asked {
@@ -555,6 +559,8 @@ impl Asked {
             accept: &self.accept,
             range: self.range.as_deref(),
             if_none_match: self.if_none_match.as_deref(),
+            host: self.host.as_deref(),
+            secure: self.secure,
         }
     }
 }

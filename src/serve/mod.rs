@@ -20,6 +20,7 @@ pub(crate) mod http;
 pub(crate) mod idle;
 pub mod listen;
 pub(crate) mod metrics;
+pub(crate) mod page;
 pub(crate) mod referrers;
 pub(crate) mod reply;
 pub mod route;

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 pub use crate::error::FsError;
 use crate::oci::digest::{Algorithm, Digest};
 use crate::snapshot::index::Composition;
-use crate::source::{Blob, KeptDocument};
+use crate::source::{Blob, Image, KeptDocument};
 
 /// `oci-layout`'s content.
 pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -249,6 +249,8 @@ pub struct Layout {
     documents: Arc<HashMap<Digest, KeptDocument>>,
     /// Tag → digest, as `index.json` names them.
     tags: BTreeMap<String, Digest>,
+    /// The index's platform manifests, in its order.
+    images: Vec<Image>,
 }
 
 fn slot_of(algorithm: Algorithm) -> usize {
@@ -279,6 +281,7 @@ impl Layout {
             total_bytes: gen_bytes + blobs.values().map(|b| b.size).sum::<u64>(),
             documents: comp.documents.clone(),
             tags: tags_of(&comp.index_json),
+            images: comp.rows.iter().map(|r| r.image.clone()).collect(),
             fixed,
             blobs,
             listing,
@@ -328,6 +331,12 @@ impl Layout {
     /// when the snapshot was built).
     pub fn tags(&self) -> &BTreeMap<String, Digest> {
         &self.tags
+    }
+
+    /// The platform manifests the generated index lists (platform, digest,
+    /// image size), in its order.
+    pub fn images(&self) -> &[Image] {
+        &self.images
     }
 
     /// The generated index's digest.

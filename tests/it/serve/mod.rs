@@ -18,6 +18,7 @@ use crate::common::*;
 mod api;
 mod hostile;
 mod observed;
+mod page;
 mod publish;
 mod pulls;
 mod rebuilds;

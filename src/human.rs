@@ -1,5 +1,21 @@
-//! Times as people and logs read them: RFC 3339 in UTC, without a time
-//! zone database (the daemon may run where there is none).
+//! Numbers and times as people and logs read them: sizes in binary units,
+//! times in RFC 3339 (UTC, without a time zone database: the daemon may run
+//! where there is none).
+
+/// `bytes` for people: `512 B`, `1.5 KiB`, `3.0 GiB`.
+pub fn bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS.get(unit).unwrap_or(&"PiB"))
+}
 
 /// A time since the Unix epoch in RFC 3339, UTC, to the millisecond.
 pub fn rfc3339(now: std::time::Duration) -> String {
@@ -28,6 +44,22 @@ pub fn rfc3339(now: std::time::Duration) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn human_table() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (10 << 20, "10.0 MiB"),
+            (3 << 30, "3.0 GiB"),
+            (u64::MAX, "16384.0 PiB"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(super::bytes(bytes), want, "{bytes}");
+        }
+    }
 
     #[test]
     fn times_are_rfc3339_utc() {
