@@ -4,6 +4,8 @@
 
 use std::io::Write;
 
+use log::Log as _;
+
 use ocimux::error::printable;
 
 use crate::cli::LogFormat;
@@ -44,7 +46,7 @@ pub(crate) fn init_logging(verbose: u8, quiet: u8, format: LogFormat) {
         })
         .build();
     let max = logger.filter();
-    if log::set_boxed_logger(Box::new(Quiet(logger))).is_ok() {
+    if log::set_boxed_logger(Box::new(Quiet(logger, format))).is_ok() {
         log::set_max_level(max);
     }
 }
@@ -95,8 +97,27 @@ fn rfc3339_now() -> String {
 
 /// The logger, less one expected race logged as an error by fuser: a reply
 /// to a request the client interrupted meanwhile (Go clients do) finds the
-/// request gone (ENOENT). Shown at debug level only.
-struct Quiet(env_logger::Logger);
+/// request gone (ENOENT). Shown at debug level only. A detached daemon
+/// without a log file sends its records to the system log instead (the
+/// level as the priority, the text escaped or the JSON object).
+struct Quiet(env_logger::Logger, LogFormat);
+
+impl Quiet {
+    fn write(&self, record: &log::Record<'_>) {
+        use ocimux::process::syslog;
+        if !syslog::diverted() {
+            return self.0.log(record);
+        }
+        if !self.0.matches(record) {
+            return;
+        }
+        let text = match self.1 {
+            LogFormat::Text => printable(&record.args().to_string()).into_owned(),
+            LogFormat::Json => json_line(record),
+        };
+        syslog::send(record.level(), &text);
+    }
+}
 
 impl log::Log for Quiet {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
@@ -111,9 +132,9 @@ impl log::Log for Quiet {
                 .to_string()
                 .starts_with("Failed to send FUSE reply: No such file or directory");
         if !interrupted {
-            self.0.log(record);
+            self.write(record);
         } else if log::max_level() >= log::LevelFilter::Debug {
-            self.0.log(
+            self.write(
                 &log::Record::builder()
                     .args(format_args!("reply to an interrupted request dropped"))
                     .level(log::Level::Debug)

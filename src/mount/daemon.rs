@@ -172,6 +172,12 @@ pub fn mount(served: Served, cfg: &MountConfig, claimed: Mountpoint) -> Result<(
     }
     // Opened here, before anything is mounted, so a bad path is bad input.
     let log = cfg.log_file.as_deref().map(open_log).transpose()?;
+    if log.is_none() && cfg.run == Run::Detached && crate::process::syslog::connect().is_none() {
+        log::info!(
+            "no --log-file and no system log at {}: the daemon's messages are discarded",
+            crate::process::syslog::SOCKET
+        );
+    }
     // Close-on-exec: fusermount3, which stays alive as the auto_unmount
     // monitor, must not hold the write end (the parent would wait forever).
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -388,8 +394,15 @@ pub enum LogFileProblem {
 }
 
 /// Starts a new session, moves to `/`, and points stdio away from the
-/// terminal: stderr to the log file when there is one.
+/// terminal: stderr to the log file when there is one; without one, the
+/// log goes to the system log when there is one (see
+/// [`crate::process::syslog`]).
 fn detach(log: Option<File>) -> Result<(), MountError> {
+    if log.is_none() {
+        if let Some(sock) = crate::process::syslog::connect() {
+            crate::process::syslog::divert(sock);
+        }
+    }
     nix::unistd::setsid().map_err(|e| io_err("setsid")(e.into()))?;
     std::env::set_current_dir("/").map_err(io_err("chdir /"))?;
     let null = OpenOptions::new()

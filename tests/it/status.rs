@@ -174,3 +174,68 @@ fn another_users_state_file_never_names_the_daemon() {
     assert!(removed.status.success(), "{removed:?}");
     assert!(!is_mounted(&mnt));
 }
+
+/// The datagrams on `receiver` until one contains `part` (within 20 s).
+fn syslog_until(receiver: &std::os::unix::net::UnixDatagram, part: &str) -> Vec<String> {
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16384];
+    while !got.iter().any(|d: &String| d.contains(part)) {
+        let n = receiver
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no datagram with {part:?} ({e}); got {got:?}"));
+        got.push(String::from_utf8(buf[..n].to_vec()).unwrap());
+    }
+    got
+}
+
+/// A detached mount without --log-file logs to the system log (here a
+/// private receiver named by OCIMUX_SYSLOG_SOCKET): facility daemon, its
+/// level as the priority, tagged with the daemon's pid, what a source's
+/// path holds escaped; as JSON objects with --log-format json.
+#[test]
+fn a_detached_mount_without_a_log_file_logs_to_the_system_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let odd = tmp.path().join("build\n\x1b[31mred");
+    fs::create_dir(&odd).unwrap();
+    for (i, format) in ["text", "json"].into_iter().enumerate() {
+        let socket = tmp.path().join(format!("log{i}"));
+        let receiver = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+        let s = LayoutBuilder::simple(odd.join(format!("s{i}")), "linux", "amd64", "x");
+        let mnt = tmp.path().join(format!("mnt{i}"));
+        fs::create_dir(&mnt).unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["-v", "--log-format", format, "mount"])
+            .arg(&mnt)
+            .arg(&s.root)
+            .env(ocimux::process::syslog::SOCKET_ENV, &socket)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let m = Mount { dir: mnt.clone() };
+        let pid = daemon_pid(&mnt);
+        fs::write(s.root.join("index.json"), b"{ not json").unwrap();
+        let got = syslog_until(&receiver, "index.json");
+        let failure = got.iter().find(|d| d.contains("index.json")).unwrap();
+        let tag = format!("<28>ocimux[{pid}]: ");
+        let text = failure
+            .strip_prefix(&tag)
+            .unwrap_or_else(|| panic!("{failure:?} has no {tag:?}"));
+        assert!(!text.contains('\n') && !text.contains('\x1b'), "{text:?}");
+        if format == "json" {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(v["level"], "warn");
+            assert!(
+                v["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("build\n\x1b[31mred")
+            );
+        } else {
+            assert!(text.contains("build\\n\\u{1b}[31mred"), "{text}");
+        }
+        drop(m);
+    }
+}
