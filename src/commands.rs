@@ -84,27 +84,7 @@ fn completions(shell: clap_complete::Shell) -> Result<u8, Failure> {
 
 /// `ocimux man [COMMAND]`: the roff page of ocimux or of one subcommand.
 fn man(command: Option<&str>) -> Result<u8, Failure> {
-    let mut top = crate::cli::Cli::command();
-    // Built, so that clap's own `help` subcommand has its page too.
-    top.build();
-    let page = match command {
-        None => clap_mangen::Man::new(top),
-        Some(name) => {
-            let sub = top
-                .find_subcommand(name)
-                .cloned()
-                .ok_or_else(|| Error::Argument {
-                    what: "command",
-                    value: name.to_owned(),
-                    why: "not an ocimux command".into(),
-                })?;
-            let title = format!("ocimux-{name}");
-            clap_mangen::Man::new(sub.name(title.clone()).bin_name(format!("ocimux {name}")))
-                .title(title)
-        }
-    };
-    let mut roff = Vec::new();
-    page.render(&mut roff)?;
+    let roff = crate::manpage::page(command)?;
     std::io::stdout().write_all(&roff)?;
     Ok(0)
 }

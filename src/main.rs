@@ -15,6 +15,7 @@ mod cli;
 mod commands;
 mod failure;
 mod logging;
+mod manpage;
 mod status;
 
 use cli::{Cli, Command};

@@ -182,39 +182,42 @@ pub fn mount_args(args: &[String]) -> Result<HelperArgs, Error> {
     })
 }
 
-/// Words mount(8) or fstab add that mean nothing to ocimux.
+/// Words mount(8) or fstab add that mean nothing to ocimux (besides any
+/// `x-…` and `comment=…`).
+pub const IGNORED_WORDS: &[&str] = &[
+    "rw",
+    "ro",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+    "lazytime",
+    "nolazytime",
+    "diratime",
+    "nodiratime",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "group",
+    "_netdev",
+    "nofail",
+    "async",
+    "sync",
+];
+
+/// Whether mount(8) or fstab's word `opt` is one ocimux ignores.
 fn ignored(opt: &str) -> bool {
-    matches!(
-        opt,
-        "rw" | "ro"
-            | "suid"
-            | "nosuid"
-            | "dev"
-            | "nodev"
-            | "atime"
-            | "noatime"
-            | "relatime"
-            | "norelatime"
-            | "strictatime"
-            | "nostrictatime"
-            | "lazytime"
-            | "nolazytime"
-            | "diratime"
-            | "nodiratime"
-            | "defaults"
-            | "auto"
-            | "noauto"
-            | "user"
-            | "users"
-            | "nouser"
-            | "owner"
-            | "group"
-            | "_netdev"
-            | "nofail"
-            | "async"
-            | "sync"
-    ) || opt.starts_with("x-")
-        || opt.starts_with("comment=")
+    IGNORED_WORDS.contains(&opt) || opt.starts_with("x-") || opt.starts_with("comment=")
 }
 
 /// ocimux's own `-o` words, each declared once: the word, the `ocimux mount`

@@ -17,6 +17,38 @@ pub mod exit {
     pub const UMOUNT: u8 = 4;
     /// `serve` could not listen or start.
     pub const SERVE: u8 = 5;
+
+    /// Every code with what it means, for the manual pages (README.md's
+    /// table says the same at length).
+    pub const MEANINGS: &[(&str, &str)] = &[
+        ("0", "success"),
+        (
+            "1",
+            "verify found a bad blob (each is named); anything not below",
+        ),
+        (
+            "2",
+            "bad input: a source (the message names the source and the file), an argument, \
+             a -o option, a configuration, password, certificate or log file",
+        ),
+        (
+            "3",
+            "the mountpoint was refused (not an empty directory, or already mounted) or mounting failed",
+        ),
+        (
+            "4",
+            "umount: not an ocimux mount, busy, or the daemon did not exit or answer",
+        ),
+        (
+            "5",
+            "serve: the address cannot be listened on, or the server could not start",
+        ),
+        (
+            "COMMAND's",
+            "mount ... -- COMMAND and serve ... -- COMMAND: COMMAND's status \
+             (128+N for signal N, 127 not found, 126 not runnable)",
+        ),
+    ];
 }
 
 /// The exit code of a failure, decided by the error type that knows it.
