@@ -16,7 +16,8 @@ throughput and HEAD rate.
 
 Run through scripts/serve_bench.sh. Environment: REPS (default 5), BENCH_DIR
 (default /var/tmp/ocimux-serve-bench), BIG_MIB (default 512), OLD_OCIMUX,
-SECTIONS=6 (only section 6), SERVE_LOG=file (servers at their default log
+SECTIONS=6 (only section 6), SERVE_METRICS=1 (this build's servers with
+--metrics, scraped every second), SERVE_LOG=file (servers at their default log
 level, writing to a file, instead of -q: the access log's cost).
 """
 
@@ -38,6 +39,9 @@ REPS = int(os.environ.get("REPS", "5"))
 WORK = os.environ.get("BENCH_DIR", "/var/tmp/ocimux-serve-bench")
 BIG_MIB = int(os.environ.get("BIG_MIB", "512"))
 OLD_OCIMUX = os.environ.get("OLD_OCIMUX")
+# SERVE_METRICS=1: this build's servers answer metrics too (--metrics), and
+# are scraped every second meanwhile, as Prometheus would.
+METRICS = ["--metrics", "127.0.0.1:0"] if os.environ.get("SERVE_METRICS") == "1" else []
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -199,17 +203,38 @@ def run_sections(tmp, srcs, big):
         builds_section(cfg)
 
 
+def metrics_url(host):
+    """Where the server at host answers metrics, as `ocimux status` says."""
+    for _ in range(100):
+        out = subprocess.run([OCIMUX, "status", "--json", f"http://{host}"], capture_output=True, text=True)
+        found = json.loads(out.stdout or "[]")
+        if found and found[0].get("metrics"):
+            return found[0]["metrics"]
+        time.sleep(0.1)
+    sys.exit(f"bench: no metrics URL for {host}")
+
+
+def scrape_every_second(urls, stop):
+    while not stop.wait(1):
+        for u in urls:
+            urllib.request.urlopen(u, timeout=5).read()
+
+
 def builds_section(cfg):
     """This build's serve beside OLD_OCIMUX's, plain and --verify (hashed once
     before the runs, so each run reads under a held proof)."""
     servers = {
-        "this build": Serve("--config", cfg),
+        "this build": Serve(*METRICS, "--config", cfg),
         "previous build": Serve("--config", cfg, binary=OLD_OCIMUX),
-        "this build --verify": Serve("--verify", "--config", cfg),
+        "this build --verify": Serve(*METRICS, "--verify", "--config", cfg),
         "previous build --verify": Serve("--verify", "--config", cfg, binary=OLD_OCIMUX),
     }
+    stop_scraping = threading.Event()
     try:
         hosts = {v: s.host for v, s in servers.items()}
+        if METRICS:
+            urls = [metrics_url(hosts[v]) for v in hosts if v.startswith("this build")]
+            threading.Thread(target=scrape_every_second, args=(urls, stop_scraping), daemon=True).start()
         digest = blob_digest(hosts["this build"], "bench/big")
         for v in hosts:
             parallel_gets(hosts[v], digest, 1)
@@ -225,6 +250,7 @@ def builds_section(cfg):
                          fmt(heads[new] / heads[old])])
         table(f"6. this build vs {OLD_OCIMUX} (median)", ["", "this build", "previous", "ratio"], rows)
     finally:
+        stop_scraping.set()
         for s in servers.values():
             s.stop()
 

@@ -33,6 +33,10 @@ pub struct Entry {
 impl Entry {
     /// Logs the request, `sent` bytes of its body taken by the HTTP layer.
     pub fn done(&self, sent: u64) {
+        // -q: nothing to format.
+        if !log::log_enabled!(target: TARGET, log::Level::Info) {
+            return;
+        }
         let took = self.started.elapsed();
         let complete = self.length.is_none_or(|l| l == sent);
         log::info!(

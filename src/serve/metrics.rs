@@ -65,7 +65,7 @@ pub fn render(o: &Observed) -> String {
         sample(
             &mut out,
             "ocimux_http_requests_total",
-            &[("route", route), ("code", &code.to_string())],
+            &[("route", route), ("code", code)],
             c.requests,
         );
     }
@@ -79,7 +79,7 @@ pub fn render(o: &Observed) -> String {
         sample(
             &mut out,
             "ocimux_http_response_bytes_total",
-            &[("route", route), ("code", &code.to_string())],
+            &[("route", route), ("code", code)],
             c.bytes,
         );
     }

@@ -146,8 +146,22 @@ pub fn parse(path: &str) -> Result<Route<'_>, RouteError> {
     }
 }
 
+/// Every label [`label`] gives, in the order metrics list them.
+pub const LABELS: [&str; 10] = [
+    "base",
+    "catalog",
+    "tags",
+    "manifests",
+    "blobs",
+    "referrers",
+    "uploads",
+    "health",
+    "page",
+    "other",
+];
+
 /// The endpoint `path` is a request to, as metrics count it: one of a
-/// fixed set of labels, from the path's shape alone (nothing a client
+/// fixed set of labels ([`LABELS`]), from the path's shape alone (nothing a client
 /// writes becomes a label).
 pub fn label(path: &str) -> &'static str {
     match path {
@@ -263,6 +277,7 @@ mod tests {
         ];
         for (path, want) in cases {
             assert_eq!(label(path), want, "{path:?}");
+            assert!(LABELS.contains(&want));
         }
     }
 

@@ -2,13 +2,21 @@
 //! bytes by route and status, requests in flight, and blobs waiting to be
 //! hashed. Read by `ocimux status` and the metrics endpoint.
 //!
-//! Bounded: a route is one of [`super::route::label`]'s fixed labels and a
-//! status one of the few the server answers, so the table cannot grow with
-//! what clients send. Its lock is held only to add to a counter.
+//! Bounded and lock-free: a fixed table of counters, one per route label
+//! ([`super::route::LABELS`]) and status ([`STATUSES`], the rest counted as
+//! `other`), so nothing a client sends grows it and no request waits for
+//! another to count.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+
+use super::route::LABELS;
+
+/// The statuses counted each on its own (what the server answers); any
+/// other is counted as `other`.
+pub const STATUSES: [u16; 13] = [
+    200, 206, 304, 400, 401, 403, 404, 405, 413, 416, 429, 500, 503,
+];
 
 /// Requests and body bytes of one route and status.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +40,15 @@ pub struct Traffic {
     pub hashing_waiting: AtomicU64,
     /// Blobs being hashed now.
     pub hashing_running: AtomicU64,
-    by_route: Mutex<BTreeMap<(&'static str, u16), Counts>>,
+    /// Requests and bytes per route label and status (the last: other).
+    table: [[(AtomicU64, AtomicU64); STATUSES.len() + 1]; LABELS.len()],
+}
+
+/// The label of status slot `i`: the code, or `other`.
+fn status_label(i: usize) -> String {
+    STATUSES
+        .get(i)
+        .map_or_else(|| "other".to_owned(), u16::to_string)
 }
 
 impl Traffic {
@@ -43,10 +59,22 @@ impl Traffic {
         Answering(self.clone())
     }
 
-    /// Requests and bytes by route label and status, in order.
-    pub fn by_route(&self) -> Vec<((&'static str, u16), Counts)> {
-        let table = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
-        table.iter().map(|(k, v)| (*k, *v)).collect()
+    /// Requests and bytes by route label and status, those seen only, in
+    /// route then status order.
+    pub fn by_route(&self) -> Vec<((&'static str, String), Counts)> {
+        let mut out = Vec::new();
+        for (route, row) in LABELS.iter().zip(&self.table) {
+            for (i, (requests, bytes)) in row.iter().enumerate() {
+                let c = Counts {
+                    requests: requests.load(Relaxed),
+                    bytes: bytes.load(Relaxed),
+                };
+                if c.requests > 0 {
+                    out.push(((*route, status_label(i)), c));
+                }
+            }
+        }
+        out
     }
 
     /// Counts one request waiting for a hashing slot until the guard is
@@ -70,10 +98,13 @@ impl Answering {
         let t = &self.0;
         t.requests.fetch_add(1, Relaxed);
         t.bytes_sent.fetch_add(sent, Relaxed);
-        let mut table = t.by_route.lock().unwrap_or_else(|p| p.into_inner());
-        let c = table.entry((route, status)).or_default();
-        c.requests += 1;
-        c.bytes = c.bytes.saturating_add(sent);
+        let r = LABELS.iter().position(|l| *l == route);
+        let s = STATUSES.iter().position(|c| *c == status);
+        let slot = r.and_then(|r| t.table.get(r)?.get(s.unwrap_or(STATUSES.len())));
+        if let Some((requests, bytes)) = slot {
+            requests.fetch_add(1, Relaxed);
+            bytes.fetch_add(sent, Relaxed);
+        }
     }
 }
 
@@ -118,11 +149,12 @@ mod tests {
     #[test]
     fn counts_by_route_and_gauges_return_to_zero() {
         let t = Arc::new(Traffic::default());
-        let steps: [(&'static str, u16, u64); 4] = [
+        let steps: [(&'static str, u16, u64); 5] = [
             ("blobs", 200, 10),
             ("blobs", 200, 5),
             ("blobs", 404, 0),
             ("manifests", 200, 7),
+            ("manifests", 418, 1),
         ];
         for (route, status, sent) in steps {
             let a = t.begin();
@@ -130,30 +162,14 @@ mod tests {
             a.answered(route, status, sent);
         }
         assert_eq!(t.in_flight.load(Relaxed), 0);
-        assert_eq!(t.requests.load(Relaxed), 4);
-        assert_eq!(t.bytes_sent.load(Relaxed), 22);
+        assert_eq!(t.requests.load(Relaxed), 5);
+        assert_eq!(t.bytes_sent.load(Relaxed), 23);
+        let counts = |requests, bytes| Counts { requests, bytes };
         let want = vec![
-            (
-                ("blobs", 200),
-                Counts {
-                    requests: 2,
-                    bytes: 15,
-                },
-            ),
-            (
-                ("blobs", 404),
-                Counts {
-                    requests: 1,
-                    bytes: 0,
-                },
-            ),
-            (
-                ("manifests", 200),
-                Counts {
-                    requests: 1,
-                    bytes: 7,
-                },
-            ),
+            (("manifests", "200".to_owned()), counts(1, 7)),
+            (("manifests", "other".to_owned()), counts(1, 1)),
+            (("blobs", "200".to_owned()), counts(2, 15)),
+            (("blobs", "404".to_owned()), counts(1, 0)),
         ];
         assert_eq!(t.by_route(), want);
         let mut h = t.hashing();
