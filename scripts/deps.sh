@@ -4,7 +4,8 @@
 # renameat2 racer as another user), acl (setfacl), xfsprogs (a reflink
 # filesystem for the export tests); for `serve`: curl, openssl (a test
 # certificate), podman, buildah and containerd (real pulling clients),
-# chromium (the page at /, in a real browser, headless).
+# chromium (the page at /, in a real browser, headless); python3-venv
+# (meta-ocimux's tests run BitBake's bb library from a virtual environment).
 # Fails loudly otherwise.
 set -euo pipefail
 declare -A pkg_of=([fusermount3]=fuse3 [skopeo]=skopeo [umoci]=umoci [docker-registry]=docker-registry [mkfs.xfs]=xfsprogs [/usr/bin/python3]=python3 [getfacl]=acl [curl]=curl [openssl]=openssl [podman]=podman [buildah]=buildah [containerd]=containerd [ctr]=containerd [ab]=apache2-utils [chromium]=chromium)
@@ -27,6 +28,15 @@ fi
 for tool in "${tools[@]}" "$@"; do
   command -v "$tool" >/dev/null 2>&1 || { echo "deps: $tool is still missing after apt-get" >&2; exit 1; }
 done
+# meta-ocimux's tests make a virtual environment (BitBake's bb library from
+# the Python package index): python3 -m venv needs Debian's python3-venv.
+if ! python3 -c 'import ensurepip' 2>/dev/null; then
+  [ "$(id -u)" -eq 0 ] || { echo "deps: python3-venv is missing and not root: apt-get install python3-venv" >&2; exit 1; }
+  echo "deps: installing python3-venv" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  python3 -c 'import ensurepip' || { echo "deps: python3-venv is still missing after apt-get" >&2; exit 1; }
+fi
 [ -c /dev/fuse ] || { echo "deps: /dev/fuse is missing: FUSE mounts cannot work on this machine" >&2; exit 1; }
 # Distributions' udev rules make /dev/fuse 0666 so that users mount through the
 # setuid fusermount3; some containers leave it 0600. The unprivileged-mount test
