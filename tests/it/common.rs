@@ -200,6 +200,27 @@ pub fn sha256_file(path: &Path) -> Digest {
     Digest::sha256_of(&fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())))
 }
 
+/// The platforms an image index lists, in its order, as
+/// `OS/ARCH[/VARIANT]`.
+pub fn platforms_of(index: &serde_json::Value) -> Vec<String> {
+    let manifests = index["manifests"].as_array().expect("an index");
+    manifests
+        .iter()
+        .map(|d| {
+            let p = &d["platform"];
+            let v = p["variant"]
+                .as_str()
+                .map(|v| format!("/{v}"))
+                .unwrap_or_default();
+            format!(
+                "{}/{}{v}",
+                p["os"].as_str().unwrap_or("?"),
+                p["architecture"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
 /// Every file under `root` with its bytes' hash, mode and mtime: compare before
 /// and after to prove a source was not modified.
 pub fn tree_state(root: &Path) -> BTreeMap<PathBuf, (String, u32, i64)> {

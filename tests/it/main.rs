@@ -11,6 +11,7 @@ mod clients;
 mod guide;
 mod hostile_sources;
 mod identity_and_writers;
+mod layer;
 mod lifecycle;
 mod live;
 mod mount;

@@ -109,23 +109,7 @@ fn serves_every_reachable_blob_byte_for_byte_and_nothing_else() {
 
     // The index lists each source's manifest, in command-line order, with its platform.
     let index = json_file(&index_path);
-    let platforms: Vec<String> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            let p = &d["platform"];
-            let v = p["variant"]
-                .as_str()
-                .map(|v| format!("/{v}"))
-                .unwrap_or_default();
-            format!(
-                "{}/{}{v}",
-                p["os"].as_str().unwrap(),
-                p["architecture"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let platforms = platforms_of(&index);
     assert_eq!(platforms, ["linux/amd64", "linux/arm64", "linux/arm/v7"]);
 
     // Exactly the reachable blobs (umoci leaves unreferenced ones behind) plus the index.
