@@ -559,8 +559,6 @@ impl Asked {
             accept: &self.accept,
             range: self.range.as_deref(),
             if_none_match: self.if_none_match.as_deref(),
-            host: self.host.as_deref(),
-            secure: self.secure,
         }
     }
 }
@@ -569,6 +567,13 @@ impl Asked {
 /// first is hashed with at most [`HASHING`] at once, waiting without a
 /// thread; no request holds a thread while another hashes.
 async fn answer(shared: &Arc<Shared>, asked: &Arc<Asked>) -> Reply {
+    if asked.path == "/" {
+        let reached = super::page::Reached {
+            host: asked.host.as_deref(),
+            secure: asked.secure,
+        };
+        return super::page::answer(&shared.registry, &asked.method, reached);
+    }
     let ask = |defer: bool, proven: Option<api::Pending>| {
         let (registry, asked) = (shared.registry.clone(), asked.clone());
         tokio::task::spawn_blocking(move || registry.respond(&asked.request(), defer, proven))

@@ -34,8 +34,17 @@ pub struct Reached<'a> {
     pub secure: bool,
 }
 
+/// The answer to `method /`: the page (GET, HEAD), else 405.
+pub fn answer(registry: &Registry, method: &str, reached: Reached<'_>) -> Reply {
+    match method {
+        "GET" => reply(registry, reached),
+        "HEAD" => reply(registry, reached).headless(),
+        m => Reply::not_allowed(m, "GET, HEAD"),
+    }
+}
+
 /// The page now.
-pub fn reply(registry: &Registry, reached: Reached<'_>) -> Reply {
+fn reply(registry: &Registry, reached: Reached<'_>) -> Reply {
     let html = render(registry, reached);
     Reply::bytes(200, CONTENT_TYPE, Bytes::from(html)).with("Cache-Control", "no-store".into())
 }
@@ -290,6 +299,47 @@ mod tests {
         let tls = commands("app", "v1", "build", true);
         assert!(!tls.contains("verify") && !tls.contains("plain"), "{tls}");
         assert!(tls.contains("10.0.2.2:443/app:v1"), "{tls}");
+    }
+
+    #[test]
+    fn the_page_shows_what_is_served() {
+        use crate::serve::reply::Body;
+        use crate::snapshot::generations::Generations;
+        use crate::testing::testutil::LayoutBuilder;
+        let dir = tempfile::tempdir().unwrap();
+        LayoutBuilder::one_layer(dir.path().join("l"), b"layer bytes");
+        let sources = [dir.path().join("l").display().to_string()];
+        let args = crate::snapshot::plan::IndexArgs::default();
+        let plan = crate::snapshot::plan::Plan::from_args(&sources, &args).unwrap();
+        let snapshots = std::sync::Arc::new(Generations::new(&plan.compose().unwrap()));
+        let layout = snapshots.current();
+        let repo = crate::serve::api::Repository::new("a/b".into(), false);
+        repo.set_tag("v1", snapshots);
+        let reg = Registry::default();
+        reg.insert(repo);
+        let reached = Reached {
+            host: Some("127.0.0.1:5000"),
+            secure: false,
+        };
+        let html = match answer(&reg, "GET", reached).body {
+            Body::Bytes(b) => String::from_utf8(b.to_vec()).unwrap(),
+            _ => String::new(),
+        };
+        let image = layout.images().first().unwrap();
+        let wanted = [
+            "<h3>a/b:v1</h3>".to_owned(),
+            layout.index_digest().to_string(),
+            format!("data-bytes=\"{}\"", image.image_size),
+            image.platform.to_string(),
+            "podman pull --tls-verify=false 127.0.0.1:5000/a/b:v1".into(),
+            "10.0.2.2:5000/a/b:v1".into(),
+        ];
+        for w in wanted {
+            assert!(html.contains(&w), "{w} in {html}");
+        }
+        let head = answer(&reg, "HEAD", reached);
+        assert!(matches!((head.status, head.body), (200, Body::Empty)));
+        assert_eq!(answer(&reg, "POST", reached).status, 405);
     }
 
     #[test]

@@ -194,10 +194,6 @@ pub struct Request<'a> {
     pub range: Option<&'a str>,
     /// `If-None-Match`.
     pub if_none_match: Option<&'a str>,
-    /// `Host` (for the commands the page at `/` shows).
-    pub host: Option<&'a str>,
-    /// Whether the connection is TLS.
-    pub secure: bool,
 }
 
 impl Registry {
@@ -307,17 +303,6 @@ impl Registry {
     /// `proven`: the blob a [`Answer::Hash`] asked to prove, proven.
     pub fn respond(&self, req: &Request<'_>, may_defer: bool, proven: Option<Pending>) -> Answer {
         let read = matches!(req.method, "GET" | "HEAD");
-        if req.path == "/" {
-            let reached = super::page::Reached {
-                host: req.host,
-                secure: req.secure,
-            };
-            return Answer::Reply(match req.method {
-                "GET" => super::page::reply(self, reached),
-                "HEAD" => super::page::reply(self, reached).headless(),
-                m => Reply::not_allowed(m, "GET, HEAD"),
-            });
-        }
         let Some(path) = route::decode(req.path) else {
             return Answer::Reply(Reply::no_endpoint());
         };
@@ -557,35 +542,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_page_shows_what_is_served() {
-        let dir = tempfile::tempdir().unwrap();
-        let (reg, _) = registry(dir.path());
-        let snapshots = reg.get("a/b").unwrap().tag_snapshots();
-        let (_, g) = snapshots.first().unwrap();
-        let layout = g.current();
-        let html = match reply(&reg, &req("GET", "/", None)).body {
-            Body::Bytes(b) => String::from_utf8(b.to_vec()).unwrap(),
-            _ => String::new(),
-        };
-        let image = layout.images().first().unwrap();
-        let wanted = [
-            "<h3>a/b:v1</h3>".to_owned(),
-            layout.index_digest().to_string(),
-            format!("data-bytes=\"{}\"", image.image_size),
-            image.platform.to_string(),
-            "podman pull --tls-verify=false 127.0.0.1:5000/a/b:v1".into(),
-            "10.0.2.2:5000/a/b:v1".into(),
-        ];
-        for w in wanted {
-            assert!(html.contains(&w), "{w} in {html}");
-        }
-        let head = reply(&reg, &req("HEAD", "/", None));
-        assert!(matches!((head.status, head.body), (200, Body::Empty)));
-        let post = reply(&reg, &req("POST", "/", None));
-        assert_eq!(post.status, 405);
-    }
-
     fn reply(reg: &Registry, r: &Request<'_>) -> Reply {
         match reg.respond(r, false, None) {
             Answer::Reply(reply) => reply,
@@ -629,8 +585,6 @@ mod tests {
             accept: "application/vnd.oci.image.index.v1+json",
             range,
             if_none_match: None,
-            host: Some("127.0.0.1:5000"),
-            secure: false,
         }
     }
 
