@@ -331,3 +331,75 @@ fn metrics_count_requests_bytes_and_failed_rebuilds() {
     });
     server.stop();
 }
+
+/// The metrics address answers while every connection slot of the API is
+/// taken by a client that stalls mid-body: it has slots of its own, and it
+/// counts those requests in flight.
+#[test]
+fn metrics_answer_while_the_api_is_full() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, layer) = big_layer(tmp.path().join("s"), 64);
+    let server = Server::start_quiet(
+        &[],
+        &[
+            "--max-connections",
+            "4",
+            "--metrics",
+            "127.0.0.1:0",
+            "app",
+            s(&b.root),
+        ],
+    );
+    let mut url = String::new();
+    wait_for(
+        "status to say where the metrics are",
+        Duration::from_secs(10),
+        || {
+            let out = ocimux(&["status", "--json", &format!("http://{}", server.host)]);
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            url = v[0]["metrics"].as_str().unwrap_or_default().to_owned();
+            !url.is_empty()
+        },
+    );
+    // Four clients read a byte of the 64 MiB layer each, then stall.
+    let path = format!("/v2/app/blobs/{layer}");
+    let stalled: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = body_of(&server.host, &path);
+            let mut one = [0u8; 1];
+            c.read_exact(&mut one).unwrap();
+            c
+        })
+        .collect();
+    // The API is full: a fifth client waits in the backlog, unanswered.
+    let mut fifth = TcpStream::connect(&server.host).unwrap();
+    fifth.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    fifth.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 16];
+    assert!(fifth.read(&mut buf).is_err(), "answered while full");
+    let started = Instant::now();
+    let mut text = String::new();
+    wait_for(
+        "the stalled requests to be counted",
+        Duration::from_secs(10),
+        || {
+            text = scrape(&url);
+            value_of(&text, "ocimux_http_requests_in_flight") == Some(4)
+        },
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+    wait_for("the requests to end", Duration::from_secs(20), || {
+        let text = scrape(&url);
+        value_of(&text, "ocimux_http_requests_in_flight") == Some(0)
+            && value_of(
+                &text,
+                r#"ocimux_http_requests_total{route="blobs",code="200"}"#,
+            ) == Some(4)
+    });
+    server.stop();
+}
