@@ -43,7 +43,7 @@ pub fn run(
         // signals reach the command, not the runtime.
         crate::process::scoped::block_stop_signals();
     }
-    let sockets = bind(&cfg.listen)?;
+    let sockets = bind(&cfg.listen, "")?;
     let metrics = match &cfg.metrics {
         Some(m) => {
             if !m.is_loopback() {
@@ -51,7 +51,7 @@ pub fn run(
                     "metrics on {m}: anyone on the network can read them (no TLS, no password)"
                 );
             }
-            bind(m)?
+            bind(m, "the metrics address ")?
         }
         None => Vec::new(),
     };
@@ -127,10 +127,14 @@ fn credentials(cfg: &ServeConfig) -> Result<Credentials, ServeError> {
     Ok((auth, tls))
 }
 
-/// Binds every address `listen` names: the first as given, the others on
+/// Binds every address `listen` names (`what` it is for, in errors: the
+/// API's or the `metrics ` address): the first as given, the others on
 /// the port the first got (port 0 picks one port for all). An address
 /// after the first that cannot be bound (no IPv6 here) is skipped, said.
-fn bind(listen: &super::listen::Listen) -> Result<Vec<std::net::TcpListener>, ServeError> {
+fn bind(
+    listen: &super::listen::Listen,
+    what: &str,
+) -> Result<Vec<std::net::TcpListener>, ServeError> {
     let mut sockets: Vec<std::net::TcpListener> = Vec::new();
     for addr in listen.addrs() {
         let mut addr = *addr;
@@ -149,7 +153,7 @@ fn bind(listen: &super::listen::Listen) -> Result<Vec<std::net::TcpListener>, Se
             Ok(s) => sockets.push(s),
             Err(err) if sockets.is_empty() => {
                 return Err(ServeError::Listen {
-                    addr: format!("{listen} ({addr})"),
+                    addr: format!("{what}{listen} ({addr})"),
                     err,
                 });
             }

@@ -373,8 +373,12 @@ fn metrics_answer_while_the_api_is_full() {
         .collect();
     // The API is full: a fifth client waits in the backlog, unanswered.
     let mut fifth = TcpStream::connect(&server.host).unwrap();
-    fifth.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    fifth.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    fifth
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    fifth
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut buf = [0u8; 16];
     assert!(fifth.read(&mut buf).is_err(), "answered while full");
     let started = Instant::now();
@@ -402,4 +406,41 @@ fn metrics_answer_while_the_api_is_full() {
             ) == Some(4)
     });
     server.stop();
+}
+
+/// A bad or taken metrics address: the usual bad-input and listen exit
+/// codes, the message naming the metrics address.
+#[test]
+fn a_bad_or_taken_metrics_address_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (amd64, _) = two_layouts(tmp.path(), "metrics-bad");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cases = [
+        (
+            "nowhere".to_owned(),
+            2,
+            "invalid value 'nowhere' for '--metrics",
+        ),
+        (
+            format!("127.0.0.1:{port}"),
+            5,
+            "the metrics address 127.0.0.1:",
+        ),
+    ];
+    for (addr, code, says) in cases {
+        let out = ocimux(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics",
+            &addr,
+            "app",
+            s(&amd64),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{addr}: {err}");
+        assert!(err.contains(says), "{addr}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }
