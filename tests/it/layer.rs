@@ -225,7 +225,6 @@ fn build_tree(top: &Path) {
             dated_build(&dir, machine, stamp, arch, Left::All);
         }
     }
-    fs::create_dir_all(top.join("tmp/deploy/images/qemux86-64")).unwrap();
 }
 
 /// What the deploy trees of the machines hold (bytes, mode, mtime).
@@ -390,7 +389,7 @@ fn a_missing_machine_or_a_misconfigured_variable_stops_the_task_by_name() {
         }
         let deploy = top.join("tmp/deploy/images/qemux86-64");
         assert_eq!(
-            fs::read_dir(&deploy).unwrap().count(),
+            fs::read_dir(&deploy).map_or(0, |d| d.count()),
             0,
             "{line}: nothing written"
         );

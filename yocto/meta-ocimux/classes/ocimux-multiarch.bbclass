@@ -121,6 +121,7 @@ def ocimux_multiarch_replace(tmp, out):
     bb.utils.remove(old, recurse=True)
 
 python do_create_multiarch_index() {
+    import os
     import re
     recipe = d.getVar('OCI_MULTIARCH_RECIPE')
     out = d.getVar('OCI_MULTIARCH_OUTPUT')
@@ -128,6 +129,7 @@ python do_create_multiarch_index() {
     bb.plain(f"Creating a multi-arch OCI image layout of {recipe} with ocimux")
     sources = ocimux_multiarch_sources(d)
     tmp = out + '.ocimux-tmp'
+    bb.utils.mkdirhier(os.path.dirname(out))
     bb.utils.remove(tmp, recurse=True)
     summary = ocimux_multiarch_run(d, ['export', '--tag', tag, tmp, *sources], 'ocimux export').strip()
     bb.plain(f"  {summary}")
