@@ -223,6 +223,13 @@ fn build_tree(top: &Path) {
         let dir = top.join(format!("tmp-{mc}/deploy/images/{machine}"));
         for stamp in ["20261204120000", "20261205120000"] {
             dated_build(&dir, machine, stamp, arch, Left::All);
+            // OE-core's write_image_test_data, beside each image.
+            fs::write(
+                dir.join(format!("app-container-{machine}-{stamp}.testdata.json")),
+                serde_json::json!({"MACHINE": machine, "PV": format!("2.0.{}", &stamp[7..8])})
+                    .to_string(),
+            )
+            .unwrap();
         }
     }
 }
@@ -500,6 +507,78 @@ fn the_registry_helper_serves_the_build_and_pushes_to_a_registry() {
         3,
         "{pushed}"
     );
+    let remote_tags = || -> BTreeSet<String> {
+        let url = format!("http://{remote}/v2/yocto/app-container/tags/list");
+        let list: Value =
+            serde_json::from_slice(&run(Command::new("curl").args(["-sf", &url])).stdout).unwrap();
+        list["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let want: BTreeSet<String> = ["latest", "20261204-120000", "20261205-120000"]
+        .map(String::from)
+        .into();
+    assert_eq!(
+        remote_tags(),
+        want,
+        "timestamp latest, as container-registry.sh writes them"
+    );
+    // container-registry.sh's push options: a version given, nested semver,
+    // an arch suffix naming each platform's manifest; PV from testdata.json.
+    let pushed = helper_ok(
+        &script,
+        &[
+            "push",
+            &remote,
+            "--strategy",
+            "semver arch",
+            "--version",
+            "1.2.3",
+        ],
+    );
+    assert_eq!(pushed.matches("pushing ").count(), 12, "{pushed}");
+    let pushed = helper_ok(&script, &["push", &remote, "--strategy", "version sha"]);
+    assert!(
+        pushed.contains("to 127.0.0.1:") && pushed.contains(":2.0.5"),
+        "{pushed}"
+    );
+    let tags = remote_tags();
+    for t in [
+        "1.2.3",
+        "1.2",
+        "1",
+        "1.2.3-x86_64",
+        "1.2-aarch64",
+        "1-arm",
+        "2.0.5",
+    ] {
+        assert!(tags.contains(t), "{t} in {tags:?}");
+    }
+    let digest_of = |r: &str| {
+        let raw =
+            run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", r])).stdout;
+        ocimux::oci::digest::Digest::sha256_of(&raw).to_string()
+    };
+    let amd64 = serde_json::from_slice::<Value>(&served_index).unwrap()["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "amd64")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let x86 = format!("docker://{remote}/yocto/app-container:1.2.3-x86_64");
+    assert_eq!(
+        digest_of(&x86),
+        amd64,
+        "the arch tag names that platform's manifest"
+    );
+    let sha = helper(&script, &["push", &remote, "--strategy", "sha"]);
+    assert!(String::from_utf8_lossy(&sha.stderr).contains("needs git metadata"));
     let there = run(Command::new("skopeo").args([
         "inspect",
         "--raw",
