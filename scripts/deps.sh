@@ -22,6 +22,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   # A new machine has no package lists.
   apt-get update -qq
+  # Headless chromium draws text with whatever fonts there are; give it some.
+  [[ " ${missing[*]} " == *" chromium "* ]] && missing+=(fonts-liberation)
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
