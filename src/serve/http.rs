@@ -346,29 +346,12 @@ async fn handle(
     let answering = shared.traffic.begin();
     // In flight until its body is sent (or dropped): not idle meanwhile.
     let in_flight = super::idle::Busy::new(&busy);
-    let headers = req.headers();
-    let header = |name| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let accept: Vec<&str> = headers
-        .get_all(hyper::header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let asked = Arc::new(Asked {
-        method: req.method().as_str().to_owned(),
-        path: req.uri().path().to_owned(),
-        query: req.uri().query().map(str::to_owned),
-        accept: accept.join(","),
-        range: header(hyper::header::RANGE),
-        if_none_match: header(hyper::header::IF_NONE_MATCH),
-        host: header(hyper::header::HOST),
-        secure: shared.tls.is_some(),
-    });
-    let authorization = header(hyper::header::AUTHORIZATION);
+    let asked = Arc::new(Asked::of(&req, shared.tls.is_some()));
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     // Health checks answer without credentials (docker-registry's
     // /debug/health, and /healthz), before any are checked: they cost
     // nothing, whatever Authorization header comes with them.
@@ -551,6 +534,32 @@ struct Asked {
 }
 
 impl Asked {
+    /// What `req` asks, over TLS or not.
+    fn of<B>(req: &Request<B>, secure: bool) -> Asked {
+        let headers = req.headers();
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let accept: Vec<&str> = headers
+            .get_all(hyper::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        Asked {
+            method: req.method().as_str().to_owned(),
+            path: req.uri().path().to_owned(),
+            query: req.uri().query().map(str::to_owned),
+            accept: accept.join(","),
+            range: header(hyper::header::RANGE),
+            if_none_match: header(hyper::header::IF_NONE_MATCH),
+            host: header(hyper::header::HOST),
+            secure,
+        }
+    }
+
     fn request(&self) -> api::Request<'_> {
         api::Request {
             method: &self.method,

@@ -53,31 +53,49 @@ pub struct Observed {
 /// The metrics now, in the text exposition format.
 pub fn render(o: &Observed) -> String {
     let mut out = String::with_capacity(4096);
-    let t = &o.traffic;
-    let by_route = t.by_route();
+    traffic(&mut out, &o.traffic);
+    snapshots(&mut out, &o.registry);
     family(
         &mut out,
+        "ocimux_start_time_seconds",
+        "gauge",
+        "When the server started (Unix time).",
+    );
+    sample(
+        &mut out,
+        "ocimux_start_time_seconds",
+        &[],
+        crate::process::state::unix(o.started),
+    );
+    out
+}
+
+/// Requests and bytes by route and status; in flight; hashing.
+fn traffic(out: &mut String, t: &Traffic) {
+    let by_route = t.by_route();
+    family(
+        out,
         "ocimux_http_requests_total",
         "counter",
         "Requests answered, by route and status.",
     );
     for ((route, code), c) in &by_route {
         sample(
-            &mut out,
+            out,
             "ocimux_http_requests_total",
             &[("route", route), ("code", code)],
             c.requests,
         );
     }
     family(
-        &mut out,
+        out,
         "ocimux_http_response_bytes_total",
         "counter",
         "Body bytes sent (taken by the HTTP layer), by route and status.",
     );
     for ((route, code), c) in &by_route {
         sample(
-            &mut out,
+            out,
             "ocimux_http_response_bytes_total",
             &[("route", route), ("code", code)],
             c.bytes,
@@ -101,23 +119,9 @@ pub fn render(o: &Observed) -> String {
         ),
     ];
     for (name, help, value) in gauges {
-        family(&mut out, name, "gauge", help);
-        sample(&mut out, name, &[], value);
+        family(out, name, "gauge", help);
+        sample(out, name, &[], value);
     }
-    snapshots(&mut out, &o.registry);
-    family(
-        &mut out,
-        "ocimux_start_time_seconds",
-        "gauge",
-        "When the server started (Unix time).",
-    );
-    sample(
-        &mut out,
-        "ocimux_start_time_seconds",
-        &[],
-        crate::process::state::unix(o.started),
-    );
-    out
 }
 
 /// Per repository and tag: rebuilds, failures, failing now, built, kept.

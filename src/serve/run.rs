@@ -216,9 +216,7 @@ async fn serve_until_stopped(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}");
     announce(&url, registry.len());
-    let metrics = serve_metrics(listening.metrics, &registry, &traffic).map_err(listen_err)?;
-    let metrics_url = metrics.as_ref().map(|(u, _)| u.clone());
-    super::status::keep([Some(url), metrics_url], registry.clone(), traffic);
+    let metrics = observe(url, listening.metrics, &registry, traffic).map_err(listen_err)?;
     let scoped = !cfg.command.is_empty();
     if !scoped {
         spawn_reloader(tls);
@@ -235,7 +233,7 @@ async fn serve_until_stopped(
     };
     let _ = stop_tx.send(());
     let _ = server.await;
-    if let Some((_, m)) = metrics {
+    if let Some(m) = metrics {
         m.abort();
     }
     crate::process::state::remove_own();
@@ -255,6 +253,20 @@ fn announce(url: &str, repositories: usize) {
         "repositories"
     };
     log::info!("serving {repositories} {noun} at {url}");
+}
+
+/// What the server says of itself: metrics on `sockets` (if any), the state
+/// file `ocimux status` reads; the metrics task.
+fn observe(
+    url: String,
+    sockets: Vec<std::net::TcpListener>,
+    registry: &Arc<super::api::Registry>,
+    traffic: Arc<super::traffic::Traffic>,
+) -> std::io::Result<Option<tokio::task::JoinHandle<()>>> {
+    let metrics = serve_metrics(sockets, registry, &traffic)?;
+    let metrics_url = metrics.as_ref().map(|(u, _)| u.clone());
+    super::status::keep([Some(url), metrics_url], registry.clone(), traffic);
+    Ok(metrics.map(|(_, task)| task))
 }
 
 /// Answers metrics on `sockets` (if any) from a task of its own; their URL
