@@ -467,9 +467,16 @@ fn the_registry_helper_serves_the_build_and_pushes_to_a_registry() {
     );
     let tags = helper_ok(&script, &["tags", "app-container"]);
     let tags: BTreeSet<&str> = tags.lines().collect();
+    // latest, the dated builds, and the version each recorded (PV).
     assert_eq!(
         tags,
-        BTreeSet::from(["20261204120000", "20261205120000", "latest"])
+        BTreeSet::from([
+            "20261204120000",
+            "20261205120000",
+            "latest",
+            "2.0.4",
+            "2.0.5"
+        ])
     );
     let list = helper_ok(&script, &["list"]);
     assert!(
@@ -495,6 +502,17 @@ fn the_registry_helper_serves_the_build_and_pushes_to_a_registry() {
         &format!("docker://{host}/yocto/app-container:latest"),
     ]))
     .stdout;
+    let index_of = |tag: &str| {
+        let r = format!("docker://{host}/yocto/app-container:{tag}");
+        run(Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &r])).stdout
+    };
+    assert_eq!(
+        index_of("2.0.5"),
+        index_of("20261205120000"),
+        "a version names its newest build"
+    );
+    assert_eq!(index_of("2.0.4"), index_of("20261204120000"));
+    assert_ne!(index_of("2.0.4"), index_of("2.0.5"));
     let push = helper_ok(&script, &["push"]);
     assert!(push.contains("nothing to push"), "{push}");
 

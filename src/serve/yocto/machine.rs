@@ -51,8 +51,7 @@ pub fn hint(machine: &str, map: &BTreeMap<String, Platform>, testdata: Option<&P
         };
     }
     let recorded = testdata.and_then(|path| {
-        let bytes = crate::serve::config::read_settings_capped(path, MAX_TESTDATA).ok()?;
-        let vars: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
+        let vars = variables(path)?;
         let get = |k: &str| vars.get(k).and_then(|v| v.as_str()).unwrap_or_default();
         let v = recorded_variant(
             get("TARGET_ARCH"),
@@ -87,6 +86,19 @@ pub fn hint(machine: &str, map: &BTreeMap<String, Platform>, testdata: Option<&P
         platform: None,
         arm_variant,
     }
+}
+
+/// A build's variables as its `testdata.json` recorded them (at most
+/// [`MAX_TESTDATA`] bytes read, a regular file, never blocking).
+fn variables(path: &Path) -> Option<BTreeMap<String, serde_json::Value>> {
+    let bytes = crate::serve::config::read_settings_capped(path, MAX_TESTDATA).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The string variable `name` the build that wrote `testdata` recorded.
+pub fn recorded(testdata: &Path, name: &str) -> Option<String> {
+    let vars = variables(testdata)?;
+    vars.get(name)?.as_str().map(str::to_owned)
 }
 
 /// The ARM variant a build's tune says, for a 32-bit ARM target only.

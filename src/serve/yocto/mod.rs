@@ -8,12 +8,14 @@
 //! - `names`: what a deploy directory's names are;
 //! - `choose`: which outputs each tag is composed from;
 //! - `machine`: a machine's platform where its images' configs cannot say it;
+//! - `version`: the version tags (the `PV` each build recorded);
 //! - this file: scanning, and serving what was chosen.
 
 mod build;
 mod choose;
 mod machine;
 mod names;
+mod version;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
@@ -235,7 +237,20 @@ impl Finder {
                 continue;
             }
             named.insert(name.clone(), image.clone());
-            out.insert(name, choose::choose(&found, &self.index.tag, self.history));
+            let mut selections = choose::choose(&found, &self.index.tag, self.history);
+            let recorded: BTreeMap<PathBuf, String> = selections
+                .iter()
+                .filter(|s| !s.live)
+                .flat_map(|s| &s.sources)
+                .filter_map(|f| Some((f.path.clone(), served.version_of(f)?)))
+                .collect();
+            let (versions, said) =
+                version::version_tags(&selections, |f| recorded.get(&f.path).cloned());
+            for s in said {
+                served.say_once(format!("image {}: {s}", printable(&image)));
+            }
+            selections.extend(versions);
+            out.insert(name, selections);
         }
         out
     }
@@ -512,6 +527,30 @@ pub(crate) struct Served {
     said: BTreeSet<String>,
     /// Archives found complete: (dev, ino, size, mtime) → whether.
     tails: BTreeMap<(u64, u64, u64, i64), bool>,
+    /// Versions recorded: testdata.json (dev, ino, size, mtime) → its PV.
+    versions: BTreeMap<(u64, u64, u64, i64), Option<String>>,
+}
+
+/// Most remembered of [`Served`]'s tables (then forgotten, read again).
+const MAX_REMEMBERED: usize = 4096;
+
+impl Served {
+    /// The version (`PV`) the build of `f` recorded in its `testdata.json`,
+    /// read once per version of that file.
+    fn version_of(&mut self, f: &Found) -> Option<String> {
+        let path = testdata(f)?;
+        let m = std::fs::metadata(&path).ok()?;
+        let key = (m.dev(), m.ino(), m.size(), m.mtime());
+        if let Some(v) = self.versions.get(&key) {
+            return v.clone();
+        }
+        if self.versions.len() >= MAX_REMEMBERED {
+            self.versions.clear();
+        }
+        let v = machine::recorded(&path, "PV");
+        self.versions.insert(key, v.clone());
+        v
+    }
 }
 
 /// Takes away the dated tags of `name` not among `dated_now` (their build
