@@ -213,6 +213,51 @@ fn resolve_checked(path: &Path, refuse_ocimux: bool) -> Result<Resolved, OpenErr
     Ok(Resolved::File(file, info, publishers))
 }
 
+/// A small regular file `name` inside directory `dir`, read whole (at most
+/// `cap` bytes): opened beneath `dir` (a symlink may lead elsewhere in it,
+/// never out of it), non-blocking, regular files only. For what a build
+/// writes beside its images (`testdata.json`), read by name each scan.
+pub fn read_beside(dir: &Path, name: &str, cap: u64) -> Result<Vec<u8>, OpenError> {
+    if name.contains('/') || matches!(name, "" | "." | "..") {
+        return Err(OpenError::Escapes);
+    }
+    let dir = nix::fcntl::open(
+        dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| not_found_or(e.into()))?;
+    let how = OpenHow::new()
+        .flags(READ_FLAGS)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match nix::fcntl::openat2(dir.as_fd(), name, how) {
+        Ok(fd) => fd,
+        // No openat2: links are not followed at all.
+        Err(nix::errno::Errno::ENOSYS) => nix::fcntl::openat(
+            dir.as_fd(),
+            name,
+            READ_FLAGS | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(walk_error)?,
+        Err(nix::errno::Errno::EXDEV | nix::errno::Errno::ELOOP) => {
+            return Err(OpenError::Escapes);
+        }
+        Err(e) => return Err(not_found_or(e.into())),
+    };
+    let file = File::from(fd);
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(OpenError::NotRegular(type_name(meta.mode())));
+    }
+    if meta.len() > cap {
+        return Err(OpenError::Io(io::Error::other(format!(
+            "larger than {cap} bytes"
+        ))));
+    }
+    Ok(crate::files::readat::read_up_to(&file, 0, cap, meta.len())?)
+}
+
 /// The identity and access of an opened file reached through `dirs`.
 fn info_of(file: &File, dirs: &[DirPerm]) -> Result<FileInfo, OpenError> {
     let meta = file.metadata()?;

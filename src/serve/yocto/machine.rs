@@ -89,9 +89,11 @@ pub fn hint(machine: &str, map: &BTreeMap<String, Platform>, testdata: Option<&P
 }
 
 /// A build's variables as its `testdata.json` recorded them (at most
-/// [`MAX_TESTDATA`] bytes read, a regular file, never blocking).
+/// [`MAX_TESTDATA`] bytes read, a regular file inside the machine's
+/// directory — a link out of it is not followed — never blocking).
 fn variables(path: &Path) -> Option<BTreeMap<String, serde_json::Value>> {
-    let bytes = crate::serve::config::read_settings_capped(path, MAX_TESTDATA).ok()?;
+    let name = path.file_name()?.to_str()?;
+    let bytes = crate::files::confine::read_beside(path.parent()?, name, MAX_TESTDATA).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -134,6 +136,40 @@ fn recorded_variant(target_arch: &str, features: &str, pkgarch: &str) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_variables_stay_inside_the_machine_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, outside) = (tmp.path().join("qemuarm"), tmp.path().join("secret.json"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(&outside, r#"{"PV": "leaked"}"#).unwrap();
+        let dated = dir.join("app-qemuarm-20261205120000.testdata.json");
+        std::fs::write(&dated, r#"{"PV": "1.2"}"#).unwrap();
+        let link = |name: &str, to: &Path| {
+            std::os::unix::fs::symlink(to, dir.join(name)).unwrap();
+            dir.join(name)
+        };
+        let fifo = dir.join("fifo.testdata.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let cases = [
+            (dated.clone(), Some("1.2")),
+            // OE-core's link name, to the dated file beside it.
+            (
+                link(
+                    "app-qemuarm.testdata.json",
+                    Path::new("app-qemuarm-20261205120000.testdata.json"),
+                ),
+                Some("1.2"),
+            ),
+            (link("out.testdata.json", &outside), None),
+            (link("up.testdata.json", Path::new("../secret.json")), None),
+            (fifo, None),
+            (dir.join("missing.testdata.json"), None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(recorded(&path, "PV").as_deref(), want, "{}", path.display());
+        }
+    }
 
     #[test]
     fn tunes() {
