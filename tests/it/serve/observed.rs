@@ -149,6 +149,23 @@ fn status_shows_a_server() {
     assert!(!std::path::Path::new(&format!("/run/ocimux/{pid}.json")).exists());
 }
 
+/// Where `server` (started with `--metrics 127.0.0.1:0`) answers metrics,
+/// as `ocimux status` says.
+fn metrics_url(server: &Server) -> String {
+    let mut url = String::new();
+    wait_for(
+        "status to say where the metrics are",
+        Duration::from_secs(10),
+        || {
+            let out = ocimux(&["status", "--json", &format!("http://{}", server.host)]);
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            url = v[0]["metrics"].as_str().unwrap_or_default().to_owned();
+            !url.is_empty()
+        },
+    );
+    url
+}
+
 /// The metrics now, from `url`.
 fn scrape(url: &str) -> String {
     let r = get(url, &[]);
@@ -219,17 +236,7 @@ fn metrics_count_requests_bytes_and_failed_rebuilds() {
     let (b, layer) = big_layer(tmp.path().join("s\"}{x\nq=\"1\""), 4);
     let server = Server::start_quiet(&[], &["--metrics", "127.0.0.1:0", "app", s(&b.root)]);
     // Port 0: where the metrics are is in `ocimux status`.
-    let mut url = String::new();
-    wait_for(
-        "status to say where the metrics are",
-        Duration::from_secs(10),
-        || {
-            let out = ocimux(&["status", "--json", &format!("http://{}", server.host)]);
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            url = v[0]["metrics"].as_str().unwrap_or_default().to_owned();
-            !url.is_empty()
-        },
-    );
+    let url = metrics_url(&server);
     assert!(
         url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"),
         "{url}"
@@ -350,17 +357,7 @@ fn metrics_answer_while_the_api_is_full() {
             s(&b.root),
         ],
     );
-    let mut url = String::new();
-    wait_for(
-        "status to say where the metrics are",
-        Duration::from_secs(10),
-        || {
-            let out = ocimux(&["status", "--json", &format!("http://{}", server.host)]);
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            url = v[0]["metrics"].as_str().unwrap_or_default().to_owned();
-            !url.is_empty()
-        },
-    );
+    let url = metrics_url(&server);
     // Four clients read a byte of the 64 MiB layer each, then stall.
     let path = format!("/v2/app/blobs/{layer}");
     let stalled: Vec<_> = (0..4)
